@@ -16,9 +16,11 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
@@ -71,7 +73,7 @@ type ControlPlane struct {
 
 // Start builds (if needed) and starts a control plane, returning once the
 // API server is ready and the scheduler and controller-manager are healthy.
-func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
+func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	progress := opts.Progress
 	if progress == nil {
 		progress = io.Discard
@@ -97,7 +99,7 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 			return nil, fmt.Errorf("creating %s: %w", filepath.Join(dir, d), err)
 		}
 	}
-	cp = &ControlPlane{Dir: dir, Binaries: bins, ownDir: ownDir, progress: progress}
+	cp := &ControlPlane{Dir: dir, Binaries: bins, ownDir: ownDir, progress: progress}
 	defer func() {
 		if err != nil {
 			cp.Stop()
@@ -116,7 +118,18 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 	}
 	apiPort, etcdPort, etcdPeerPort, kcmPort, schedPort := ports[0], ports[1], ports[2], ports[3], ports[4]
 
-	if cp.PKI, err = newPKI(filepath.Join(dir, "pki")); err != nil {
+	if cp.PKI, err = newPKI(filepath.Join(dir, "pki"), "ca"); err != nil {
+		return nil, err
+	}
+	// The aggregation layer's request-header CA is separate from the client
+	// CA, as in kubeadm: otherwise any client certificate could assert
+	// identities through X-Remote-User.
+	frontProxy, err := newPKI(filepath.Join(dir, "pki"), "front-proxy-ca")
+	if err != nil {
+		return nil, err
+	}
+	proxyClient, err := frontProxy.ClientCert("front-proxy-client", "front-proxy-client")
+	if err != nil {
 		return nil, err
 	}
 	cp.APIServerURL = "https://127.0.0.1:" + strconv.Itoa(apiPort)
@@ -168,6 +181,13 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 		"--kubelet-client-key=" + cp.KubeletClient.KeyPath,
 		"--kubelet-certificate-authority=" + cp.PKI.CACertPath,
 		"--kubelet-preferred-address-types=InternalIP,Hostname",
+		"--requestheader-client-ca-file=" + frontProxy.CACertPath,
+		"--requestheader-allowed-names=front-proxy-client",
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file=" + proxyClient.CertPath,
+		"--proxy-client-key-file=" + proxyClient.KeyPath,
 		"--allow-privileged=true",
 		"--profiling=false",
 		"--v=1",
@@ -382,6 +402,26 @@ func (cp *ControlPlane) LogTails(n int) map[string]string {
 		out[p.name] = p.logTail(n)
 	}
 	return out
+}
+
+// CreateNamespace creates a namespace and waits until its default service
+// account exists, so pods can be created in it at once.
+func (cp *ControlPlane) CreateNamespace(ctx context.Context, name string) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if _, err := cp.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating namespace %s: %w", name, err)
+	}
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := cp.Client.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return err == nil, err
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the default service account in %s: %w", name, err)
+	}
+	return nil
 }
 
 // UserConfig returns a rest.Config that authenticates as user in groups with

@@ -36,7 +36,7 @@ type CertPair struct {
 	KeyPEM   []byte
 }
 
-func newPKI(dir string) (*PKI, error) {
+func newPKI(dir, name string) (*PKI, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating PKI directory: %w", err)
 	}
@@ -47,7 +47,7 @@ func newPKI(dir string) (*PKI, error) {
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          randomSerial(),
-		Subject:               pkix.Name{CommonName: "vnode-test-ca"},
+		Subject:               pkix.Name{CommonName: "vnode-" + name},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
@@ -63,7 +63,7 @@ func newPKI(dir string) (*PKI, error) {
 		return nil, fmt.Errorf("parsing CA certificate: %w", err)
 	}
 	p := &PKI{Dir: dir, CACert: cert, CAKey: key}
-	pair, err := p.write("ca", der, key)
+	pair, err := p.write(name, der, key)
 	if err != nil {
 		return nil, err
 	}
