@@ -283,7 +283,7 @@ func createReadyVirtualNode(ctx context.Context, t *testing.T, client kubernetes
 	t.Helper()
 	node := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"type": "virtual-kubelet", "kubernetes.io/hostname": name}},
-		Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: vkTaintKey, Value: vkTaintValue, Effect: corev1.TaintEffectNoSchedule}}},
+		Spec:       corev1.NodeSpec{Taints: []corev1.Taint{{Key: vkTaintKey, Value: vkTaintValue, Effect: corev1.TaintEffectNoSchedule}}},
 	}
 	created, err := client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 	if err != nil {
