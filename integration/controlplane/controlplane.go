@@ -63,6 +63,8 @@ type ControlPlane struct {
 	// (and virtual nodes) on :10250.
 	KubeletClient *CertPair
 	Binaries      *Binaries
+	// ReadyAfter is how long each component took from exec to healthy.
+	ReadyAfter map[string]time.Duration
 
 	ownDir    bool
 	apiserver *process
@@ -99,7 +101,7 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 			return nil, fmt.Errorf("creating %s: %w", filepath.Join(dir, d), err)
 		}
 	}
-	cp := &ControlPlane{Dir: dir, Binaries: bins, ownDir: ownDir, progress: progress}
+	cp := &ControlPlane{Dir: dir, Binaries: bins, ownDir: ownDir, progress: progress, ReadyAfter: map[string]time.Duration{}}
 	defer func() {
 		if err != nil {
 			cp.Stop()
@@ -337,6 +339,7 @@ func (cp *ControlPlane) startAndWait(ctx context.Context, p *process, timeout ti
 			return p.exitError()
 		}
 		if last = ready(); last == nil {
+			cp.ReadyAfter[p.name] = time.Since(start)
 			fmt.Fprintf(cp.progress, "%s ready in %s\n", p.name, time.Since(start).Round(10*time.Millisecond))
 			return nil
 		}
@@ -393,6 +396,17 @@ func (cp *ControlPlane) Stop() {
 			_ = os.RemoveAll(cp.Dir)
 		}
 	})
+}
+
+// RSS returns each running component's resident set size in bytes.
+func (cp *ControlPlane) RSS() map[string]int64 {
+	out := make(map[string]int64, len(cp.procs))
+	for _, p := range cp.procs {
+		if rss, err := p.rss(); err == nil {
+			out[p.name] = rss
+		}
+	}
+	return out
 }
 
 // LogTails returns the last n lines of every component's log, keyed by name.
