@@ -1,0 +1,191 @@
+// Package node builds the virtual node's Node object (labels, taints,
+// capacity, addresses, daemon endpoint) and keeps its conditions true to
+// what the node can do: it is Ready only while ECI answers.
+package node
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Well-known labels and the taint every vnode carries.
+const (
+	LabelType       = "type"
+	LabelTypeValue  = "virtual-kubelet"
+	TaintKey        = "virtual-kubelet.io/provider"
+	TaintValue      = "alibabacloud"
+	LabelRole       = "kubernetes.io/role"
+	LabelVNodeID    = "k8s.aliyun.com/vnode-id"
+	ReasonReady     = "ECIReachable"
+	ReasonNotReady  = "ECIUnreachable"
+	ReasonStarting  = "VNodeStarting"
+	defaultInterval = 10 * time.Second
+)
+
+// Config describes the node.
+type Config struct {
+	Name          string
+	Region        string
+	Zones         []string // one per vSwitch; the first is the node's zone label
+	VirtualNodeID string
+	Taints        []corev1.Taint // in addition to the provider taint
+	Capacity      corev1.ResourceList
+	InternalIP    string
+	KubeletPort   int32
+	// KubeletVersion is reported as the node's kubelet version.
+	KubeletVersion string
+	Labels         map[string]string
+}
+
+// Apply fills node (which nodeutil created with its default labels) from cfg.
+// Existing labels are kept; cfg wins on conflicts.
+func Apply(node *corev1.Node, cfg Config) {
+	if node.Labels == nil {
+		node.Labels = map[string]string{}
+	}
+	labels := map[string]string{
+		LabelType:                          LabelTypeValue,
+		LabelRole:                          "agent",
+		"kubernetes.io/hostname":           cfg.Name,
+		"kubernetes.io/os":                 "linux",
+		"kubernetes.io/arch":               "amd64",
+		"node.kubernetes.io/instance-type": "virtual-node",
+		corev1.LabelTopologyRegion:         cfg.Region,
+		"alpha.service-controller.kubernetes.io/exclude-balancer": "true",
+		"node.kubernetes.io/exclude-from-external-load-balancers": "true",
+	}
+	if len(cfg.Zones) > 0 {
+		labels[corev1.LabelTopologyZone] = cfg.Zones[0]
+	}
+	if cfg.VirtualNodeID != "" {
+		labels[LabelVNodeID] = cfg.VirtualNodeID
+	}
+	for k, v := range cfg.Labels {
+		labels[k] = v
+	}
+	for k, v := range labels {
+		node.Labels[k] = v
+	}
+	node.Spec.Taints = append([]corev1.Taint{{Key: TaintKey, Value: TaintValue, Effect: corev1.TaintEffectNoSchedule}}, cfg.Taints...)
+	node.Status.Capacity = cfg.Capacity.DeepCopy()
+	node.Status.Allocatable = cfg.Capacity.DeepCopy()
+	node.Status.Addresses = []corev1.NodeAddress{
+		{Type: corev1.NodeInternalIP, Address: cfg.InternalIP},
+		{Type: corev1.NodeHostName, Address: cfg.Name},
+	}
+	node.Status.DaemonEndpoints = corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: cfg.KubeletPort}}
+	node.Status.NodeInfo = corev1.NodeSystemInfo{
+		OperatingSystem:         "linux",
+		Architecture:            "amd64",
+		KubeletVersion:          cfg.KubeletVersion,
+		KernelVersion:           "",
+		OSImage:                 "Alibaba Cloud Elastic Container Instance",
+		ContainerRuntimeVersion: "eci://2018-08-08",
+	}
+	node.Status.Conditions = conditions(false, ReasonStarting, "vnode is starting", time.Now())
+}
+
+func conditions(ready bool, reason, message string, now time.Time) []corev1.NodeCondition {
+	t := metav1.NewTime(now)
+	status := corev1.ConditionFalse
+	if ready {
+		status = corev1.ConditionTrue
+	}
+	ok := func(typ corev1.NodeConditionType, reason, msg string) corev1.NodeCondition {
+		return corev1.NodeCondition{Type: typ, Status: corev1.ConditionFalse, Reason: reason, Message: msg, LastHeartbeatTime: t, LastTransitionTime: t}
+	}
+	return []corev1.NodeCondition{
+		{Type: corev1.NodeReady, Status: status, Reason: reason, Message: message, LastHeartbeatTime: t, LastTransitionTime: t},
+		ok(corev1.NodeMemoryPressure, "NoMemoryPressure", "ECI instances have their own memory"),
+		ok(corev1.NodeDiskPressure, "NoDiskPressure", "ECI instances have their own disks"),
+		ok(corev1.NodePIDPressure, "NoPIDPressure", "ECI instances have their own PID space"),
+		ok(corev1.NodeNetworkUnavailable, "RouteCreated", "ECI instances are attached to the VPC"),
+	}
+}
+
+// Checker tells whether the cloud can be reached (e.g. a cheap ECI call).
+type Checker interface {
+	Check(ctx context.Context) error
+}
+
+// Provider implements virtual-kubelet's node.NodeProvider: it checks ECI
+// every interval and, when reachability changes, notifies a copy of the node
+// with its Ready condition set and the reason.
+type Provider struct {
+	checker  Checker
+	interval time.Duration
+	log      logrus.FieldLogger
+
+	mu     sync.Mutex
+	node   *corev1.Node
+	ready  *bool
+	notify func(*corev1.Node)
+}
+
+// NewProvider returns a node provider for node (the object Apply filled).
+func NewProvider(node *corev1.Node, checker Checker, interval time.Duration, log logrus.FieldLogger) *Provider {
+	if interval <= 0 {
+		interval = defaultInterval
+	}
+	return &Provider{checker: checker, interval: interval, log: log, node: node}
+}
+
+// Ping reports whether ECI answers; virtual-kubelet calls it periodically.
+func (p *Provider) Ping(ctx context.Context) error {
+	return p.checker.Check(ctx)
+}
+
+// NotifyNodeStatus starts the health loop; it does not block.
+func (p *Provider) NotifyNodeStatus(ctx context.Context, cb func(*corev1.Node)) {
+	p.mu.Lock()
+	p.notify = cb
+	p.mu.Unlock()
+	go p.run(ctx)
+}
+
+func (p *Provider) run(ctx context.Context) {
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	for {
+		p.checkOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (p *Provider) checkOnce(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, p.interval)
+	err := p.checker.Check(cctx)
+	cancel()
+	if ctx.Err() != nil {
+		return
+	}
+	ready := err == nil
+	p.mu.Lock()
+	if p.ready != nil && *p.ready == ready {
+		p.mu.Unlock()
+		return
+	}
+	p.ready = &ready
+	reason, msg := ReasonReady, "ECI API reachable; vnode is posting ready status"
+	if !ready {
+		reason, msg = ReasonNotReady, fmt.Sprintf("ECI API unreachable, new pods cannot start: %v", err)
+		p.log.WithError(err).Warn("ECI unreachable; marking the node not ready")
+	} else {
+		p.log.Info("ECI reachable; marking the node ready")
+	}
+	p.node.Status.Conditions = conditions(ready, reason, msg, time.Now())
+	n := p.node.DeepCopy()
+	cb := p.notify
+	p.mu.Unlock()
+	cb(n)
+}
