@@ -1,0 +1,234 @@
+package translate
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+)
+
+// File is one file of a configuration volume (ECI's ConfigFileVolume).
+type File struct {
+	Path    string // relative to the mount point
+	Content []byte
+	Mode    int32 // 0 means the volume's default
+}
+
+// Tokens issues service-account tokens through the TokenRequest API,
+// bound to the pod.
+type Tokens interface {
+	ServiceAccountToken(ctx context.Context, pod *corev1.Pod, audience string, expirationSeconds int64) (token string, expiry time.Time, err error)
+}
+
+// VolumeFiles returns the files of a configMap, secret, downwardAPI or
+// projected volume, and the earliest expiry of a service-account token in
+// it (zero when none), so the caller can refresh the token before then.
+func VolumeFiles(ctx context.Context, pod *corev1.Pod, v *corev1.Volume, objs Objects, tokens Tokens) ([]File, time.Time, error) {
+	var (
+		files  []File
+		expiry time.Time
+		err    error
+	)
+	switch {
+	case v.ConfigMap != nil:
+		files, err = configMapFiles(pod, v.Name, v.ConfigMap.Name, v.ConfigMap.Items, v.ConfigMap.Optional, objs)
+	case v.Secret != nil:
+		files, err = secretFiles(pod, v.Name, v.Secret.SecretName, v.Secret.Items, v.Secret.Optional, objs)
+	case v.DownwardAPI != nil:
+		files, err = downwardFiles(pod, v.Name, v.DownwardAPI.Items)
+	case v.Projected != nil:
+		files, expiry, err = projectedFiles(ctx, pod, v, tokens, objs)
+	default:
+		return nil, time.Time{}, fmt.Errorf("volume %s is not a configuration volume", v.Name)
+	}
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	for _, f := range files {
+		if err := checkPath(v.Name, f.Path); err != nil {
+			return nil, time.Time{}, err
+		}
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
+	return files, expiry, nil
+}
+
+// DefaultMode returns the mode files of a configuration volume get.
+func DefaultMode(v *corev1.Volume) int32 {
+	switch {
+	case v.ConfigMap != nil && v.ConfigMap.DefaultMode != nil:
+		return *v.ConfigMap.DefaultMode
+	case v.Secret != nil && v.Secret.DefaultMode != nil:
+		return *v.Secret.DefaultMode
+	case v.DownwardAPI != nil && v.DownwardAPI.DefaultMode != nil:
+		return *v.DownwardAPI.DefaultMode
+	case v.Projected != nil && v.Projected.DefaultMode != nil:
+		return *v.Projected.DefaultMode
+	}
+	return corev1.ConfigMapVolumeSourceDefaultMode
+}
+
+func configMapFiles(pod *corev1.Pod, vol, name string, items []corev1.KeyToPath, opt *bool, objs Objects) ([]File, error) {
+	cm, err := objs.ConfigMap(pod.Namespace, name)
+	if err != nil {
+		if apierrors.IsNotFound(err) && optional(opt) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("volume %s: %w", vol, missing("configmap", pod.Namespace, name, err))
+	}
+	data := make(map[string][]byte, len(cm.Data)+len(cm.BinaryData))
+	for k, v := range cm.Data {
+		data[k] = []byte(v)
+	}
+	for k, v := range cm.BinaryData {
+		data[k] = v
+	}
+	return pick(vol, "configmap "+pod.Namespace+"/"+name, data, items, opt)
+}
+
+func secretFiles(pod *corev1.Pod, vol, name string, items []corev1.KeyToPath, opt *bool, objs Objects) ([]File, error) {
+	s, err := objs.Secret(pod.Namespace, name)
+	if err != nil {
+		if apierrors.IsNotFound(err) && optional(opt) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("volume %s: %w", vol, missing("secret", pod.Namespace, name, err))
+	}
+	return pick(vol, "secret "+pod.Namespace+"/"+name, s.Data, items, opt)
+}
+
+// pick applies items (key -> path, mode) the way the kubelet's atomic
+// writer does: without items every key becomes a file named after it.
+func pick(vol, what string, data map[string][]byte, items []corev1.KeyToPath, opt *bool) ([]File, error) {
+	if len(items) == 0 {
+		out := make([]File, 0, len(data))
+		for k, v := range data {
+			out = append(out, File{Path: k, Content: v})
+		}
+		return out, nil
+	}
+	out := make([]File, 0, len(items))
+	for _, it := range items {
+		v, ok := data[it.Key]
+		if !ok {
+			if optional(opt) {
+				continue
+			}
+			return nil, unsupported("MissingVolumeKey", "volume %s: %s has no key %q; add it or mark the volume optional", vol, what, it.Key)
+		}
+		f := File{Path: it.Path, Content: v}
+		if it.Mode != nil {
+			f.Mode = *it.Mode
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+func downwardFiles(pod *corev1.Pod, vol string, items []corev1.DownwardAPIVolumeFile) ([]File, error) {
+	out := make([]File, 0, len(items))
+	for _, it := range items {
+		var value string
+		switch {
+		case it.FieldRef != nil:
+			v, known, err := FieldValue(pod, it.FieldRef.FieldPath)
+			if err != nil {
+				return nil, fmt.Errorf("volume %s: %w", vol, err)
+			}
+			if !known {
+				// The kubelet itself refuses these in volumes.
+				return nil, unsupported("UnsupportedFieldPath", "volume %s: field %s is only available as an environment variable", vol, it.FieldRef.FieldPath)
+			}
+			value = v
+		case it.ResourceFieldRef != nil:
+			c := firstContainer(pod)
+			v, err := resourceFieldRef(pod, c, it.ResourceFieldRef)
+			if err != nil {
+				return nil, fmt.Errorf("volume %s: %w", vol, err)
+			}
+			value = v
+		default:
+			return nil, unsupported("UnsupportedDownwardAPI", "volume %s: item %s names no field", vol, it.Path)
+		}
+		f := File{Path: it.Path, Content: []byte(value)}
+		if it.Mode != nil {
+			f.Mode = *it.Mode
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+func firstContainer(pod *corev1.Pod) *corev1.Container {
+	if len(pod.Spec.Containers) > 0 {
+		return &pod.Spec.Containers[0]
+	}
+	return &corev1.Container{}
+}
+
+// DefaultTokenExpiration is what the kubelet asks for when a projection
+// names none (1 h); the API server may extend it.
+const DefaultTokenExpiration = int64(3600)
+
+func projectedFiles(ctx context.Context, pod *corev1.Pod, v *corev1.Volume, tokens Tokens, objs Objects) ([]File, time.Time, error) {
+	var (
+		out    []File
+		expiry time.Time
+	)
+	for i, src := range v.Projected.Sources {
+		var (
+			files []File
+			err   error
+		)
+		switch {
+		case src.ConfigMap != nil:
+			files, err = configMapFiles(pod, v.Name, src.ConfigMap.Name, src.ConfigMap.Items, src.ConfigMap.Optional, objs)
+		case src.Secret != nil:
+			files, err = secretFiles(pod, v.Name, src.Secret.Name, src.Secret.Items, src.Secret.Optional, objs)
+		case src.DownwardAPI != nil:
+			files, err = downwardFiles(pod, v.Name, src.DownwardAPI.Items)
+		case src.ServiceAccountToken != nil:
+			sat := src.ServiceAccountToken
+			exp := DefaultTokenExpiration
+			if sat.ExpirationSeconds != nil {
+				exp = *sat.ExpirationSeconds
+			}
+			if tokens == nil {
+				return nil, time.Time{}, fmt.Errorf("volume %s: service-account token requested but no token issuer configured", v.Name)
+			}
+			tok, exp2, terr := tokens.ServiceAccountToken(ctx, pod, sat.Audience, exp)
+			if terr != nil {
+				return nil, time.Time{}, fmt.Errorf("volume %s: requesting service-account token for %s/%s: %w", v.Name, pod.Namespace, pod.Spec.ServiceAccountName, terr)
+			}
+			files = []File{{Path: sat.Path, Content: []byte(tok)}}
+			if expiry.IsZero() || exp2.Before(expiry) {
+				expiry = exp2
+			}
+		case src.ClusterTrustBundle != nil:
+			return nil, time.Time{}, unsupported("UnsupportedVolume", "volume %s: clusterTrustBundle projections are not supported on ECI; mount the bundle from a configMap instead", v.Name)
+		case src.PodCertificate != nil:
+			return nil, time.Time{}, unsupported("UnsupportedVolume", "volume %s: podCertificate projections are not supported on ECI", v.Name)
+		default:
+			return nil, time.Time{}, unsupported("UnsupportedVolume", "volume %s: projected source %d names no source", v.Name, i)
+		}
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		out = append(out, files...)
+	}
+	return out, expiry, nil
+}
+
+// checkPath refuses absolute paths and .. components, as the API server
+// does for items; data keys without items are checked here too.
+func checkPath(vol, p string) error {
+	if p == "" || path.IsAbs(p) || strings.HasPrefix(path.Clean(p), "..") {
+		return unsupported("InvalidVolumePath", "volume %s: file path %q must be relative and stay inside the volume", vol, p)
+	}
+	return nil
+}
