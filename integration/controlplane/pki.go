@@ -36,6 +36,10 @@ type CertPair struct {
 	KeyPEM   []byte
 }
 
+// NewCA creates a self-signed CA in dir whose files are named name.crt and
+// name.key: for tests that need a second, untrusted authority.
+func NewCA(dir, name string) (*PKI, error) { return newPKI(dir, name) }
+
 func newPKI(dir, name string) (*PKI, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating PKI directory: %w", err)
