@@ -16,6 +16,9 @@ func (s Spec) String() string {
 	return fmt.Sprintf("%s-%sGi", trimFloat(s.CPU), trimFloat(s.MemoryGi))
 }
 
+// FormatFloat renders a vCPU or GiB figure without trailing zeros (0.5, 2).
+func FormatFloat(f float64) string { return trimFloat(f) }
+
 func trimFloat(f float64) string {
 	s := fmt.Sprintf("%.2f", f)
 	for s[len(s)-1] == '0' {

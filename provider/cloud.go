@@ -1,0 +1,22 @@
+package provider
+
+import (
+	"context"
+
+	"github.com/vnode-project/vnode/provider/translate"
+)
+
+// Cloud is what the provider needs from ECI. Errors follow virtual-kubelet's
+// errdefs: errdefs.IsNotFound for an instance that does not exist,
+// errdefs.IsInvalidInput for a request ECI refuses (not worth retrying);
+// anything else is transient.
+type Cloud interface {
+	// CreateContainerGroup creates g (idempotent on g.ClientToken) and
+	// returns the instance id and the request id.
+	CreateContainerGroup(ctx context.Context, g *translate.ContainerGroup) (id, requestID string, err error)
+	// ListContainerGroups returns every instance carrying all of tags,
+	// following pagination.
+	ListContainerGroups(ctx context.Context, tags map[string]string) ([]*translate.Instance, error)
+	// DeleteContainerGroup deletes an instance.
+	DeleteContainerGroup(ctx context.Context, id string) error
+}

@@ -1,0 +1,337 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/vnode-project/vnode/provider/translate"
+)
+
+// memCloud is an in-memory Cloud for the provider's pure logic; the real
+// SDK and emulator are exercised by the integration tests.
+type memCloud struct {
+	mu        sync.Mutex
+	insts     map[string]*translate.Instance
+	tokens    map[string]string
+	creates   int
+	deletes   []string
+	createErr []error // consumed one per call
+	listErr   error
+	extra     []*translate.Instance // returned by List whatever the filter
+}
+
+func newMemCloud() *memCloud {
+	return &memCloud{insts: map[string]*translate.Instance{}, tokens: map[string]string{}}
+}
+
+func (m *memCloud) CreateContainerGroup(_ context.Context, g *translate.ContainerGroup) (string, string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.creates++
+	if len(m.createErr) > 0 {
+		err := m.createErr[0]
+		m.createErr = m.createErr[1:]
+		if err != nil {
+			return "", "", err
+		}
+	}
+	if id, ok := m.tokens[g.ClientToken]; ok {
+		return id, "req-replay", nil
+	}
+	id := fmt.Sprintf("eci-%d", len(m.tokens)+1)
+	m.tokens[g.ClientToken] = id
+	m.insts[id] = &translate.Instance{ID: id, Name: g.Name, Status: translate.StatusPending, Tags: g.Tags, CPU: g.CPU, MemoryGi: g.MemoryGi, ZoneID: "cn-hangzhou-h"}
+	return id, "req-" + id, nil
+}
+
+func (m *memCloud) ListContainerGroups(_ context.Context, tags map[string]string) ([]*translate.Instance, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.listErr != nil {
+		return nil, m.listErr
+	}
+	var out []*translate.Instance
+	for _, inst := range m.insts {
+		match := true
+		for k, v := range tags {
+			match = match && inst.Tags[k] == v
+		}
+		if match {
+			c := *inst
+			out = append(out, &c)
+		}
+	}
+	return append(out, m.extra...), nil
+}
+
+func (m *memCloud) DeleteContainerGroup(_ context.Context, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.deletes = append(m.deletes, id)
+	if _, ok := m.insts[id]; !ok {
+		return errdefs.NotFoundf("no instance %s", id)
+	}
+	delete(m.insts, id)
+	return nil
+}
+
+func (m *memCloud) set(id string, f func(*translate.Instance)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f(m.insts[id])
+}
+
+type noObjects struct{}
+
+func (noObjects) ConfigMap(ns, name string) (*corev1.ConfigMap, error) {
+	return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "configmaps"}, name)
+}
+func (noObjects) Secret(ns, name string) (*corev1.Secret, error) {
+	return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "secrets"}, name)
+}
+
+type harness struct {
+	p        *Provider
+	cloud    *memCloud
+	kube     *fake.Clientset
+	recorder *record.FakeRecorder
+	mu       sync.Mutex
+	notified map[string]*corev1.Pod
+}
+
+func newHarness(t *testing.T, pods ...*corev1.Pod) *harness {
+	h := &harness{cloud: newMemCloud(), recorder: record.NewFakeRecorder(100), notified: map[string]*corev1.Pod{}}
+	objs := make([]runtime.Object, 0, len(pods))
+	for _, p := range pods {
+		objs = append(objs, p)
+	}
+	h.kube = fake.NewClientset(objs...)
+	h.p = New(Config{Node: translate.NodeSettings{ClusterName: "c1", NodeName: "vn", VSwitchIDs: []string{"vsw-1"}, SecurityGroupID: "sg-1"}, Version: "test", Log: logrus.New()},
+		h.cloud, h.kube, translate.Sources{Objects: noObjects{}}, h.recorder)
+	h.p.NotifyPods(context.Background(), func(p *corev1.Pod) {
+		h.mu.Lock()
+		h.notified[p.Name] = p
+		h.mu.Unlock()
+	})
+	return h
+}
+
+func (h *harness) last(name string) *corev1.Pod {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.notified[name]
+}
+
+func (h *harness) events() string {
+	var out []string
+	for {
+		select {
+		case e := <-h.recorder.Events:
+			out = append(out, e)
+		default:
+			return strings.Join(out, "\n")
+		}
+	}
+}
+
+func pod(name string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: types.UID("uid-" + name)},
+		Spec:       corev1.PodSpec{NodeName: "vn", Containers: []corev1.Container{{Name: "c", Image: "nginx"}}},
+	}
+}
+
+func TestCreateSyncAnnotateDelete(t *testing.T) {
+	ctx := context.Background()
+	p1 := pod("web")
+	h := newHarness(t, p1)
+	if err := h.p.CreatePod(ctx, p1); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.p.CreatePod(ctx, p1); err != nil {
+		t.Fatal(err)
+	}
+	if h.cloud.creates != 1 {
+		t.Fatalf("%d creates for one pod", h.cloud.creates)
+	}
+	got, err := h.p.GetPod(ctx, "ns", "web")
+	if err != nil || got.Status.Phase != corev1.PodPending {
+		t.Fatalf("GetPod: %v %v", got, err)
+	}
+	h.cloud.set("eci-1", func(i *translate.Instance) {
+		i.Status, i.IntranetIP, i.CPU, i.MemoryGi = translate.StatusRunning, "192.168.1.5", 2, 4
+		i.Containers = []translate.ContainerStatus{{Name: "c", Ready: true, Current: translate.ContainerState{State: "Running", Started: time.Now()}}}
+		i.Events = []translate.Event{{Type: "Normal", Reason: "Pulled", Message: "pulled nginx", Name: "e1", Count: 1}}
+	})
+	for i := 0; i < 2; i++ { // a second sync must not repeat events or annotations
+		if err := h.p.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := h.last("web"); n == nil || n.Status.Phase != corev1.PodRunning || n.Status.PodIP != "192.168.1.5" {
+		t.Fatalf("notified %+v", n)
+	}
+	ann, _ := h.kube.CoreV1().Pods("ns").Get(ctx, "web", metav1.GetOptions{})
+	for k, v := range map[string]string{AnnotationInstanceID: "eci-1", AnnotationRequestID: "req-eci-1", AnnotationClientToken: "vnode-uid-web",
+		AnnotationVKVersion: "test", AnnotationInstanceSpec: "2-4Gi", AnnotationInstanceCPU: "2", AnnotationInstanceMem: "4Gi", AnnotationInstanceZone: "cn-hangzhou-h"} {
+		if ann.Annotations[k] != v {
+			t.Errorf("annotation %s=%q, want %q", k, ann.Annotations[k], v)
+		}
+	}
+	if ev := h.events(); strings.Count(ev, "Pulled") != 1 || !strings.Contains(ev, ReasonCreated) {
+		t.Errorf("events:\n%s", ev)
+	}
+
+	if err := h.p.DeletePod(ctx, p1); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.cloud.insts) != 0 {
+		t.Fatal("instance not deleted")
+	}
+	n := h.last("web")
+	if n.Status.Phase != corev1.PodSucceeded || n.Status.ContainerStatuses[0].State.Terminated == nil {
+		t.Fatalf("after delete: %+v", n.Status)
+	}
+	pods, _ := h.p.GetPods(ctx)
+	if len(pods) != 0 {
+		t.Fatalf("GetPods lists a deleted pod")
+	}
+	if err := h.p.DeletePod(ctx, p1); err != nil {
+		t.Fatalf("second delete: %v", err)
+	}
+}
+
+func TestRefusedPods(t *testing.T) {
+	ctx := context.Background()
+	host := pod("host")
+	host.Spec.HostNetwork = true
+	ds := pod("ds")
+	tr := true
+	ds.OwnerReferences = []metav1.OwnerReference{{Kind: "DaemonSet", Name: "kube-proxy", Controller: &tr}}
+	h := newHarness(t, host, ds)
+	for _, p := range []*corev1.Pod{host, ds} {
+		if err := h.p.CreatePod(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h.cloud.creates != 0 {
+		t.Fatalf("%d creates for pods that cannot run", h.cloud.creates)
+	}
+	if s := h.last("host").Status; s.Phase != corev1.PodFailed || s.Reason != "HostNetworkNotSupported" || !strings.Contains(s.Message, "hostNetwork") {
+		t.Errorf("hostNetwork pod: %+v", s)
+	}
+	if s := h.last("ds").Status; s.Phase != corev1.PodPending || s.Reason != ReasonDaemonSet {
+		t.Errorf("DaemonSet pod: %+v", s)
+	}
+	ev := h.events()
+	if !strings.Contains(ev, "Warning HostNetworkNotSupported") || !strings.Contains(ev, "Warning "+ReasonDaemonSet) {
+		t.Errorf("events:\n%s", ev)
+	}
+	// Repeated CreatePod calls (virtual-kubelet resyncs) change nothing.
+	_ = h.p.CreatePod(ctx, ds)
+	if h.cloud.creates != 0 || h.events() != "" {
+		t.Error("repeated create of a refused pod did something")
+	}
+}
+
+func TestTransientAndRejectedCreates(t *testing.T) {
+	ctx := context.Background()
+	flaky, bad := pod("flaky"), pod("bad")
+	h := newHarness(t, flaky, bad)
+	h.cloud.createErr = []error{errors.New("Throttling.User"), nil}
+	_ = h.p.CreatePod(ctx, flaky)
+	if s := h.last("flaky"); s != nil && s.Status.Phase == corev1.PodFailed {
+		t.Fatal("a transient error failed the pod")
+	}
+	got, _ := h.p.GetPod(ctx, "ns", "flaky")
+	if got.Status.Phase != corev1.PodPending {
+		t.Fatalf("phase %s", got.Status.Phase)
+	}
+	time.Sleep(1100 * time.Millisecond) // first backoff step
+	if err := h.p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h.cloud.creates != 2 || len(h.cloud.insts) != 1 {
+		t.Fatalf("retry: %d creates, %d instances", h.cloud.creates, len(h.cloud.insts))
+	}
+	h.cloud.createErr = []error{errdefs.InvalidInput("InvalidParameter: Cpu")}
+	_ = h.p.CreatePod(ctx, bad)
+	if s := h.last("bad").Status; s.Phase != corev1.PodFailed || s.Reason != ReasonECIRejected {
+		t.Fatalf("rejected: %+v", s)
+	}
+}
+
+func TestListErrorsAndVanishedInstances(t *testing.T) {
+	ctx := context.Background()
+	p1 := pod("p")
+	h := newHarness(t, p1)
+	_ = h.p.CreatePod(ctx, p1)
+	h.cloud.set("eci-1", func(i *translate.Instance) { i.Status = translate.StatusRunning })
+	_ = h.p.Sync(ctx)
+	h.cloud.listErr = errors.New("ServiceUnavailable")
+	for i := 0; i < 3; i++ {
+		if err := h.p.Sync(ctx); err == nil {
+			t.Fatal("sync hid a list error")
+		}
+	}
+	if s := h.last("p").Status; s.Phase != corev1.PodRunning {
+		t.Fatalf("a cloud error changed the pod: %+v", s)
+	}
+	h.cloud.listErr = nil
+	h.cloud.mu.Lock()
+	delete(h.cloud.insts, "eci-1") // deleted behind our back
+	h.cloud.mu.Unlock()
+	_ = h.p.Sync(ctx)
+	if s := h.last("p").Status; s.Phase != corev1.PodRunning {
+		t.Fatal("one missing list marked the pod failed")
+	}
+	_ = h.p.Sync(ctx)
+	if s := h.last("p").Status; s.Phase != corev1.PodFailed || s.Reason != ReasonVanished {
+		t.Fatalf("vanished: %+v", s)
+	}
+}
+
+func TestGCAndRecover(t *testing.T) {
+	ctx := context.Background()
+	live, gone := pod("live"), pod("gone")
+	h := newHarness(t, live) // "gone" is not in the API server
+	_ = h.p.CreatePod(ctx, live)
+	_ = h.p.CreatePod(ctx, gone)
+	// Another node's instance, returned by a buggy filter: never touched.
+	h.cloud.extra = []*translate.Instance{{ID: "eci-other", Tags: map[string]string{translate.TagCluster: "c1", translate.TagNode: "other", translate.TagPodUID: "x"}}}
+
+	// A restarted provider knows nothing until it recovers.
+	h2 := newHarness(t, live)
+	h2.cloud, h2.p.cloud = h.cloud, h.cloud
+	if err := h2.p.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := h.cloud.creates
+	_ = h2.p.CreatePod(ctx, live)
+	if h.cloud.creates != before {
+		t.Fatal("a recovered pod was created again")
+	}
+	h2.p.gc(ctx)
+	if len(h.cloud.deletes) != 1 || h.cloud.deletes[0] != "eci-2" {
+		t.Fatalf("GC deleted %v, want only the orphan eci-2", h.cloud.deletes)
+	}
+	if _, ok := h.cloud.insts["eci-1"]; !ok {
+		t.Fatal("GC deleted a live pod's instance")
+	}
+}
