@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 
+	"github.com/vnode-project/vnode/provider/kubeletapi"
 	"github.com/vnode-project/vnode/provider/translate"
 )
 
@@ -19,4 +20,10 @@ type Cloud interface {
 	ListContainerGroups(ctx context.Context, tags map[string]string) ([]*translate.Instance, error)
 	// DeleteContainerGroup deletes an instance.
 	DeleteContainerGroup(ctx context.Context, id string) error
+	// ExecCommand starts cmd in a container and returns the WebSocket URI
+	// of the session (ExecContainerCommand).
+	ExecCommand(ctx context.Context, instanceID, container string, cmd []string, tty, stdin bool) (string, error)
+
+	kubeletapi.LogSource     // DescribeContainerLog
+	kubeletapi.MetricsSource // DescribeMultiContainerGroupMetric
 }

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/vnode-project/vnode/provider/kubeletapi"
 	"github.com/vnode-project/vnode/provider/translate"
 )
 
@@ -54,7 +55,12 @@ type Config struct {
 	SyncInterval time.Duration
 	// GCInterval is how often orphaned instances are collected (default 1m).
 	GCInterval time.Duration
-	Log        logrus.FieldLogger
+	// LogPollInterval is how often kubectl logs -f asks ECI for new lines
+	// (default 1s).
+	LogPollInterval time.Duration
+	// StatsTTL is how long instance metrics are reused (default 10s).
+	StatsTTL time.Duration
+	Log      logrus.FieldLogger
 }
 
 // Provider implements virtual-kubelet's PodLifecycleHandler and PodNotifier
@@ -66,6 +72,7 @@ type Provider struct {
 	src      translate.Sources
 	recorder record.EventRecorder
 	log      logrus.FieldLogger
+	stats    *kubeletapi.Stats
 
 	mu      sync.Mutex
 	entries map[types.UID]*entry
@@ -102,12 +109,14 @@ func New(cfg Config, cloud Cloud, kube kubernetes.Interface, src translate.Sourc
 	if cfg.Log == nil {
 		cfg.Log = logrus.New()
 	}
-	return &Provider{
+	p := &Provider{
 		cfg: cfg, cloud: cloud, kube: kube, src: src, recorder: recorder,
 		log:     cfg.Log.WithField("node", cfg.Node.NodeName),
 		entries: map[types.UID]*entry{},
 		keys:    map[string]types.UID{},
 	}
+	p.stats = &kubeletapi.Stats{NodeName: cfg.Node.NodeName, Source: cloud, Pods: p.runningPods, TTL: cfg.StatsTTL}
+	return p
 }
 
 func key(ns, name string) string { return ns + "/" + name }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/vnode-project/vnode/provider/kubeletapi"
 	"github.com/vnode-project/vnode/provider/translate"
 )
 
@@ -333,5 +336,59 @@ func TestGCAndRecover(t *testing.T) {
 	}
 	if _, ok := h.cloud.insts["eci-1"]; !ok {
 		t.Fatal("GC deleted a live pod's instance")
+	}
+}
+
+func (m *memCloud) ExecCommand(_ context.Context, id, container string, cmd []string, tty, stdin bool) (string, error) {
+	return "", errors.New("memCloud has no exec sessions")
+}
+
+func (m *memCloud) ContainerLog(_ context.Context, req kubeletapi.LogRequest) (string, error) {
+	return "2026-01-01T00:00:00Z hello from " + req.InstanceID + "/" + req.Container + "\n", nil
+}
+
+func (m *memCloud) InstanceMetrics(_ context.Context, ids []string) (map[string]kubeletapi.InstanceSample, error) {
+	out := map[string]kubeletapi.InstanceSample{}
+	for _, id := range ids {
+		out[id] = kubeletapi.InstanceSample{Time: time.Now(), Usage: kubeletapi.Usage{CPUUsageCoreNanoSeconds: 1e9, MemoryWorkingSetBytes: 1 << 20}}
+	}
+	return out, nil
+}
+
+func TestKubeletAPI(t *testing.T) {
+	ctx := context.Background()
+	p1 := pod("web")
+	h := newHarness(t, p1)
+	_ = h.p.CreatePod(ctx, p1)
+	rc, err := h.p.GetContainerLogs(ctx, "ns", "web", "c", api.ContainerLogOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	if string(b) != "hello from eci-1/c\n" {
+		t.Errorf("logs %q", b)
+	}
+	if _, err := h.p.GetContainerLogs(ctx, "ns", "web", "nope", api.ContainerLogOpts{}); !errdefs.IsNotFound(err) {
+		t.Errorf("unknown container: %v", err)
+	}
+	if _, err := h.p.GetContainerLogs(ctx, "ns", "other", "c", api.ContainerLogOpts{}); !errdefs.IsNotFound(err) {
+		t.Errorf("unknown pod: %v", err)
+	}
+	long := make([]string, 21)
+	if err := h.p.RunInContainer(ctx, "ns", "web", "c", long, nil); !errdefs.IsInvalidInput(err) {
+		t.Errorf("21 args: %v", err)
+	}
+	if err := h.p.RunInContainer(ctx, "ns", "web", "c", []string{strings.Repeat("x", 257)}, nil); !errdefs.IsInvalidInput(err) {
+		t.Errorf("long arg: %v", err)
+	}
+	if err := h.p.AttachToContainer(ctx, "ns", "web", "c", nil); !errdefs.IsInvalidInput(err) || !strings.Contains(err.Error(), "attach") {
+		t.Errorf("attach: %v", err)
+	}
+	if err := h.p.PortForward(ctx, "ns", "web", 80, nil); !errdefs.IsInvalidInput(err) || !strings.Contains(err.Error(), "port-forward") {
+		t.Errorf("port-forward: %v", err)
+	}
+	sum, err := h.p.GetStatsSummary(ctx)
+	if err != nil || len(sum.Pods) != 1 || sum.Pods[0].PodRef.Name != "web" {
+		t.Errorf("summary %+v %v", sum, err)
 	}
 }
