@@ -1,0 +1,173 @@
+// Package vnode assembles a running virtual node from its parts: the
+// Kubernetes identity (a kubeconfig, or TLS bootstrap), the ECI provider,
+// virtual-kubelet's node and pod controllers, and the secured kubelet API.
+// cmd/vnode-kubelet parses flags into Options and calls Run; the end-to-end
+// tests call Run in-process.
+package vnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	vklog "github.com/virtual-kubelet/virtual-kubelet/log"
+	logruslogger "github.com/virtual-kubelet/virtual-kubelet/log/logrus"
+	vknode "github.com/virtual-kubelet/virtual-kubelet/node"
+	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/vnode-project/vnode/provider"
+	"github.com/vnode-project/vnode/provider/kubeletapi"
+	vnnode "github.com/vnode-project/vnode/provider/node"
+	"github.com/vnode-project/vnode/provider/translate"
+)
+
+// Options are everything one virtual node needs.
+type Options struct {
+	NodeName string
+	Node     vnnode.Config
+	Pods     translate.NodeSettings
+	Cloud    provider.Cloud
+	// Checker tells whether ECI answers; the node is Ready only then.
+	Checker vnnode.Checker
+	// Kube authenticates to the API server as the virtual node.
+	Kube *rest.Config
+	// Listener serves the kubelet API (TLS is added here); the node
+	// advertises Node.InternalIP and Node.KubeletPort.
+	Listener net.Listener
+	// ClientCAFile, CertFile, KeyFile secure the kubelet API.
+	ClientCAFile, CertFile, KeyFile string
+	Version                         string
+	SyncInterval                    time.Duration
+	GCInterval                      time.Duration
+	LogPollInterval                 time.Duration
+	Workers                         int
+	Log                             *logrus.Entry
+	// Ready, if set, is closed once the node is registered and serving.
+	Ready chan<- struct{}
+}
+
+// Run runs the virtual node until ctx ends.
+func Run(ctx context.Context, o Options) error {
+	if o.Log == nil {
+		o.Log = logrus.NewEntry(logrus.New())
+	}
+	log := o.Log.WithField("node", o.NodeName)
+	ctx = vklog.WithLogger(ctx, logruslogger.FromLogrus(log))
+	kube, err := kubernetes.NewForConfig(o.Kube)
+	if err != nil {
+		return fmt.Errorf("creating the Kubernetes client: %w", err)
+	}
+	broadcaster := record.NewBroadcaster()
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events(corev1.NamespaceAll)})
+	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: path.Join(o.NodeName, "vnode")})
+
+	var prov *provider.Provider
+	var nodeProvider *vnnode.Provider
+	mux := http.NewServeMux()
+	workers := o.Workers
+	if workers <= 0 {
+		workers = 20 // cloud calls wait on the network, not the CPU
+	}
+	n, err := nodeutil.NewNode(o.NodeName,
+		func(pc nodeutil.ProviderConfig) (nodeutil.Provider, vknode.NodeProvider, error) {
+			vnnode.Apply(pc.Node, o.Node)
+			src := translate.Sources{
+				Objects: listerObjects{pc},
+				Claims:  apiClaims{kube},
+				Tokens:  tokenIssuer{kube},
+			}
+			prov = provider.New(provider.Config{
+				Node: o.Pods, Version: o.Version, SyncInterval: o.SyncInterval, GCInterval: o.GCInterval,
+				LogPollInterval: o.LogPollInterval, Log: log,
+			}, o.Cloud, kube, src, recorder)
+			nodeProvider = vnnode.NewProvider(pc.Node, o.Checker, 0, log)
+			return prov, nodeProvider, nil
+		},
+		nodeutil.WithClient(kube),
+		nodeutil.AttachProviderRoutes(mux),
+		func(c *nodeutil.NodeConfig) error {
+			c.NumWorkers = workers
+			c.EventRecorder = recorder
+			// vnode resolves env itself: virtual-kubelet cannot resolve
+			// status.podIP or resourceFieldRef (ECI resolves the IP).
+			c.SkipDownwardAPIResolution = true
+			c.InformerResyncPeriod = time.Minute
+			return nil
+		},
+	)
+	if err != nil {
+		return fmt.Errorf("creating the virtual node: %w", err)
+	}
+	if err := prov.Recover(ctx); err != nil {
+		return fmt.Errorf("recovering state: %w", err)
+	}
+
+	handler, tlsCfg, runCerts, err := kubeletapi.Secure(kubeletapi.ServerConfig{
+		NodeName: o.NodeName, Client: kube, ClientCAFile: o.ClientCAFile, CertFile: o.CertFile, KeyFile: o.KeyFile,
+	}, mux)
+	if err != nil {
+		return err
+	}
+	runCerts(ctx)
+	srv := &http.Server{Handler: handler, TLSConfig: tlsCfg, ReadHeaderTimeout: 30 * time.Second}
+	go func() {
+		if err := srv.ServeTLS(o.Listener, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.WithError(err).Error("kubelet API server stopped")
+		}
+	}()
+	defer srv.Close()
+
+	go prov.Run(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- n.Run(ctx) }()
+	select {
+	case <-n.Ready():
+		log.WithField("address", o.Listener.Addr().String()).Info("virtual node ready")
+		if o.Ready != nil {
+			close(o.Ready)
+		}
+	case err := <-errc:
+		return fmt.Errorf("virtual node stopped before it was ready: %w", err)
+	}
+	err = <-errc
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// listerObjects reads configMaps and secrets from virtual-kubelet's informers.
+type listerObjects struct{ pc nodeutil.ProviderConfig }
+
+func (l listerObjects) ConfigMap(ns, name string) (*corev1.ConfigMap, error) {
+	return l.pc.ConfigMaps.ConfigMaps(ns).Get(name)
+}
+
+func (l listerObjects) Secret(ns, name string) (*corev1.Secret, error) {
+	return l.pc.Secrets.Secrets(ns).Get(name)
+}
+
+// apiClaims reads claims directly: one read per pod creation does not
+// justify two more cluster-wide informers.
+type apiClaims struct{ kube kubernetes.Interface }
+
+func (a apiClaims) PersistentVolumeClaim(ns, name string) (*corev1.PersistentVolumeClaim, error) {
+	return a.kube.CoreV1().PersistentVolumeClaims(ns).Get(context.TODO(), name, metav1.GetOptions{})
+}
+
+func (a apiClaims) PersistentVolume(name string) (*corev1.PersistentVolume, error) {
+	return a.kube.CoreV1().PersistentVolumes().Get(context.TODO(), name, metav1.GetOptions{})
+}
