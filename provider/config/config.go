@@ -39,7 +39,11 @@ type Context struct {
 	AccessKeyID     string `json:"access-key-id,omitempty"`
 	AccessKeySecret string `json:"access-key-secret,omitempty"`
 	// VSwitchIDs accepts a YAML list or a comma-separated string.
-	VSwitchIDs      StringList `json:"vswitch-id"`
+	VSwitchIDs StringList `json:"vswitch-id"`
+	// ZoneIDs are the vSwitches' zones, for the node's topology labels
+	// (a vnode extension: the zone of a vSwitch is a VPC fact ECI does not
+	// return before an instance exists).
+	ZoneIDs         StringList `json:"zone-id,omitempty"`
 	SecurityGroupID string     `json:"security-group-id"`
 	ResourceGroupID string     `json:"resource-group-id,omitempty"`
 	Kubeconfig      string     `json:"kubeconfig"`

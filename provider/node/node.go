@@ -22,6 +22,7 @@ const (
 	TaintValue      = "alibabacloud"
 	LabelRole       = "kubernetes.io/role"
 	LabelVNodeID    = "k8s.aliyun.com/vnode-id"
+	LabelZonePrefix = "vnode.io/zone."
 	ReasonReady     = "ECIReachable"
 	ReasonNotReady  = "ECIUnreachable"
 	ReasonStarting  = "VNodeStarting"
@@ -62,6 +63,11 @@ func Apply(node *corev1.Node, cfg Config) {
 	}
 	if len(cfg.Zones) > 0 {
 		labels[corev1.LabelTopologyZone] = cfg.Zones[0]
+	}
+	// The node spans every zone it has a vSwitch in: one label each, so
+	// pods can require a zone with nodeAffinity.
+	for _, z := range cfg.Zones {
+		labels[LabelZonePrefix+z] = "true"
 	}
 	if cfg.VirtualNodeID != "" {
 		labels[LabelVNodeID] = cfg.VirtualNodeID

@@ -24,7 +24,8 @@ func TestApply(t *testing.T) {
 		Capacity: capacity, InternalIP: "127.0.0.1", KubeletPort: 10250, KubeletVersion: "v1.35.4-vnode",
 	})
 	for k, v := range map[string]string{"keep": "me", "type": "virtual-kubelet", "kubernetes.io/role": "agent",
-		"topology.kubernetes.io/region": "cn-hangzhou", "topology.kubernetes.io/zone": "cn-hangzhou-h", "kubernetes.io/os": "linux"} {
+		"topology.kubernetes.io/region": "cn-hangzhou", "topology.kubernetes.io/zone": "cn-hangzhou-h", "kubernetes.io/os": "linux",
+		"vnode.io/zone.cn-hangzhou-h": "true", "vnode.io/zone.cn-hangzhou-i": "true"} {
 		if n.Labels[k] != v {
 			t.Errorf("label %s=%q, want %q", k, n.Labels[k], v)
 		}
