@@ -115,41 +115,29 @@ func resolveValueFrom(pod *corev1.Pod, c *corev1.Container, e corev1.EnvVar, obj
 	switch {
 	case vf.ConfigMapKeyRef != nil:
 		ref := vf.ConfigMapKeyRef
-		cm, err := objs.ConfigMap(pod.Namespace, ref.Name)
-		if err != nil {
-			if apierrors.IsNotFound(err) && optional(ref.Optional) {
-				return EnvVar{}, false, nil
+		return keyRef(e.Name, "configmap", pod.Namespace, ref.Name, ref.Key, ref.Optional, func() (map[string][]byte, error) {
+			cm, err := objs.ConfigMap(pod.Namespace, ref.Name)
+			if err != nil {
+				return nil, err
 			}
-			return EnvVar{}, false, missing("configmap", pod.Namespace, ref.Name, err)
-		}
-		v, ok := cm.Data[ref.Key]
-		if !ok {
-			if b, okb := cm.BinaryData[ref.Key]; okb {
-				return EnvVar{Value: string(b)}, true, nil
+			data := make(map[string][]byte, len(cm.Data)+len(cm.BinaryData))
+			for k, v := range cm.BinaryData {
+				data[k] = v
 			}
-			if optional(ref.Optional) {
-				return EnvVar{}, false, nil
+			for k, v := range cm.Data {
+				data[k] = []byte(v)
 			}
-			return EnvVar{}, false, unsupported("MissingConfigMapKey", "env %s: configmap %s/%s has no key %q; add it or mark the reference optional", e.Name, pod.Namespace, ref.Name, ref.Key)
-		}
-		return EnvVar{Value: v}, true, nil
+			return data, nil
+		})
 	case vf.SecretKeyRef != nil:
 		ref := vf.SecretKeyRef
-		s, err := objs.Secret(pod.Namespace, ref.Name)
-		if err != nil {
-			if apierrors.IsNotFound(err) && optional(ref.Optional) {
-				return EnvVar{}, false, nil
+		return keyRef(e.Name, "secret", pod.Namespace, ref.Name, ref.Key, ref.Optional, func() (map[string][]byte, error) {
+			s, err := objs.Secret(pod.Namespace, ref.Name)
+			if err != nil {
+				return nil, err
 			}
-			return EnvVar{}, false, missing("secret", pod.Namespace, ref.Name, err)
-		}
-		v, ok := s.Data[ref.Key]
-		if !ok {
-			if optional(ref.Optional) {
-				return EnvVar{}, false, nil
-			}
-			return EnvVar{}, false, unsupported("MissingSecretKey", "env %s: secret %s/%s has no key %q; add it or mark the reference optional", e.Name, pod.Namespace, ref.Name, ref.Key)
-		}
-		return EnvVar{Value: string(v)}, true, nil
+			return s.Data, nil
+		})
 	case vf.FieldRef != nil:
 		return fieldRef(pod, e.Name, vf.FieldRef.FieldPath)
 	case vf.ResourceFieldRef != nil:
@@ -160,6 +148,30 @@ func resolveValueFrom(pod *corev1.Pod, c *corev1.Container, e corev1.EnvVar, obj
 		return EnvVar{Value: v}, true, nil
 	}
 	return EnvVar{}, false, unsupported("UnsupportedEnvSource", "env %s: valueFrom names no source", e.Name)
+}
+
+// keyRef resolves one key of a configMap or secret for env var name; a
+// missing object or key is skipped when optional, refused otherwise.
+func keyRef(name, kind, ns, obj, key string, opt *bool, fetch func() (map[string][]byte, error)) (EnvVar, bool, error) {
+	data, err := fetch()
+	if err != nil {
+		if apierrors.IsNotFound(err) && optional(opt) {
+			return EnvVar{}, false, nil
+		}
+		return EnvVar{}, false, missing(kind, ns, obj, err)
+	}
+	v, ok := data[key]
+	if !ok {
+		if optional(opt) {
+			return EnvVar{}, false, nil
+		}
+		reason := "MissingConfigMapKey"
+		if kind == "secret" {
+			reason = "MissingSecretKey"
+		}
+		return EnvVar{}, false, unsupported(reason, "env %s: %s %s/%s has no key %q; add it or mark the reference optional", name, kind, ns, obj, key)
+	}
+	return EnvVar{Value: string(v)}, true, nil
 }
 
 // FieldValue resolves a downward-API field path that is known before the

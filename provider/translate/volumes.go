@@ -29,23 +29,22 @@ type Tokens interface {
 // projected volume, and the earliest expiry of a service-account token in
 // it (zero when none), so the caller can refresh the token before then.
 func VolumeFiles(ctx context.Context, pod *corev1.Pod, v *corev1.Volume, objs Objects, tokens Tokens) ([]File, time.Time, error) {
-	var (
-		files  []File
-		expiry time.Time
-		err    error
-	)
+	// A plain configMap, secret or downwardAPI volume is a projected
+	// volume of one source.
+	var sources []corev1.VolumeProjection
 	switch {
 	case v.ConfigMap != nil:
-		files, err = configMapFiles(pod, v.Name, v.ConfigMap.Name, v.ConfigMap.Items, v.ConfigMap.Optional, objs)
+		sources = []corev1.VolumeProjection{{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: v.ConfigMap.Name}, Items: v.ConfigMap.Items, Optional: v.ConfigMap.Optional}}}
 	case v.Secret != nil:
-		files, err = secretFiles(pod, v.Name, v.Secret.SecretName, v.Secret.Items, v.Secret.Optional, objs)
+		sources = []corev1.VolumeProjection{{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{Name: v.Secret.SecretName}, Items: v.Secret.Items, Optional: v.Secret.Optional}}}
 	case v.DownwardAPI != nil:
-		files, err = downwardFiles(pod, v.Name, v.DownwardAPI.Items)
+		sources = []corev1.VolumeProjection{{DownwardAPI: &corev1.DownwardAPIProjection{Items: v.DownwardAPI.Items}}}
 	case v.Projected != nil:
-		files, expiry, err = projectedFiles(ctx, pod, v, tokens, objs)
+		sources = v.Projected.Sources
 	default:
 		return nil, time.Time{}, fmt.Errorf("volume %s is not a configuration volume", v.Name)
 	}
+	files, expiry, err := projectedFiles(ctx, pod, v.Name, sources, tokens, objs)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
@@ -175,23 +174,23 @@ func firstContainer(pod *corev1.Pod) *corev1.Container {
 // names none (1 h); the API server may extend it.
 const DefaultTokenExpiration = int64(3600)
 
-func projectedFiles(ctx context.Context, pod *corev1.Pod, v *corev1.Volume, tokens Tokens, objs Objects) ([]File, time.Time, error) {
+func projectedFiles(ctx context.Context, pod *corev1.Pod, vol string, sources []corev1.VolumeProjection, tokens Tokens, objs Objects) ([]File, time.Time, error) {
 	var (
 		out    []File
 		expiry time.Time
 	)
-	for i, src := range v.Projected.Sources {
+	for i, src := range sources {
 		var (
 			files []File
 			err   error
 		)
 		switch {
 		case src.ConfigMap != nil:
-			files, err = configMapFiles(pod, v.Name, src.ConfigMap.Name, src.ConfigMap.Items, src.ConfigMap.Optional, objs)
+			files, err = configMapFiles(pod, vol, src.ConfigMap.Name, src.ConfigMap.Items, src.ConfigMap.Optional, objs)
 		case src.Secret != nil:
-			files, err = secretFiles(pod, v.Name, src.Secret.Name, src.Secret.Items, src.Secret.Optional, objs)
+			files, err = secretFiles(pod, vol, src.Secret.Name, src.Secret.Items, src.Secret.Optional, objs)
 		case src.DownwardAPI != nil:
-			files, err = downwardFiles(pod, v.Name, src.DownwardAPI.Items)
+			files, err = downwardFiles(pod, vol, src.DownwardAPI.Items)
 		case src.ServiceAccountToken != nil:
 			sat := src.ServiceAccountToken
 			exp := DefaultTokenExpiration
@@ -199,22 +198,22 @@ func projectedFiles(ctx context.Context, pod *corev1.Pod, v *corev1.Volume, toke
 				exp = *sat.ExpirationSeconds
 			}
 			if tokens == nil {
-				return nil, time.Time{}, fmt.Errorf("volume %s: service-account token requested but no token issuer configured", v.Name)
+				return nil, time.Time{}, fmt.Errorf("volume %s: service-account token requested but no token issuer configured", vol)
 			}
 			tok, exp2, terr := tokens.ServiceAccountToken(ctx, pod, sat.Audience, exp)
 			if terr != nil {
-				return nil, time.Time{}, fmt.Errorf("volume %s: requesting service-account token for %s/%s: %w", v.Name, pod.Namespace, pod.Spec.ServiceAccountName, terr)
+				return nil, time.Time{}, fmt.Errorf("volume %s: requesting service-account token for %s/%s: %w", vol, pod.Namespace, pod.Spec.ServiceAccountName, terr)
 			}
 			files = []File{{Path: sat.Path, Content: []byte(tok)}}
 			if expiry.IsZero() || exp2.Before(expiry) {
 				expiry = exp2
 			}
 		case src.ClusterTrustBundle != nil:
-			return nil, time.Time{}, unsupported("UnsupportedVolume", "volume %s: clusterTrustBundle projections are not supported on ECI; mount the bundle from a configMap instead", v.Name)
+			return nil, time.Time{}, unsupported("UnsupportedVolume", "volume %s: clusterTrustBundle projections are not supported on ECI; mount the bundle from a configMap instead", vol)
 		case src.PodCertificate != nil:
-			return nil, time.Time{}, unsupported("UnsupportedVolume", "volume %s: podCertificate projections are not supported on ECI", v.Name)
+			return nil, time.Time{}, unsupported("UnsupportedVolume", "volume %s: podCertificate projections are not supported on ECI", vol)
 		default:
-			return nil, time.Time{}, unsupported("UnsupportedVolume", "volume %s: projected source %d names no source", v.Name, i)
+			return nil, time.Time{}, unsupported("UnsupportedVolume", "volume %s: projected source %d names no source", vol, i)
 		}
 		if err != nil {
 			return nil, time.Time{}, err
