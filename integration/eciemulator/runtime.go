@@ -135,14 +135,21 @@ func (r *processRuntime) start(g *group) {
 				return
 			}
 		}
+		// Containers start first, so a Running group has running containers.
+		procs := make([]*proc, len(g.Containers))
+		for i, c := range g.Containers {
+			procs[i], _ = r.spawn(g, c)
+		}
 		r.e.mu.Lock()
 		if g.Status == "Pending" {
 			g.Status = "Running"
 		}
 		r.e.addEventLocked(g, "Normal", "Started", "Started the container group")
 		r.e.mu.Unlock()
-		for _, c := range g.Containers {
-			go r.supervise(g, c)
+		for i, c := range g.Containers {
+			if procs[i] != nil {
+				go r.supervise(g, c, procs[i])
+			}
 		}
 	}()
 }
@@ -158,12 +165,8 @@ func (r *processRuntime) runToEnd(g *group, c *container) int {
 }
 
 // supervise runs a container and restarts it per the restart policy.
-func (r *processRuntime) supervise(g *group, c *container) {
+func (r *processRuntime) supervise(g *group, c *container, p *proc) {
 	for {
-		p, err := r.spawn(g, c)
-		if err != nil {
-			return
-		}
 		<-p.done
 		code := r.finished(g, c, p)
 		r.mu.Lock()
@@ -182,6 +185,10 @@ func (r *processRuntime) supervise(g *group, c *container) {
 		c.RestartCount++
 		r.e.mu.Unlock()
 		_ = os.Rename(r.logPath(g, c.Name, false), r.logPath(g, c.Name, true))
+		var err error
+		if p, err = r.spawn(g, c); err != nil {
+			return
+		}
 	}
 }
 

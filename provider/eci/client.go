@@ -1,0 +1,394 @@
+// Package eci is vnode's client of the Alibaba Cloud ECI API: every call the
+// provider makes, over github.com/aliyun/alibaba-cloud-sdk-go's signer and
+// transport. It builds each action's documented wire parameters itself and
+// sends them as signed POST CommonRequests, because the SDK's typed
+// services/eci structs are stale (17 of 36 actions) and flatten some fields
+// wrongly (probe Exec.Command goes out as "<[]string Value>"); answers are
+// read from the raw JSON, so fields the structs lack are kept.
+//
+// Calls carry a deadline, are rate-limited per action class to ECI's
+// published quotas, and are retried with exponential backoff and full
+// jitter on throttling (HTTP 400 Throttling*, which the SDK never retries),
+// 5xx and transport errors. Errors come back as *Error with a Kind, and as
+// virtual-kubelet's errdefs (NotFound, InvalidInput) where those apply.
+//
+// An SDK client is not safe for concurrent use (it rewrites its HTTP
+// client's timeout and dialer on every call), so each call takes one from
+// a pool; all share one transport.
+package eci
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aliyun/alibaba-cloud-sdk-go/sdk"
+	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
+	sdkerrors "github.com/aliyun/alibaba-cloud-sdk-go/sdk/errors"
+	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/requests"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	"golang.org/x/time/rate"
+)
+
+// Version is the ECI API version.
+const Version = "2018-08-08"
+
+// ActionClass groups actions that share a published rate limit.
+type ActionClass string
+
+// Action classes and their default limits per minute (ECI's quotas).
+const (
+	ClassDescribe ActionClass = "describe" // 2000/min
+	ClassCreate   ActionClass = "create"   // 1000/min (create and delete)
+	ClassOperate  ActionClass = "operate"  // 500/min (exec, logs, restart, update, multi-metrics)
+)
+
+var defaultLimits = map[ActionClass]int{ClassDescribe: 2000, ClassCreate: 1000, ClassOperate: 500}
+
+func classOf(action string) ActionClass {
+	switch action {
+	case "CreateContainerGroup", "DeleteContainerGroup", "CreateVirtualNode", "DeleteVirtualNode":
+		return ClassCreate
+	case "ExecContainerCommand", "DescribeContainerLog", "RestartContainerGroup", "UpdateContainerGroup", "DescribeMultiContainerGroupMetric":
+		return ClassOperate
+	}
+	return ClassDescribe
+}
+
+// RetryPolicy bounds retries.
+type RetryPolicy struct {
+	Attempts int           // total attempts (default 8)
+	Base     time.Duration // first backoff (default 200ms)
+	Max      time.Duration // backoff cap (default 10s)
+}
+
+// Config configures a client.
+type Config struct {
+	RegionID string
+	// Endpoint is the API address, e.g. http://127.0.0.1:8880 for the
+	// emulator; empty means https://eci.<region>.aliyuncs.com (or eci-vpc
+	// with NetworkType vpc). The SDK's location service is never asked.
+	Endpoint        string
+	NetworkType     string
+	AccessKeyID     string
+	AccessKeySecret string
+	// Insecure accepts a self-signed certificate (a local emulator).
+	Insecure       bool
+	ConnectTimeout time.Duration // default 5s
+	ReadTimeout    time.Duration // default 20s
+	// CallTimeout bounds one call, retries included, when ctx has no
+	// deadline (default 2 min).
+	CallTimeout time.Duration
+	Retry       RetryPolicy
+	// RateLimits per minute, per class; 0 or missing keeps ECI's quota.
+	RateLimits      map[ActionClass]int
+	Metrics         prometheus.Registerer
+	Logger          logrus.FieldLogger
+	VkClientVersion string
+}
+
+// Client calls the ECI API.
+type Client struct {
+	cfg      Config
+	scheme   string
+	domain   string
+	pool     sync.Pool
+	limiters map[ActionClass]*rate.Limiter
+	m        *metrics
+	log      logrus.FieldLogger
+	newErr   error
+}
+
+// New validates cfg and returns a client. Credentials are never logged.
+func New(cfg Config) (*Client, error) {
+	var missing []string
+	for name, v := range map[string]string{"region": cfg.RegionID, "access key id": cfg.AccessKeyID, "access key secret": cfg.AccessKeySecret} {
+		if v == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("eci client: %s required", strings.Join(missing, ", "))
+	}
+	scheme, domain := "https", "eci."+cfg.RegionID+".aliyuncs.com"
+	if cfg.NetworkType == "vpc" {
+		domain = "eci-vpc." + cfg.RegionID + ".aliyuncs.com"
+	}
+	if cfg.Endpoint != "" {
+		u, err := url.Parse(cfg.Endpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("eci client: endpoint %q must be http://host[:port] or https://host[:port]", cfg.Endpoint)
+		}
+		scheme, domain = u.Scheme, u.Host
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 5 * time.Second
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 20 * time.Second
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = 2 * time.Minute
+	}
+	if cfg.Retry.Attempts <= 0 {
+		cfg.Retry.Attempts = 8
+	}
+	if cfg.Retry.Base <= 0 {
+		cfg.Retry.Base = 200 * time.Millisecond
+	}
+	if cfg.Retry.Max <= 0 {
+		cfg.Retry.Max = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = logrus.New()
+	}
+	c := &Client{cfg: cfg, scheme: scheme, domain: domain, limiters: map[ActionClass]*rate.Limiter{}, log: cfg.Logger}
+	for class, perMin := range defaultLimits {
+		if v := cfg.RateLimits[class]; v > 0 {
+			perMin = v
+		}
+		c.limiters[class] = rate.NewLimiter(rate.Limit(float64(perMin)/60), max(1, perMin/60))
+	}
+	var err error
+	if c.m, err = newMetrics(cfg.Metrics); err != nil {
+		return nil, err
+	}
+	// One transport for every pooled SDK client: connections are reused.
+	// A wrapper, not *http.Transport, so the SDK leaves its dialer alone.
+	base := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         (&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        200,
+		MaxIdleConnsPerHost: 100,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	if cfg.Insecure {
+		base.TLSClientConfig = insecureTLS()
+	}
+	shared := roundTripper{base}
+	c.pool.New = func() any {
+		sc := sdk.NewConfig().WithScheme(strings.ToUpper(scheme)).WithHttpTransport(nil)
+		cl, err := sdk.NewClientWithOptions(cfg.RegionID, sc, credentials.NewAccessKeyCredential(cfg.AccessKeyID, cfg.AccessKeySecret))
+		if err != nil {
+			c.newErr = err
+			return nil
+		}
+		cl.Domain = domain // never the location service
+		cl.SetTransport(shared)
+		cl.SetReadTimeout(cfg.ReadTimeout)
+		cl.SetConnectTimeout(cfg.ConnectTimeout)
+		return cl
+	}
+	if cl := c.pool.Get(); cl == nil {
+		return nil, fmt.Errorf("eci client: %w", c.newErr)
+	} else {
+		c.pool.Put(cl)
+	}
+	return c, nil
+}
+
+type roundTripper struct{ t *http.Transport }
+
+func (r roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return r.t.RoundTrip(req) }
+
+// Kind classifies an ECI error.
+type Kind int
+
+// Error kinds.
+const (
+	KindUnknown      Kind = iota
+	KindThrottled         // back off and retry
+	KindServer            // 5xx: retry
+	KindTransport         // no answer: retry
+	KindNotFound          // the instance does not exist
+	KindInvalidInput      // the request is wrong: do not retry
+	KindConflict          // IncorrectStatus, OperationConflict, IdempotentParameterMismatch
+	KindAuth              // credentials or permissions
+)
+
+func (k Kind) String() string {
+	return [...]string{"unknown", "throttled", "server", "transport", "not-found", "invalid-input", "conflict", "auth"}[k]
+}
+
+// Error is a failed ECI call.
+type Error struct {
+	Action     string
+	Code       string
+	Message    string
+	RequestID  string
+	HTTPStatus int
+	Kind       Kind
+	Err        error
+}
+
+func (e *Error) Error() string {
+	if e.Code != "" {
+		return fmt.Sprintf("ECI %s: %s: %s (request %s)", e.Action, e.Code, e.Message, e.RequestID)
+	}
+	return fmt.Sprintf("ECI %s: %v", e.Action, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// NotFound and InvalidInput let virtual-kubelet's errdefs recognise them.
+func (e *Error) NotFound() bool { return e.Kind == KindNotFound }
+
+// InvalidInput reports a request ECI refuses as such.
+func (e *Error) InvalidInput() bool { return e.Kind == KindInvalidInput }
+
+// Retryable reports whether the same call may succeed later.
+func (e *Error) Retryable() bool {
+	return e.Kind == KindThrottled || e.Kind == KindServer || e.Kind == KindTransport
+}
+
+// KindOf returns the Kind of err (KindUnknown when it is not an *Error).
+func KindOf(err error) Kind {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	return KindUnknown
+}
+
+var _ = errdefs.IsNotFound // errdefs looks for NotFound()/InvalidInput() methods
+
+func classify(action string, err error) *Error {
+	var se *sdkerrors.ServerError
+	if errors.As(err, &se) {
+		e := &Error{Action: action, Code: se.ErrorCode(), Message: se.Message(), RequestID: se.RequestId(), HTTPStatus: se.HttpStatus(), Err: err}
+		code := e.Code
+		switch {
+		case strings.HasPrefix(code, "Throttling") || code == "Degrade.Api":
+			e.Kind = KindThrottled
+		case e.HTTPStatus >= 500:
+			e.Kind = KindServer
+		case strings.HasSuffix(code, ".NotFound") && strings.HasPrefix(code, "InvalidContainerGroup"),
+			strings.HasPrefix(code, "InvalidContainer.NotFound"):
+			e.Kind = KindNotFound
+		case code == "IncorrectStatus" || code == "OperationConflict" || code == "IdempotentParameterMismatch":
+			e.Kind = KindConflict
+		case strings.HasPrefix(code, "SignatureDoesNotMatch") || strings.HasPrefix(code, "InvalidAccessKeyId") ||
+			strings.HasPrefix(code, "Forbidden") || code == "IncompleteSignature" || strings.HasPrefix(code, "InvalidTimeStamp") || code == "SignatureNonceUsed":
+			e.Kind = KindAuth
+		case strings.HasPrefix(code, "InvalidParameter") || strings.HasPrefix(code, "MissingParameter") || strings.HasPrefix(code, "Invalid"):
+			e.Kind = KindInvalidInput
+		}
+		return e
+	}
+	// Client errors from the SDK are transport failures or timeouts.
+	return &Error{Action: action, Kind: KindTransport, Err: err}
+}
+
+// call sends one action with params, retrying what may succeed later, and
+// decodes the JSON answer into out (when not nil).
+func (c *Client) call(ctx context.Context, action string, p map[string]string, out any) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.CallTimeout)
+		defer cancel()
+	}
+	log := c.log.WithField("action", action)
+	var last *Error
+	for attempt := 1; ; attempt++ {
+		if err := c.limiters[classOf(action)].Wait(ctx); err != nil {
+			return c.giveUp(action, last, err)
+		}
+		start := time.Now()
+		body, err := c.once(ctx, action, p)
+		c.m.observe(action, time.Since(start), err)
+		if err == nil {
+			if out != nil {
+				if err := json.Unmarshal(body, out); err != nil {
+					return &Error{Action: action, Kind: KindUnknown, Err: fmt.Errorf("decoding the answer: %w", err)}
+				}
+			}
+			return nil
+		}
+		last = err
+		if !err.Retryable() || attempt >= c.cfg.Retry.Attempts {
+			return err
+		}
+		// Full jitter: uniform in [0, min(max, base*2^attempt)].
+		ceiling := min(c.cfg.Retry.Max, c.cfg.Retry.Base<<min(attempt, 20))
+		sleep := time.Duration(rand.Int64N(int64(ceiling) + 1))
+		c.m.retries.WithLabelValues(action).Inc()
+		log.WithFields(logrus.Fields{"code": err.Code, "kind": err.Kind.String(), "attempt": attempt, "backoff": sleep}).Debug("retrying ECI call")
+		select {
+		case <-ctx.Done():
+			return c.giveUp(action, last, ctx.Err())
+		case <-time.After(sleep):
+		}
+	}
+}
+
+func (c *Client) giveUp(action string, last *Error, err error) error {
+	if last != nil {
+		return fmt.Errorf("%w (then: %v)", last, err)
+	}
+	return &Error{Action: action, Kind: KindTransport, Err: err}
+}
+
+func (c *Client) once(ctx context.Context, action string, p map[string]string) ([]byte, *Error) {
+	cl, _ := c.pool.Get().(*sdk.Client)
+	if cl == nil {
+		return nil, &Error{Action: action, Kind: KindUnknown, Err: c.newErr}
+	}
+	req := requests.NewCommonRequest()
+	req.Method = http.MethodPost
+	req.Scheme = c.scheme
+	req.Domain = c.domain
+	req.Product = "Eci"
+	req.Version = Version
+	req.ApiName = action
+	req.QueryParams["RegionId"] = c.cfg.RegionID
+	if c.cfg.VkClientVersion != "" {
+		req.QueryParams["VkClientVersion"] = c.cfg.VkClientVersion
+	}
+	for k, v := range p {
+		req.QueryParams[k] = v
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		if left := time.Until(dl); left < c.cfg.ReadTimeout {
+			if left <= 0 {
+				c.pool.Put(cl)
+				return nil, &Error{Action: action, Kind: KindTransport, Err: context.DeadlineExceeded}
+			}
+			req.SetReadTimeout(left)
+		}
+	}
+	type result struct {
+		body []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// The SDK takes no context; the client goes back to the pool only
+		// once its call has really ended.
+		defer c.pool.Put(cl)
+		resp, err := cl.ProcessCommonRequest(req)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		done <- result{body: resp.GetHttpContentBytes()}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return nil, classify(action, r.err)
+		}
+		return r.body, nil
+	case <-ctx.Done():
+		return nil, &Error{Action: action, Kind: KindTransport, Err: ctx.Err()}
+	}
+}
