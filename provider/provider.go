@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/vnode-project/vnode/provider/kubeletapi"
@@ -73,6 +74,11 @@ type Provider struct {
 	recorder record.EventRecorder
 	log      logrus.FieldLogger
 	stats    *kubeletapi.Stats
+
+	// pods, when set, gives the API server's current metadata: pods the
+	// provider hands to virtual-kubelet are written back through
+	// pods/status, which keeps the body's labels and annotations.
+	pods corev1listers.PodLister
 
 	mu      sync.Mutex
 	entries map[types.UID]*entry
@@ -186,9 +192,37 @@ func (p *Provider) Run(ctx context.Context) {
 	}, p.cfg.SyncInterval)
 }
 
+// SetPodLister makes the provider report pods with their current metadata.
+func (p *Provider) SetPodLister(l corev1listers.PodLister) { p.pods = l }
+
+// ownAnnotations are the annotations the provider writes.
+var ownAnnotations = []string{AnnotationInstanceID, AnnotationInstanceSpec, AnnotationInstanceCPU, AnnotationInstanceMem,
+	AnnotationInstanceZone, AnnotationRequestID, AnnotationClientToken, AnnotationVKVersion}
+
+// current is a copy of e's pod with the API server's latest metadata and,
+// over it, the annotations the provider wrote (the informer may not have
+// seen them yet; a pods/status write of older metadata would erase them).
+func (p *Provider) current(e *entry) *corev1.Pod {
+	out := e.pod.DeepCopy()
+	if p.pods != nil {
+		if lp, err := p.pods.Pods(out.Namespace).Get(out.Name); err == nil && lp.UID == out.UID {
+			out.ObjectMeta = *lp.ObjectMeta.DeepCopy()
+		}
+	}
+	for _, k := range ownAnnotations {
+		if v := e.pod.Annotations[k]; v != "" {
+			if out.Annotations == nil {
+				out.Annotations = map[string]string{}
+			}
+			out.Annotations[k] = v
+		}
+	}
+	return out
+}
+
 func (p *Provider) emit(e *entry) {
 	if p.notify != nil {
-		p.notify(e.pod.DeepCopy())
+		p.notify(p.current(e))
 	}
 }
 
@@ -260,7 +294,7 @@ func (p *Provider) create(ctx context.Context, e *entry) {
 	p.mu.Unlock()
 	log.WithField("instanceId", id).Info("created ECI instance")
 	p.event(pod, corev1.EventTypeNormal, ReasonCreated, "created ECI instance "+id)
-	p.annotate(ctx, pod, map[string]string{
+	p.annotate(ctx, e, map[string]string{
 		AnnotationInstanceID:  id,
 		AnnotationRequestID:   reqID,
 		AnnotationClientToken: g.ClientToken,
@@ -304,9 +338,17 @@ func (p *Provider) UpdatePod(_ context.Context, pod *corev1.Pod) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if e, ok := p.entries[pod.UID]; ok {
-		status := e.pod.Status
+		status, old := e.pod.Status, e.pod.Annotations
 		e.pod = pod.DeepCopy()
 		e.pod.Status = status
+		for _, k := range ownAnnotations {
+			if v := old[k]; v != "" {
+				if e.pod.Annotations == nil {
+					e.pod.Annotations = map[string]string{}
+				}
+				e.pod.Annotations[k] = v
+			}
+		}
 	}
 	return nil
 }
@@ -346,7 +388,7 @@ func (p *Provider) GetPod(_ context.Context, ns, name string) (*corev1.Pod, erro
 	if !ok {
 		return nil, errdefs.NotFoundf("pod %s/%s is not on this node", ns, name)
 	}
-	return p.entries[uid].pod.DeepCopy(), nil
+	return p.current(p.entries[uid]), nil
 }
 
 // GetPodStatus implements node.PodLifecycleHandler.
@@ -403,8 +445,8 @@ func (p *Provider) Sync(ctx context.Context) error {
 	}
 	var retry []*entry
 	type annotation struct {
-		pod *corev1.Pod
-		kv  map[string]string
+		e  *entry
+		kv map[string]string
 	}
 	var annotations []annotation
 	type ev struct {
@@ -474,7 +516,7 @@ func (p *Provider) Sync(ctx context.Context) error {
 			if spec == "" {
 				spec = translate.Spec{CPU: inst.CPU, MemoryGi: inst.MemoryGi}.String()
 			}
-			annotations = append(annotations, annotation{e.pod, map[string]string{
+			annotations = append(annotations, annotation{e, map[string]string{
 				AnnotationInstanceSpec: spec,
 				AnnotationInstanceCPU:  translate.FormatFloat(inst.CPU),
 				AnnotationInstanceMem:  translate.FormatFloat(inst.MemoryGi) + "Gi",
@@ -488,7 +530,7 @@ func (p *Provider) Sync(ctx context.Context) error {
 		p.event(x.pod, x.typ, x.r, x.msg)
 	}
 	for _, a := range annotations {
-		p.annotate(ctx, a.pod, a.kv)
+		p.annotate(ctx, a.e, a.kv)
 	}
 	for _, e := range retry {
 		p.create(ctx, e)
@@ -561,21 +603,41 @@ func (p *Provider) event(pod *corev1.Pod, typ, reason, msg string) {
 	}
 }
 
-// annotate merges annotations into the pod's metadata.
-func (p *Provider) annotate(ctx context.Context, pod *corev1.Pod, kv map[string]string) {
+// annotate merges annotations into the pod's metadata, and into the cached
+// pod: virtual-kubelet writes the cached pod through pods/status, whose
+// metadata the API server keeps, so a stale cache would erase them.
+func (p *Provider) annotate(ctx context.Context, e *entry, kv map[string]string) {
 	for k, v := range kv {
 		if v == "" {
 			delete(kv, k)
 		}
 	}
+	p.mu.Lock()
+	ns, name := e.pod.Namespace, e.pod.Name
+	p.mu.Unlock()
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": kv}})
 	err := retryTransient(ctx, func() error {
-		_, err := p.kube.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+		_, err := p.kube.CoreV1().Pods(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
 		return err
 	})
-	if err != nil && !apierrors.IsNotFound(err) {
-		p.log.WithError(err).WithFields(logrus.Fields{"namespace": pod.Namespace, "pod": pod.Name}).Warn("writing ECI annotations on the pod failed")
+	if err != nil {
+		if !apierrors.IsNotFound(err) {
+			p.log.WithError(err).WithFields(logrus.Fields{"namespace": ns, "pod": name}).Warn("writing ECI annotations on the pod failed")
+		}
+		return
 	}
+	p.mu.Lock()
+	ann := make(map[string]string, len(e.pod.Annotations)+len(kv))
+	for k, v := range e.pod.Annotations {
+		ann[k] = v
+	}
+	for k, v := range kv {
+		ann[k] = v
+	}
+	e.pod.Annotations = ann
+	// The last notification virtual-kubelet writes must carry them.
+	p.emit(e)
+	p.mu.Unlock()
 }
 
 func (p *Provider) markClaims(ctx context.Context, e *entry, pod *corev1.Pod, id string) {

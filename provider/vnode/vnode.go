@@ -93,6 +93,7 @@ func Run(ctx context.Context, o Options) error {
 				Node: o.Pods, Version: o.Version, SyncInterval: o.SyncInterval, GCInterval: o.GCInterval,
 				LogPollInterval: o.LogPollInterval, Log: log,
 			}, o.Cloud, kube, src, recorder)
+			prov.SetPodLister(pc.Pods)
 			nodeProvider = vnnode.NewProvider(pc.Node, o.Checker, 0, log)
 			return prov, nodeProvider, nil
 		},

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/vnode-project/vnode/integration/controlplane"
+	"github.com/vnode-project/vnode/provider/bootstrap"
+	"github.com/vnode-project/vnode/provider/config"
+	"github.com/vnode-project/vnode/provider/eci"
+	vnnode "github.com/vnode-project/vnode/provider/node"
+	"github.com/vnode-project/vnode/provider/translate"
+	"github.com/vnode-project/vnode/provider/vnode"
+)
+
+// Version is set at build time with -ldflags -X main.Version=...
+var Version = "v0.1.0-dev"
+
+type options struct {
+	configPath          string
+	contextName         string
+	nodeName            string
+	clusterName         string
+	kubeconfig          string
+	bootstrapKubeconfig string
+	certDir             string
+	listen              string
+	nodeIP              string
+	clientCA            string
+	servingCert         string
+	servingKey          string
+	clusterDNS          string
+	clusterDomain       string
+	syncInterval        time.Duration
+	gcInterval          time.Duration
+	logLevel            string
+}
+
+func (o *options) addFlags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&o.configPath, "config", "", "vnode config file (default $VNODE_CONFIG or ~/.vnode/config)")
+	f.StringVar(&o.contextName, "context", "", "context of the config file to use (default: current-context)")
+	f.StringVar(&o.nodeName, "nodename", "", "node name (default: the context's vnode-name, else <region-id>.<virtual-node-id>)")
+	f.StringVar(&o.clusterName, "cluster-name", "", "cluster name tagged on every instance, so GC never touches another cluster's (default: the API server host)")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the virtual node's identity (default: the context's kubeconfig)")
+	f.StringVar(&o.bootstrapKubeconfig, "bootstrap-kubeconfig", "", "bootstrap-token kubeconfig: obtain and rotate a client certificate for system:vnode:<node> and write --kubeconfig")
+	f.StringVar(&o.certDir, "cert-dir", "", "where bootstrapped certificates are kept (default: next to --kubeconfig)")
+	f.StringVar(&o.listen, "listen", ":10250", "kubelet API address")
+	f.StringVar(&o.nodeIP, "node-ip", "", "address the node advertises for its kubelet API (default: the first non-loopback address)")
+	f.StringVar(&o.clientCA, "client-ca-file", "", "CA verifying client certificates on the kubelet API (the cluster CA)")
+	f.StringVar(&o.servingCert, "tls-cert-file", "", "serving certificate of the kubelet API")
+	f.StringVar(&o.servingKey, "tls-private-key-file", "", "serving key of the kubelet API")
+	f.StringVar(&o.clusterDNS, "cluster-dns", "", "comma-separated cluster DNS addresses for ClusterFirst pods")
+	f.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "cluster domain for DNS search paths")
+	f.DurationVar(&o.syncInterval, "sync-interval", 5*time.Second, "how often the node's instances are listed")
+	f.DurationVar(&o.gcInterval, "gc-interval", time.Minute, "how often orphaned instances are collected")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+func run(parent context.Context, o options) error {
+	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	level, err := logrus.ParseLevel(o.logLevel)
+	if err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	logger := logrus.New()
+	logger.SetLevel(level)
+	log := logrus.NewEntry(logger)
+
+	cc, err := loadContext(o)
+	if err != nil {
+		return err
+	}
+	for name, v := range map[string]string{"--client-ca-file": o.clientCA, "--tls-cert-file": o.servingCert, "--tls-private-key-file": o.servingKey} {
+		if v == "" {
+			return fmt.Errorf("%s is required: the kubelet API is served over TLS and authenticates its callers", name)
+		}
+	}
+	nodeName := o.nodeName
+	if nodeName == "" {
+		nodeName = cc.VNodeName
+	}
+	if nodeName == "" && cc.VirtualNodeID != "" {
+		nodeName = cc.RegionID + "." + cc.VirtualNodeID
+	}
+	if nodeName == "" {
+		return errors.New("no node name: set --nodename, or vnode-name in the context")
+	}
+	kube, err := kubeConfig(ctx, o, cc, nodeName, log)
+	if err != nil {
+		return err
+	}
+	clusterName := o.clusterName
+	if clusterName == "" {
+		clusterName = strings.TrimPrefix(strings.TrimPrefix(kube.Host, "https://"), "http://")
+	}
+	cloud, checker, err := newCloud(cc, log)
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("--listen %s: %w", o.listen, err)
+	}
+	ip := o.nodeIP
+	if ip == "" {
+		if ip, err = firstAddress(); err != nil {
+			return err
+		}
+	}
+	capacity, err := cc.ResourceList()
+	if err != nil {
+		return err
+	}
+	var taints []corev1.Taint
+	for _, t := range cc.Taints {
+		taints = append(taints, corev1.Taint{Key: t.Key, Value: t.Value, Effect: corev1.TaintEffect(t.Effect)})
+	}
+	var dns []string
+	if o.clusterDNS != "" {
+		dns = strings.Split(o.clusterDNS, ",")
+	}
+	return vnode.Run(ctx, vnode.Options{
+		NodeName: nodeName,
+		Node: vnnode.Config{
+			Name: nodeName, Region: cc.RegionID, Zones: cc.ZoneIDs, VirtualNodeID: cc.VirtualNodeID, Taints: taints,
+			Capacity: capacity, InternalIP: ip, KubeletPort: int32(l.Addr().(*net.TCPAddr).Port),
+			KubeletVersion: controlplane.KubernetesVersion + "-vnode-" + Version,
+		},
+		Pods: translate.NodeSettings{
+			ClusterName: clusterName, NodeName: nodeName, VSwitchIDs: cc.VSwitchIDs, SecurityGroupID: cc.SecurityGroupID,
+			ResourceGroupID: cc.ResourceGroupID, Tags: cc.Tags, ClusterDNS: dns, ClusterDomain: o.clusterDomain,
+		},
+		Cloud: cloud, Checker: checker, Kube: kube, Listener: l,
+		ClientCAFile: o.clientCA, CertFile: o.servingCert, KeyFile: o.servingKey,
+		Version: Version, SyncInterval: o.syncInterval, GCInterval: o.gcInterval, Log: log,
+	})
+}
+
+func loadContext(o options) (*config.Context, error) {
+	path := o.configPath
+	if path == "" {
+		var err error
+		if path, err = config.DefaultPath(); err != nil {
+			return nil, err
+		}
+	}
+	f, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	cc, err := f.Context(o.contextName)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	cc.ApplyEnv()
+	if o.kubeconfig != "" {
+		cc.Kubeconfig = o.kubeconfig
+	}
+	if err := cc.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cc, nil
+}
+
+// kubeConfig is the node's identity: the context's kubeconfig, or one TLS
+// bootstrap obtains (and keeps renewing).
+func kubeConfig(ctx context.Context, o options, cc *config.Context, nodeName string, log *logrus.Entry) (*rest.Config, error) {
+	path, err := cc.KubeconfigPath()
+	if err != nil {
+		return nil, err
+	}
+	if o.bootstrapKubeconfig == "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", path)
+		if err != nil {
+			return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+		}
+		return cfg, nil
+	}
+	certDir := o.certDir
+	if certDir == "" {
+		certDir = filepath.Join(filepath.Dir(path), "pki")
+	}
+	c, err := bootstrap.Start(ctx, bootstrap.Config{
+		NodeName: nodeName, BootstrapKubeconfig: o.bootstrapKubeconfig, CertDir: certDir, KubeconfigPath: path, Log: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("TLS bootstrap: %w", err)
+	}
+	go func() { <-ctx.Done(); c.Stop() }()
+	return c.RESTConfig(), nil
+}
+
+func firstAddress() (string, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", fmt.Errorf("finding the node address (set --node-ip): %w", err)
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.IsGlobalUnicast() {
+			return ipn.IP.String(), nil
+		}
+	}
+	return "", errors.New("no non-loopback address found: set --node-ip")
+}
+
+// newCloud is the ECI client for the context: the emulator's endpoint or
+// the region's.
+func newCloud(cc *config.Context, log *logrus.Entry) (*eci.Client, *eci.Client, error) {
+	c, err := eci.New(eci.Config{
+		RegionID: cc.RegionID, Endpoint: cc.Endpoint, NetworkType: cc.NetworkType,
+		AccessKeyID: cc.AccessKeyID, AccessKeySecret: cc.AccessKeySecret,
+		Logger: log, VkClientVersion: "vnode-" + Version,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, c, nil
+}
