@@ -47,6 +47,9 @@ const (
 	ReasonECIRejected = "ECIRejected"
 )
 
+// missingObject are refusals that may resolve by themselves.
+var missingObject = map[string]bool{"MissingConfigMap": true, "MissingSecret": true, "MissingConfigMapKey": true, "MissingSecretKey": true, "MissingVolumeKey": true}
+
 // Config configures the provider.
 type Config struct {
 	Node translate.NodeSettings
@@ -61,7 +64,10 @@ type Config struct {
 	LogPollInterval time.Duration
 	// StatsTTL is how long instance metrics are reused (default 10s).
 	StatsTTL time.Duration
-	Log      logrus.FieldLogger
+	// MissingObjectGrace is how long a pod waits for a configMap or secret
+	// it needs before it is failed (default 2m).
+	MissingObjectGrace time.Duration
+	Log                logrus.FieldLogger
 }
 
 // Provider implements virtual-kubelet's PodLifecycleHandler and PodNotifier
@@ -114,6 +120,9 @@ func New(cfg Config, cloud Cloud, kube kubernetes.Interface, src translate.Sourc
 	}
 	if cfg.Log == nil {
 		cfg.Log = logrus.New()
+	}
+	if cfg.MissingObjectGrace <= 0 {
+		cfg.MissingObjectGrace = 2 * time.Minute
 	}
 	p := &Provider{
 		cfg: cfg, cloud: cloud, kube: kube, src: src, recorder: recorder,
@@ -271,7 +280,15 @@ func (p *Provider) create(ctx context.Context, e *entry) {
 
 	g, err := translate.Pod(ctx, pod, p.cfg.Node, p.src)
 	if err != nil {
-		if u, ok := translate.AsUnsupported(err); ok {
+		u, ok := translate.AsUnsupported(err)
+		// A referenced object may be about to appear (kube-root-ca.crt is
+		// published into new namespaces a moment later, informers lag):
+		// wait for it like the kubelet does, then give up.
+		if ok && missingObject[u.Reason] && time.Since(pod.CreationTimestamp.Time) < p.cfg.MissingObjectGrace {
+			p.retryLater(e, err, log)
+			return
+		}
+		if ok {
 			p.fail(e, u.Reason, u.Message)
 			log.WithField("reason", u.Reason).Warn("pod cannot run on ECI")
 			return
@@ -313,7 +330,7 @@ func (p *Provider) retryLater(e *entry, err error, log logrus.FieldLogger) {
 	p.mu.Unlock()
 	log.WithError(err).WithField("retryIn", delay).Warn("creating the ECI instance failed; retrying")
 	if first {
-		p.event(pod, corev1.EventTypeWarning, ReasonRetrying, "creating the ECI instance failed, retrying: "+err.Error())
+		p.event(pod, corev1.EventTypeWarning, ReasonRetrying, "cannot create the ECI instance yet, retrying: "+err.Error())
 	}
 }
 

@@ -392,3 +392,28 @@ func TestKubeletAPI(t *testing.T) {
 		t.Errorf("summary %+v %v", sum, err)
 	}
 }
+
+// A missing configMap is waited for (it may be about to appear), then the
+// pod fails once the grace period is over.
+func TestMissingObjectIsWaitedFor(t *testing.T) {
+	ctx := context.Background()
+	p1 := pod("needs-cm")
+	p1.CreationTimestamp = metav1.Now()
+	p1.Spec.Volumes = []corev1.Volume{{Name: "v", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "later"}}}}}
+	h := newHarness(t, p1)
+	_ = h.p.CreatePod(ctx, p1)
+	got, _ := h.p.GetPod(ctx, "ns", "needs-cm")
+	if got.Status.Phase != corev1.PodPending {
+		t.Fatalf("failed at once: %+v", got.Status)
+	}
+	if !strings.Contains(h.events(), ReasonRetrying) {
+		t.Error("no event says it waits")
+	}
+	old := pod("old-pod")
+	old.CreationTimestamp = metav1.NewTime(time.Now().Add(-time.Hour))
+	old.Spec.Volumes = p1.Spec.Volumes
+	_ = h.p.CreatePod(ctx, old)
+	if s := h.last("old-pod"); s == nil || s.Status.Phase != corev1.PodFailed || s.Status.Reason != "MissingConfigMap" {
+		t.Fatalf("after the grace period: %+v", s)
+	}
+}
