@@ -34,9 +34,10 @@ lint:
 bench: controlplane
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem -timeout 60m ./...
 
-# run brings the local system up on the embedded default.
+# run brings the whole local system up on the embedded default: the control
+# plane, the ECI emulator and a virtual node running a sample Deployment.
 run: controlplane
-	$(BIN)/vnode-local cluster
+	$(BIN)/vnode-local up
 
 cluster: controlplane
 	$(BIN)/vnode-local cluster

@@ -14,16 +14,12 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/provider/bootstrap"
 	"github.com/vnode-project/vnode/provider/config"
-	"github.com/vnode-project/vnode/provider/eci"
-	vnnode "github.com/vnode-project/vnode/provider/node"
-	"github.com/vnode-project/vnode/provider/translate"
 	"github.com/vnode-project/vnode/provider/vnode"
 )
 
@@ -86,11 +82,6 @@ func run(parent context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	for name, v := range map[string]string{"--client-ca-file": o.clientCA, "--tls-cert-file": o.servingCert, "--tls-private-key-file": o.servingKey} {
-		if v == "" {
-			return fmt.Errorf("%s is required: the kubelet API is served over TLS and authenticates its callers", name)
-		}
-	}
 	nodeName := o.nodeName
 	if nodeName == "" {
 		nodeName = cc.VNodeName
@@ -105,51 +96,25 @@ func run(parent context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	clusterName := o.clusterName
-	if clusterName == "" {
-		clusterName = strings.TrimPrefix(strings.TrimPrefix(kube.Host, "https://"), "http://")
-	}
-	cloud, checker, err := newCloud(cc, log)
-	if err != nil {
-		return err
-	}
 	l, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("--listen %s: %w", o.listen, err)
-	}
-	ip := o.nodeIP
-	if ip == "" {
-		if ip, err = firstAddress(); err != nil {
-			return err
-		}
-	}
-	capacity, err := cc.ResourceList()
-	if err != nil {
-		return err
-	}
-	var taints []corev1.Taint
-	for _, t := range cc.Taints {
-		taints = append(taints, corev1.Taint{Key: t.Key, Value: t.Value, Effect: corev1.TaintEffect(t.Effect)})
 	}
 	var dns []string
 	if o.clusterDNS != "" {
 		dns = strings.Split(o.clusterDNS, ",")
 	}
-	return vnode.Run(ctx, vnode.Options{
-		NodeName: nodeName,
-		Node: vnnode.Config{
-			Name: nodeName, Region: cc.RegionID, Zones: cc.ZoneIDs, VirtualNodeID: cc.VirtualNodeID, Taints: taints,
-			Capacity: capacity, InternalIP: ip, KubeletPort: int32(l.Addr().(*net.TCPAddr).Port),
-			KubeletVersion: controlplane.KubernetesVersion + "-vnode-" + Version,
-		},
-		Pods: translate.NodeSettings{
-			ClusterName: clusterName, NodeName: nodeName, VSwitchIDs: cc.VSwitchIDs, SecurityGroupID: cc.SecurityGroupID,
-			ResourceGroupID: cc.ResourceGroupID, Tags: cc.Tags, ClusterDNS: dns, ClusterDomain: o.clusterDomain,
-		},
-		Cloud: cloud, Checker: checker, Kube: kube, Listener: l,
+	opts, err := vnode.FromContext(cc, vnode.Settings{
+		NodeName: nodeName, ClusterName: o.clusterName, Kube: kube, Listener: l, NodeIP: o.nodeIP,
 		ClientCAFile: o.clientCA, CertFile: o.servingCert, KeyFile: o.servingKey,
-		Version: Version, SyncInterval: o.syncInterval, GCInterval: o.gcInterval, Log: log,
+		ClusterDNS: dns, ClusterDomain: o.clusterDomain,
+		KubeletVersion: controlplane.KubernetesVersion + "-vnode-" + Version, Version: Version,
+		SyncInterval: o.syncInterval, GCInterval: o.gcInterval, Log: log,
 	})
+	if err != nil {
+		return err
+	}
+	return vnode.Run(ctx, opts)
 }
 
 func loadContext(o options) (*config.Context, error) {
@@ -204,31 +169,4 @@ func kubeConfig(ctx context.Context, o options, cc *config.Context, nodeName str
 	}
 	go func() { <-ctx.Done(); c.Stop() }()
 	return c.RESTConfig(), nil
-}
-
-func firstAddress() (string, error) {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return "", fmt.Errorf("finding the node address (set --node-ip): %w", err)
-	}
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.IsGlobalUnicast() {
-			return ipn.IP.String(), nil
-		}
-	}
-	return "", errors.New("no non-loopback address found: set --node-ip")
-}
-
-// newCloud is the ECI client for the context: the emulator's endpoint or
-// the region's.
-func newCloud(cc *config.Context, log *logrus.Entry) (*eci.Client, *eci.Client, error) {
-	c, err := eci.New(eci.Config{
-		RegionID: cc.RegionID, Endpoint: cc.Endpoint, NetworkType: cc.NetworkType,
-		AccessKeyID: cc.AccessKeyID, AccessKeySecret: cc.AccessKeySecret,
-		Logger: log, VkClientVersion: "vnode-" + Version,
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	return c, c, nil
 }
