@@ -173,12 +173,21 @@ func (p *Provider) Recover(ctx context.Context) error {
 		for _, ev := range inst.Events {
 			e.seenEvents[eventKey(ev)] = ev.Count // replayed events are not news
 		}
-		e.pod.Status = translate.PodStatus(pod, inst)
+		// Keep the status the API server has: the first sync reports any
+		// difference (a status computed here would look unchanged).
 		p.mu.Lock()
 		p.entries[uid] = e
 		p.keys[key(ns, name)] = uid
 		p.mu.Unlock()
 		adopted++
+		if pod.Annotations[AnnotationInstanceID] != inst.ID {
+			// Created just before a crash, never annotated.
+			p.annotate(ctx, e, map[string]string{
+				AnnotationInstanceID:  inst.ID,
+				AnnotationClientToken: translate.ClientToken(pod),
+				AnnotationVKVersion:   p.cfg.Version,
+			})
+		}
 	}
 	p.log.WithField("instances", len(insts)).WithField("adopted", adopted).Info("recovered state from ECI")
 	return nil

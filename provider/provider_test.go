@@ -417,3 +417,25 @@ func TestMissingObjectIsWaitedFor(t *testing.T) {
 		t.Fatalf("after the grace period: %+v", s)
 	}
 }
+
+// An adopted pod whose API status lags its instance is reported at the
+// first sync after a restart.
+func TestRecoveredPodIsReported(t *testing.T) {
+	ctx := context.Background()
+	p1 := pod("adopted")
+	h := newHarness(t, p1)
+	_ = h.p.CreatePod(ctx, p1)
+	h.cloud.set("eci-1", func(i *translate.Instance) { i.Status = translate.StatusRunning })
+
+	h2 := newHarness(t, p1) // the API server still says Pending
+	h2.cloud, h2.p.cloud = h.cloud, h.cloud
+	if err := h2.p.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := h2.last("adopted"); n == nil || n.Status.Phase != corev1.PodRunning {
+		t.Fatalf("adopted pod not reported Running: %+v", n)
+	}
+}

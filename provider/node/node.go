@@ -139,7 +139,8 @@ func NewProvider(node *corev1.Node, checker Checker, interval time.Duration, log
 	if interval <= 0 {
 		interval = defaultInterval
 	}
-	return &Provider{checker: checker, interval: interval, log: log, node: node}
+	// Its own copy: virtual-kubelet keeps (and reads) the object it was given.
+	return &Provider{checker: checker, interval: interval, log: log, node: node.DeepCopy()}
 }
 
 // Ping reports whether ECI answers; virtual-kubelet calls it periodically.
