@@ -24,7 +24,7 @@ controlplane: build
 
 # test runs every test, unit and integration, with the race detector.
 test: controlplane lint
-	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 lint:
 	@unformatted="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
