@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -82,15 +81,9 @@ func run(parent context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	nodeName := o.nodeName
-	if nodeName == "" {
-		nodeName = cc.VNodeName
-	}
-	if nodeName == "" && cc.VirtualNodeID != "" {
-		nodeName = cc.RegionID + "." + cc.VirtualNodeID
-	}
-	if nodeName == "" {
-		return errors.New("no node name: set --nodename, or vnode-name in the context")
+	nodeName, err := vnode.NodeName(cc, o.nodeName)
+	if err != nil {
+		return err
 	}
 	kube, err := kubeConfig(ctx, o, cc, nodeName, log)
 	if err != nil {

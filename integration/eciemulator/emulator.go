@@ -360,29 +360,23 @@ func (e *Emulator) authenticate(method string, p params) *apiError {
 }
 
 func (e *Emulator) dispatch(r *http.Request, action string, p params) (map[string]any, *apiError) {
-	switch action {
-	case "CreateContainerGroup":
-		return e.createGroup(p)
-	case "DescribeContainerGroups":
-		return e.describeGroups(p)
-	case "DescribeContainerGroupStatus":
-		return e.describeGroupStatus(p)
-	case "DeleteContainerGroup":
-		return e.deleteGroup(p)
-	case "RestartContainerGroup":
-		return e.restartGroup(p)
-	case "DescribeContainerLog":
-		return e.describeLog(p)
-	case "ExecContainerCommand":
-		return e.execCommand(r, p)
-	case "DescribeMultiContainerGroupMetric":
-		return e.describeMultiMetric(p)
-	case "DescribeContainerGroupMetric":
-		return e.describeMetric(p)
-	case "DescribeRegions":
-		return e.describeRegions(p)
+	handlers := map[string]func(params) (map[string]any, *apiError){
+		"CreateContainerGroup":              e.createGroup,
+		"DescribeContainerGroups":           e.describeGroups,
+		"DescribeContainerGroupStatus":      e.describeGroupStatus,
+		"DeleteContainerGroup":              e.deleteGroup,
+		"RestartContainerGroup":             e.restartGroup,
+		"DescribeContainerLog":              e.describeLog,
+		"ExecContainerCommand":              func(p params) (map[string]any, *apiError) { return e.execCommand(r, p) },
+		"DescribeMultiContainerGroupMetric": e.describeMultiMetric,
+		"DescribeContainerGroupMetric":      e.describeMetric,
+		"DescribeRegions":                   e.describeRegions,
 	}
-	return nil, errf(http.StatusBadRequest, "InvalidAction.NotFound", "Specified api is not found, please check your url and method: "+action)
+	h, ok := handlers[action]
+	if !ok {
+		return nil, errf(http.StatusBadRequest, "InvalidAction.NotFound", "Specified api is not found, please check your url and method: "+action)
+	}
+	return h(p)
 }
 
 func paramsHash(p params) string {

@@ -35,6 +35,20 @@ type Settings struct {
 	Ready                           chan<- struct{}
 }
 
+// NodeName is the node's name: override, else the context's vnode-name,
+// else <region-id>.<virtual-node-id> as VNodectl names nodes.
+func NodeName(cc *config.Context, override string) (string, error) {
+	switch {
+	case override != "":
+		return override, nil
+	case cc.VNodeName != "":
+		return cc.VNodeName, nil
+	case cc.VirtualNodeID != "":
+		return cc.RegionID + "." + cc.VirtualNodeID, nil
+	}
+	return "", errors.New("no node name: set --nodename, or vnode-name (or virtual-node-id) in the context")
+}
+
 // FromContext builds Options from a validated config context: the ECI
 // client for its region and endpoint (the cloud's, or the emulator's), the
 // node's labels, taints and capacity, and the pods' placement.
@@ -44,15 +58,9 @@ func FromContext(cc *config.Context, s Settings) (Options, error) {
 			return Options{}, fmt.Errorf("the kubelet API's %s is required: it is served over TLS and authenticates its callers", name)
 		}
 	}
-	name := s.NodeName
-	if name == "" {
-		name = cc.VNodeName
-	}
-	if name == "" && cc.VirtualNodeID != "" {
-		name = cc.RegionID + "." + cc.VirtualNodeID
-	}
-	if name == "" {
-		return Options{}, errors.New("no node name: set it, or vnode-name in the context")
+	name, err := NodeName(cc, s.NodeName)
+	if err != nil {
+		return Options{}, err
 	}
 	cluster := s.ClusterName
 	if cluster == "" {
