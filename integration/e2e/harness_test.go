@@ -19,6 +19,7 @@ import (
 
 	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/integration/eciemulator"
+	"github.com/vnode-project/vnode/integration/netns"
 	"github.com/vnode-project/vnode/provider/eci"
 	vnnode "github.com/vnode-project/vnode/provider/node"
 	"github.com/vnode-project/vnode/provider/translate"
@@ -63,18 +64,30 @@ type node struct {
 	client *eci.Client
 }
 
-// startNode runs a virtual node in-process as system:vnode:<name>.
-func (e *env) startNode(t *testing.T, name string) *node {
+// startNode runs a virtual node in-process as system:vnode:<name>, its
+// kubelet API on loopback.
+func (e *env) startNode(t *testing.T, name string) *node { return e.startNodeAt(t, name, nil) }
+
+// startNodeAt is startNode with the kubelet API inside a test host's
+// network namespace (the API server proxies only to non-loopback nodes).
+func (e *env) startNodeAt(t *testing.T, name string, host *netns.Host) *node {
 	t.Helper()
 	cfg, err := e.cp.UserConfig("system:vnode:"+name, "system:vnodes")
 	if err != nil {
 		t.Fatal(err)
 	}
-	serving, err := e.cp.PKI.ServingCert("kubelet-"+name, []string{name}, []net.IP{net.ParseIP("127.0.0.1")})
+	nodeIP := net.ParseIP("127.0.0.1")
+	var l net.Listener
+	if host != nil {
+		nodeIP = host.IP
+		l, err = host.Listen(10250)
+	} else {
+		l, err = net.Listen("tcp", "127.0.0.1:0")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	serving, err := e.cp.PKI.ServingCert("kubelet-"+name, []string{name}, []net.IP{nodeIP})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +103,7 @@ func (e *env) startNode(t *testing.T, name string) *node {
 	go func() {
 		n.done <- vnode.Run(ctx, vnode.Options{
 			NodeName: name,
-			Node: vnnode.Config{Name: name, Region: "cn-hangzhou", Zones: []string{"cn-hangzhou-a"}, InternalIP: "127.0.0.1",
+			Node: vnnode.Config{Name: name, Region: "cn-hangzhou", Zones: []string{"cn-hangzhou-a"}, InternalIP: nodeIP.String(),
 				KubeletPort: int32(l.Addr().(*net.TCPAddr).Port), KubeletVersion: "v1.35.4-vnode",
 				Capacity: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1000"), corev1.ResourceMemory: resource.MustParse("4Ti"), corev1.ResourcePods: resource.MustParse("1000")}},
 			Pods: translate.NodeSettings{ClusterName: "e2e", NodeName: name, VSwitchIDs: []string{"vsw-e2e"}, SecurityGroupID: "sg-e2e",
