@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -108,6 +110,29 @@ func TestKubectlLogsExecCp(t *testing.T) {
 		out, stderr, err := kubectl(t, []byte("from stdin\n"), "exec", "-i", "ticker", "-c", "main", "--", "/bin/sh", "-c", "cat; echo oops >&2")
 		if err != nil || out != "from stdin\n" || !strings.Contains(stderr, "oops") {
 			t.Fatalf("stdin/stderr: %q %q %v", out, stderr, err)
+		}
+	})
+	t.Run("exec -it under a terminal, with its size", func(t *testing.T) {
+		cmd := e.cp.Kubectl(ctx, "-n", "k", "exec", "-it", "ticker", "-c", "main", "--", "/bin/sh", "-c", "stty size; read x; echo got-$x")
+		tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 33, Cols: 101})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tty.Close()
+		var out bytes.Buffer
+		done := make(chan struct{})
+		go func() { _, _ = io.Copy(&out, tty); close(done) }()
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(out.String(), "33 101") && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		_, _ = tty.Write([]byte("hello\r"))
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("exec -it: %v\n%q", err, out.String())
+		}
+		<-done
+		if !strings.Contains(out.String(), "33 101") || !strings.Contains(out.String(), "got-hello") {
+			t.Fatalf("terminal session printed %q", out.String())
 		}
 	})
 	t.Run("cp both ways", func(t *testing.T) {
