@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -119,9 +120,9 @@ func TestKubectlLogsExecCp(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer tty.Close()
-		var out bytes.Buffer
+		out := &lockedBuffer{}
 		done := make(chan struct{})
-		go func() { _, _ = io.Copy(&out, tty); close(done) }()
+		go func() { _, _ = io.Copy(out, tty); close(done) }()
 		deadline := time.Now().Add(20 * time.Second)
 		for !strings.Contains(out.String(), "33 101") && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond)
@@ -184,4 +185,22 @@ func TestKubectlLogsExecCp(t *testing.T) {
 func sum(b []byte) string {
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:])
+}
+
+// lockedBuffer is a bytes.Buffer safe to poll while another goroutine writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

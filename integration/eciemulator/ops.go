@@ -222,13 +222,55 @@ func (e *Emulator) serveExec(w http.ResponseWriter, r *http.Request) {
 	}
 	cmd := e.execCmd(s.group, s.container, s.cmd)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: s.tty, Setpgid: !s.tty}
-	var stdin interface {
-		Write([]byte) (int, error)
-		Close() error
-	}
-	var ptmx *os.File
+	// One reader for the whole session; a closed channel means the client
+	// went away.
+	msgs := make(chan []byte, 64)
+	go func() {
+		defer close(msgs)
+		for {
+			_, msg, err := conn.ReadMessage()
+			if err != nil {
+				return
+			}
+			if len(msg) > 0 {
+				msgs <- msg
+			}
+		}
+	}()
+	var (
+		stdin interface {
+			Write([]byte) (int, error)
+			Close() error
+		}
+		ptmx  *os.File
+		early [][]byte
+	)
 	if s.tty {
-		ptmx, err = pty.Start(cmd)
+		// Start the process at the client's terminal size: wait briefly
+		// for its first resize (kubectl sends one at once), keeping any
+		// input that comes first.
+		size := &pty.Winsize{Rows: 24, Cols: 80}
+		timeout := time.After(time.Second)
+	wait:
+		for {
+			select {
+			case msg, ok := <-msgs:
+				if !ok {
+					return
+				}
+				if msg[0] == chanResize {
+					var sz struct{ Width, Height uint16 }
+					if json.Unmarshal(msg[1:], &sz) == nil && sz.Width > 0 && sz.Height > 0 {
+						size = &pty.Winsize{Cols: sz.Width, Rows: sz.Height}
+					}
+					break wait
+				}
+				early = append(early, msg)
+			case <-timeout:
+				break wait
+			}
+		}
+		ptmx, err = pty.StartWithSize(cmd, size)
 		if err != nil {
 			send(chanStatus, statusJSON(127, err.Error()))
 			return
@@ -260,38 +302,37 @@ func (e *Emulator) serveExec(w http.ResponseWriter, r *http.Request) {
 			in.Close()
 		}
 	}
+	handle := func(msg []byte) {
+		switch msg[0] {
+		case chanStdin:
+			if s.stdin {
+				_, _ = stdin.Write(msg[1:])
+			}
+		case chanResize:
+			var size struct{ Width, Height uint16 }
+			if json.Unmarshal(msg[1:], &size) == nil && ptmx != nil {
+				_ = pty.Setsize(ptmx, &pty.Winsize{Cols: size.Width, Rows: size.Height})
+			}
+		case chanClose:
+			if len(msg) > 1 && msg[1] == chanStdin {
+				if ptmx != nil {
+					_, _ = ptmx.Write([]byte{4}) // ^D: end of input on a terminal
+				} else {
+					stdin.Close()
+				}
+			}
+		}
+	}
 	go func() {
-		for {
-			_, msg, err := conn.ReadMessage()
-			if err != nil {
-				// The client went away: end the command.
-				if cmd.Process != nil {
-					_ = cmd.Process.Kill()
-				}
-				return
-			}
-			if len(msg) == 0 {
-				continue
-			}
-			switch msg[0] {
-			case chanStdin:
-				if s.stdin {
-					_, _ = stdin.Write(msg[1:])
-				}
-			case chanResize:
-				var size struct{ Width, Height uint16 }
-				if json.Unmarshal(msg[1:], &size) == nil && ptmx != nil {
-					_ = pty.Setsize(ptmx, &pty.Winsize{Cols: size.Width, Rows: size.Height})
-				}
-			case chanClose:
-				if len(msg) > 1 && msg[1] == chanStdin {
-					if ptmx != nil {
-						_, _ = ptmx.Write([]byte{4}) // ^D: end of input on a terminal
-					} else {
-						stdin.Close()
-					}
-				}
-			}
+		for _, m := range early {
+			handle(m)
+		}
+		for msg := range msgs {
+			handle(msg)
+		}
+		// The client went away: end the command.
+		if cmd.Process != nil {
+			_ = cmd.Process.Kill()
 		}
 	}()
 	err = cmd.Wait()
