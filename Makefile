@@ -22,9 +22,11 @@ build:
 controlplane: build
 	$(BIN)/vnode-local build
 
-# test runs every test, unit and integration, with the race detector.
+# test runs every test, unit and integration, with the race detector. One
+# package at a time: integration packages each start a control plane, and
+# two cores do not run several well at once.
 test: controlplane lint
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -race -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
 
 lint:
 	@unformatted="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \

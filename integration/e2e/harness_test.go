@@ -118,8 +118,8 @@ func (e *env) startNodeAt(t *testing.T, name string, host *netns.Host) *node {
 	case <-ready:
 	case err := <-n.done:
 		t.Fatalf("virtual node %s stopped: %v", name, err)
-	case <-time.After(60 * time.Second):
-		t.Fatalf("virtual node %s not ready in 60s", name)
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("virtual node %s not ready in 3 minutes", name)
 	}
 	t.Cleanup(n.stop)
 	return n
