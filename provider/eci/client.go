@@ -36,7 +36,6 @@ import (
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/requests"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
-	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	"golang.org/x/time/rate"
 )
 
@@ -240,7 +239,8 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// NotFound and InvalidInput let virtual-kubelet's errdefs recognise them.
+// NotFound and InvalidInput are the methods virtual-kubelet's errdefs
+// (IsNotFound, IsInvalidInput) look for.
 func (e *Error) NotFound() bool { return e.Kind == KindNotFound }
 
 // InvalidInput reports a request ECI refuses as such.
@@ -259,8 +259,6 @@ func KindOf(err error) Kind {
 	}
 	return KindUnknown
 }
-
-var _ = errdefs.IsNotFound // errdefs looks for NotFound()/InvalidInput() methods
 
 func classify(action string, err error) *Error {
 	var se *sdkerrors.ServerError
