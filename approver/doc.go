@@ -1,0 +1,26 @@
+// Package approver approves the client certificates of virtual nodes: it
+// watches CertificateSigningRequests and approves exactly those that ask the
+// kubernetes.io/kube-apiserver-client signer for the identity
+// system:vnode:<node> in group system:vnodes, sent by an entitled requestor
+// (the node itself renewing, or a vnode bootstrap token whose Secret is still
+// valid and which a SubjectAccessReview allows to create
+// certificatesigningrequests/vnodeclient). The general client signer signs
+// any subject it is given, so this policy is the only gate.
+//
+// Ours and not ours. A CSR is ours when its signer is
+// kubernetes.io/kube-apiserver-client and either its subject CN starts with
+// "system:vnode" (without the colon, so look-alikes such as system:vnodefoo
+// are denied with a reason rather than left to someone else), its subject O
+// contains system:vnodes, or its requestor is a virtual node (user
+// system:vnode:*, group system:vnodes) or a vnode bootstrap token (the
+// bootstrap group). Ours and failing a check: denied, with a condition
+// reason naming the check (or only ignored when denial is turned off).
+// Anything else is ignored and never denied, because Denied is terminal and
+// the CSR may belong to another approver. kubelet-serving certificates are
+// not used by virtual nodes (their :10250 pair is provisioned as files), so
+// kubelet-serving CSRs are not ours.
+//
+// Fairness. Work is queued per requestor and the requestors are served
+// round-robin, so a flood of CSRs from one requestor delays another
+// requestor's CSR by at most one CSR per flooding requestor.
+package approver

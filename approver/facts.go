@@ -1,0 +1,77 @@
+package approver
+
+import (
+	"context"
+	"fmt"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+)
+
+// SARReviewer answers AccessReviewer with SubjectAccessReviews.
+type SARReviewer struct {
+	Client kubernetes.Interface
+}
+
+// CanCreate implements AccessReviewer.
+func (r SARReviewer) CanCreate(ctx context.Context, user UserInfo, subresource string) (bool, error) {
+	extra := make(map[string]authorizationv1.ExtraValue, len(user.Extra))
+	for k, v := range user.Extra {
+		extra[k] = authorizationv1.ExtraValue(v)
+	}
+	sar := &authorizationv1.SubjectAccessReview{
+		Spec: authorizationv1.SubjectAccessReviewSpec{
+			User:               user.Username,
+			UID:                user.UID,
+			Groups:             user.Groups,
+			Extra:              extra,
+			ResourceAttributes: sarAttributes(subresource),
+		},
+	}
+	out, err := r.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+	if err != nil {
+		return false, fmt.Errorf("creating SubjectAccessReview for %s: %w", user.Username, err)
+	}
+	if out.Status.EvaluationError != "" && !out.Status.Allowed {
+		// An authorizer failed to answer: not a "no".
+		return false, fmt.Errorf("SubjectAccessReview for %s: %s", user.Username, out.Status.EvaluationError)
+	}
+	return out.Status.Allowed, nil
+}
+
+// SecretLister answers SecretGetter from a Secret lister.
+type SecretLister struct {
+	Lister corelisters.SecretLister
+}
+
+// GetSecret implements SecretGetter.
+func (l SecretLister) GetSecret(namespace, name string) (*corev1.Secret, error) {
+	return l.Lister.Secrets(namespace).Get(name)
+}
+
+// NodeIndexer answers NodeGetter from an informer's store of Nodes, full
+// or metadata-only (*metav1.PartialObjectMetadata): only labels are read.
+type NodeIndexer struct {
+	Store cache.KeyGetter
+}
+
+// NodeLabels implements NodeGetter.
+func (n NodeIndexer) NodeLabels(name string) (map[string]string, bool, error) {
+	obj, exists, err := n.Store.GetByKey(name)
+	if err != nil {
+		return nil, false, fmt.Errorf("reading node %s from the cache: %w", name, err)
+	}
+	if !exists {
+		return nil, false, nil
+	}
+	m, err := meta.Accessor(obj)
+	if err != nil {
+		return nil, false, fmt.Errorf("node %s in the cache: %w", name, err)
+	}
+	return m.GetLabels(), true, nil
+}

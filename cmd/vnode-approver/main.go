@@ -1,0 +1,168 @@
+// Command vnode-approver approves the client certificates of virtual nodes
+// (system:vnode:<node> in group system:vnodes, signer
+// kubernetes.io/kube-apiserver-client) and denies look-alikes.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/vnode-project/vnode/approver"
+)
+
+func main() {
+	if err := newCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "vnode-approver:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	kubeconfig     string
+	kubeAPIQPS     float32
+	kubeAPIBurst   int
+	workers        int
+	maxExpiration  time.Duration
+	bootstrapGroup string
+	deny           bool
+	dryRun         bool
+	resync         time.Duration
+	leaderElect    bool
+	leaseNamespace string
+	leaseName      string
+	leaseDuration  time.Duration
+	renewDeadline  time.Duration
+	retryPeriod    time.Duration
+	metricsAddr    string
+	healthAddr     string
+	logLevel       string
+}
+
+func newCommand() *cobra.Command {
+	var o options
+	cmd := &cobra.Command{
+		Use:   "vnode-approver",
+		Short: "Approve virtual nodes' client certificate signing requests",
+		Long: `vnode-approver approves CSRs for the kubernetes.io/kube-apiserver-client
+signer whose subject is CN=system:vnode:<node>, O=system:vnodes, with no SANs,
+client-auth usages, an acceptable key and expiry, sent by the node itself
+(renewal) or by a valid vnode bootstrap token allowed to create
+certificatesigningrequests/vnodeclient (bootstrap). CSRs that look like a
+virtual node's but fail a check are denied with the check's name; all others
+are ignored.`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return run(cmd.Context(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster config)")
+	f.Float32Var(&o.kubeAPIQPS, "kube-api-qps", 50, "API client queries per second (kube-controller-manager's default)")
+	f.IntVar(&o.kubeAPIBurst, "kube-api-burst", 100, "API client burst (kube-controller-manager's default)")
+	f.IntVar(&o.workers, "workers", 5, "CSRs reconciled in parallel")
+	f.DurationVar(&o.maxExpiration, "max-expiration", approver.DefaultMaxExpiration, "largest spec.expirationSeconds approved")
+	f.StringVar(&o.bootstrapGroup, "bootstrap-group", approver.DefaultBootstrapGroup, "group of vnode bootstrap tokens (auth-extra-groups)")
+	f.BoolVar(&o.deny, "deny", true, "deny CSRs that look like a virtual node's and fail a check; false only ignores them")
+	f.BoolVar(&o.dryRun, "dry-run", false, "log each decision and change nothing")
+	f.DurationVar(&o.resync, "resync", 10*time.Minute, "cache resync period (pending CSRs are re-decided)")
+	f.BoolVar(&o.leaderElect, "leader-elect", true, "elect a leader with a Lease so only one replica approves")
+	f.StringVar(&o.leaseNamespace, "leader-election-namespace", "vnode-system", "namespace of the leader Lease")
+	f.StringVar(&o.leaseName, "leader-election-name", approver.Component, "name of the leader Lease")
+	f.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "Lease duration")
+	f.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader retries renewing before giving up")
+	f.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "how often candidates try to acquire or renew")
+	f.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:8080", "address of /metrics (unauthenticated: keep it on loopback; empty disables)")
+	f.StringVar(&o.healthAddr, "health-addr", "127.0.0.1:8081", "address of /healthz and /readyz (open; empty disables)")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func run(parent context.Context, o options) error {
+	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	level, err := logrus.ParseLevel(o.logLevel)
+	if err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	logger := logrus.New()
+	logger.SetLevel(level)
+	if o.workers < 1 {
+		return errors.New("--workers must be at least 1")
+	}
+	if o.maxExpiration < 10*time.Minute {
+		return errors.New("--max-expiration must be at least 10m (the API server's minimum expirationSeconds)")
+	}
+
+	restCfg, err := restConfig(o.kubeconfig)
+	if err != nil {
+		return err
+	}
+	restCfg.QPS, restCfg.Burst = o.kubeAPIQPS, o.kubeAPIBurst
+
+	metricsL, err := listen(o.metricsAddr, "--metrics-addr")
+	if err != nil {
+		return err
+	}
+	healthL, err := listen(o.healthAddr, "--health-addr")
+	if err != nil {
+		return err
+	}
+	return approver.Run(ctx, approver.Config{
+		REST: restCfg,
+		Options: approver.Options{
+			Policy:  approver.Policy{MaxExpiration: o.maxExpiration, BootstrapGroup: o.bootstrapGroup},
+			Workers: o.workers,
+			Deny:    o.deny,
+			DryRun:  o.dryRun,
+		},
+		Resync:          o.resync,
+		LeaderElect:     o.leaderElect,
+		LeaseNamespace:  o.leaseNamespace,
+		LeaseName:       o.leaseName,
+		LeaseDuration:   o.leaseDuration,
+		RenewDeadline:   o.renewDeadline,
+		RetryPeriod:     o.retryPeriod,
+		MetricsListener: metricsL,
+		HealthListener:  healthL,
+		Log:             logrus.NewEntry(logger),
+	})
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		cfg, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("loading in-cluster config (or pass --kubeconfig): %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig %s: %w", kubeconfig, err)
+	}
+	return cfg, nil
+}
+
+func listen(addr, flag string) (net.Listener, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flag, err)
+	}
+	return l, nil
+}
