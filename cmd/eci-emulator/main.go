@@ -27,7 +27,9 @@ func main() {
 func newCommand() *cobra.Command {
 	var (
 		listen, id, secret, runtime, dataDir, region, adminToken string
-		scheduling, pending                                      time.Duration
+		tlsCert, tlsKey                                          string
+		useTLS                                                   bool
+		delays                                                   eciemulator.Delays
 	)
 	cmd := &cobra.Command{
 		Use:           "eci-emulator",
@@ -39,9 +41,11 @@ func newCommand() *cobra.Command {
 			if id == "" || secret == "" {
 				return errors.New("--access-key-id and --access-key-secret are required (or ALIBABA_CLOUD_ACCESS_KEY_ID/_SECRET)")
 			}
+			logger := logrus.New()
 			e, err := eciemulator.New(eciemulator.Config{
 				Credentials: map[string]string{id: secret}, Region: region, Runtime: runtime, DataDir: dataDir,
-				Delays: eciemulator.Delays{Scheduling: scheduling, Pending: pending}, AdminToken: adminToken, Logger: logrus.New(),
+				Delays: delays, AdminToken: adminToken, Logger: logger,
+				TLS: useTLS, TLSCertFile: tlsCert, TLSKeyFile: tlsKey,
 			})
 			if err != nil {
 				return err
@@ -53,7 +57,10 @@ func newCommand() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			fmt.Fprintf(cmd.OutOrStdout(), "listening on http://%s\n", l.Addr())
+			if f := e.CertFile(); f != "" {
+				logger.WithField("certificate", f).Info("serving https; clients trust this certificate")
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "listening on %s://%s\n", e.Scheme(), l.Addr())
 			return e.Serve(ctx, l)
 		},
 	}
@@ -62,10 +69,15 @@ func newCommand() *cobra.Command {
 	f.StringVar(&id, "access-key-id", os.Getenv("ALIBABA_CLOUD_ACCESS_KEY_ID"), "AccessKey id clients sign with")
 	f.StringVar(&secret, "access-key-secret", os.Getenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET"), "AccessKey secret clients sign with")
 	f.StringVar(&runtime, "runtime", "process", "process (run containers as local processes) or sim (run nothing)")
-	f.StringVar(&dataDir, "data-dir", "", "directory for sandboxes and logs (default: a temporary one)")
+	f.StringVar(&dataDir, "data-dir", "", "directory for the state (kept across restarts), sandboxes and logs (default: a temporary one)")
 	f.StringVar(&region, "region", "cn-hangzhou", "the region the emulator serves")
 	f.StringVar(&adminToken, "admin-token", "", "bearer token for /admin/ (fault injection); empty disables it")
-	f.DurationVar(&scheduling, "scheduling-delay", 200*time.Millisecond, "time a new group stays Scheduling")
-	f.DurationVar(&pending, "pending-delay", 200*time.Millisecond, "time a new group stays Pending")
+	f.DurationVar(&delays.Scheduling, "scheduling-delay", 200*time.Millisecond, "time a new group stays Scheduling")
+	f.DurationVar(&delays.Pending, "pending-delay", 200*time.Millisecond, "time a new group stays Pending")
+	f.DurationVar(&delays.VirtualNode, "virtual-node-delay", 500*time.Millisecond, "time a new virtual node stays Pending")
+	f.DurationVar(&delays.ImageCache, "image-cache-delay", 2*time.Second, "time an image cache takes to build (Preparing, then Creating)")
+	f.BoolVar(&useTLS, "tls", false, "serve https, with a self-signed certificate for 127.0.0.1 and localhost made in <data-dir>/tls unless --tls-cert/--tls-key are given")
+	f.StringVar(&tlsCert, "tls-cert", "", "PEM certificate to serve https with (implies --tls; needs --tls-key)")
+	f.StringVar(&tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	return cmd
 }

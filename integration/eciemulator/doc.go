@@ -11,6 +11,22 @@
 // (own process group, sandbox directory, env), so logs and exec are real;
 // "sim" runs nothing and holds thousands of groups for benchmarks.
 //
+// Actions: container groups (Create, Describe, DescribeStatus, Update,
+// Restart, Delete, logs, exec, metrics), virtual nodes (Create, Describe,
+// Update, Delete) and image caches (Create, Describe, Update, Delete);
+// every action that changes state honours ClientToken.
+//
+// State: groups, virtual nodes, image caches, ClientToken records and the
+// id sequence are saved to DataDir/state.json (mode 0600, replaced
+// atomically, at most every 200 ms and at Close), and a new emulator on
+// the same DataDir carries on from them. With the process runtime a
+// restart is a host restart: running containers lost their processes and
+// come back per the restart policy (see processRuntime.resume).
+//
+// TLS: Config.TLS serves https with a self-signed certificate for
+// 127.0.0.1, ::1 and localhost kept in DataDir/tls (or the given pair);
+// clients trust Emulator.CertFile.
+//
 // Exec sessions: ExecContainerCommand returns a one-time WebSocketUri
 // ws://<host>/exec/?s=<token> (valid 30 s). ECI does not document its
 // framing; this emulator uses Kubernetes' v4.channel.k8s.io layout: every

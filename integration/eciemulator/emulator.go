@@ -3,8 +3,6 @@ package eciemulator
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -17,7 +15,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,16 +30,26 @@ type Config struct {
 	Region      string   // default cn-hangzhou
 	Zones       []string // default <region>-a, <region>-b
 	Runtime     string   // "process" (default) or "sim"
-	// DataDir keeps process sandboxes and logs; default a temporary dir.
+	// DataDir keeps the state (state.json), process sandboxes and logs;
+	// default a temporary dir. A new emulator on the same DataDir carries
+	// on with the groups, virtual nodes and image caches it left.
 	DataDir    string
 	Delays     Delays
 	AdminToken string // bearer token of /admin/; empty disables it
 	Logger     logrus.FieldLogger
+	// TLS serves https. With TLSCertFile and TLSKeyFile (PEM) it serves
+	// that pair (and they imply TLS); without, a self-signed certificate
+	// for 127.0.0.1, ::1 and localhost, made once in DataDir/tls.
+	TLS                     bool
+	TLSCertFile, TLSKeyFile string
 }
 
-// Delays are how long a new group stays in each state before running.
+// Delays are how long a new group stays in each state before running,
+// how long a virtual node stays Pending and how long an image cache takes
+// to build (half Preparing, half Creating).
 type Delays struct {
-	Scheduling, Pending time.Duration
+	Scheduling, Pending     time.Duration
+	VirtualNode, ImageCache time.Duration
 }
 
 // Fault makes calls to Action ("*" for all) misbehave.
@@ -62,15 +69,23 @@ type Emulator struct {
 	nonces  nonces
 	runtime runtime
 
-	mu       sync.Mutex
-	groups   map[string]*group
-	order    []string // ids in creation order, for stable paging
-	tokens   map[string]string
-	calls    map[string]int
-	faults   []Fault
-	sessions map[string]*execSession
-	closed   bool
-	seq      int
+	tls     *tlsFiles // nil: plain http
+	persist *persister
+
+	mu        sync.Mutex
+	groups    map[string]*group
+	order     []string                // ids in creation order, for stable paging
+	tokens    map[string]*tokenRecord // Action + "/" + ClientToken
+	vnodes    map[string]*virtualNode
+	vnOrder   []string
+	caches    map[string]*imageCache
+	imcOrder  []string
+	calls     map[string]int
+	faults    []Fault
+	sessions  map[string]*execSession
+	closed    bool
+	closeOnce sync.Once
+	seq       int
 }
 
 // New creates an emulator; serve its Handler.
@@ -97,7 +112,8 @@ func New(cfg Config) (*Emulator, error) {
 		}
 		cfg.DataDir = d
 	}
-	e := &Emulator{cfg: cfg, log: cfg.Logger, groups: map[string]*group{}, tokens: map[string]string{},
+	e := &Emulator{cfg: cfg, log: cfg.Logger, groups: map[string]*group{}, tokens: map[string]*tokenRecord{},
+		vnodes: map[string]*virtualNode{}, caches: map[string]*imageCache{},
 		calls: map[string]int{}, sessions: map[string]*execSession{}}
 	switch cfg.Runtime {
 	case "process":
@@ -107,7 +123,38 @@ func New(cfg Config) (*Emulator, error) {
 	default:
 		return nil, fmt.Errorf("eciemulator: runtime %q: want process or sim", cfg.Runtime)
 	}
+	if cfg.TLS || cfg.TLSCertFile != "" || cfg.TLSKeyFile != "" {
+		t, err := setUpTLS(cfg.DataDir, cfg.TLSCertFile, cfg.TLSKeyFile, time.Now())
+		if err != nil {
+			return nil, fmt.Errorf("eciemulator: setting up TLS: %w", err)
+		}
+		e.tls = t
+	}
+	e.persist = newPersister(filepath.Join(cfg.DataDir, stateFile), e.log)
+	if err := e.load(); err != nil {
+		return nil, fmt.Errorf("eciemulator: loading the state in %s: %w", cfg.DataDir, err)
+	}
+	go e.persist.run(e.encodeState)
+	e.resume()
 	return e, nil
+}
+
+// Scheme is "https" when the emulator serves TLS, else "http".
+func (e *Emulator) Scheme() string {
+	if e.tls != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// CertFile is the PEM certificate the emulator serves over TLS (the
+// generated self-signed one, or Config.TLSCertFile), for clients to trust;
+// "" without TLS.
+func (e *Emulator) CertFile() string {
+	if e.tls == nil {
+		return ""
+	}
+	return e.tls.certFile
 }
 
 // Handler serves the ECI API at /, exec sessions at /exec/ and the admin
@@ -124,15 +171,30 @@ func (e *Emulator) Handler() http.Handler {
 func (e *Emulator) Serve(ctx context.Context, l net.Listener) error {
 	srv := &http.Server{Handler: e.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() { <-ctx.Done(); srv.Close() }()
-	err := srv.Serve(l)
+	var err error
+	if e.tls != nil {
+		srv.TLSConfig = e.tls.config()
+		err = srv.ServeTLS(l, "", "")
+	} else {
+		err = srv.Serve(l)
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
 	return err
 }
 
-// Close stops every container process.
+// Close saves the state and stops every container process. The state is
+// saved first, so it holds what was running: a new emulator on the same
+// DataDir then sees the groups as a host restart would leave them.
+// Closing twice is harmless.
 func (e *Emulator) Close() error {
+	var err error
+	e.closeOnce.Do(func() { err = e.close() })
+	return err
+}
+
+func (e *Emulator) close() error {
 	e.mu.Lock()
 	e.closed = true
 	groups := make([]*group, 0, len(e.groups))
@@ -140,10 +202,11 @@ func (e *Emulator) Close() error {
 		groups = append(groups, g)
 	}
 	e.mu.Unlock()
+	err := e.persist.close(e.encodeState)
 	for _, g := range groups {
 		e.runtime.stop(g, 0)
 	}
-	return nil
+	return err
 }
 
 // SetFaults replaces the injected faults; no argument clears them.
@@ -227,12 +290,23 @@ func (e *Emulator) Expire(id string) error {
 
 func (e *Emulator) removeLocked(id string) {
 	delete(e.groups, id)
-	for i, x := range e.order {
+	e.order = removeID(e.order, id)
+	e.persist.removedLocked(id)
+}
+
+// removeID removes id from ids, keeping the order.
+func removeID(ids []string, id string) []string {
+	for i, x := range ids {
 		if x == id {
-			e.order = append(e.order[:i], e.order[i+1:]...)
-			break
+			return append(ids[:i], ids[i+1:]...)
 		}
 	}
+	return ids
+}
+
+// changedLocked records that g changed, so the next snapshot saves it.
+func (e *Emulator) changedLocked(g *group) {
+	e.persist.changedLocked(g.ContainerGroupID)
 }
 
 func newRequestID() string {
@@ -359,41 +433,60 @@ func (e *Emulator) authenticate(method string, p params) *apiError {
 	return nil
 }
 
+type handler func(params) (map[string]any, *apiError)
+
 func (e *Emulator) dispatch(r *http.Request, action string, p params) (map[string]any, *apiError) {
-	handlers := map[string]func(params) (map[string]any, *apiError){
-		"CreateContainerGroup":              e.createGroup,
+	// Actions that change state honour ClientToken (see idempotent).
+	changes := map[string]handler{
+		"CreateContainerGroup":  e.createGroup,
+		"UpdateContainerGroup":  e.updateGroup,
+		"DeleteContainerGroup":  e.deleteGroup,
+		"RestartContainerGroup": e.restartGroup,
+		"CreateVirtualNode":     e.createVirtualNode,
+		"UpdateVirtualNode":     e.updateVirtualNode,
+		"DeleteVirtualNode":     e.deleteVirtualNode,
+		"CreateImageCache":      e.createImageCache,
+		"UpdateImageCache":      e.updateImageCache,
+		"DeleteImageCache":      e.deleteImageCache,
+	}
+	reads := map[string]handler{
 		"DescribeContainerGroups":           e.describeGroups,
 		"DescribeContainerGroupStatus":      e.describeGroupStatus,
-		"DeleteContainerGroup":              e.deleteGroup,
-		"RestartContainerGroup":             e.restartGroup,
 		"DescribeContainerLog":              e.describeLog,
 		"ExecContainerCommand":              func(p params) (map[string]any, *apiError) { return e.execCommand(r, p) },
 		"DescribeMultiContainerGroupMetric": e.describeMultiMetric,
 		"DescribeContainerGroupMetric":      e.describeMetric,
 		"DescribeRegions":                   e.describeRegions,
+		"DescribeVirtualNodes":              e.describeVirtualNodes,
+		"DescribeImageCaches":               e.describeImageCaches,
 	}
-	h, ok := handlers[action]
-	if !ok {
-		return nil, errf(http.StatusBadRequest, "InvalidAction.NotFound", "Specified api is not found, please check your url and method: "+action)
+	if h, ok := changes[action]; ok {
+		return e.idempotent(action, p, h)
 	}
-	return h(p)
+	if h, ok := reads[action]; ok {
+		return h(p)
+	}
+	return nil, errf(http.StatusBadRequest, "InvalidAction.NotFound", "Specified api is not found, please check your url and method: "+action)
 }
 
-func paramsHash(p params) string {
-	keys := make([]string, 0, len(p))
-	for k := range p {
-		switch k {
-		case "Signature", "SignatureNonce", "Timestamp", "AccessKeyId", "SignatureType", "SignatureMethod", "SignatureVersion", "Format":
-			continue
-		}
-		keys = append(keys, k)
+// checkRegion refuses a RegionId other than the emulator's. The SDK always
+// sends one (the client's region when the request has none).
+func (e *Emulator) checkRegion(p params) *apiError {
+	r := p.get("RegionId")
+	if r == "" {
+		return missingParam("RegionId")
 	}
-	sort.Strings(keys)
-	h := sha256.New()
-	for _, k := range keys {
-		fmt.Fprintf(h, "%s=%s\n", k, p.get(k))
+	if r != e.cfg.Region {
+		return errf(http.StatusBadRequest, "InvalidRegionId.NotFound", "The specified region "+r+" does not exist.")
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	return nil
+}
+
+// nextIDLocked makes a resource id: prefix, 8 random characters and the
+// emulator's sequence number, which the state keeps across restarts.
+func (e *Emulator) nextIDLocked(prefix string) string {
+	e.seq++
+	return fmt.Sprintf("%s-%s%06d", prefix, randomSuffix(), e.seq)
 }
 
 func (e *Emulator) createGroup(p params) (map[string]any, *apiError) {
@@ -408,26 +501,6 @@ func (e *Emulator) createGroup(p params) (map[string]any, *apiError) {
 	name := p.get("ContainerGroupName")
 	if len(name) < 2 || !nameRE.MatchString(name) {
 		return nil, invalidParam("ContainerGroupName", "2-128 lower-case letters, digits and hyphens, not starting or ending with a hyphen")
-	}
-	token := p.get("ClientToken")
-	if len(token) > 64 {
-		return nil, invalidParam("ClientToken", "at most 64 characters")
-	}
-	hash := paramsHash(p)
-	if token != "" {
-		e.mu.Lock()
-		id, ok := e.tokens[token]
-		var g *group
-		if ok {
-			g = e.groups[id]
-		}
-		e.mu.Unlock()
-		if ok {
-			if g != nil && g.paramsHash != hash {
-				return nil, errf(http.StatusBadRequest, "IdempotentParameterMismatch", "The request uses the same client token as a previous, but non-identical request.")
-			}
-			return map[string]any{"ContainerGroupId": id}, nil
-		}
 	}
 	containers, apiErr := parseContainers(p, "Container")
 	if apiErr != nil {
@@ -492,31 +565,23 @@ func (e *Emulator) createGroup(p params) (map[string]any, *apiError) {
 	default:
 		return nil, invalidParam("SpotStrategy", s)
 	}
-	var tags []tag
-	for _, n := range p.indices("Tag") {
-		k, v := p.get(fmt.Sprintf("Tag.%d.Key", n)), p.get(fmt.Sprintf("Tag.%d.Value", n))
-		if k == "" {
-			return nil, missingParam(fmt.Sprintf("Tag.%d.Key", n))
-		}
-		if strings.HasPrefix(k, "aliyun") || strings.HasPrefix(k, "acs:") || len(k) > 128 || len(v) > 128 {
-			return nil, invalidParam(fmt.Sprintf("Tag.%d.Key", n), "reserved prefix or over 128 characters")
-		}
-		tags = append(tags, tag{Key: k, Value: v})
+	tags, apiErr := parseTags(p)
+	if apiErr != nil {
+		return nil, apiErr
 	}
-	if len(tags) > 20 {
-		return nil, invalidParam("Tag", "at most 20 tags")
+	creds, apiErr := parseCredentials(p)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	dns, apiErr := parseDNSConfig(p)
+	if apiErr != nil {
+		return nil, apiErr
 	}
 	vswitches := strings.Split(p.get("VSwitchId"), ",")
 	now := time.Now().UTC()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if token != "" { // a concurrent twin may have won
-		if id, ok := e.tokens[token]; ok {
-			return map[string]any{"ContainerGroupId": id}, nil
-		}
-	}
-	e.seq++
-	id := fmt.Sprintf("eci-%s%06d", randomSuffix(), e.seq)
+	id := e.nextIDLocked("eci")
 	zone := e.cfg.Zones[e.seq%len(e.cfg.Zones)]
 	restart := p.get("RestartPolicy")
 	if restart == "" {
@@ -527,7 +592,7 @@ func (e *Emulator) createGroup(p params) (map[string]any, *apiError) {
 		InstanceType: instanceType, VSwitchID: strings.TrimSpace(vswitches[0]), SecurityGroupID: p.get("SecurityGroupId"),
 		ResourceGroupID: p.get("ResourceGroupId"), RestartPolicy: restart, Status: "Scheduling", CreationTime: now.Format(timeFormat),
 		SpotStrategy: p.get("SpotStrategy"), Tags: tags, Containers: containers, InitContainers: inits, Volumes: vols,
-		clientToken: token, paramsHash: hash, created: now,
+		DNSConfig: dns, clientToken: p.get("ClientToken"), created: now, credentials: creds,
 		IntranetIP: fmt.Sprintf("192.168.%d.%d", (e.seq/250)%250, e.seq%250+2),
 		Events:     []event{},
 	}
@@ -536,9 +601,6 @@ func (e *Emulator) createGroup(p params) (map[string]any, *apiError) {
 	}
 	e.groups[id] = g
 	e.order = append(e.order, id)
-	if token != "" {
-		e.tokens[token] = id
-	}
 	e.addEventLocked(g, "Normal", "Scheduled", "Successfully assigned to "+zone)
 	go e.lifecycle(id)
 	return map[string]any{"ContainerGroupId": id}, nil
@@ -555,34 +617,34 @@ func randomSuffix() string {
 }
 
 func (e *Emulator) addEventLocked(g *group, typ, reason, msg string) {
+	g.Events = addEvent(g.Events, g.ContainerGroupID, typ, reason, msg)
+	e.changedLocked(g)
+}
+
+// addEvent records an event of owner (a resource id) in evs: a repeat of
+// the same reason and message counts up, like Kubernetes events.
+func addEvent(evs []event, owner, typ, reason, msg string) []event {
 	ts := time.Now().UTC().Format(timeFormat)
-	for i := range g.Events {
-		if g.Events[i].Reason == reason && g.Events[i].Message == msg {
-			g.Events[i].Count++
-			g.Events[i].LastTimestamp = ts
-			return
+	for i := range evs {
+		if evs[i].Reason == reason && evs[i].Message == msg {
+			evs[i].Count++
+			evs[i].LastTimestamp = ts
+			return evs
 		}
 	}
-	g.Events = append(g.Events, event{Count: 1, Type: typ, Name: g.ContainerGroupID + "." + strconv.Itoa(len(g.Events)+1), Message: msg, Reason: reason, FirstTimestamp: ts, LastTimestamp: ts})
+	return append(evs, event{Count: 1, Type: typ, Name: owner + "." + strconv.Itoa(len(evs)+1), Message: msg, Reason: reason, FirstTimestamp: ts, LastTimestamp: ts})
 }
 
 // lifecycle moves a new group Scheduling -> Pending -> Running.
 func (e *Emulator) lifecycle(id string) {
-	step := func(d time.Duration, from, to string) bool {
-		time.Sleep(d)
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		g, ok := e.groups[id]
-		if !ok || g.Status != from || e.closed {
-			return false
-		}
-		g.Status = to
-		return true
+	if e.step(id, e.cfg.Delays.Scheduling, "Scheduling", "Pending") {
+		e.startWhenPending(id)
 	}
-	if !step(e.cfg.Delays.Scheduling, "Scheduling", "Pending") {
-		return
-	}
-	if !step(e.cfg.Delays.Pending, "Pending", "Pending") {
+}
+
+// startWhenPending starts a Pending group's containers after the Pending delay.
+func (e *Emulator) startWhenPending(id string) {
+	if !e.step(id, e.cfg.Delays.Pending, "Pending", "Pending") {
 		return
 	}
 	e.mu.Lock()
@@ -593,53 +655,33 @@ func (e *Emulator) lifecycle(id string) {
 	}
 }
 
-// matchTags: every Tag.N filter must be on the group.
-func matchTags(g *group, want []tag) bool {
-	for _, w := range want {
-		found := false
-		for _, t := range g.Tags {
-			if t.Key == w.Key && (w.Value == "" || t.Value == w.Value) {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return false
-		}
+// step waits d, then moves group id from status from to to; false when the
+// group is gone, in another status or the emulator closed meanwhile.
+func (e *Emulator) step(id string, d time.Duration, from, to string) bool {
+	time.Sleep(d)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	g, ok := e.groups[id]
+	if !ok || g.Status != from || e.closed {
+		return false
+	}
+	if from != to {
+		g.Status = to
+		e.changedLocked(g)
 	}
 	return true
 }
 
 func (e *Emulator) describeGroups(p params) (map[string]any, *apiError) {
-	limit, apiErr := p.int("Limit", 20)
+	start, limit, apiErr := page(p, 20, 20)
 	if apiErr != nil {
 		return nil, apiErr
 	}
-	if limit < 1 || limit > 20 {
-		return nil, invalidParam("Limit", "must be 1-20")
+	ids, apiErr := idList(p, "ContainerGroupIds", 20)
+	if apiErr != nil {
+		return nil, apiErr
 	}
-	var ids []string
-	if raw := p.get("ContainerGroupIds"); raw != "" {
-		if err := json.Unmarshal([]byte(raw), &ids); err != nil {
-			return nil, invalidParam("ContainerGroupIds", "must be a JSON array of ids")
-		}
-		if len(ids) > 20 {
-			return nil, invalidParam("ContainerGroupIds", "at most 20 ids")
-		}
-	}
-	var want []tag
-	for _, n := range p.indices("Tag") {
-		want = append(want, tag{Key: p.get(fmt.Sprintf("Tag.%d.Key", n)), Value: p.get(fmt.Sprintf("Tag.%d.Value", n))})
-	}
-	start := 0
-	if tok := p.get("NextToken"); tok != "" {
-		b, err := base64.RawURLEncoding.DecodeString(tok)
-		n, err2 := strconv.Atoi(string(b))
-		if err != nil || err2 != nil || n < 0 {
-			return nil, invalidParam("NextToken", "not a token this API issued")
-		}
-		start = n
-	}
+	want := tagFilter(p)
 	idSet := map[string]bool{}
 	for _, id := range ids {
 		idSet[id] = true
@@ -661,22 +703,18 @@ func (e *Emulator) describeGroups(p params) (map[string]any, *apiError) {
 		if z := p.get("ZoneId"); z != "" && g.ZoneID != z {
 			continue
 		}
-		if !matchTags(g, want) {
+		if !hasTags(g.Tags, want) {
 			continue
 		}
 		matched = append(matched, g)
 	}
 	end := min(start+limit, len(matched))
-	page := []json.RawMessage{}
+	out := []json.RawMessage{}
 	for _, g := range matched[min(start, len(matched)):end] {
 		b, _ := json.Marshal(g)
-		page = append(page, b)
+		out = append(out, b)
 	}
-	next := ""
-	if end < len(matched) {
-		next = base64.RawURLEncoding.EncodeToString([]byte(strconv.Itoa(end)))
-	}
-	return map[string]any{"ContainerGroups": page, "TotalCount": len(matched), "NextToken": next}, nil
+	return map[string]any{"ContainerGroups": out, "TotalCount": len(matched), "NextToken": nextToken(end, len(matched))}, nil
 }
 
 func (e *Emulator) describeGroupStatus(p params) (map[string]any, *apiError) {

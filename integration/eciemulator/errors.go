@@ -27,6 +27,21 @@ func notFound(id string) *apiError {
 	return errf(http.StatusBadRequest, "InvalidContainerGroup.NotFound", "The specified container group \""+id+"\" is not found.")
 }
 
+// The research notes record no published code for a missing virtual node
+// or image cache; these follow the container group's pattern.
+
+func virtualNodeNotFound(id string) *apiError {
+	return errf(http.StatusBadRequest, "InvalidVirtualNode.NotFound", "The specified virtual node \""+id+"\" is not found.")
+}
+
+func imageCacheNotFound(id string) *apiError {
+	return errf(http.StatusBadRequest, "InvalidImageCache.NotFound", "The specified image cache \""+id+"\" is not found.")
+}
+
+func incorrectStatus(what, id, status, allowed string) *apiError {
+	return errf(http.StatusBadRequest, "IncorrectStatus", "The current status of the "+what+" "+id+" is "+status+"; the operation needs "+allowed+".")
+}
+
 // statusOf gives the HTTP status ECI answers an error code with.
 func statusOf(code string) int {
 	switch code {

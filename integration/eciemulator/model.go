@@ -2,7 +2,9 @@ package eciemulator
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"net"
 	"net/url"
 	"regexp"
 	"sort"
@@ -37,10 +39,31 @@ type group struct {
 	Containers         []*container `json:"Containers"`
 	InitContainers     []*container `json:"InitContainers"`
 	Volumes            []volume     `json:"Volumes"`
+	DNSConfig          *dnsConfig   `json:"DnsConfig,omitempty"`
 
 	clientToken string
-	paramsHash  string
 	created     time.Time
+	credentials []registryCredential // never returned, as ECI never returns them
+	pending     *groupUpdate         // an accepted UpdateContainerGroup not yet applied
+}
+
+// dnsConfig is a group's DnsConfig, in DescribeContainerGroups' shape.
+type dnsConfig struct {
+	NameServers []string    `json:"NameServers"`
+	Searches    []string    `json:"Searches"`
+	Options     []dnsOption `json:"Options"`
+}
+
+type dnsOption struct {
+	Name  string `json:"Name"`
+	Value string `json:"Value"`
+}
+
+// registryCredential is an ImageRegistryCredential.N of a request.
+type registryCredential struct {
+	Server   string `json:"Server"`
+	UserName string `json:"UserName"`
+	Password string `json:"Password"`
 }
 
 type tag struct {
@@ -70,9 +93,44 @@ type state struct {
 }
 
 type envVar struct {
-	Key       string `json:"Key"`
-	Value     string `json:"Value"`
-	FieldPath string `json:"-"`
+	Key       string
+	Value     string
+	FieldPath string
+}
+
+// envVarJSON is an environment variable as DescribeContainerGroups returns
+// it: a field reference is ValueFrom.FieldRef.FieldPath.
+type envVarJSON struct {
+	Key       string     `json:"Key"`
+	Value     string     `json:"Value"`
+	ValueFrom *valueFrom `json:"ValueFrom,omitempty"`
+}
+
+type valueFrom struct {
+	FieldRef struct {
+		FieldPath string `json:"FieldPath"`
+	} `json:"FieldRef"`
+}
+
+func (v envVar) MarshalJSON() ([]byte, error) {
+	out := envVarJSON{Key: v.Key, Value: v.Value}
+	if v.FieldPath != "" {
+		out.ValueFrom = &valueFrom{}
+		out.ValueFrom.FieldRef.FieldPath = v.FieldPath
+	}
+	return json.Marshal(out)
+}
+
+func (v *envVar) UnmarshalJSON(b []byte) error {
+	var in envVarJSON
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	*v = envVar{Key: in.Key, Value: in.Value}
+	if in.ValueFrom != nil {
+		v.FieldPath = in.ValueFrom.FieldRef.FieldPath
+	}
+	return nil
 }
 
 type port struct {
@@ -107,9 +165,11 @@ type container struct {
 	Stdin           bool          `json:"Stdin"`
 }
 
+// configFile is one file of a ConfigFileVolume; Content goes out base64
+// encoded, as it came in.
 type configFile struct {
 	Path    string `json:"Path"`
-	Content []byte `json:"-"`
+	Content []byte `json:"Content"`
 }
 
 type volume struct {
@@ -203,16 +263,9 @@ func parseContainers(p params, prefix string) ([]*container, *apiError) {
 	seen := map[string]bool{}
 	for _, n := range p.indices(prefix) {
 		pre := fmt.Sprintf("%s.%d.", prefix, n)
-		c := &container{
-			Name: p.get(pre + "Name"), Image: p.get(pre + "Image"), WorkingDir: p.get(pre + "WorkingDir"),
-			ImagePullPolicy: p.get(pre + "ImagePullPolicy"),
-			Commands:        p.list(pre + "Command"), Args: p.list(pre + "Arg"),
-		}
-		if c.Name == "" {
-			return nil, missingParam(pre + "Name")
-		}
-		if !nameRE.MatchString(c.Name) {
-			return nil, invalidParam(pre+"Name", "must be lower-case letters, digits and hyphens")
+		c, apiErr := parseContainer(p, pre)
+		if apiErr != nil {
+			return nil, apiErr
 		}
 		if seen[c.Name] {
 			return nil, invalidParam(pre+"Name", "duplicate container name "+c.Name)
@@ -221,62 +274,260 @@ func parseContainers(p params, prefix string) ([]*container, *apiError) {
 		if c.Image == "" {
 			return nil, missingParam(pre + "Image")
 		}
-		var e *apiError
-		if c.Cpu, e = p.float(pre + "Cpu"); e != nil {
-			return nil, e
-		}
-		if c.Memory, e = p.float(pre + "Memory"); e != nil {
-			return nil, e
-		}
-		if c.Tty, e = p.bool(pre + "Tty"); e != nil {
-			return nil, e
-		}
-		if c.Stdin, e = p.bool(pre + "Stdin"); e != nil {
-			return nil, e
-		}
-		for _, m := range p.indices(pre + "EnvironmentVar") {
-			ep := fmt.Sprintf("%sEnvironmentVar.%d.", pre, m)
-			ev := envVar{Key: p.get(ep + "Key"), Value: p.get(ep + "Value"), FieldPath: p.get(ep + "FieldRef.FieldPath")}
-			if ev.Key == "" {
-				return nil, missingParam(ep + "Key")
-			}
-			if ev.FieldPath != "" && ev.FieldPath != "status.podIP" {
-				return nil, invalidParam(ep+"FieldRef.FieldPath", "only status.podIP is supported")
-			}
-			c.EnvironmentVars = append(c.EnvironmentVars, ev)
-		}
-		for _, m := range p.indices(pre + "Port") {
-			pp := fmt.Sprintf("%sPort.%d.", pre, m)
-			n, e := p.int(pp+"Port", 0)
-			if e != nil {
-				return nil, e
-			}
-			if n < 1 || n > 65535 {
-				return nil, invalidParam(pp+"Port", "must be 1-65535")
-			}
-			proto := p.get(pp + "Protocol")
-			if proto != "" && proto != "TCP" && proto != "UDP" {
-				return nil, invalidParam(pp+"Protocol", "must be TCP or UDP")
-			}
-			c.Ports = append(c.Ports, port{Port: n, Protocol: proto})
-		}
-		for _, m := range p.indices(pre + "VolumeMount") {
-			vp := fmt.Sprintf("%sVolumeMount.%d.", pre, m)
-			ro, e := p.bool(vp + "ReadOnly")
-			if e != nil {
-				return nil, e
-			}
-			vm := volumeMount{Name: p.get(vp + "Name"), MountPath: p.get(vp + "MountPath"), SubPath: p.get(vp + "SubPath"), ReadOnly: ro}
-			if vm.Name == "" || vm.MountPath == "" {
-				return nil, missingParam(vp + "Name/MountPath")
-			}
-			c.VolumeMounts = append(c.VolumeMounts, vm)
-		}
-		// Probe exec commands arrive as the SDK's literal "<[]string Value>"
-		// when set through its typed structs: accepted and ignored, as ECI does.
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// parseContainer reads one container's fields under pre ("Container.N.").
+// Probe exec commands arrive as the SDK's literal "<[]string Value>" when
+// set through its typed structs: accepted and ignored, as ECI does.
+func parseContainer(p params, pre string) (*container, *apiError) {
+	c := &container{
+		Name: p.get(pre + "Name"), Image: p.get(pre + "Image"), WorkingDir: p.get(pre + "WorkingDir"),
+		ImagePullPolicy: p.get(pre + "ImagePullPolicy"),
+		Commands:        p.list(pre + "Command"), Args: p.list(pre + "Arg"),
+	}
+	if c.Name == "" {
+		return nil, missingParam(pre + "Name")
+	}
+	if !nameRE.MatchString(c.Name) {
+		return nil, invalidParam(pre+"Name", "must be lower-case letters, digits and hyphens")
+	}
+	var e *apiError
+	if c.Cpu, e = p.float(pre + "Cpu"); e != nil {
+		return nil, e
+	}
+	if c.Memory, e = p.float(pre + "Memory"); e != nil {
+		return nil, e
+	}
+	if c.Tty, e = p.bool(pre + "Tty"); e != nil {
+		return nil, e
+	}
+	if c.Stdin, e = p.bool(pre + "Stdin"); e != nil {
+		return nil, e
+	}
+	if c.EnvironmentVars, e = parseEnv(p, pre+"EnvironmentVar"); e != nil {
+		return nil, e
+	}
+	if c.Ports, e = parsePorts(p, pre+"Port"); e != nil {
+		return nil, e
+	}
+	if c.VolumeMounts, e = parseMounts(p, pre+"VolumeMount"); e != nil {
+		return nil, e
+	}
+	return c, nil
+}
+
+// bare returns the value of "prefix.M" itself. The SDK's typed
+// UpdateContainerGroup declares EnvironmentVar, Port and VolumeMount as
+// []string, so they reach the wire as Container.N.EnvironmentVar.M=<string>
+// with no .Key/.Value: the emulator reads such a string as KEY=VALUE,
+// PORT[/PROTOCOL] and NAME:MOUNTPATH[:ro] respectively (ECI does not
+// document what it makes of them).
+func bare(p params, prefix string, m int) (string, bool) {
+	v, ok := p[fmt.Sprintf("%s.%d", prefix, m)]
+	if !ok || len(v) == 0 {
+		return "", false
+	}
+	return v[0], true
+}
+
+func parseEnv(p params, prefix string) ([]envVar, *apiError) {
+	var out []envVar
+	for _, m := range p.indices(prefix) {
+		ep := fmt.Sprintf("%s.%d.", prefix, m)
+		ev := envVar{Key: p.get(ep + "Key"), Value: p.get(ep + "Value"), FieldPath: p.get(ep + "FieldRef.FieldPath")}
+		if s, ok := bare(p, prefix, m); ok && ev.Key == "" {
+			k, v, found := strings.Cut(s, "=")
+			if !found || k == "" {
+				return nil, invalidParam(strings.TrimSuffix(ep, "."), "want KEY=VALUE")
+			}
+			ev.Key, ev.Value = k, v
+		}
+		if ev.Key == "" {
+			return nil, missingParam(ep + "Key")
+		}
+		if ev.FieldPath != "" && ev.FieldPath != "status.podIP" {
+			return nil, invalidParam(ep+"FieldRef.FieldPath", "only status.podIP is supported")
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+func parsePorts(p params, prefix string) ([]port, *apiError) {
+	var out []port
+	for _, m := range p.indices(prefix) {
+		pp := fmt.Sprintf("%s.%d.", prefix, m)
+		num, proto := p.get(pp+"Port"), p.get(pp+"Protocol")
+		if s, ok := bare(p, prefix, m); ok && num == "" {
+			num, proto, _ = strings.Cut(s, "/")
+		}
+		n, err := strconv.Atoi(num)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, invalidParam(pp+"Port", "must be 1-65535")
+		}
+		if proto != "" && proto != "TCP" && proto != "UDP" {
+			return nil, invalidParam(pp+"Protocol", "must be TCP or UDP")
+		}
+		out = append(out, port{Port: n, Protocol: proto})
+	}
+	return out, nil
+}
+
+func parseMounts(p params, prefix string) ([]volumeMount, *apiError) {
+	var out []volumeMount
+	for _, m := range p.indices(prefix) {
+		vp := fmt.Sprintf("%s.%d.", prefix, m)
+		ro, e := p.bool(vp + "ReadOnly")
+		if e != nil {
+			return nil, e
+		}
+		vm := volumeMount{Name: p.get(vp + "Name"), MountPath: p.get(vp + "MountPath"), SubPath: p.get(vp + "SubPath"), ReadOnly: ro}
+		if s, ok := bare(p, prefix, m); ok && vm.Name == "" {
+			parts := strings.Split(s, ":")
+			if len(parts) < 2 || len(parts) > 3 || (len(parts) == 3 && parts[2] != "ro") {
+				return nil, invalidParam(strings.TrimSuffix(vp, "."), "want NAME:MOUNTPATH[:ro]")
+			}
+			vm.Name, vm.MountPath, vm.ReadOnly = parts[0], parts[1], len(parts) == 3
+		}
+		if vm.Name == "" || vm.MountPath == "" {
+			return nil, missingParam(vp + "Name/MountPath")
+		}
+		out = append(out, vm)
+	}
+	return out, nil
+}
+
+// parseTags reads Tag.N.Key/Value, with ECI's limits.
+func parseTags(p params) ([]tag, *apiError) {
+	var tags []tag
+	for _, n := range p.indices("Tag") {
+		k, v := p.get(fmt.Sprintf("Tag.%d.Key", n)), p.get(fmt.Sprintf("Tag.%d.Value", n))
+		if k == "" {
+			return nil, missingParam(fmt.Sprintf("Tag.%d.Key", n))
+		}
+		if strings.HasPrefix(k, "aliyun") || strings.HasPrefix(k, "acs:") || len(k) > 128 || len(v) > 128 {
+			return nil, invalidParam(fmt.Sprintf("Tag.%d.Key", n), "reserved prefix or over 128 characters")
+		}
+		tags = append(tags, tag{Key: k, Value: v})
+	}
+	if len(tags) > 20 {
+		return nil, invalidParam("Tag", "at most 20 tags")
+	}
+	return tags, nil
+}
+
+// tagFilter reads Tag.N as a filter: a tag with an empty Value matches any value.
+func tagFilter(p params) []tag {
+	var want []tag
+	for _, n := range p.indices("Tag") {
+		want = append(want, tag{Key: p.get(fmt.Sprintf("Tag.%d.Key", n)), Value: p.get(fmt.Sprintf("Tag.%d.Value", n))})
+	}
+	return want
+}
+
+// hasTags: every filter tag is among tags.
+func hasTags(tags, want []tag) bool {
+	for _, w := range want {
+		found := false
+		for _, t := range tags {
+			if t.Key == w.Key && (w.Value == "" || t.Value == w.Value) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+func parseCredentials(p params) ([]registryCredential, *apiError) {
+	var out []registryCredential
+	for _, n := range p.indices("ImageRegistryCredential") {
+		pre := fmt.Sprintf("ImageRegistryCredential.%d.", n)
+		c := registryCredential{Server: p.get(pre + "Server"), UserName: p.get(pre + "UserName"), Password: p.get(pre + "Password")}
+		if c.Server == "" {
+			return nil, missingParam(pre + "Server")
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// parseDNSConfig reads DnsConfig.NameServer.N, .Search.N and
+// .Option.N.Name/Value; nil when none is given.
+func parseDNSConfig(p params) (*dnsConfig, *apiError) {
+	d := &dnsConfig{NameServers: p.list("DnsConfig.NameServer"), Searches: p.list("DnsConfig.Search"), Options: []dnsOption{}}
+	for _, n := range p.indices("DnsConfig.Option") {
+		pre := fmt.Sprintf("DnsConfig.Option.%d.", n)
+		o := dnsOption{Name: p.get(pre + "Name"), Value: p.get(pre + "Value")}
+		if o.Name == "" {
+			return nil, missingParam(pre + "Name")
+		}
+		d.Options = append(d.Options, o)
+	}
+	if len(d.NameServers) == 0 && len(d.Searches) == 0 && len(d.Options) == 0 {
+		return nil, nil
+	}
+	for _, ns := range d.NameServers {
+		if net.ParseIP(ns) == nil {
+			return nil, invalidParam("DnsConfig.NameServer", ns+" is not an IP address")
+		}
+	}
+	if d.NameServers == nil {
+		d.NameServers = []string{}
+	}
+	if d.Searches == nil {
+		d.Searches = []string{}
+	}
+	return d, nil
+}
+
+// idList reads a JSON array of ids (ContainerGroupIds, VirtualNodeIds).
+func idList(p params, key string, max int) ([]string, *apiError) {
+	raw := p.get(key)
+	if raw == "" {
+		return nil, nil
+	}
+	var ids []string
+	if err := json.Unmarshal([]byte(raw), &ids); err != nil {
+		return nil, invalidParam(key, "must be a JSON array of ids")
+	}
+	if len(ids) > max {
+		return nil, invalidParam(key, fmt.Sprintf("at most %d ids", max))
+	}
+	return ids, nil
+}
+
+// page reads Limit (1..max, default def) and NextToken, an opaque offset.
+func page(p params, def, max int) (start, limit int, apiErr *apiError) {
+	if limit, apiErr = p.int("Limit", def); apiErr != nil {
+		return 0, 0, apiErr
+	}
+	if limit < 1 || limit > max {
+		return 0, 0, invalidParam("Limit", fmt.Sprintf("must be 1-%d", max))
+	}
+	if tok := p.get("NextToken"); tok != "" {
+		b, err := base64.RawURLEncoding.DecodeString(tok)
+		n, err2 := strconv.Atoi(string(b))
+		if err != nil || err2 != nil || n < 0 {
+			return 0, 0, invalidParam("NextToken", "not a token this API issued")
+		}
+		start = n
+	}
+	return start, limit, nil
+}
+
+// nextToken is the NextToken of a page ending at end of total; "" at the end.
+func nextToken(end, total int) string {
+	if end >= total {
+		return ""
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.Itoa(end)))
 }
 
 func parseVolumes(p params) ([]volume, *apiError) {

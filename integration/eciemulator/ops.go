@@ -26,7 +26,11 @@ func (e *Emulator) container(p params) (*group, *container, *apiError) {
 	if name == "" {
 		return nil, nil, missingParam("ContainerName")
 	}
-	for _, c := range append(append([]*container{}, g.Containers...), g.InitContainers...) {
+	// An update swaps the container list: read it under the lock.
+	e.mu.Lock()
+	cs := append(append([]*container{}, g.Containers...), g.InitContainers...)
+	e.mu.Unlock()
+	for _, c := range cs {
 		if c.Name == name {
 			return g, c, nil
 		}
@@ -177,7 +181,11 @@ func (e *Emulator) execCommand(r *http.Request, p params) (map[string]any, *apiE
 	e.mu.Lock()
 	e.sessions[token] = &execSession{group: g, container: c, cmd: cmd, tty: tty, stdin: stdin, expires: time.Now().Add(30 * time.Second)}
 	e.mu.Unlock()
-	return map[string]any{"WebSocketUri": "ws://" + r.Host + "/exec/?s=" + token}, nil
+	scheme := "ws://"
+	if r.TLS != nil {
+		scheme = "wss://"
+	}
+	return map[string]any{"WebSocketUri": scheme + r.Host + "/exec/?s=" + token}, nil
 }
 
 func (e *Emulator) execCmd(g *group, c *container, argv []string) *exec.Cmd {
@@ -398,12 +406,17 @@ type metricRecord struct {
 func (e *Emulator) record(g *group) metricRecord {
 	now := time.Now().UTC()
 	rec := metricRecord{Timestamp: now.Format(timeFormat), Network: map[string]any{"Interfaces": []map[string]any{{"Name": "eth0", "RxBytes": 0, "TxBytes": 0, "RxErrors": 0, "TxErrors": 0}}}}
+	// Status and sizes change (lifecycle, updates): read them under the lock.
+	e.mu.Lock()
+	containers := append([]*container(nil), g.Containers...)
+	running, groupCPU, groupMem := g.Status == "Running", g.Cpu, g.Memory
+	e.mu.Unlock()
 	var totalCPU, totalMem uint64
-	for _, c := range g.Containers {
+	for _, c := range containers {
 		var cpuNs, rss uint64
 		if pr, ok := e.runtime.(*processRuntime); ok {
 			cpuNs, rss = usage(pr.pid(g, c.Name))
-		} else if g.Status == "Running" {
+		} else if running {
 			// sim: deterministic figures that grow with age
 			age := uint64(now.Sub(g.created).Seconds())
 			cpuNs, rss = age*uint64(time.Millisecond)*10, 64<<20
@@ -414,8 +427,8 @@ func (e *Emulator) record(g *group) metricRecord {
 			"CPU":    map[string]uint64{"UsageCoreNanoSeconds": cpuNs, "UsageNanoCores": 0, "Limit": uint64(c.Cpu * 1000)},
 			"Memory": map[string]uint64{"WorkingSet": rss, "UsageBytes": rss, "Rss": rss}})
 	}
-	rec.CPU = map[string]uint64{"UsageCoreNanoSeconds": totalCPU, "UsageNanoCores": 0, "Limit": uint64(g.Cpu * 1000)}
-	rec.Memory = map[string]uint64{"WorkingSet": totalMem, "UsageBytes": totalMem, "Rss": totalMem, "AvailableBytes": uint64(g.Memory*(1<<30)) - min(totalMem, uint64(g.Memory*(1<<30)))}
+	rec.CPU = map[string]uint64{"UsageCoreNanoSeconds": totalCPU, "UsageNanoCores": 0, "Limit": uint64(groupCPU * 1000)}
+	rec.Memory = map[string]uint64{"WorkingSet": totalMem, "UsageBytes": totalMem, "Rss": totalMem, "AvailableBytes": uint64(groupMem*(1<<30)) - min(totalMem, uint64(groupMem*(1<<30)))}
 	return rec
 }
 

@@ -2,6 +2,7 @@ package eciemulator
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +18,9 @@ import (
 type runtime interface {
 	start(g *group)
 	stop(g *group, grace time.Duration)
+	// resume takes over a group that was Running when a previous
+	// emulator on the same DataDir stopped.
+	resume(g *group)
 }
 
 // simRuntime runs nothing: containers are Running and Ready at once.
@@ -37,9 +41,14 @@ func (s simRuntime) start(g *group) {
 		c.CurrentState = state{State: "Running", StartTime: now}
 		c.Ready = true
 	}
+	s.e.changedLocked(g)
 }
 
 func (simRuntime) stop(*group, time.Duration) {}
+
+// resume has nothing to do: sim containers have no process to lose, so
+// they are still Running.
+func (simRuntime) resume(*group) {}
 
 // standIn is what a container without a command runs: something long-lived
 // that stops cleanly on SIGTERM, like most images' entrypoints.
@@ -57,7 +66,8 @@ type processRuntime struct {
 
 type proc struct {
 	cmd  *exec.Cmd
-	done chan struct{}
+	done chan struct{} // closed once the exit is recorded in the container's state
+	code int           // the exit code, once done
 }
 
 func newProcessRuntime(root string, e *Emulator) *processRuntime {
@@ -111,8 +121,12 @@ func (r *processRuntime) start(g *group) {
 		r.e.log.WithError(err).Error("creating a sandbox")
 		return
 	}
+	// An update swaps these lists: take them under the lock.
+	r.e.mu.Lock()
+	inits, containers, volumes := g.InitContainers, g.Containers, g.Volumes
+	r.e.mu.Unlock()
 	// Configuration volumes become files in the sandbox.
-	for _, v := range g.Volumes {
+	for _, v := range volumes {
 		dir := filepath.Join(r.sandbox(g), "volumes", v.Name)
 		_ = os.MkdirAll(dir, 0o755)
 		for _, f := range v.ConfigFile {
@@ -125,8 +139,12 @@ func (r *processRuntime) start(g *group) {
 	delete(r.stops, g.ContainerGroupID)
 	r.mu.Unlock()
 	go func() {
-		for _, c := range g.InitContainers {
+		for _, c := range inits {
 			if code := r.runToEnd(g, c); code != 0 {
+				// Stopped, not failed.
+				if r.stopping(g) {
+					return
+				}
 				r.e.mu.Lock()
 				g.Status = "Failed"
 				g.FailedTime = time.Now().UTC().Format(timeFormat)
@@ -136,9 +154,12 @@ func (r *processRuntime) start(g *group) {
 			}
 		}
 		// Containers start first, so a Running group has running containers.
-		procs := make([]*proc, len(g.Containers))
-		for i, c := range g.Containers {
+		procs := make([]*proc, len(containers))
+		for i, c := range containers {
 			procs[i], _ = r.spawn(g, c)
+		}
+		if r.stopping(g) {
+			return
 		}
 		r.e.mu.Lock()
 		if g.Status == "Pending" {
@@ -146,12 +167,19 @@ func (r *processRuntime) start(g *group) {
 		}
 		r.e.addEventLocked(g, "Normal", "Started", "Started the container group")
 		r.e.mu.Unlock()
-		for i, c := range g.Containers {
+		for i, c := range containers {
 			if procs[i] != nil {
 				go r.supervise(g, c, procs[i])
 			}
 		}
 	}()
+}
+
+// stopping: stop was called for g and no start since.
+func (r *processRuntime) stopping(g *group) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stops[g.ContainerGroupID]
 }
 
 // runToEnd runs an init container to completion.
@@ -161,28 +189,32 @@ func (r *processRuntime) runToEnd(g *group, c *container) int {
 		return 128
 	}
 	<-p.done
-	return r.finished(g, c, p)
+	return p.code
 }
 
 // supervise runs a container and restarts it per the restart policy.
 func (r *processRuntime) supervise(g *group, c *container, p *proc) {
 	for {
 		<-p.done
-		code := r.finished(g, c, p)
-		r.mu.Lock()
-		stopping := r.stops[g.ContainerGroupID]
-		r.mu.Unlock()
-		if stopping {
+		code := p.code
+		if r.stopping(g) {
 			return
 		}
-		restart := g.RestartPolicy == "Always" || (g.RestartPolicy == "OnFailure" && code != 0)
-		if !restart {
+		r.e.mu.Lock()
+		policy := g.RestartPolicy
+		r.e.mu.Unlock()
+		if policy != "Always" && (policy != "OnFailure" || code == 0) {
 			r.settle(g)
 			return
 		}
 		time.Sleep(time.Second) // a small CrashLoopBackOff
+		// Stopped during the back-off: no new run.
+		if r.stopping(g) {
+			return
+		}
 		r.e.mu.Lock()
 		c.RestartCount++
+		r.e.changedLocked(g)
 		r.e.mu.Unlock()
 		_ = os.Rename(r.logPath(g, c.Name, false), r.logPath(g, c.Name, true))
 		var err error
@@ -209,6 +241,7 @@ func (r *processRuntime) settle(g *group) {
 	} else {
 		g.Status, g.SucceededTime = "Succeeded", now
 	}
+	r.e.changedLocked(g)
 }
 
 func (r *processRuntime) spawn(g *group, c *container) (*proc, error) {
@@ -232,10 +265,6 @@ func (r *processRuntime) spawn(g *group, c *container) (*proc, error) {
 		return nil, err
 	}
 	p := &proc{cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); lw.flush(); logf.Close(); close(p.done) }()
-	r.mu.Lock()
-	r.procs[g.ContainerGroupID+"/"+c.Name] = p
-	r.mu.Unlock()
 	r.e.mu.Lock()
 	prev := c.CurrentState
 	if prev.State == "Terminated" {
@@ -245,6 +274,23 @@ func (r *processRuntime) spawn(g *group, c *container) (*proc, error) {
 	c.Ready = true
 	r.e.addEventLocked(g, "Normal", "Started", "Started container "+c.Name)
 	r.e.mu.Unlock()
+	// A stop that came while this process started has not seen it: it is
+	// not registered, and ends at once.
+	r.mu.Lock()
+	stopping := r.stops[g.ContainerGroupID]
+	if !stopping {
+		r.procs[g.ContainerGroupID+"/"+c.Name] = p
+	}
+	r.mu.Unlock()
+	// The exit is recorded (after Running above) before done closes, so
+	// whoever waits for done (stop, before an update swaps the containers)
+	// sees the final state.
+	go func() { _ = cmd.Wait(); lw.flush(); logf.Close(); p.code = r.finished(g, c, p); close(p.done) }()
+	if stopping {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+		return nil, errors.New("the group is being stopped")
+	}
 	return p, nil
 }
 
@@ -263,15 +309,63 @@ func (r *processRuntime) finished(g *group, c *container, p *proc) int {
 	c.CurrentState = state{State: "Terminated", ExitCode: code, Signal: sig, Reason: reason,
 		StartTime: c.CurrentState.StartTime, FinishTime: time.Now().UTC().Format(time.RFC3339Nano)}
 	c.Ready = false
+	r.e.changedLocked(g)
 	r.e.mu.Unlock()
 	return code
 }
 
+// resume takes over a group that was Running when the previous emulator
+// stopped. Its processes died with that emulator, which is what a host
+// restart does to a pod, so it is handled as one: every container that
+// was not yet Terminated becomes Terminated with Reason Unknown and exit
+// code 255 (what the kubelet reports for containers lost in a reboot),
+// with a SandboxChanged event; then the restart policy decides. Always and
+// OnFailure (255 is a failure) start the group again, init containers
+// first, each lost container's RestartCount one up and its log of the lost
+// run kept as the previous log; Never leaves the group Failed.
+func (r *processRuntime) resume(g *group) {
+	r.e.mu.Lock()
+	restarts := g.RestartPolicy != "Never"
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	var lost []*container
+	markLost := func(cs []*container, count bool) {
+		for _, c := range cs {
+			if c.CurrentState.State == "Terminated" {
+				continue
+			}
+			c.CurrentState = state{State: "Terminated", Reason: "Unknown", ExitCode: 255, StartTime: c.CurrentState.StartTime, FinishTime: now,
+				Message: "the process was lost when the emulator stopped"}
+			c.Ready = false
+			if count && restarts {
+				c.RestartCount++
+			}
+			lost = append(lost, c)
+		}
+	}
+	markLost(g.InitContainers, false)
+	markLost(g.Containers, true)
+	if len(lost) > 0 {
+		r.e.addEventLocked(g, "Warning", "SandboxChanged", "Pod sandbox changed (the emulator restarted), it will be killed and re-created.")
+	}
+	r.e.mu.Unlock()
+	if len(lost) == 0 || !restarts {
+		r.settle(g)
+		return
+	}
+	for _, c := range lost {
+		_ = os.Rename(r.logPath(g, c.Name, false), r.logPath(g, c.Name, true))
+	}
+	r.start(g)
+}
+
 func (r *processRuntime) stop(g *group, grace time.Duration) {
+	r.e.mu.Lock()
+	cs := append(append([]*container{}, g.InitContainers...), g.Containers...)
+	r.e.mu.Unlock()
 	r.mu.Lock()
 	r.stops[g.ContainerGroupID] = true
 	var ps []*proc
-	for _, c := range append(append([]*container{}, g.InitContainers...), g.Containers...) {
+	for _, c := range cs {
 		if p, ok := r.procs[g.ContainerGroupID+"/"+c.Name]; ok {
 			ps = append(ps, p)
 			delete(r.procs, g.ContainerGroupID+"/"+c.Name)
