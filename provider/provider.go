@@ -98,7 +98,11 @@ type entry struct {
 	instanceID string
 	requestID  string
 	// pending: the create has not succeeded yet and is retried.
-	pending      bool
+	pending bool
+	// creating: a create call is in flight; nothing starts another (a
+	// second call would carry a fresh service-account token, and ECI
+	// refuses the reused ClientToken with IdempotentParameterMismatch).
+	creating     bool
 	nextAttempt  time.Time
 	attempts     int
 	deleted      bool
@@ -281,10 +285,19 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 // (unsupported or refused) or leave it pending for the sync loop to retry.
 func (p *Provider) create(ctx context.Context, e *entry) {
 	p.mu.Lock()
+	if e.creating || e.instanceID != "" || e.final || e.deleted {
+		p.mu.Unlock()
+		return
+	}
 	pod := e.pod.DeepCopy()
-	e.pending = true
+	e.pending, e.creating = true, true
 	e.attempts++
 	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		e.creating = false
+		p.mu.Unlock()
+	}()
 	log := p.log.WithFields(logrus.Fields{"namespace": pod.Namespace, "pod": pod.Name})
 
 	g, err := translate.Pod(ctx, pod, p.cfg.Node, p.src)
@@ -307,6 +320,12 @@ func (p *Provider) create(ctx context.Context, e *entry) {
 	}
 	id, reqID, err := p.cloud.CreateContainerGroup(ctx, g)
 	if err != nil {
+		p.mu.Lock()
+		adopted := e.instanceID != ""
+		p.mu.Unlock()
+		if adopted {
+			return // the sync loop found the instance an earlier call made
+		}
 		if errdefs.IsInvalidInput(err) {
 			p.fail(e, ReasonECIRejected, "ECI refused the instance: "+err.Error())
 			log.WithError(err).Warn("ECI refused the instance")
@@ -316,8 +335,12 @@ func (p *Provider) create(ctx context.Context, e *entry) {
 		return
 	}
 	p.mu.Lock()
+	adopted := e.instanceID != ""
 	e.instanceID, e.requestID, e.pending = id, reqID, false
 	p.mu.Unlock()
+	if adopted {
+		return
+	}
 	log.WithField("instanceId", id).Info("created ECI instance")
 	p.event(pod, corev1.EventTypeNormal, ReasonCreated, "created ECI instance "+id)
 	p.annotate(ctx, e, map[string]string{
@@ -466,8 +489,12 @@ func (p *Provider) Sync(ctx context.Context) error {
 		return fmt.Errorf("listing this node's instances: %w", err)
 	}
 	byID := make(map[string]*translate.Instance, len(insts))
+	byUID := make(map[types.UID]*translate.Instance, len(insts))
 	for _, inst := range insts {
 		byID[inst.ID] = inst
+		if p.ownedBy(inst) {
+			byUID[types.UID(inst.Tags[translate.TagPodUID])] = inst
+		}
 	}
 	var retry []*entry
 	type annotation struct {
@@ -480,6 +507,7 @@ func (p *Provider) Sync(ctx context.Context) error {
 		typ, r, msg string
 	}
 	var events []ev
+	var adopted []*entry
 
 	p.mu.Lock()
 	now := time.Now()
@@ -487,8 +515,21 @@ func (p *Provider) Sync(ctx context.Context) error {
 		switch {
 		case e.deleted || e.final:
 			continue
+		case e.pending && byUID[e.pod.UID] != nil:
+			// An earlier call made the instance but its answer was lost (a
+			// crash, a timeout, or a retry refused as a ClientToken
+			// mismatch): adopt it instead of creating again.
+			inst := byUID[e.pod.UID]
+			e.instanceID, e.pending = inst.ID, false
+			annotations = append(annotations, annotation{e, map[string]string{
+				AnnotationInstanceID:  inst.ID,
+				AnnotationClientToken: translate.ClientToken(e.pod),
+				AnnotationVKVersion:   p.cfg.Version,
+			}})
+			adopted = append(adopted, e)
+			p.log.WithFields(logrus.Fields{"namespace": e.pod.Namespace, "pod": e.pod.Name, "instanceId": inst.ID}).Info("adopted the ECI instance an earlier create made")
 		case e.pending:
-			if now.After(e.nextAttempt) {
+			if !e.creating && now.After(e.nextAttempt) {
 				retry = append(retry, e)
 			}
 			continue
@@ -557,6 +598,12 @@ func (p *Provider) Sync(ctx context.Context) error {
 	}
 	for _, a := range annotations {
 		p.annotate(ctx, a.e, a.kv)
+	}
+	for _, e := range adopted {
+		p.mu.Lock()
+		pod, id := e.pod.DeepCopy(), e.instanceID
+		p.mu.Unlock()
+		p.markClaims(ctx, e, pod, id)
 	}
 	for _, e := range retry {
 		p.create(ctx, e)

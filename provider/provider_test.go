@@ -37,6 +37,9 @@ type memCloud struct {
 	createErr []error // consumed one per call
 	listErr   error
 	extra     []*translate.Instance // returned by List whatever the filter
+	// lostAnswers creates commit the instance and then report an error,
+	// as a call whose response was lost does.
+	lostAnswers int
 }
 
 func newMemCloud() *memCloud {
@@ -60,6 +63,10 @@ func (m *memCloud) CreateContainerGroup(_ context.Context, g *translate.Containe
 	id := fmt.Sprintf("eci-%d", len(m.tokens)+1)
 	m.tokens[g.ClientToken] = id
 	m.insts[id] = &translate.Instance{ID: id, Name: g.Name, Status: translate.StatusPending, Tags: g.Tags, CPU: g.CPU, MemoryGi: g.MemoryGi, ZoneID: "cn-hangzhou-h"}
+	if m.lostAnswers > 0 {
+		m.lostAnswers--
+		return "", "", errors.New("ServiceUnavailable: the answer was lost")
+	}
 	return id, "req-" + id, nil
 }
 
@@ -277,6 +284,39 @@ func TestTransientAndRejectedCreates(t *testing.T) {
 	_ = h.p.CreatePod(ctx, bad)
 	if s := h.last("bad").Status; s.Phase != corev1.PodFailed || s.Reason != ReasonECIRejected {
 		t.Fatalf("rejected: %+v", s)
+	}
+}
+
+// A create whose answer was lost, then refused on retry (a fresh
+// service-account token makes the request differ under the same
+// ClientToken), ends with the instance it made adopted: no second create,
+// no pod stuck Pending.
+func TestLostCreateAnswerIsAdopted(t *testing.T) {
+	ctx := context.Background()
+	p1 := pod("lost")
+	h := newHarness(t, p1)
+	h.cloud.lostAnswers = 1
+	_ = h.p.CreatePod(ctx, p1)
+	if _, _, err := h.p.Instance("ns", "lost"); err == nil {
+		t.Fatal("an instance id was recorded from a failed call")
+	}
+	h.cloud.createErr = []error{errdefs.InvalidInput("IdempotentParameterMismatch")}
+	if err := h.p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	id, _, err := h.p.Instance("ns", "lost")
+	if err != nil || id != "eci-1" {
+		t.Fatalf("instance %q, %v; want eci-1 adopted", id, err)
+	}
+	if h.cloud.creates != 1 || len(h.cloud.insts) != 1 {
+		t.Fatalf("%d creates, %d instances", h.cloud.creates, len(h.cloud.insts))
+	}
+	got, _ := h.kube.CoreV1().Pods("ns").Get(ctx, "lost", metav1.GetOptions{})
+	if got.Annotations[AnnotationInstanceID] != "eci-1" {
+		t.Fatalf("annotations %v", got.Annotations)
+	}
+	if s := h.last("lost"); s != nil && s.Status.Phase == corev1.PodFailed {
+		t.Fatalf("pod failed: %+v", s.Status)
 	}
 }
 
