@@ -612,26 +612,24 @@ func (p *Provider) Sync(ctx context.Context) error {
 }
 
 // gc deletes instances of this node whose pod no longer exists, and forgets
-// deleted pods the API server no longer has.
+// deleted pods the API server no longer has. A pod can leave without
+// DeletePod (virtual-kubelet skips the provider for a pod that already
+// ended, e.g. a reclaimed spot instance's), so an instance's entry alone
+// does not keep it.
 func (p *Provider) gc(ctx context.Context) {
 	insts, err := p.cloud.ListContainerGroups(ctx, p.nodeTags())
 	if err != nil {
 		p.log.WithError(err).Warn("garbage collection: listing instances failed")
 		return
 	}
-	p.mu.Lock()
-	known := map[string]bool{}
-	for _, e := range p.entries {
-		if e.instanceID != "" && !e.deleted {
-			known[e.instanceID] = true
-		}
-	}
-	p.mu.Unlock()
 	for _, inst := range insts {
-		if known[inst.ID] || !p.ownedBy(inst) {
+		if !p.ownedBy(inst) {
 			continue
 		}
 		ns, name, uid := inst.Tags[translate.TagNamespace], inst.Tags[translate.TagPod], types.UID(inst.Tags[translate.TagPodUID])
+		if p.podCached(ns, name, uid) {
+			continue
+		}
 		// Ask the API server itself, not a cache: deleting a live pod's
 		// instance would be far worse than keeping an orphan a minute more.
 		pod, err := p.kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
@@ -646,6 +644,11 @@ func (p *Provider) gc(ctx context.Context) {
 			p.log.WithError(err).WithField("instanceId", inst.ID).Warn("garbage collection: deleting an orphaned instance failed")
 			continue
 		}
+		p.mu.Lock()
+		if e := p.entries[uid]; e != nil {
+			e.deleted = true
+		}
+		p.mu.Unlock()
 		p.log.WithFields(logrus.Fields{"instanceId": inst.ID, "namespace": ns, "pod": name}).Info("deleted orphaned ECI instance")
 	}
 	// Forget deleted pods once the API server has let them go.
@@ -668,6 +671,20 @@ func (p *Provider) gc(ctx context.Context) {
 			p.mu.Unlock()
 		}
 	}
+}
+
+// podCached tells whether the pod of an instance still exists, from the
+// informer's cache where there is one (so a GC tick costs no API call per
+// instance), else from the provider's own entries.
+func (p *Provider) podCached(ns, name string, uid types.UID) bool {
+	if p.pods != nil {
+		pod, err := p.pods.Pods(ns).Get(name)
+		return err == nil && pod.UID == uid
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := p.entries[uid]
+	return e != nil && !e.deleted
 }
 
 func (p *Provider) event(pod *corev1.Pod, typ, reason, msg string) {

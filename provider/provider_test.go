@@ -20,6 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	corev1listers "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/vnode-project/vnode/provider/kubeletapi"
@@ -347,6 +349,38 @@ func TestListErrorsAndVanishedInstances(t *testing.T) {
 	_ = h.p.Sync(ctx)
 	if s := h.last("p").Status; s.Phase != corev1.PodFailed || s.Reason != ReasonVanished {
 		t.Fatalf("vanished: %+v", s)
+	}
+}
+
+// A pod whose instance ended (spot reclaimed) can be removed from the API
+// server without DeletePod: virtual-kubelet does not call the provider for
+// a pod that already ended. GC still deletes its instance.
+func TestGCDeletesInstanceOfEndedPodRemovedWithoutDeletePod(t *testing.T) {
+	ctx := context.Background()
+	p1 := pod("spot")
+	h := newHarness(t, p1)
+	pods := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	_ = pods.Add(p1)
+	h.p.SetPodLister(corev1listers.NewPodLister(pods))
+	_ = h.p.CreatePod(ctx, p1)
+	h.cloud.set("eci-1", func(i *translate.Instance) { i.Status = translate.StatusExpired })
+	_ = h.p.Sync(ctx)
+	if s := h.last("spot").Status; s.Phase != corev1.PodFailed {
+		t.Fatalf("expired instance: %+v", s)
+	}
+	h.p.gc(ctx)
+	if len(h.cloud.insts) != 1 {
+		t.Fatal("GC deleted the instance of a pod that still exists")
+	}
+	_ = pods.Delete(p1)
+	_ = h.kube.CoreV1().Pods("ns").Delete(ctx, "spot", metav1.DeleteOptions{})
+	h.p.gc(ctx)
+	if len(h.cloud.insts) != 0 {
+		t.Fatalf("left behind: %v", h.cloud.insts)
+	}
+	h.p.gc(ctx) // the entry is forgotten
+	if _, err := h.p.GetPod(ctx, "ns", "spot"); !errdefs.IsNotFound(err) {
+		t.Fatalf("entry kept: %v", err)
 	}
 }
 

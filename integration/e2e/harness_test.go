@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -119,7 +121,9 @@ func (e *env) startNodeAt(t *testing.T, name string, host *netns.Host) *node {
 	case err := <-n.done:
 		t.Fatalf("virtual node %s stopped: %v", name, err)
 	case <-time.After(3 * time.Minute):
-		t.Fatalf("virtual node %s not ready in 3 minutes", name)
+		// Where it waits is the only clue a log at warning level leaves.
+		_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+		t.Fatalf("virtual node %s not ready in 3 minutes (goroutines above)", name)
 	}
 	t.Cleanup(n.stop)
 	return n
