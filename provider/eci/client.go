@@ -81,8 +81,10 @@ type Config struct {
 	NetworkType     string
 	AccessKeyID     string
 	AccessKeySecret string
-	// Insecure accepts a self-signed certificate (a local emulator).
-	Insecure       bool
+	// CAFile (PEM) is trusted for an https Endpoint besides the system
+	// roots, e.g. a local emulator's self-signed certificate.
+	// Verification is never turned off.
+	CAFile         string
 	ConnectTimeout time.Duration // default 5s
 	ReadTimeout    time.Duration // default 20s
 	// CallTimeout bounds one call, retries included, when ctx has no
@@ -171,8 +173,12 @@ func New(cfg Config) (*Client, error) {
 		MaxIdleConnsPerHost: 100,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	if cfg.Insecure {
-		base.TLSClientConfig = insecureTLS()
+	if cfg.CAFile != "" {
+		tlsCfg, err := trustingCA(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("eci client: %w", err)
+		}
+		base.TLSClientConfig = tlsCfg
 	}
 	shared := roundTripper{base}
 	c.pool.New = func() any {

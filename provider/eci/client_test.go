@@ -215,3 +215,28 @@ func TestThousandCreatesUnderFaults(t *testing.T) {
 		t.Error("throttling errors not counted")
 	}
 }
+
+// An https endpoint is verified: the emulator's self-signed certificate is
+// refused until its CA file is given.
+func TestHTTPSEndpointVerified(t *testing.T) {
+	emu, ep := eciemulator.StartForTest(t, eciemulator.Config{Credentials: map[string]string{id: secret}, Runtime: "sim", TLS: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	untrusting := newClient(t, ep, func(c *Config) {
+		c.Endpoint = "https://" + ep
+		c.Retry.Attempts = 1
+	})
+	if err := untrusting.Check(ctx); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("a self-signed certificate was accepted without its CA: %v", err)
+	}
+	trusting := newClient(t, ep, func(c *Config) {
+		c.Endpoint = "https://" + ep
+		c.CAFile = emu.CertFile()
+	})
+	if err := trusting.Check(ctx); err != nil {
+		t.Fatalf("with the CA file: %v", err)
+	}
+	if _, err := New(Config{RegionID: "cn-hangzhou", AccessKeyID: "a", AccessKeySecret: "b", CAFile: "/nonexistent.pem"}); err == nil {
+		t.Fatal("a missing CA file was accepted")
+	}
+}

@@ -1,7 +1,6 @@
 package eci
 
 import (
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"time"
@@ -46,8 +45,4 @@ func (m *metrics) observe(action string, d time.Duration, err *Error) {
 		}
 		m.errors.WithLabelValues(action, code).Inc()
 	}
-}
-
-func insecureTLS() *tls.Config {
-	return &tls.Config{InsecureSkipVerify: true} //nolint:gosec // only with Config.Insecure, for a local emulator
 }
