@@ -276,8 +276,8 @@ func classify(action string, err error) *Error {
 			e.Kind = KindThrottled
 		case e.HTTPStatus >= 500:
 			e.Kind = KindServer
-		case strings.HasSuffix(code, ".NotFound") && strings.HasPrefix(code, "InvalidContainerGroup"),
-			strings.HasPrefix(code, "InvalidContainer.NotFound"):
+		case strings.HasSuffix(code, ".NotFound") && !strings.HasPrefix(code, "InvalidAccessKeyId"):
+			// InvalidContainerGroup/InvalidContainer/InvalidVirtualNode...
 			e.Kind = KindNotFound
 		case code == "IncorrectStatus" || code == "OperationConflict" || code == "IdempotentParameterMismatch":
 			e.Kind = KindConflict
