@@ -6,6 +6,7 @@
 package netns
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -75,29 +76,71 @@ func (h *Host) remove() {
 // Listen opens a TCP listener inside the namespace. The socket stays in the
 // namespace; this process accepts on it as usual.
 func (h *Host) Listen(port int) (net.Listener, error) {
-	type result struct {
-		l   net.Listener
-		err error
-	}
-	ch := make(chan result, 1)
+	return h.ListenOn(h.IP.String(), port)
+}
+
+// ListenOn opens a TCP listener on ip:port inside the namespace (an
+// address added with AddAddress, or 127.0.0.1).
+func (h *Host) ListenOn(ip string, port int) (net.Listener, error) {
+	var l net.Listener
+	err := h.Do(func() (err error) {
+		l, err = net.Listen("tcp", net.JoinHostPort(ip, fmt.Sprint(port)))
+		return err
+	})
+	return l, err
+}
+
+// Dial connects from inside the namespace, as a process on that host
+// would; the connection works from any goroutine afterwards.
+func (h *Host) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := h.Do(func() (err error) {
+		c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// AddAddress adds cidr to the namespace's loopback device: an address of
+// the host that, without a route to it, nothing outside can reach.
+func (h *Host) AddAddress(cidr string) error {
+	return ip("-n", h.Name, "addr", "add", cidr, "dev", "lo")
+}
+
+// Do runs f on a thread inside the namespace. Sockets f opens stay there.
+func (h *Host) Do(f func() error) error {
+	ch := make(chan error, 1)
 	go func() {
-		// setns applies to this thread only: lock it, and let it die with
-		// the goroutine rather than return it to the pool in the other
-		// namespace.
+		// setns applies to this thread only: lock it while it is in the
+		// other namespace, and bring it back before unlocking. The thread
+		// must not die: a child process started earlier from this thread
+		// (with Pdeathsig, as the control plane's are) would be killed
+		// with it. Only if it cannot come back is it left locked, to die.
 		runtime.LockOSThread()
+		orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- fmt.Errorf("opening this thread's namespace: %w", err)
+			return
+		}
+		defer orig.Close()
 		target, err := os.Open("/var/run/netns/" + h.Name)
 		if err != nil {
-			ch <- result{err: fmt.Errorf("opening namespace %s: %w", h.Name, err)}
+			runtime.UnlockOSThread()
+			ch <- fmt.Errorf("opening namespace %s: %w", h.Name, err)
 			return
 		}
 		defer target.Close()
 		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("entering namespace %s: %w", h.Name, err)}
+			runtime.UnlockOSThread()
+			ch <- fmt.Errorf("entering namespace %s: %w", h.Name, err)
 			return
 		}
-		l, err := net.Listen("tcp", net.JoinHostPort(h.IP.String(), fmt.Sprint(port)))
-		ch <- result{l, err}
+		ferr := f()
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err == nil {
+			runtime.UnlockOSThread()
+		}
+		ch <- ferr
 	}()
-	r := <-ch
-	return r.l, r.err
+	return <-ch
 }
