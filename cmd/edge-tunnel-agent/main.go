@@ -1,0 +1,108 @@
+// Command edge-tunnel-agent runs on a node that can dial out but cannot be
+// dialed: it holds a session to every edge-tunnel-server replica and dials,
+// on the node, what the servers ask for (the node's own addresses only).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+
+	"github.com/vnode-project/vnode/provider/tunnel"
+)
+
+func main() {
+	if err := newCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "edge-tunnel-agent:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	server, serverName     string
+	cert, key, ca          string
+	addresses              []string
+	meta                   string
+	minBackoff, maxBackoff time.Duration
+	drain                  time.Duration
+	logLevel               string
+}
+
+func newCommand() *cobra.Command {
+	var o options
+	cmd := &cobra.Command{
+		Use:   "edge-tunnel-agent",
+		Short: "Dial out to the edge tunnel servers and serve their dials on this node",
+		Long: `edge-tunnel-agent resolves --server before every attempt and holds a mutually
+authenticated TLS 1.3 session to every address it resolves to (a headless
+Service gives one per server replica). Its client certificate names the node
+it serves (system:node:<node> in system:nodes, e.g. the kubelet's
+/var/lib/kubelet/pki/kubelet-client-current.pem, or system:vnode:<node>).`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE:          func(cmd *cobra.Command, _ []string) error { return run(cmd.Context(), o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.server, "server", "", "host:port of the tunnel servers (a name resolving to every replica)")
+	f.StringVar(&o.serverName, "server-name", "", "name the servers' certificate must carry (default: --server's host)")
+	f.StringVar(&o.cert, "cert", "/var/lib/kubelet/pki/kubelet-client-current.pem", "client certificate (reloaded when the file changes)")
+	f.StringVar(&o.key, "key", "", "its key (default: in the certificate file)")
+	f.StringVar(&o.ca, "ca", "/etc/kubernetes/pki/ca.crt", "CA bundle verifying the servers (reloaded)")
+	f.StringSliceVar(&o.addresses, "node-address", nil, "addresses of this node the agent may dial besides loopback (default: its interface addresses)")
+	f.StringVar(&o.meta, "meta-addr", "127.0.0.1:10268", "address of /metrics, /healthz and /readyz (empty disables)")
+	f.DurationVar(&o.minBackoff, "min-backoff", time.Second, "first reconnect wait (jittered)")
+	f.DurationVar(&o.maxBackoff, "max-backoff", 30*time.Second, "longest reconnect wait")
+	f.DurationVar(&o.drain, "drain-timeout", 10*time.Second, "on SIGTERM, how long open streams may finish")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func run(parent context.Context, o options) error {
+	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	level, err := logrus.ParseLevel(o.logLevel)
+	if err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	logger := logrus.New()
+	logger.SetLevel(level)
+	if o.server == "" {
+		return errors.New("--server is required")
+	}
+	cert, err := tunnel.NewKeyPair(o.cert, o.key)
+	if err != nil {
+		return err
+	}
+	ca, err := tunnel.NewCABundle(o.ca)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	a, err := tunnel.NewAgent(tunnel.AgentConfig{Server: o.server, ServerName: o.serverName, Cert: cert, CA: ca,
+		Addresses: o.addresses, MinBackoff: o.minBackoff, MaxBackoff: o.maxBackoff, DrainTimeout: o.drain,
+		Log: logrus.NewEntry(logger), Metrics: tunnel.NewMetrics(reg)})
+	if err != nil {
+		return err
+	}
+	if o.meta != "" {
+		l, err := net.Listen("tcp", o.meta)
+		if err != nil {
+			return fmt.Errorf("--meta-addr: %w", err)
+		}
+		meta := &http.Server{Handler: tunnel.AgentMetaHandler(reg, a), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = meta.Serve(l) }()
+		defer meta.Close()
+	}
+	return a.Run(ctx)
+}

@@ -1,0 +1,143 @@
+// Command edge-tunnel-server routes kube-apiserver's node traffic (its
+// egress selector's HTTP CONNECT) to the edge tunnel agents that dialed in.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/vnode-project/vnode/provider/tunnel"
+)
+
+func main() {
+	if err := newCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "edge-tunnel-server:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	kubeconfig                             string
+	agentAddr, proxyAddr, unixSocket, meta string
+	agentCert, agentKey, agentCA           string
+	proxyCert, proxyKey, proxyCA           string
+	proxyClientNames                       []string
+	tokenUsers, tokenGroups                []string
+	dialTimeout                            time.Duration
+	maxPendingDials                        int
+	logLevel                               string
+}
+
+func newCommand() *cobra.Command {
+	var o options
+	cmd := &cobra.Command{
+		Use:   "edge-tunnel-server",
+		Short: "Route CONNECT requests to nodes through the sessions their agents dialed in",
+		Long: `edge-tunnel-server accepts mutually authenticated TLS 1.3 sessions from
+edge-tunnel-agents (the node served is the one their certificate names) and
+serves HTTP CONNECT nodeIP-or-name:port to kube-apiserver's egress selector
+(egress "cluster", HTTPConnect over TLS with a client certificate, or a unix
+socket). Ports come from ConfigMap kube-system/edge-tunnel-server-cfg.`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE:          func(cmd *cobra.Command, _ []string) error { return run(cmd.Context(), o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster config)")
+	f.StringVar(&o.agentAddr, "agent-addr", ":10262", "address agents dial")
+	f.StringVar(&o.proxyAddr, "proxy-addr", ":10263", "address of the TLS CONNECT listener (empty disables)")
+	f.StringVar(&o.unixSocket, "unix-socket", "", "path of a unix socket CONNECT listener for a co-located kube-apiserver (mode 0600)")
+	f.StringVar(&o.meta, "meta-addr", ":10265", "address of /metrics, /healthz and /readyz (empty disables)")
+	f.StringVar(&o.agentCert, "agent-cert", "", "certificate agents see (reloaded when the file changes)")
+	f.StringVar(&o.agentKey, "agent-key", "", "its key (default: in the certificate file)")
+	f.StringVar(&o.agentCA, "agent-ca", "", "CA bundle of agent client certificates (the cluster CA; reloaded)")
+	f.StringVar(&o.proxyCert, "proxy-cert", "", "certificate of the CONNECT listener (default: --agent-cert)")
+	f.StringVar(&o.proxyKey, "proxy-key", "", "its key")
+	f.StringVar(&o.proxyCA, "proxy-ca", "", "CA bundle of requester client certificates (kube-apiserver's egress client; reloaded)")
+	f.StringSliceVar(&o.proxyClientNames, "proxy-client-names", nil, "if set, the only requester certificate CNs accepted")
+	f.StringSliceVar(&o.tokenUsers, "token-allowed-users", nil, "admit requesters with a bearer token of these users (TokenReview)")
+	f.StringSliceVar(&o.tokenGroups, "token-allowed-groups", nil, "admit requesters with a bearer token in these groups (TokenReview)")
+	f.DurationVar(&o.dialTimeout, "dial-timeout", 10*time.Second, "limit of a dial through an agent")
+	f.IntVar(&o.maxPendingDials, "max-pending-dials", 256, "dials waiting for agents' answers at once; more get 503")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func run(parent context.Context, o options) error {
+	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	level, err := logrus.ParseLevel(o.logLevel)
+	if err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	logger := logrus.New()
+	logger.SetLevel(level)
+	if o.agentCert == "" || o.agentCA == "" {
+		return errors.New("--agent-cert and --agent-ca are required")
+	}
+	if o.proxyAddr != "" && o.proxyCA == "" && len(o.tokenUsers)+len(o.tokenGroups) == 0 {
+		return errors.New("--proxy-addr needs --proxy-ca or token authentication: requesters must authenticate")
+	}
+	if o.proxyCert == "" {
+		o.proxyCert, o.proxyKey = o.agentCert, o.agentKey
+	}
+	kube, err := restConfig(o.kubeconfig)
+	if err != nil {
+		return err
+	}
+	ro := tunnel.ServerRunOptions{Kube: kube,
+		AgentCertFile: o.agentCert, AgentKeyFile: o.agentKey, AgentCAFile: o.agentCA,
+		ProxyCertFile: o.proxyCert, ProxyKeyFile: o.proxyKey, ProxyCAFile: o.proxyCA, ProxyClientNames: o.proxyClientNames,
+		TokenAllowedUsers: o.tokenUsers, TokenAllowedGroups: o.tokenGroups,
+		DialTimeout: o.dialTimeout, MaxPendingDials: o.maxPendingDials, Log: logrus.NewEntry(logger)}
+	if ro.AgentListener, err = net.Listen("tcp", o.agentAddr); err != nil {
+		return fmt.Errorf("--agent-addr: %w", err)
+	}
+	if o.proxyAddr != "" {
+		if ro.ProxyListener, err = net.Listen("tcp", o.proxyAddr); err != nil {
+			return fmt.Errorf("--proxy-addr: %w", err)
+		}
+	}
+	if o.unixSocket != "" {
+		_ = os.Remove(o.unixSocket) // a stale socket from a previous run
+		if ro.UnixListener, err = net.Listen("unix", o.unixSocket); err != nil {
+			return fmt.Errorf("--unix-socket: %w", err)
+		}
+		if err := os.Chmod(o.unixSocket, 0o600); err != nil {
+			return fmt.Errorf("restricting %s: %w", o.unixSocket, err)
+		}
+	}
+	if o.meta != "" {
+		if ro.MetaListener, err = net.Listen("tcp", o.meta); err != nil {
+			return fmt.Errorf("--meta-addr: %w", err)
+		}
+	}
+	return tunnel.RunServer(ctx, ro)
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		c, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster config (or pass --kubeconfig): %w", err)
+		}
+		return c, nil
+	}
+	c, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("loading %s: %w", kubeconfig, err)
+	}
+	return c, nil
+}
