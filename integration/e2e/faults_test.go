@@ -21,10 +21,10 @@ import (
 // (spot) or vanished instance fails its pod with the reason; the API server
 // restarting is survived; deleting everything leaves no instance.
 func TestFaultsAndRecovery(t *testing.T) {
-	const replicas = 40
+	const replicas = 300
 	e := newEnv(t, "sim")
 	n := e.startNode(t, "vn-faults")
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	c := e.cp.Client
 	if err := e.cp.CreateNamespace(ctx, "f"); err != nil {
@@ -61,7 +61,7 @@ func TestFaultsAndRecovery(t *testing.T) {
 	t.Logf("killed the node with %d instances created", len(e.instancesOf(n.name)))
 	n = e.startNode(t, "vn-faults")
 
-	pods := waitPods(ctx, t, c, "f", "app=burst", 3*time.Minute, allRunning(replicas))
+	pods := waitPods(ctx, t, c, "f", "app=burst", 6*time.Minute, allRunning(replicas))
 	insts := e.instancesOf(n.name)
 	if len(insts) != replicas {
 		t.Fatalf("%d instances for %d pods", len(insts), replicas)
@@ -104,7 +104,7 @@ func TestFaultsAndRecovery(t *testing.T) {
 	if err := e.cp.RestartAPIServer(ctx, 3*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	waitPods(ctx, t, c, "f", "app=burst", 2*time.Minute, func(ps []corev1.Pod) bool {
+	waitPods(ctx, t, c, "f", "app=burst", 3*time.Minute, func(ps []corev1.Pod) bool {
 		running := 0
 		for _, p := range ps {
 			if p.Status.Phase == corev1.PodRunning {
@@ -117,7 +117,7 @@ func TestFaultsAndRecovery(t *testing.T) {
 	if err := c.AppsV1().Deployments("f").Delete(ctx, "burst", metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationForeground)}); err != nil {
 		t.Fatal(err)
 	}
-	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 4*time.Minute, true, func(ctx context.Context) (bool, error) {
 		l, err := c.CoreV1().Pods("f").List(ctx, metav1.ListOptions{})
 		return err == nil && len(l.Items) == 0 && len(e.instancesOf(n.name)) == 0, nil
 	})
