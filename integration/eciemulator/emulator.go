@@ -545,7 +545,12 @@ func (e *Emulator) createGroup(p params) (map[string]any, *apiError) {
 		return nil, apiErr
 	}
 	instanceType := p.get("InstanceType")
-	if instanceType == "" {
+	if instanceType != "" {
+		var apiErr *apiError
+		if instanceType, cpu, mem, apiErr = parseInstanceTypes(instanceType); apiErr != nil {
+			return nil, apiErr
+		}
+	} else {
 		if cpu == 0 && mem == 0 {
 			for _, c := range containers {
 				cpu += c.Cpu
@@ -717,22 +722,55 @@ func (e *Emulator) describeGroups(p params) (map[string]any, *apiError) {
 	return map[string]any{"ContainerGroups": out, "TotalCount": len(matched), "NextToken": nextToken(end, len(matched))}, nil
 }
 
+// describeGroupStatus implements DescribeContainerGroupStatus: the groups
+// given by ContainerGroupIds (at most 20), or every group, paged (Limit
+// default 200), filtered by ZoneId, VSwitchId and Tag.N like
+// DescribeContainerGroups. Each entry has the id, name, status and the
+// pod phase the status maps to; SinceSecond is not implemented.
 func (e *Emulator) describeGroupStatus(p params) (map[string]any, *apiError) {
-	var ids []string
-	if raw := p.get("ContainerGroupIds"); raw != "" {
-		if err := json.Unmarshal([]byte(raw), &ids); err != nil {
-			return nil, invalidParam("ContainerGroupIds", "must be a JSON array of ids")
-		}
+	start, limit, apiErr := page(p, 200, 200)
+	if apiErr != nil {
+		return nil, apiErr
 	}
+	ids, apiErr := idList(p, "ContainerGroupIds", 20)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	idSet := map[string]bool{}
+	for _, id := range ids {
+		idSet[id] = true
+	}
+	want := tagFilter(p)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	out := []map[string]any{}
-	for _, id := range ids {
-		if g, ok := e.groups[id]; ok {
-			out = append(out, map[string]any{"ContainerGroupId": id, "Status": g.Status})
+	var matched []*group
+	for _, id := range e.order {
+		g := e.groups[id]
+		if (len(idSet) > 0 && !idSet[id]) || !matches(p, "ZoneId", g.ZoneID) || !matches(p, "VSwitchId", g.VSwitchID) || !hasTags(g.Tags, want) {
+			continue
 		}
+		matched = append(matched, g)
 	}
-	return map[string]any{"Data": out}, nil
+	end := min(start+limit, len(matched))
+	out := []map[string]any{}
+	for _, g := range matched[min(start, len(matched)):end] {
+		out = append(out, map[string]any{"ContainerGroupId": g.ContainerGroupID, "Name": g.ContainerGroupName, "Status": g.Status,
+			"PodStatus": map[string]any{"Phase": podPhase(g.Status), "PodIp": g.IntranetIP}})
+	}
+	return map[string]any{"Data": out, "TotalCount": len(matched), "NextToken": nextToken(end, len(matched))}, nil
+}
+
+// podPhase is the Kubernetes pod phase of an ECI status.
+func podPhase(status string) string {
+	switch status {
+	case "Running", "Terminating":
+		return "Running"
+	case "Succeeded":
+		return "Succeeded"
+	case "Failed", "Expired", "ScheduleFailed":
+		return "Failed"
+	}
+	return "Pending"
 }
 
 func (e *Emulator) lookup(p params) (*group, *apiError) {
@@ -768,11 +806,29 @@ func (e *Emulator) restartGroup(p params) (map[string]any, *apiError) {
 	}
 	e.mu.Lock()
 	status := g.Status
+	if status == "Running" {
+		g.Status = "Restarting"
+		e.addEventLocked(g, "Normal", "Restarting", "Restarting the container group")
+	}
 	e.mu.Unlock()
 	if status != "Running" {
 		return nil, errf(http.StatusBadRequest, "IncorrectStatus", "The current status of the container group "+g.ContainerGroupID+" is "+status+"; it can be restarted only when Running.")
 	}
 	e.runtime.stop(g, 10*time.Second)
+	// Every container runs again: one restart more each, and the stopped
+	// run's log becomes the previous log.
+	e.mu.Lock()
+	cs := append([]*container(nil), g.Containers...)
+	for _, c := range cs {
+		c.RestartCount++
+	}
+	e.changedLocked(g)
+	e.mu.Unlock()
+	if pr, ok := e.runtime.(*processRuntime); ok {
+		for _, c := range cs {
+			_ = os.Rename(pr.logPath(g, c.Name, false), pr.logPath(g, c.Name, true))
+		}
+	}
 	e.runtime.start(g)
 	return map[string]any{}, nil
 }

@@ -599,3 +599,67 @@ func roundSpec(cpu, mem float64) (float64, float64, bool) {
 	}
 	return 0, 0, false
 }
+
+// instanceSizes is vCPUs per ECS size suffix, and familyRatios GiB of
+// memory per vCPU of the ECS families ECI offers (compute c, general
+// purpose g, memory r); gpuTypes are the GPU types as {vCPU, GiB}.
+var (
+	instanceSizes = map[string]float64{"large": 2, "xlarge": 4, "2xlarge": 8, "3xlarge": 12, "4xlarge": 16,
+		"6xlarge": 24, "8xlarge": 32, "12xlarge": 48, "16xlarge": 64}
+	familyRatios = map[string]float64{
+		"c5": 2, "c6": 2, "c6e": 2, "c7": 2, "c7a": 2, "c8i": 2, "c8a": 2,
+		"g5": 4, "g6": 4, "g6e": 4, "g7": 4, "g7a": 4, "g8i": 4, "g8a": 4,
+		"r5": 8, "r6": 8, "r6e": 8, "r7": 8, "r7a": 8, "r8i": 8, "r8a": 8,
+	}
+	gpuTypes = map[string][2]float64{
+		"ecs.gn6i-c4g1.xlarge": {4, 15}, "ecs.gn6i-c8g1.2xlarge": {8, 31}, "ecs.gn6i-c16g1.4xlarge": {16, 62},
+		"ecs.gn6v-c8g1.2xlarge": {8, 32}, "ecs.gn7i-c8g1.2xlarge": {8, 30}, "ecs.gn7i-c16g1.4xlarge": {16, 60},
+	}
+)
+
+// instanceTypeSpec is the vCPU and memory (GiB) of one InstanceType entry:
+// an ECS type (ecs.<family>.<size>) ECI offers, or a vCPU-memory spec
+// like 2-4Gi, rounded up to a sold one as ECI does.
+func instanceTypeSpec(t string) (cpu, mem float64, ok bool) {
+	if gpu, found := gpuTypes[t]; found {
+		return gpu[0], gpu[1], true
+	}
+	if rest, isECS := strings.CutPrefix(t, "ecs."); isECS {
+		family, size, _ := strings.Cut(rest, ".")
+		ratio, okF := familyRatios[family]
+		n, okS := instanceSizes[size]
+		return n, n * ratio, okF && okS
+	}
+	c, m, found := strings.Cut(strings.TrimSuffix(t, "Gi"), "-")
+	if !found || !strings.HasSuffix(t, "Gi") {
+		return 0, 0, false
+	}
+	cf, err1 := strconv.ParseFloat(c, 64)
+	mf, err2 := strconv.ParseFloat(m, 64)
+	if err1 != nil || err2 != nil || cf <= 0 || mf <= 0 {
+		return 0, 0, false
+	}
+	return roundSpec(cf, mf)
+}
+
+// parseInstanceTypes reads InstanceType: up to 5 comma-separated entries,
+// each an ECS type or vCPU-memory spec ECI offers. The instance gets the
+// first entry's size (this emulator always has capacity for it).
+func parseInstanceTypes(v string) (types string, cpu, mem float64, apiErr *apiError) {
+	entries := strings.Split(v, ",")
+	if len(entries) > 5 {
+		return "", 0, 0, invalidParam("InstanceType", "at most 5 instance types")
+	}
+	for i, t := range entries {
+		t = strings.TrimSpace(t)
+		c, m, ok := instanceTypeSpec(t)
+		if !ok {
+			return "", 0, 0, invalidParam("InstanceType", fmt.Sprintf("%q is not an instance type ECI offers", t))
+		}
+		entries[i] = t
+		if i == 0 {
+			cpu, mem = c, m
+		}
+	}
+	return strings.Join(entries, ","), cpu, mem, nil
+}

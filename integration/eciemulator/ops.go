@@ -252,6 +252,8 @@ func (e *Emulator) serveExec(w http.ResponseWriter, r *http.Request) {
 		}
 		ptmx  *os.File
 		early [][]byte
+		// drained is closed when the terminal's output has all been read.
+		drained = make(chan struct{})
 	)
 	if s.tty {
 		// Start the process at the client's terminal size: wait briefly
@@ -286,6 +288,7 @@ func (e *Emulator) serveExec(w http.ResponseWriter, r *http.Request) {
 		defer ptmx.Close()
 		stdin = ptmx
 		go func() {
+			defer close(drained)
 			buf := make([]byte, 32*1024)
 			for {
 				n, err := ptmx.Read(buf)
@@ -353,7 +356,13 @@ func (e *Emulator) serveExec(w http.ResponseWriter, r *http.Request) {
 		code, msg = 126, err.Error()
 	}
 	if ptmx != nil {
-		time.Sleep(50 * time.Millisecond) // let the pty reader drain
+		// The terminal reads EIO once the output is drained and no
+		// process holds it; a background process that keeps it open
+		// gets a second.
+		select {
+		case <-drained:
+		case <-time.After(time.Second):
+		}
 	}
 	send(chanStatus, statusJSON(code, msg))
 	wmu.Lock()

@@ -29,7 +29,7 @@ type simRuntime struct{ e *Emulator }
 func (s simRuntime) start(g *group) {
 	s.e.mu.Lock()
 	defer s.e.mu.Unlock()
-	if g.Status != "Pending" {
+	if g.Status != "Pending" && g.Status != "Restarting" {
 		return
 	}
 	g.Status = "Running"
@@ -162,7 +162,7 @@ func (r *processRuntime) start(g *group) {
 			return
 		}
 		r.e.mu.Lock()
-		if g.Status == "Pending" {
+		if g.Status == "Pending" || g.Status == "Restarting" {
 			g.Status = "Running"
 		}
 		r.e.addEventLocked(g, "Normal", "Started", "Started the container group")
@@ -197,7 +197,9 @@ func (r *processRuntime) supervise(g *group, c *container, p *proc) {
 	for {
 		<-p.done
 		code := p.code
-		if r.stopping(g) {
+		// Stopped (deleted, expired, restarted or updated): whoever
+		// stopped it decides what runs next.
+		if r.stopping(g) || !r.current(g, c, p) {
 			return
 		}
 		r.e.mu.Lock()
@@ -209,7 +211,7 @@ func (r *processRuntime) supervise(g *group, c *container, p *proc) {
 		}
 		time.Sleep(time.Second) // a small CrashLoopBackOff
 		// Stopped during the back-off: no new run.
-		if r.stopping(g) {
+		if r.stopping(g) || !r.current(g, c, p) {
 			return
 		}
 		r.e.mu.Lock()
@@ -222,6 +224,14 @@ func (r *processRuntime) supervise(g *group, c *container, p *proc) {
 			return
 		}
 	}
+}
+
+// current: p is still the registered run of container c (a stop
+// unregisters it, a new start registers another).
+func (r *processRuntime) current(g *group, c *container, p *proc) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.procs[g.ContainerGroupID+"/"+c.Name] == p
 }
 
 // settle sets the group's final status once no container runs any more.

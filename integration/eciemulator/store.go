@@ -288,7 +288,7 @@ func (e *Emulator) resume() {
 			go e.startWhenPending(id)
 		case "Updating":
 			go e.applyUpdate(id)
-		case "Running":
+		case "Running", "Restarting": // a restart cut short is a lost run too
 			running = append(running, g)
 		}
 	}
