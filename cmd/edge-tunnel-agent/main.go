@@ -33,6 +33,8 @@ type options struct {
 	cert, key, ca          string
 	addresses              []string
 	meta                   string
+	metricsCA              string
+	metaCert, metaKey      string
 	minBackoff, maxBackoff time.Duration
 	drain                  time.Duration
 	logLevel               string
@@ -60,7 +62,10 @@ it serves (system:node:<node> in system:nodes, e.g. the kubelet's
 	f.StringVar(&o.key, "key", "", "its key (default: in the certificate file)")
 	f.StringVar(&o.ca, "ca", "/etc/kubernetes/pki/ca.crt", "CA bundle verifying the servers (reloaded)")
 	f.StringSliceVar(&o.addresses, "node-address", nil, "addresses of this node the agent may dial besides loopback (default: its interface addresses)")
-	f.StringVar(&o.meta, "meta-addr", "127.0.0.1:10268", "address of /metrics, /healthz and /readyz (empty disables)")
+	f.StringVar(&o.meta, "meta-addr", "127.0.0.1:10268", "HTTPS address of /metrics (client certificate from --metrics-ca only), /healthz and /readyz (open) (empty disables)")
+	f.StringVar(&o.metricsCA, "metrics-ca", "", "CA bundle of client certificates admitted to /metrics (unset: /metrics refuses everyone)")
+	f.StringVar(&o.metaCert, "meta-cert", "", "serving certificate of --meta-addr (default: a self-signed one made at start)")
+	f.StringVar(&o.metaKey, "meta-key", "", "its key (default: in the certificate file)")
 	f.DurationVar(&o.minBackoff, "min-backoff", time.Second, "first reconnect wait (jittered)")
 	f.DurationVar(&o.maxBackoff, "max-backoff", 30*time.Second, "longest reconnect wait")
 	f.DurationVar(&o.drain, "drain-timeout", 10*time.Second, "on SIGTERM, how long open streams may finish")
@@ -100,8 +105,24 @@ func run(parent context.Context, o options) error {
 		if err != nil {
 			return fmt.Errorf("--meta-addr: %w", err)
 		}
-		meta := &http.Server{Handler: tunnel.AgentMetaHandler(reg, a), ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = meta.Serve(l) }()
+		auth := &tunnel.MetricsAuth{Log: logrus.NewEntry(logger).WithField("component", "metrics-auth")}
+		if o.metricsCA != "" {
+			if auth.CA, err = tunnel.NewCABundle(o.metricsCA); err != nil {
+				return fmt.Errorf("--metrics-ca: %w", err)
+			}
+		}
+		var pair *tunnel.KeyPair
+		if o.metaCert != "" {
+			pair, err = tunnel.NewKeyPair(o.metaCert, o.metaKey)
+		} else {
+			pair, err = tunnel.SelfSignedPair("edge-tunnel-agent")
+		}
+		if err != nil {
+			return fmt.Errorf("meta serving certificate: %w", err)
+		}
+		meta := &http.Server{Handler: tunnel.AgentMetaHandler(reg, a, auth), ReadHeaderTimeout: 10 * time.Second,
+			TLSConfig: tunnel.MetaTLSConfig(pair, auth)}
+		go func() { _ = meta.ServeTLS(l, "", "") }()
 		defer meta.Close()
 	}
 	return a.Run(ctx)

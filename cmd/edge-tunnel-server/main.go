@@ -33,6 +33,7 @@ type options struct {
 	agentCert, agentKey, agentCA           string
 	proxyCert, proxyKey, proxyCA           string
 	proxyClientNames                       []string
+	metricsCA                              string
 	tokenUsers, tokenGroups                []string
 	dialTimeout                            time.Duration
 	maxPendingDials                        int
@@ -59,7 +60,8 @@ socket). Ports come from ConfigMap kube-system/edge-tunnel-server-cfg.`,
 	f.StringVar(&o.agentAddr, "agent-addr", ":10262", "address agents dial")
 	f.StringVar(&o.proxyAddr, "proxy-addr", ":10263", "address of the TLS CONNECT listener (empty disables)")
 	f.StringVar(&o.unixSocket, "unix-socket", "", "path of a unix socket CONNECT listener for a co-located kube-apiserver (mode 0600)")
-	f.StringVar(&o.meta, "meta-addr", ":10265", "address of /metrics, /healthz and /readyz (empty disables)")
+	f.StringVar(&o.meta, "meta-addr", ":10265", "HTTPS address of /metrics (authenticated), /healthz and /readyz (open); served with --agent-cert (empty disables)")
+	f.StringVar(&o.metricsCA, "metrics-ca", "", "CA bundle of client certificates admitted to /metrics (bearer tokens are always checked with TokenReview and a SubjectAccessReview for get /metrics)")
 	f.StringVar(&o.agentCert, "agent-cert", "", "certificate agents see (reloaded when the file changes)")
 	f.StringVar(&o.agentKey, "agent-key", "", "its key (default: in the certificate file)")
 	f.StringVar(&o.agentCA, "agent-ca", "", "CA bundle of agent client certificates (the cluster CA; reloaded)")
@@ -101,7 +103,7 @@ func run(parent context.Context, o options) error {
 		AgentCertFile: o.agentCert, AgentKeyFile: o.agentKey, AgentCAFile: o.agentCA,
 		ProxyCertFile: o.proxyCert, ProxyKeyFile: o.proxyKey, ProxyCAFile: o.proxyCA, ProxyClientNames: o.proxyClientNames,
 		TokenAllowedUsers: o.tokenUsers, TokenAllowedGroups: o.tokenGroups,
-		DialTimeout: o.dialTimeout, MaxPendingDials: o.maxPendingDials, Log: logrus.NewEntry(logger)}
+		MetricsCAFile: o.metricsCA, DialTimeout: o.dialTimeout, MaxPendingDials: o.maxPendingDials, Log: logrus.NewEntry(logger)}
 	if ro.AgentListener, err = net.Listen("tcp", o.agentAddr); err != nil {
 		return fmt.Errorf("--agent-addr: %w", err)
 	}

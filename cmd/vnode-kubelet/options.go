@@ -43,6 +43,9 @@ type options struct {
 	syncInterval        time.Duration
 	gcInterval          time.Duration
 	logLevel            string
+	tunnelServer        string
+	tunnelServerName    string
+	tunnelCA            string
 }
 
 func (o *options) addFlags(cmd *cobra.Command) {
@@ -64,6 +67,9 @@ func (o *options) addFlags(cmd *cobra.Command) {
 	f.DurationVar(&o.syncInterval, "sync-interval", 5*time.Second, "how often the node's instances are listed")
 	f.DurationVar(&o.gcInterval, "gc-interval", time.Minute, "how often orphaned instances are collected")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.tunnelServer, "tunnel-server", "", "host:port of the edge tunnel servers: run the tunnel agent in-process, authenticated by the node's own client certificate (system:vnode:<node>), and be Ready only while it holds a session")
+	f.StringVar(&o.tunnelServerName, "tunnel-server-name", "", "name in the tunnel servers' certificate (default: --tunnel-server's host)")
+	f.StringVar(&o.tunnelCA, "tunnel-ca", "", "CA bundle verifying the tunnel servers (required with --tunnel-server)")
 }
 
 func run(parent context.Context, o options) error {
@@ -107,7 +113,38 @@ func run(parent context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	if opts.Tunnel, err = tunnelOptions(o, cc, kube); err != nil {
+		return err
+	}
 	return vnode.Run(ctx, opts)
+}
+
+// tunnelOptions runs the agent with the node's own client certificate: the
+// files of its kubeconfig, or the pair TLS bootstrap keeps rotating.
+func tunnelOptions(o options, cc *config.Context, kube *rest.Config) (*vnode.TunnelOptions, error) {
+	if o.tunnelServer == "" {
+		if o.tunnelCA != "" || o.tunnelServerName != "" {
+			return nil, fmt.Errorf("--tunnel-ca and --tunnel-server-name need --tunnel-server")
+		}
+		return nil, nil
+	}
+	if o.tunnelCA == "" {
+		return nil, fmt.Errorf("--tunnel-server needs --tunnel-ca to verify the servers")
+	}
+	t := &vnode.TunnelOptions{Server: o.tunnelServer, ServerName: o.tunnelServerName, CAFile: o.tunnelCA}
+	switch {
+	case o.bootstrapKubeconfig != "":
+		path, err := cc.KubeconfigPath()
+		if err != nil {
+			return nil, err
+		}
+		t.CertFile = filepath.Join(certDir(o, path), "vnode-client-current.pem")
+	case kube.TLSClientConfig.CertFile != "":
+		t.CertFile, t.KeyFile = kube.TLSClientConfig.CertFile, kube.TLSClientConfig.KeyFile
+	default:
+		return nil, fmt.Errorf("--tunnel-server needs the node's client certificate in files: the kubeconfig has none (use client-certificate/client-key, or --bootstrap-kubeconfig)")
+	}
+	return t, nil
 }
 
 func loadContext(o options) (*config.Context, error) {
@@ -150,16 +187,20 @@ func kubeConfig(ctx context.Context, o options, cc *config.Context, nodeName str
 		}
 		return cfg, nil
 	}
-	certDir := o.certDir
-	if certDir == "" {
-		certDir = filepath.Join(filepath.Dir(path), "pki")
-	}
 	c, err := bootstrap.Start(ctx, bootstrap.Config{
-		NodeName: nodeName, BootstrapKubeconfig: o.bootstrapKubeconfig, CertDir: certDir, KubeconfigPath: path, Log: log,
+		NodeName: nodeName, BootstrapKubeconfig: o.bootstrapKubeconfig, CertDir: certDir(o, path), KubeconfigPath: path, Log: log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("TLS bootstrap: %w", err)
 	}
 	go func() { <-ctx.Done(); c.Stop() }()
 	return c.RESTConfig(), nil
+}
+
+// certDir is where TLS bootstrap keeps the node's certificates.
+func certDir(o options, kubeconfigPath string) string {
+	if o.certDir != "" {
+		return o.certDir
+	}
+	return filepath.Join(filepath.Dir(kubeconfigPath), "pki")
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/integration/eciemulator"
@@ -74,7 +75,11 @@ func (s *tunnelServer) start(agentL, proxyL net.Listener) {
 }
 
 func (s *tunnelServer) stop() {
+	if s.cancel == nil { // already stopped
+		return
+	}
 	s.cancel()
+	s.cancel = nil
 	select {
 	case <-s.done:
 	case <-time.After(30 * time.Second):
@@ -97,15 +102,27 @@ func (s *tunnelServer) restart() {
 	s.start(al, pl)
 }
 
-// env is the control plane wired to a tunnel server, the emulator, and one
-// edge host.
+// env is the control plane wired to two tunnel server replicas behind a
+// failover load balancer, the emulator, and one edge host.
 type env struct {
-	cp     *controlplane.ControlPlane
-	emu    string
-	edge   *netns.Host
-	server *tunnelServer
-	log    *logrus.Entry
+	cp      *controlplane.ControlPlane
+	emu     string
+	edge    *netns.Host
+	server  *tunnelServer // replica A: the load balancer's first choice
+	serverB *tunnelServer // replica B
+	lb      *failoverLB   // what the egress selector names
+	tca     *controlplane.PKI
+	log     *logrus.Entry
 }
+
+// replicaBIP is replica B's agent address: the replicas are two "pods"
+// behind one headless name, each with its own IP and the same port. It is
+// an address of this side, routed from the edge host through its veth.
+const replicaBIP = "10.231.62.1"
+
+// serverName is the replicas' name in their certificate, and the headless
+// name the agent resolves to every replica.
+const serverName = "edge-tunnel-server"
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
@@ -119,10 +136,19 @@ func newEnv(t *testing.T) *env {
 	if err := e.edge.AddAddress(nodeIP + "/32"); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("ip", "route", "replace", "unreachable", nodeNet).CombinedOutput(); err != nil {
-		t.Fatalf("making %s unreachable: %v: %s", nodeNet, err, out)
+	for _, args := range [][]string{
+		{"route", "replace", "unreachable", nodeNet},
+		{"addr", "replace", replicaBIP + "/32", "dev", "lo"},
+		{"-n", e.edge.Name, "route", "replace", replicaBIP + "/32", "via", e.edge.HostIP.String()},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
 	}
-	t.Cleanup(func() { _ = exec.Command("ip", "route", "del", "unreachable", nodeNet).Run() })
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "route", "del", "unreachable", nodeNet).Run()
+		_ = exec.Command("ip", "addr", "del", replicaBIP+"/32", "dev", "lo").Run()
+	})
 
 	// The tunnel's own CA: the server's certificates and kube-apiserver's
 	// egress client certificate. Agents use cluster certificates.
@@ -131,8 +157,9 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serving, err := tca.ServingCert("edge-tunnel-server", []string{"edge-tunnel-server"},
-		[]net.IP{net.ParseIP("127.0.0.1"), e.edge.HostIP})
+	e.tca = tca
+	serving, err := tca.ServingCert(serverName, []string{serverName},
+		[]net.IP{net.ParseIP("127.0.0.1"), e.edge.HostIP, net.ParseIP(replicaBIP)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,14 +167,20 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxyL, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	listen := func(addr string) net.Listener {
+		t.Helper()
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
 	}
-	agentL, err := net.Listen("tcp", net.JoinHostPort(e.edge.HostIP.String(), "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	proxyA, proxyB := listen("127.0.0.1:0"), listen("127.0.0.1:0")
+	agentA := listen(net.JoinHostPort(e.edge.HostIP.String(), "0"))
+	_, agentPort, _ := net.SplitHostPort(agentA.Addr().String())
+	agentB := listen(net.JoinHostPort(replicaBIP, agentPort))
+	e.lb = newFailoverLB(t, proxyA.Addr().String(), proxyB.Addr().String())
+
 	egressCfg := filepath.Join(dir, "egress.yaml")
 	if err := os.WriteFile(egressCfg, []byte(fmt.Sprintf(`apiVersion: apiserver.k8s.io/v1beta1
 kind: EgressSelectorConfiguration
@@ -162,7 +195,7 @@ egressSelections:
           caBundle: %s
           clientCert: %s
           clientKey: %s
-`, proxyL.Addr(), tca.CACertPath, egress.CertPath, egress.KeyPath)), 0o600); err != nil {
+`, e.lb.addr(), tca.CACertPath, egress.CertPath, egress.KeyPath)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	e.cp = controlplane.StartForTest(t, controlplane.Options{EgressSelectorConfigFile: egressCfg})
@@ -172,6 +205,13 @@ egressSelections:
 		if out, err := e.cp.Kubectl(ctx, args...).CombinedOutput(); err != nil {
 			t.Fatalf("kubectl %v: %v\n%s", args, err, out)
 		}
+	}
+	// The node kubelets here listen on the node's address, not loopback:
+	// take the kubelet port off the default localhost list.
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: tun.ConfigMapNamespace, Name: tun.ConfigMapName},
+		Data: map[string]string{tun.KeyLocalhostPorts: "10266, 10267"}}
+	if _, err := e.cp.Client.CoreV1().ConfigMaps(cm.Namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 	// The server runs as its ServiceAccount would, so the RBAC manifest is
 	// what it is allowed.
@@ -183,18 +223,35 @@ egressSelections:
 		Delays: eciemulator.Delays{Scheduling: 50 * time.Millisecond, Pending: 50 * time.Millisecond}})
 	e.emu = ep
 
-	e.server = &tunnelServer{t: t, agentAddr: agentL.Addr().String(), proxyAddr: proxyL.Addr().String(), opts: tun.ServerRunOptions{
+	opts := tun.ServerRunOptions{
 		Kube: kube, AgentCertFile: serving.CertPath, AgentKeyFile: serving.KeyPath, AgentCAFile: e.cp.PKI.CACertPath,
 		ProxyCertFile: serving.CertPath, ProxyKeyFile: serving.KeyPath, ProxyCAFile: tca.CACertPath,
-		ProxyClientNames: []string{"kube-apiserver-egress"}, DialTimeout: 5 * time.Second, Log: e.log.WithField("side", "server")}}
-	e.server.start(agentL, proxyL)
+		ProxyClientNames: []string{"kube-apiserver-egress", "metrics-scraper"}, DialTimeout: 5 * time.Second}
+	e.server = &tunnelServer{t: t, agentAddr: agentA.Addr().String(), proxyAddr: proxyA.Addr().String(), opts: opts}
+	e.server.opts.Log = e.log.WithField("side", "server-a")
+	e.serverB = &tunnelServer{t: t, agentAddr: agentB.Addr().String(), proxyAddr: proxyB.Addr().String(), opts: opts}
+	e.serverB.opts.Log = e.log.WithField("side", "server-b")
+	e.server.start(agentA, proxyA)
 	t.Cleanup(e.server.stop)
+	e.serverB.start(agentB, proxyB)
+	t.Cleanup(e.serverB.stop)
 	return e
 }
 
-// startAgent runs the agent as the edge node's: dialing out from its
-// namespace, with the node's client certificate.
-func (e *env) startAgent(t *testing.T, node string) *tun.Agent {
+// agentPort is the port both replicas take agents on.
+func (e *env) agentPort() string {
+	_, p, _ := net.SplitHostPort(e.server.agentAddr)
+	return p
+}
+
+// resolveReplicas is the agent's DNS: the headless name resolves to both
+// replicas, as a headless Service's name does to its pods.
+func (e *env) resolveReplicas(context.Context, string) ([]string, error) {
+	return []string{e.edge.HostIP.String(), replicaBIP}, nil
+}
+
+// nodeCert is the node's cluster client certificate, system:vnode:<node>.
+func (e *env) nodeCert(t *testing.T, node string) *tun.KeyPair {
 	t.Helper()
 	cert, err := e.cp.PKI.ClientCert("agent-"+node, "system:vnode:"+node, "system:vnodes")
 	if err != nil {
@@ -204,34 +261,83 @@ func (e *env) startAgent(t *testing.T, node string) *tun.Agent {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return pair
+}
+
+// agentRun is a running agent that a test can restart, as a DaemonSet
+// would restart its pod.
+type agentRun struct {
+	t      *testing.T
+	e      *env
+	node   string
+	agent  *tun.Agent
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// startAgent runs the agent as the edge node's: dialing out from its
+// namespace, with the node's client certificate, to every replica.
+func (e *env) startAgent(t *testing.T, node string) *agentRun {
+	t.Helper()
+	r := &agentRun{t: t, e: e, node: node}
+	r.start()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *agentRun) start() {
+	t, e := r.t, r.e
+	t.Helper()
 	// The server's certificate is from the tunnel CA.
-	ca, err := tun.NewCABundle(e.server.opts.ProxyCAFile)
+	ca, err := tun.NewCABundle(e.tca.CACertPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := tun.NewAgent(tun.AgentConfig{Server: e.server.agentAddr, ServerName: "edge-tunnel-server", Cert: pair, CA: ca,
-		Addresses: []string{nodeIP}, Dial: e.edge.Dial, DialTarget: e.edge.Dial,
-		MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, DrainTimeout: 2 * time.Second,
+	a, err := tun.NewAgent(tun.AgentConfig{Server: net.JoinHostPort(serverName, e.agentPort()), Cert: e.nodeCert(t, r.node), CA: ca,
+		Resolve: e.resolveReplicas, Addresses: []string{nodeIP}, Dial: e.edge.Dial, DialTarget: e.edge.Dial,
+		MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, DrainTimeout: time.Second,
 		Log: e.log.WithField("side", "agent"), Metrics: tun.NewMetrics(prometheus.NewRegistry())})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return a
+	r.agent, r.cancel, r.done = a, cancel, make(chan struct{})
+	go func() { defer close(r.done); _ = a.Run(ctx) }()
+}
+
+func (r *agentRun) stop() {
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	<-r.done
+	r.cancel = nil
+}
+
+// restart stops the agent (it drains for at most its DrainTimeout) and
+// starts a new one with the same configuration.
+func (r *agentRun) restart() {
+	r.t.Helper()
+	r.stop()
+	r.start()
 }
 
 // startNode runs a virtual node whose kubelet API listens only on the edge
 // host's own address.
 func (e *env) startNode(t *testing.T, name string) {
 	t.Helper()
+	e.startNodeWith(t, name, 10250, nil)
+}
+
+// startNodeWith runs a virtual node whose kubelet API listens on the edge
+// host's own address and port; with tunnel, its agent runs in-process.
+func (e *env) startNodeWith(t *testing.T, name string, port int, tunnel *vnode.TunnelOptions) {
+	t.Helper()
 	cfg, err := e.cp.UserConfig("system:vnode:"+name, "system:vnodes")
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := e.edge.ListenOn(nodeIP, 10250)
+	l, err := e.edge.ListenOn(nodeIP, port)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,14 +357,14 @@ func (e *env) startNode(t *testing.T, name string) {
 		done <- vnode.Run(ctx, vnode.Options{
 			NodeName: name,
 			Node: vnnode.Config{Name: name, Region: "cn-hangzhou", Zones: []string{"cn-hangzhou-a"}, InternalIP: nodeIP,
-				KubeletPort: 10250, KubeletVersion: "v1.35.4-vnode",
+				KubeletPort: int32(port), KubeletVersion: "v1.35.4-vnode",
 				Capacity: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100"), corev1.ResourceMemory: resource.MustParse("1Ti"), corev1.ResourcePods: resource.MustParse("100")}},
 			Pods: translate.NodeSettings{ClusterName: "tunnel", NodeName: name, VSwitchIDs: []string{"vsw-t"}, SecurityGroupID: "sg-t",
 				ClusterDNS: []string{"10.0.0.10"}, ClusterDomain: "cluster.local"},
 			Cloud: client, Checker: client, Kube: cfg, Listener: l,
 			ClientCAFile: e.cp.PKI.CACertPath, CertFile: serving.CertPath, KeyFile: serving.KeyPath,
 			Version: "tunnel-e2e", SyncInterval: 500 * time.Millisecond, GCInterval: 2 * time.Second, LogPollInterval: 200 * time.Millisecond,
-			Log: logrus.NewEntry(logger), Ready: ready,
+			Log: logrus.NewEntry(logger), Ready: ready, Tunnel: tunnel,
 		})
 	}()
 	select {

@@ -26,11 +26,9 @@ func TestKubectlThroughTunnel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
-	// The node's kubelet port is a node port here (it listens on the node's
-	// address only), so take it off the default localhost list.
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: tun.ConfigMapNamespace, Name: tun.ConfigMapName},
-		Data: map[string]string{tun.KeyLocalhostPorts: "10266, 10267"}}
-	if _, err := e.cp.Client.CoreV1().ConfigMaps(cm.Namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+	// newEnv took the kubelet port off the default localhost list.
+	cm, err := e.cp.Client.CoreV1().ConfigMaps(tun.ConfigMapNamespace).Get(ctx, tun.ConfigMapName, metav1.GetOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
 
@@ -51,7 +49,9 @@ func TestKubectlThroughTunnel(t *testing.T) {
 	}
 
 	e.startAgent(t, name)
-	waitFor(ctx, t, "the agent's session", func() bool { return e.server.cur.HasSession(name) })
+	waitFor(ctx, t, "the agent's sessions to both replicas", func() bool {
+		return e.server.cur.HasSession(name) && e.serverB.cur.HasSession(name)
+	})
 
 	if err := e.cp.CreateNamespace(ctx, "edge"); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,8 @@
 // Package node builds the virtual node's Node object (labels, taints,
 // capacity, addresses, daemon endpoint) and keeps its conditions true to
-// what the node can do: it is Ready only while ECI answers.
+// what the node can do: it is Ready only while ECI answers and, when its
+// kubelet API is reached through an edge tunnel, while it holds a tunnel
+// session.
 package node
 
 import (
@@ -26,7 +28,13 @@ const (
 	ReasonReady     = "ECIReachable"
 	ReasonNotReady  = "ECIUnreachable"
 	ReasonStarting  = "VNodeStarting"
-	defaultInterval = 10 * time.Second
+	// ReasonTunnelDown: ECI answers, but the node holds no tunnel session,
+	// so the cluster cannot reach its kubelet API (logs, exec, metrics).
+	ReasonTunnelDown = "TunnelDisconnected"
+	// defaultTunnelInterval: a session check is a memory read, so it can
+	// run far more often than the ECI call.
+	defaultTunnelInterval = time.Second
+	defaultInterval       = 10 * time.Second
 )
 
 // Config describes the node.
@@ -120,18 +128,34 @@ type Checker interface {
 	Check(ctx context.Context) error
 }
 
+// SessionSource says whether the node holds a tunnel session to at least
+// one tunnel server (tunnel.Agent implements it).
+type SessionSource interface {
+	Connected() bool
+}
+
 // Provider implements virtual-kubelet's node.NodeProvider: it checks ECI
-// every interval and, when reachability changes, notifies a copy of the node
-// with its Ready condition set and the reason.
+// every interval (and the tunnel, if the node depends on one, every
+// tunnelInterval) and, when the outcome changes, notifies a copy of the
+// node with its Ready condition set and the reason.
 type Provider struct {
-	checker  Checker
-	interval time.Duration
-	log      logrus.FieldLogger
+	checker        Checker
+	interval       time.Duration
+	tunnel         SessionSource
+	tunnelInterval time.Duration
+	log            logrus.FieldLogger
 
 	mu     sync.Mutex
 	node   *corev1.Node
-	ready  *bool
+	eciErr error
+	state  *readiness
 	notify func(*corev1.Node)
+}
+
+// readiness is what the Ready condition says; a change is notified.
+type readiness struct {
+	ready  bool
+	reason string
 }
 
 // NewProvider returns a node provider for node (the object Apply filled).
@@ -141,6 +165,18 @@ func NewProvider(node *corev1.Node, checker Checker, interval time.Duration, log
 	}
 	// Its own copy: virtual-kubelet keeps (and reads) the object it was given.
 	return &Provider{checker: checker, interval: interval, log: log, node: node.DeepCopy()}
+}
+
+// WithTunnel makes the node Ready only while src holds a session: a node
+// whose kubelet API the cluster reaches only through the tunnel cannot
+// serve logs, exec or metrics without one. Call it before
+// NotifyNodeStatus. interval <= 0 means every second.
+func (p *Provider) WithTunnel(src SessionSource, interval time.Duration) *Provider {
+	if interval <= 0 {
+		interval = defaultTunnelInterval
+	}
+	p.tunnel, p.tunnelInterval = src, interval
+	return p
 }
 
 // Ping reports whether ECI answers; virtual-kubelet calls it periodically.
@@ -159,38 +195,71 @@ func (p *Provider) NotifyNodeStatus(ctx context.Context, cb func(*corev1.Node)) 
 func (p *Provider) run(ctx context.Context) {
 	t := time.NewTicker(p.interval)
 	defer t.Stop()
+	var tunnelTick <-chan time.Time
+	if p.tunnel != nil {
+		tt := time.NewTicker(p.tunnelInterval)
+		defer tt.Stop()
+		tunnelTick = tt.C
+	}
+	p.checkECI(ctx)
 	for {
-		p.checkOnce(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			p.checkECI(ctx)
+		case <-tunnelTick:
+			p.update()
 		}
 	}
 }
 
-func (p *Provider) checkOnce(ctx context.Context) {
+// checkECI calls ECI and updates the condition.
+func (p *Provider) checkECI(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, p.interval)
 	err := p.checker.Check(cctx)
 	cancel()
 	if ctx.Err() != nil {
 		return
 	}
-	ready := err == nil
 	p.mu.Lock()
-	if p.ready != nil && *p.ready == ready {
+	p.eciErr = err
+	p.mu.Unlock()
+	p.update()
+}
+
+// update recomputes Ready from the last ECI answer and the tunnel, and
+// notifies if it changed. ECI comes first: without it nothing works.
+func (p *Provider) update() {
+	p.mu.Lock()
+	err := p.eciErr
+	st := readiness{ready: true, reason: ReasonReady}
+	msg := "ECI API reachable; vnode is posting ready status"
+	switch {
+	case err != nil:
+		st = readiness{ready: false, reason: ReasonNotReady}
+		msg = fmt.Sprintf("ECI API unreachable, new pods cannot start: %v", err)
+	case p.tunnel != nil && !p.tunnel.Connected():
+		st = readiness{ready: false, reason: ReasonTunnelDown}
+		msg = "no session to any edge tunnel server: the cluster cannot reach this node's kubelet API (logs, exec, metrics)"
+	case p.tunnel != nil:
+		msg = "ECI API reachable and edge tunnel connected; vnode is posting ready status"
+	}
+	if p.state != nil && *p.state == st {
 		p.mu.Unlock()
 		return
 	}
-	p.ready = &ready
-	reason, msg := ReasonReady, "ECI API reachable; vnode is posting ready status"
-	if !ready {
-		reason, msg = ReasonNotReady, fmt.Sprintf("ECI API unreachable, new pods cannot start: %v", err)
-		p.log.WithError(err).Warn("ECI unreachable; marking the node not ready")
-	} else {
-		p.log.Info("ECI reachable; marking the node ready")
+	p.state = &st
+	log := p.log.WithField("reason", st.reason)
+	switch {
+	case st.ready:
+		log.Info("marking the node ready")
+	case err != nil:
+		log.WithError(err).Warn("ECI unreachable; marking the node not ready")
+	default:
+		log.Warn("no edge tunnel session; marking the node not ready")
 	}
-	p.node.Status.Conditions = conditions(ready, reason, msg, time.Now())
+	p.node.Status.Conditions = conditions(st.ready, st.reason, msg, time.Now())
 	n := p.node.DeepCopy()
 	cb := p.notify
 	p.mu.Unlock()

@@ -56,6 +56,9 @@ func NewKeyPair(certFile, keyFile string) (*KeyPair, error) {
 func (k *KeyPair) Get() (*tls.Certificate, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.CertFile == "" && k.cert != nil { // in memory (SelfSignedPair)
+		return k.cert, nil
+	}
 	cs, cerr := stampOf(k.CertFile)
 	ks, kerr := stampOf(k.KeyFile)
 	if k.cert != nil && (cerr != nil || kerr != nil || (cs == k.cs && ks == k.ks)) {

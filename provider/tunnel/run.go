@@ -25,8 +25,12 @@ type ServerRunOptions struct {
 
 	// AgentListener takes agent sessions. ProxyListener (TLS is added)
 	// and UnixListener take CONNECT requests; at least one is needed.
-	// MetaListener, if set, serves /metrics, /healthz and /readyz.
+	// MetaListener, if set, serves /metrics, /healthz and /readyz over
+	// TLS with the agent-facing certificate; /metrics only to a client
+	// certificate from MetricsCAFile or a bearer token allowed "get" on
+	// /metrics (TokenReview and SubjectAccessReview).
 	AgentListener, ProxyListener, UnixListener, MetaListener net.Listener
+	MetricsCAFile                                            string
 
 	AgentCertFile, AgentKeyFile, AgentCAFile string
 	ProxyCertFile, ProxyKeyFile, ProxyCAFile string
@@ -121,9 +125,16 @@ func RunServer(ctx context.Context, o ServerRunOptions) error {
 	}
 	var meta *http.Server
 	if o.MetaListener != nil {
-		meta = &http.Server{Handler: metaHandler(reg, ready), ReadHeaderTimeout: 10 * time.Second}
+		auth := &MetricsAuth{Client: client, Log: log.WithField("component", "metrics-auth")}
+		if o.MetricsCAFile != "" {
+			if auth.CA, err = NewCABundle(o.MetricsCAFile); err != nil {
+				return fmt.Errorf("metrics CA: %w", err)
+			}
+		}
+		meta = &http.Server{Handler: metaHandler(reg, ready, auth), ReadHeaderTimeout: 10 * time.Second,
+			TLSConfig: MetaTLSConfig(cfg.AgentCert, auth)}
 		serve("meta listener", func() error {
-			if err := meta.Serve(o.MetaListener); !errors.Is(err, http.ErrServerClosed) {
+			if err := meta.ServeTLS(o.MetaListener, "", ""); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil
@@ -158,11 +169,12 @@ func RunServer(ctx context.Context, o ServerRunOptions) error {
 	return runErr
 }
 
-// metaHandler serves /metrics, /healthz (the process runs) and /readyz
-// (it serves and its caches are synced).
-func metaHandler(reg *prometheus.Registry, ready func() bool) http.Handler {
+// metaHandler serves /metrics to callers auth admits, and /healthz (the
+// process runs) and /readyz (it serves and its caches are synced) to
+// anyone: probes carry no credentials.
+func metaHandler(reg *prometheus.Registry, ready func() bool, auth *MetricsAuth) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", auth.Wrap(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready() {
@@ -174,8 +186,9 @@ func metaHandler(reg *prometheus.Registry, ready func() bool) http.Handler {
 	return mux
 }
 
-// AgentMetaHandler serves an agent's /metrics, /healthz and /readyz (ready:
-// at least one server session).
-func AgentMetaHandler(reg *prometheus.Registry, a *Agent) http.Handler {
-	return metaHandler(reg, a.Connected)
+// AgentMetaHandler serves an agent's /metrics (to callers auth admits),
+// /healthz and /readyz (ready: at least one server session). Serve it
+// over TLS (MetaTLSConfig) for client certificates to count.
+func AgentMetaHandler(reg *prometheus.Registry, a *Agent, auth *MetricsAuth) http.Handler {
+	return metaHandler(reg, a.Connected, auth)
 }

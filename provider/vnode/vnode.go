@@ -31,6 +31,7 @@ import (
 	"github.com/vnode-project/vnode/provider/kubeletapi"
 	vnnode "github.com/vnode-project/vnode/provider/node"
 	"github.com/vnode-project/vnode/provider/translate"
+	"github.com/vnode-project/vnode/provider/tunnel"
 )
 
 // Options are everything one virtual node needs.
@@ -56,6 +57,9 @@ type Options struct {
 	Log                             *logrus.Entry
 	// Ready, if set, is closed once the node is registered and serving.
 	Ready chan<- struct{}
+	// Tunnel, if set, runs the edge tunnel agent in-process, and the
+	// node's Ready condition follows its sessions.
+	Tunnel *TunnelOptions
 }
 
 // Run runs the virtual node until ctx ends.
@@ -73,6 +77,13 @@ func Run(ctx context.Context, o Options) error {
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events(corev1.NamespaceAll)})
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: path.Join(o.NodeName, "vnode")})
+
+	var agent *tunnel.Agent
+	if o.Tunnel != nil {
+		if agent, err = newTunnelAgent(o.Tunnel, o.NodeName, log); err != nil {
+			return err
+		}
+	}
 
 	var prov *provider.Provider
 	var nodeProvider *vnnode.Provider
@@ -95,6 +106,9 @@ func Run(ctx context.Context, o Options) error {
 			}, o.Cloud, kube, src, recorder)
 			prov.SetPodLister(pc.Pods)
 			nodeProvider = vnnode.NewProvider(pc.Node, o.Checker, 0, log)
+			if agent != nil {
+				nodeProvider.WithTunnel(agent, o.Tunnel.CheckInterval)
+			}
 			return prov, nodeProvider, nil
 		},
 		nodeutil.WithClient(kube),
@@ -131,6 +145,13 @@ func Run(ctx context.Context, o Options) error {
 	}()
 	defer srv.Close()
 
+	if agent != nil {
+		actx, stopAgent := context.WithCancel(ctx)
+		agentDone := make(chan struct{})
+		go func() { defer close(agentDone); _ = agent.Run(actx) }()
+		// The agent drains its streams before Run returns.
+		defer func() { stopAgent(); <-agentDone }()
+	}
 	go prov.Run(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- n.Run(ctx) }()

@@ -1,0 +1,40 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"k8s.io/client-go/rest"
+
+	"github.com/vnode-project/vnode/provider/config"
+)
+
+func TestTunnelOptions(t *testing.T) {
+	dir := t.TempDir()
+	cc := &config.Context{Kubeconfig: filepath.Join(dir, "kubeconfig")}
+	files := &rest.Config{TLSClientConfig: rest.TLSClientConfig{CertFile: "/pki/node.crt", KeyFile: "/pki/node.key"}}
+
+	if got, err := tunnelOptions(options{}, cc, files); err != nil || got != nil {
+		t.Fatalf("without --tunnel-server: %+v %v, want no tunnel", got, err)
+	}
+	if _, err := tunnelOptions(options{tunnelCA: "/ca.crt"}, cc, files); err == nil {
+		t.Fatal("--tunnel-ca without --tunnel-server accepted")
+	}
+	if _, err := tunnelOptions(options{tunnelServer: "tunnel:10262"}, cc, files); err == nil || !strings.Contains(err.Error(), "--tunnel-ca") {
+		t.Fatalf("--tunnel-server without --tunnel-ca: %v", err)
+	}
+	got, err := tunnelOptions(options{tunnelServer: "tunnel:10262", tunnelCA: "/ca.crt"}, cc, files)
+	if err != nil || got.CertFile != "/pki/node.crt" || got.KeyFile != "/pki/node.key" || got.Server != "tunnel:10262" || got.CAFile != "/ca.crt" {
+		t.Fatalf("with a kubeconfig's certificate files: %+v %v", got, err)
+	}
+	// TLS bootstrap: the rotating pair in the certificate directory.
+	got, err = tunnelOptions(options{tunnelServer: "tunnel:10262", tunnelCA: "/ca.crt", bootstrapKubeconfig: "/boot"}, cc, &rest.Config{})
+	if err != nil || got.CertFile != filepath.Join(dir, "pki", "vnode-client-current.pem") || got.KeyFile != "" {
+		t.Fatalf("with TLS bootstrap: %+v %v", got, err)
+	}
+	// A token-only kubeconfig has no certificate to name the node.
+	if _, err := tunnelOptions(options{tunnelServer: "tunnel:10262", tunnelCA: "/ca.crt"}, cc, &rest.Config{BearerToken: "x"}); err == nil {
+		t.Fatal("a kubeconfig without certificate files accepted")
+	}
+}
