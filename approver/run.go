@@ -82,7 +82,10 @@ func Run(ctx context.Context, cfg Config) error {
 	opts.Registry = reg
 	opts.Log = log
 
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	// Not shut down with ctx: releasing the Lease after ctx ends records a
+	// "stopped leading" event, which a stopped broadcaster refuses with an
+	// error. The deferred Shutdown runs after the release.
+	broadcaster := record.NewBroadcaster(record.WithContext(context.WithoutCancel(ctx)))
 	defer broadcaster.Shutdown()
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	opts.Recorder = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: Component})
