@@ -84,7 +84,7 @@ func NewController(client kubernetes.Interface, csrs certinformers.CertificateSi
 		synced: []cache.InformerSynced{csrs.Informer().HasSynced, tokens.Informer().HasSynced, nodes.HasSynced},
 		facts: Facts{
 			Access:  SARReviewer{Client: client},
-			Secrets: SecretLister{Lister: tokens.Lister()},
+			Secrets: SecretLister{Lister: tokens.Lister(), Client: client},
 			Nodes:   NodeIndexer{Store: nodes.GetStore()},
 		},
 		queue:   newQueue(),

@@ -3,11 +3,14 @@ package approver
 import (
 	"context"
 	"fmt"
+	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -44,14 +47,37 @@ func (r SARReviewer) CanCreate(ctx context.Context, user UserInfo, subresource s
 	return out.Status.Allowed, nil
 }
 
-// SecretLister answers SecretGetter from a Secret lister.
+// SecretLister answers SecretGetter from a Secret lister and, for a Secret
+// the cache has not seen, from the API server: a token used the moment it
+// was made can reach the approver before its Secret reaches the cache, and
+// a denial is final.
 type SecretLister struct {
 	Lister corelisters.SecretLister
+	// Client, if set, confirms a cache miss. It lists by name (the
+	// approver may list bootstrap-token Secrets, not get them).
+	Client kubernetes.Interface
 }
 
 // GetSecret implements SecretGetter.
 func (l SecretLister) GetSecret(namespace, name string) (*corev1.Secret, error) {
-	return l.Lister.Secrets(namespace).Get(name)
+	s, err := l.Lister.Secrets(namespace).Get(name)
+	if !apierrors.IsNotFound(err) || l.Client == nil {
+		return s, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	list, lerr := l.Client.CoreV1().Secrets(namespace).List(ctx, metav1.ListOptions{
+		FieldSelector: fields.AndSelectors(fields.OneTermEqualSelector("metadata.name", name),
+			fields.OneTermEqualSelector("type", string(corev1.SecretTypeBootstrapToken))).String()})
+	if lerr != nil {
+		return nil, fmt.Errorf("confirming that secret %s/%s does not exist: %w", namespace, name, lerr)
+	}
+	for i := range list.Items {
+		if list.Items[i].Name == name {
+			return &list.Items[i], nil
+		}
+	}
+	return nil, err
 }
 
 // NodeIndexer answers NodeGetter from an informer's store of Nodes, full

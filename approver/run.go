@@ -87,7 +87,13 @@ func Run(ctx context.Context, cfg Config) error {
 	// error. The deferred Shutdown runs after the release.
 	broadcaster := record.NewBroadcaster(record.WithContext(context.WithoutCancel(ctx)))
 	defer broadcaster.Shutdown()
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	// Events get a client of their own: with the approvals' client, one
+	// event per decision would halve the approval rate.
+	eventClient, err := kubernetes.NewForConfig(rest.CopyConfig(restCfg))
+	if err != nil {
+		return fmt.Errorf("creating the events client: %w", err)
+	}
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: eventClient.CoreV1().Events("")})
 	opts.Recorder = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: Component})
 
 	csrFactory := informers.NewSharedInformerFactoryWithOptions(client, cfg.Resync, informers.WithTweakListOptions(ListOptions))
