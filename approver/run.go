@@ -3,6 +3,7 @@ package approver
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -28,6 +29,8 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
+
+	"github.com/vnode-project/vnode/provider/certs"
 )
 
 // Component is the name in events, the Lease and the user agent.
@@ -50,11 +53,16 @@ type Config struct {
 	RenewDeadline time.Duration
 	RetryPeriod   time.Duration
 
-	// MetricsListener serves /metrics (unauthenticated: keep it on
-	// loopback); HealthListener serves /healthz and /readyz (open, for
-	// probes). Either may be nil to serve nothing.
+	// MetricsListener serves /metrics over TLS to callers with a client
+	// certificate from MetricsClientCA or a bearer token allowed to get
+	// /metrics (TokenReview + SubjectAccessReview); HealthListener serves
+	// /healthz and /readyz (open, for probes). Either may be nil.
 	MetricsListener net.Listener
 	HealthListener  net.Listener
+	// MetricsCert serves /metrics; nil: a self-signed certificate.
+	MetricsCert *certs.KeyPair
+	// MetricsClientCA, if set, admits client certificates it signed.
+	MetricsClientCA *certs.CABundle
 
 	Log logrus.FieldLogger
 }
@@ -122,7 +130,12 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return nil
 	}
-	servers := serve(ctx, log, cfg.HealthListener, healthMux(healthz, ready), cfg.MetricsListener, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	metricsTLS, metricsAuth, err := secureMetrics(cfg, client, log)
+	if err != nil {
+		return err
+	}
+	servers := serve(ctx, log, cfg.HealthListener, healthMux(healthz, ready), cfg.MetricsListener,
+		metricsAuth.Wrap(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})), metricsTLS)
 	defer servers()
 
 	runController := func(ctx context.Context) error {
@@ -215,7 +228,7 @@ func healthMux(healthz *leaderelection.HealthzAdaptor, ready func() error) http.
 
 // serve starts the HTTP servers on their listeners; the returned function
 // stops them.
-func serve(ctx context.Context, log logrus.FieldLogger, healthL net.Listener, health http.Handler, metricsL net.Listener, metrics http.Handler) func() {
+func serve(ctx context.Context, log logrus.FieldLogger, healthL net.Listener, health http.Handler, metricsL net.Listener, metrics http.Handler, metricsTLS *tls.Config) func() {
 	var servers []*http.Server
 	start := func(l net.Listener, h http.Handler, what string) {
 		if l == nil {
@@ -230,7 +243,14 @@ func serve(ctx context.Context, log logrus.FieldLogger, healthL net.Listener, he
 		s := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		servers = append(servers, s)
 		go func() {
-			if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			var err error
+			if what == "metrics" {
+				s.TLSConfig = metricsTLS
+				err = s.ServeTLS(l, "", "")
+			} else {
+				err = s.Serve(l)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.WithError(err).WithField("server", what).Error("HTTP server ended")
 			}
 		}()
@@ -245,6 +265,20 @@ func serve(ctx context.Context, log logrus.FieldLogger, healthL net.Listener, he
 			_ = s.Shutdown(sctx)
 		}
 	}
+}
+
+// secureMetrics is the TLS configuration and guard of /metrics: the
+// metrics name every requestor and node that asked for a certificate.
+func secureMetrics(cfg Config, client kubernetes.Interface, log logrus.FieldLogger) (*tls.Config, *certs.MetricsAuth, error) {
+	pair := cfg.MetricsCert
+	if pair == nil {
+		var err error
+		if pair, err = certs.SelfSignedPair(Component); err != nil {
+			return nil, nil, fmt.Errorf("making the metrics serving certificate: %w", err)
+		}
+	}
+	auth := &certs.MetricsAuth{CA: cfg.MetricsClientCA, Client: client, Log: log.WithField("component", "metrics-auth")}
+	return certs.MetaTLSConfig(pair, auth), auth, nil
 }
 
 func identity() (string, error) {

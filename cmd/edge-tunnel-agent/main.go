@@ -18,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
+	"github.com/vnode-project/vnode/provider/certs"
 	"github.com/vnode-project/vnode/provider/tunnel"
 )
 
@@ -85,11 +86,11 @@ func run(parent context.Context, o options) error {
 	if o.server == "" {
 		return errors.New("--server is required")
 	}
-	cert, err := tunnel.NewKeyPair(o.cert, o.key)
+	cert, err := certs.NewKeyPair(o.cert, o.key)
 	if err != nil {
 		return err
 	}
-	ca, err := tunnel.NewCABundle(o.ca)
+	ca, err := certs.NewCABundle(o.ca)
 	if err != nil {
 		return err
 	}
@@ -105,23 +106,23 @@ func run(parent context.Context, o options) error {
 		if err != nil {
 			return fmt.Errorf("--meta-addr: %w", err)
 		}
-		auth := &tunnel.MetricsAuth{Log: logrus.NewEntry(logger).WithField("component", "metrics-auth")}
+		auth := &certs.MetricsAuth{Log: logrus.NewEntry(logger).WithField("component", "metrics-auth")}
 		if o.metricsCA != "" {
-			if auth.CA, err = tunnel.NewCABundle(o.metricsCA); err != nil {
+			if auth.CA, err = certs.NewCABundle(o.metricsCA); err != nil {
 				return fmt.Errorf("--metrics-ca: %w", err)
 			}
 		}
-		var pair *tunnel.KeyPair
+		var pair *certs.KeyPair
 		if o.metaCert != "" {
-			pair, err = tunnel.NewKeyPair(o.metaCert, o.metaKey)
+			pair, err = certs.NewKeyPair(o.metaCert, o.metaKey)
 		} else {
-			pair, err = tunnel.SelfSignedPair("edge-tunnel-agent")
+			pair, err = certs.SelfSignedPair("edge-tunnel-agent")
 		}
 		if err != nil {
 			return fmt.Errorf("meta serving certificate: %w", err)
 		}
 		meta := &http.Server{Handler: tunnel.AgentMetaHandler(reg, a, auth), ReadHeaderTimeout: 10 * time.Second,
-			TLSConfig: tunnel.MetaTLSConfig(pair, auth)}
+			TLSConfig: certs.MetaTLSConfig(pair, auth)}
 		go func() { _ = meta.ServeTLS(l, "", "") }()
 		defer meta.Close()
 	}

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vnode-project/vnode/approver"
+	"github.com/vnode-project/vnode/provider/certs"
 )
 
 func main() {
@@ -29,24 +30,27 @@ func main() {
 }
 
 type options struct {
-	kubeconfig     string
-	kubeAPIQPS     float32
-	kubeAPIBurst   int
-	workers        int
-	maxExpiration  time.Duration
-	bootstrapGroup string
-	deny           bool
-	dryRun         bool
-	resync         time.Duration
-	leaderElect    bool
-	leaseNamespace string
-	leaseName      string
-	leaseDuration  time.Duration
-	renewDeadline  time.Duration
-	retryPeriod    time.Duration
-	metricsAddr    string
-	healthAddr     string
-	logLevel       string
+	kubeconfig      string
+	kubeAPIQPS      float32
+	kubeAPIBurst    int
+	workers         int
+	maxExpiration   time.Duration
+	bootstrapGroup  string
+	deny            bool
+	dryRun          bool
+	resync          time.Duration
+	leaderElect     bool
+	leaseNamespace  string
+	leaseName       string
+	leaseDuration   time.Duration
+	renewDeadline   time.Duration
+	retryPeriod     time.Duration
+	metricsAddr     string
+	healthAddr      string
+	metricsCert     string
+	metricsKey      string
+	metricsClientCA string
+	logLevel        string
 }
 
 func newCommand() *cobra.Command {
@@ -84,7 +88,10 @@ are ignored.`,
 	f.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "Lease duration")
 	f.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader retries renewing before giving up")
 	f.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "how often candidates try to acquire or renew")
-	f.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:8080", "address of /metrics (unauthenticated: keep it on loopback; empty disables)")
+	f.StringVar(&o.metricsAddr, "metrics-addr", ":8443", "address of /metrics over HTTPS, for a client certificate from --metrics-client-ca or a bearer token allowed to get /metrics (empty disables)")
+	f.StringVar(&o.metricsCert, "metrics-cert", "", "serving certificate of /metrics, reloaded when it changes (default: self-signed)")
+	f.StringVar(&o.metricsKey, "metrics-key", "", "its key (default: in the certificate file)")
+	f.StringVar(&o.metricsClientCA, "metrics-client-ca", "", "CA bundle of scrapers' client certificates (optional)")
 	f.StringVar(&o.healthAddr, "health-addr", "127.0.0.1:8081", "address of /healthz and /readyz (open; empty disables)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
@@ -120,6 +127,18 @@ func run(parent context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	var metricsCert *certs.KeyPair
+	if o.metricsCert != "" {
+		if metricsCert, err = certs.NewKeyPair(o.metricsCert, o.metricsKey); err != nil {
+			return fmt.Errorf("--metrics-cert: %w", err)
+		}
+	}
+	var metricsCA *certs.CABundle
+	if o.metricsClientCA != "" {
+		if metricsCA, err = certs.NewCABundle(o.metricsClientCA); err != nil {
+			return fmt.Errorf("--metrics-client-ca: %w", err)
+		}
+	}
 	return approver.Run(ctx, approver.Config{
 		REST: restCfg,
 		Options: approver.Options{
@@ -136,6 +155,8 @@ func run(parent context.Context, o options) error {
 		RenewDeadline:   o.renewDeadline,
 		RetryPeriod:     o.retryPeriod,
 		MetricsListener: metricsL,
+		MetricsCert:     metricsCert,
+		MetricsClientCA: metricsCA,
 		HealthListener:  healthL,
 		Log:             logrus.NewEntry(logger),
 	})

@@ -29,6 +29,7 @@ func TestApprover(t *testing.T) {
 	}{
 		{"RBACLeastPrivilege", testRBAC},
 		{"RBACExactRules", testRulesExact},
+		{"MetricsNeedAuthentication", testMetricsAuth},
 		{"Adversarial", testAdversarial},
 		{"FreshTokens", testFreshTokens},
 		{"BootstrapAndRenewal", testBootstrap},

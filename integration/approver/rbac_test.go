@@ -44,6 +44,7 @@ func testRBAC(ctx context.Context, t *testing.T, e *env) {
 		{"update CSR approval", csrs("update", "approval"), true},
 		{"approve for kube-apiserver-client", signer("approve", certificatesv1.KubeAPIServerClientSignerName), true},
 		{"create SubjectAccessReviews", authorizationv1.ResourceAttributes{Group: "authorization.k8s.io", Resource: "subjectaccessreviews", Verb: "create"}, true},
+		{"create TokenReviews", authorizationv1.ResourceAttributes{Group: "authentication.k8s.io", Resource: "tokenreviews", Verb: "create"}, true},
 		{"list nodes", core("list", "nodes", ""), true},
 		{"watch nodes", core("watch", "nodes", ""), true},
 		{"list secrets in kube-system", core("list", "secrets", "kube-system"), true},
@@ -102,6 +103,7 @@ func testRulesExact(ctx context.Context, t *testing.T, e *env) {
 		"update certificates.k8s.io/certificatesigningrequests/approval",
 		"approve certificates.k8s.io/signers/kubernetes.io/kube-apiserver-client",
 		"create authorization.k8s.io/subjectaccessreviews",
+		"create authentication.k8s.io/tokenreviews",
 		"list nodes", "watch nodes",
 	}
 	events := []string{"create events", "patch events", "update events"}

@@ -20,6 +20,7 @@ import (
 	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/integration/eciemulator"
 	"github.com/vnode-project/vnode/integration/netns"
+	"github.com/vnode-project/vnode/provider/certs"
 	"github.com/vnode-project/vnode/provider/eci"
 	vnnode "github.com/vnode-project/vnode/provider/node"
 	"github.com/vnode-project/vnode/provider/translate"
@@ -251,13 +252,13 @@ func (e *env) resolveReplicas(context.Context, string) ([]string, error) {
 }
 
 // nodeCert is the node's cluster client certificate, system:vnode:<node>.
-func (e *env) nodeCert(t *testing.T, node string) *tun.KeyPair {
+func (e *env) nodeCert(t *testing.T, node string) *certs.KeyPair {
 	t.Helper()
 	cert, err := e.cp.PKI.ClientCert("agent-"+node, "system:vnode:"+node, "system:vnodes")
 	if err != nil {
 		t.Fatal(err)
 	}
-	pair, err := tun.NewKeyPair(cert.CertPath, cert.KeyPath)
+	pair, err := certs.NewKeyPair(cert.CertPath, cert.KeyPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +290,7 @@ func (r *agentRun) start() {
 	t, e := r.t, r.e
 	t.Helper()
 	// The server's certificate is from the tunnel CA.
-	ca, err := tun.NewCABundle(e.tca.CACertPath)
+	ca, err := certs.NewCABundle(e.tca.CACertPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 	"github.com/sirupsen/logrus"
+	"github.com/vnode-project/vnode/provider/certs"
 )
 
 // DialFunc dials like net.Dialer.DialContext.
@@ -29,8 +30,8 @@ type AgentConfig struct {
 	// ServerName is the name the servers' certificate must carry
 	// (default: Server's host).
 	ServerName string
-	Cert       *KeyPair  // the agent's client certificate (names its node)
-	CA         *CABundle // verifies the servers
+	Cert       *certs.KeyPair  // the agent's client certificate (names its node)
+	CA         *certs.CABundle // verifies the servers
 
 	// Addresses the agent may dial besides loopback: its node's own
 	// addresses. Default: this host's interface addresses at dial time. An

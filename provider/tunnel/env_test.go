@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sirupsen/logrus"
+	"github.com/vnode-project/vnode/provider/certs"
 )
 
 // env is a server with its agent and proxy listeners on loopback, and the
@@ -101,7 +102,7 @@ func (e *env) restart() {
 type agentOpt func(*AgentConfig)
 
 // startAgent runs an agent with cert until the test ends.
-func (e *env) startAgent(cert *KeyPair, opts ...agentOpt) (*Agent, context.CancelFunc) {
+func (e *env) startAgent(cert *certs.KeyPair, opts ...agentOpt) (*Agent, context.CancelFunc) {
 	t := e.t
 	cfg := AgentConfig{Server: e.agentAddr, ServerName: "tunnel.test", Cert: cert, CA: e.ca.bundle(t),
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, DialTimeout: 2 * time.Second,

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vnode-project/vnode/provider/certs"
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -45,7 +46,7 @@ func fakeReviews(t *testing.T) *fake.Clientset {
 }
 
 // serveMeta serves the meta endpoints with auth on loopback over TLS.
-func serveMeta(t *testing.T, ca *testCA, auth *MetricsAuth) string {
+func serveMeta(t *testing.T, ca *testCA, auth *certs.MetricsAuth) string {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	NewMetrics(reg).Stalls.Inc()
@@ -54,14 +55,14 @@ func serveMeta(t *testing.T, ca *testCA, auth *MetricsAuth) string {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: metaHandler(reg, func() bool { return true }, auth), ReadHeaderTimeout: 5 * time.Second,
-		TLSConfig: MetaTLSConfig(ca.pair(t, "tunnel.test"), auth)}
+		TLSConfig: certs.MetaTLSConfig(ca.pair(t, "tunnel.test"), auth)}
 	go func() { _ = srv.ServeTLS(l, "", "") }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return "https://" + l.Addr().String()
 }
 
 // get fetches path with an optional client certificate and bearer token.
-func get(t *testing.T, ca *testCA, base, path string, cert *KeyPair, token string) (int, string, error) {
+func get(t *testing.T, ca *testCA, base, path string, cert *certs.KeyPair, token string) (int, string, error) {
 	t.Helper()
 	pool, _ := ca.bundle(t).Pool()
 	cfg := &tls.Config{RootCAs: pool, ServerName: "tunnel.test"}
@@ -86,10 +87,10 @@ func get(t *testing.T, ca *testCA, base, path string, cert *KeyPair, token strin
 
 func TestMetricsNeedAuthentication(t *testing.T) {
 	ca, other := newTestCA(t, "metrics"), newTestCA(t, "other")
-	base := serveMeta(t, ca, &MetricsAuth{CA: ca.bundle(t), Client: fakeReviews(t), Log: testLog(t)})
+	base := serveMeta(t, ca, &certs.MetricsAuth{CA: ca.bundle(t), Client: fakeReviews(t), Log: testLog(t)})
 	for _, tc := range []struct {
 		name, path, token string
-		cert              *KeyPair
+		cert              *certs.KeyPair
 		want              int
 	}{
 		{"healthz is open", "/healthz", "", nil, http.StatusOK},
@@ -125,14 +126,14 @@ func TestMetricsNeedAuthentication(t *testing.T) {
 // configured nobody reads /metrics.
 func TestAgentMetricsWithoutAPIClient(t *testing.T) {
 	ca := newTestCA(t, "metrics")
-	base := serveMeta(t, ca, &MetricsAuth{Log: testLog(t)})
+	base := serveMeta(t, ca, &certs.MetricsAuth{Log: testLog(t)})
 	if code, _, err := get(t, ca, base, "/metrics", nil, "prom-token"); err != nil || code != http.StatusUnauthorized {
 		t.Fatalf("bearer token on an agent: %d %v, want 401", code, err)
 	}
 	if code, _, err := get(t, ca, base, "/healthz", nil, ""); err != nil || code != http.StatusOK {
 		t.Fatalf("healthz: %d %v", code, err)
 	}
-	base = serveMeta(t, ca, &MetricsAuth{CA: ca.bundle(t), Log: testLog(t)})
+	base = serveMeta(t, ca, &certs.MetricsAuth{CA: ca.bundle(t), Log: testLog(t)})
 	if code, _, err := get(t, ca, base, "/metrics", ca.pair(t, "prometheus"), ""); err != nil || code != http.StatusOK {
 		t.Fatalf("client certificate on an agent: %d %v, want 200", code, err)
 	}

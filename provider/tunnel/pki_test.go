@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/vnode-project/vnode/provider/certs"
 )
 
 // testCA issues certificates into a test's temporary directory.
@@ -88,19 +90,19 @@ func sanitizeName(s string) string {
 	return string(b)
 }
 
-func (ca *testCA) pair(t testing.TB, cn string, orgs ...string) *KeyPair {
+func (ca *testCA) pair(t testing.TB, cn string, orgs ...string) *certs.KeyPair {
 	t.Helper()
 	c, k := ca.issue(t, cn, orgs, []string{"tunnel.test"}, []net.IP{net.ParseIP("127.0.0.1")})
-	p, err := NewKeyPair(c, k)
+	p, err := certs.NewKeyPair(c, k)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p
 }
 
-func (ca *testCA) bundle(t testing.TB) *CABundle {
+func (ca *testCA) bundle(t testing.TB) *certs.CABundle {
 	t.Helper()
-	b, err := NewCABundle(ca.CAFile)
+	b, err := certs.NewCABundle(ca.CAFile)
 	if err != nil {
 		t.Fatal(err)
 	}

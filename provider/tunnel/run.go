@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
+	"github.com/vnode-project/vnode/provider/certs"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
@@ -70,18 +71,18 @@ func RunServer(ctx context.Context, o ServerRunOptions) error {
 
 	cfg := ServerConfig{Ports: NewPortPolicy(DefaultPorts()), ProxyClientNames: o.ProxyClientNames,
 		DialTimeout: o.DialTimeout, MaxPendingDials: o.MaxPendingDials, Log: log, Metrics: metrics}
-	if cfg.AgentCert, err = NewKeyPair(o.AgentCertFile, o.AgentKeyFile); err != nil {
+	if cfg.AgentCert, err = certs.NewKeyPair(o.AgentCertFile, o.AgentKeyFile); err != nil {
 		return fmt.Errorf("agent-facing certificate: %w", err)
 	}
-	if cfg.AgentCA, err = NewCABundle(o.AgentCAFile); err != nil {
+	if cfg.AgentCA, err = certs.NewCABundle(o.AgentCAFile); err != nil {
 		return fmt.Errorf("agent CA: %w", err)
 	}
 	if o.ProxyListener != nil {
-		if cfg.ProxyCert, err = NewKeyPair(o.ProxyCertFile, o.ProxyKeyFile); err != nil {
+		if cfg.ProxyCert, err = certs.NewKeyPair(o.ProxyCertFile, o.ProxyKeyFile); err != nil {
 			return fmt.Errorf("proxy certificate: %w", err)
 		}
 		if o.ProxyCAFile != "" {
-			if cfg.ProxyCA, err = NewCABundle(o.ProxyCAFile); err != nil {
+			if cfg.ProxyCA, err = certs.NewCABundle(o.ProxyCAFile); err != nil {
 				return fmt.Errorf("requester CA: %w", err)
 			}
 		}
@@ -125,14 +126,14 @@ func RunServer(ctx context.Context, o ServerRunOptions) error {
 	}
 	var meta *http.Server
 	if o.MetaListener != nil {
-		auth := &MetricsAuth{Client: client, Log: log.WithField("component", "metrics-auth")}
+		auth := &certs.MetricsAuth{Client: client, Log: log.WithField("component", "metrics-auth")}
 		if o.MetricsCAFile != "" {
-			if auth.CA, err = NewCABundle(o.MetricsCAFile); err != nil {
+			if auth.CA, err = certs.NewCABundle(o.MetricsCAFile); err != nil {
 				return fmt.Errorf("metrics CA: %w", err)
 			}
 		}
 		meta = &http.Server{Handler: metaHandler(reg, ready, auth), ReadHeaderTimeout: 10 * time.Second,
-			TLSConfig: MetaTLSConfig(cfg.AgentCert, auth)}
+			TLSConfig: certs.MetaTLSConfig(cfg.AgentCert, auth)}
 		serve("meta listener", func() error {
 			if err := meta.ServeTLS(o.MetaListener, "", ""); !errors.Is(err, http.ErrServerClosed) {
 				return err
@@ -172,7 +173,7 @@ func RunServer(ctx context.Context, o ServerRunOptions) error {
 // metaHandler serves /metrics to callers auth admits, and /healthz (the
 // process runs) and /readyz (it serves and its caches are synced) to
 // anyone: probes carry no credentials.
-func metaHandler(reg *prometheus.Registry, ready func() bool, auth *MetricsAuth) http.Handler {
+func metaHandler(reg *prometheus.Registry, ready func() bool, auth *certs.MetricsAuth) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", auth.Wrap(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
@@ -188,7 +189,7 @@ func metaHandler(reg *prometheus.Registry, ready func() bool, auth *MetricsAuth)
 
 // AgentMetaHandler serves an agent's /metrics (to callers auth admits),
 // /healthz and /readyz (ready: at least one server session). Serve it
-// over TLS (MetaTLSConfig) for client certificates to count.
-func AgentMetaHandler(reg *prometheus.Registry, a *Agent, auth *MetricsAuth) http.Handler {
+// over TLS (certs.MetaTLSConfig) for client certificates to count.
+func AgentMetaHandler(reg *prometheus.Registry, a *Agent, auth *certs.MetricsAuth) http.Handler {
 	return metaHandler(reg, a.Connected, auth)
 }

@@ -13,21 +13,22 @@ import (
 
 	"github.com/hashicorp/yamux"
 	"github.com/sirupsen/logrus"
+	"github.com/vnode-project/vnode/provider/certs"
 )
 
 // ServerConfig configures a tunnel server replica.
 type ServerConfig struct {
 	// AgentCert is the certificate agents see; AgentCA verifies theirs.
-	AgentCert *KeyPair
-	AgentCA   *CABundle
+	AgentCert *certs.KeyPair
+	AgentCA   *certs.CABundle
 	// Identities an agent certificate may have (default DefaultIdentities).
 	Identities []Identity
 
 	// ProxyCert serves CONNECT requesters over TLS; ProxyCA verifies their
 	// client certificates (kube-apiserver's egress client certificate).
 	// Without ProxyCert only a unix socket may serve CONNECT.
-	ProxyCert *KeyPair
-	ProxyCA   *CABundle
+	ProxyCert *certs.KeyPair
+	ProxyCA   *certs.CABundle
 	// ProxyClientNames, if set, are the only certificate CNs allowed.
 	ProxyClientNames []string
 	// Tokens, if set, also admits requesters with a bearer token in

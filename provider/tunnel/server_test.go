@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vnode-project/vnode/provider/certs"
 )
 
 func loopNode(name string) StaticNodes {
@@ -172,7 +174,7 @@ func TestRequesterMustAuthenticate(t *testing.T) {
 	}
 }
 
-func mustCert(t testing.TB, p *KeyPair) tls.Certificate {
+func mustCert(t testing.TB, p *certs.KeyPair) tls.Certificate {
 	c, err := p.Get()
 	if err != nil {
 		t.Fatal(err)

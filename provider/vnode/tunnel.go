@@ -7,6 +7,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/vnode-project/vnode/provider/certs"
 	"github.com/vnode-project/vnode/provider/tunnel"
 )
 
@@ -46,11 +47,11 @@ type TunnelOptions struct {
 // this node: the servers route by the certificate, so any other would
 // leave this node unreachable while it reports Ready.
 func newTunnelAgent(o *TunnelOptions, nodeName string, log *logrus.Entry) (*tunnel.Agent, error) {
-	pair, err := tunnel.NewKeyPair(o.CertFile, o.KeyFile)
+	pair, err := certs.NewKeyPair(o.CertFile, o.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("tunnel client certificate: %w", err)
 	}
-	ca, err := tunnel.NewCABundle(o.CAFile)
+	ca, err := certs.NewCABundle(o.CAFile)
 	if err != nil {
 		return nil, fmt.Errorf("tunnel CA: %w", err)
 	}

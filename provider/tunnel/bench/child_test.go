@@ -14,6 +14,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/vnode-project/vnode/provider/certs"
 	"github.com/vnode-project/vnode/provider/tunnel"
 )
 
@@ -49,11 +50,11 @@ func runChild() error {
 		}
 		ports = append(ports, n)
 	}
-	serverPair, err := tunnel.NewKeyPair(env("SERVER_CERT"), env("SERVER_KEY"))
+	serverPair, err := certs.NewKeyPair(env("SERVER_CERT"), env("SERVER_KEY"))
 	if err != nil {
 		return err
 	}
-	ca, err := tunnel.NewCABundle(env("CA"))
+	ca, err := certs.NewCABundle(env("CA"))
 	if err != nil {
 		return err
 	}
@@ -74,7 +75,7 @@ func runChild() error {
 	go func() { _ = srv.ServeAgents(al) }()
 	go func() { _ = srv.ServeProxy(pl) }()
 	defer srv.Close()
-	agentPair, err := tunnel.NewKeyPair(env("AGENT_CERT"), env("AGENT_KEY"))
+	agentPair, err := certs.NewKeyPair(env("AGENT_CERT"), env("AGENT_KEY"))
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package tunnel
+package certs
 
 import (
 	"context"
