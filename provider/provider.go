@@ -110,7 +110,8 @@ type entry struct {
 	annotated    bool // the size/zone annotations were written
 	missed       int  // consecutive lists the instance was absent from
 	seenEvents   map[string]int32
-	claimsMarked []string // PVC names annotated with this instance
+	claimsMarked []string        // PVC names annotated with this instance
+	noted        map[string]bool // translation notes already sent as events
 }
 
 // New returns a provider. Call Recover before virtual-kubelet starts, then
@@ -293,14 +294,35 @@ func (p *Provider) create(ctx context.Context, e *entry) {
 	e.pending, e.creating = true, true
 	e.attempts++
 	p.mu.Unlock()
+	var notes [][2]string
 	defer func() {
 		p.mu.Lock()
 		e.creating = false
+		// Each once, not at every retry while a mandatory object is
+		// awaited; an attempt may stop before env (at a volume whose
+		// object is not there yet), so a later one may note more.
+		var fresh [][2]string
+		for _, n := range notes {
+			if k := n[0] + "\x00" + n[1]; !e.noted[k] {
+				if e.noted == nil {
+					e.noted = map[string]bool{}
+				}
+				e.noted[k] = true
+				fresh = append(fresh, n)
+			}
+		}
 		p.mu.Unlock()
+		// After creating is cleared, so whoever acts on the event finds
+		// the provider settled.
+		for _, n := range fresh {
+			p.event(pod, corev1.EventTypeWarning, n[0], n[1])
+		}
 	}()
 	log := p.log.WithFields(logrus.Fields{"namespace": pod.Namespace, "pod": pod.Name})
 
-	g, err := translate.Pod(ctx, pod, p.cfg.Node, p.src)
+	src := p.src
+	src.Note = func(reason, msg string) { notes = append(notes, [2]string{reason, msg}) }
+	g, err := translate.Pod(ctx, pod, p.cfg.Node, src)
 	if err != nil {
 		u, ok := translate.AsUnsupported(err)
 		// A referenced object may be about to appear (kube-root-ca.crt is
@@ -450,14 +472,16 @@ func (p *Provider) GetPodStatus(ctx context.Context, ns, name string) (*corev1.P
 }
 
 // GetPods implements node.PodLifecycleHandler: every pod with an instance or
-// a creation under way, including adopted ones (virtual-kubelet deletes
-// those whose API object is gone).
+// a creation call in flight, including adopted ones (virtual-kubelet deletes
+// those whose API object is gone). It also answers the kubelet API's
+// /runningpods/, so a pod that runs nothing (refused, or waiting between
+// attempts for a secret it needs) is not listed; it holds no instance.
 func (p *Provider) GetPods(context.Context) ([]*corev1.Pod, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make([]*corev1.Pod, 0, len(p.entries))
 	for _, e := range p.entries {
-		if !e.deleted {
+		if !e.deleted && (e.instanceID != "" || e.creating) {
 			out = append(out, e.pod.DeepCopy())
 		}
 	}

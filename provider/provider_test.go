@@ -513,3 +513,41 @@ func TestRecoveredPodIsReported(t *testing.T) {
 		t.Fatalf("adopted pod not reported Running: %+v", n)
 	}
 }
+
+// A pod waiting for a secret its env needs says so with virtual-kubelet's
+// reason, once however often it is retried, and runs nothing meanwhile, so
+// it is not among the running pods; a missing optional one is only noted.
+func TestMissingEnvObjectsAreNoted(t *testing.T) {
+	ctx := context.Background()
+	waiting := pod("needs-secret")
+	waiting.CreationTimestamp = metav1.Now()
+	waiting.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "PW", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+		LocalObjectReference: corev1.LocalObjectReference{Name: "later"}, Key: "pw"}}}}
+	yes := true
+	optional := pod("optional-cm")
+	optional.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "X", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+		LocalObjectReference: corev1.LocalObjectReference{Name: "gone"}, Key: "x", Optional: &yes}}}}
+	h := newHarness(t, waiting, optional)
+	_ = h.p.CreatePod(ctx, waiting)
+	_ = h.p.CreatePod(ctx, optional)
+	h.p.mu.Lock()
+	h.p.entries[waiting.UID].nextAttempt = time.Time{} // retry now
+	h.p.mu.Unlock()
+	if err := h.p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.p.mu.Lock()
+	attempts := h.p.entries[waiting.UID].attempts
+	h.p.mu.Unlock()
+	if attempts != 2 {
+		t.Fatalf("%d attempts, want a retry", attempts)
+	}
+	ev := h.events()
+	if strings.Count(ev, "MandatorySecretNotFound") != 1 || strings.Count(ev, "OptionalConfigMapNotFound") != 1 {
+		t.Errorf("events:\n%s", ev)
+	}
+	pods, _ := h.p.GetPods(ctx)
+	if len(pods) != 1 || pods[0].Name != "optional-cm" {
+		t.Errorf("running pods %v, want only optional-cm", pods)
+	}
+}

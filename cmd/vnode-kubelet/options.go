@@ -46,6 +46,7 @@ type options struct {
 	tunnelServer        string
 	tunnelServerName    string
 	tunnelCA            string
+	anonymousAuth       bool
 }
 
 func (o *options) addFlags(cmd *cobra.Command) {
@@ -69,6 +70,7 @@ func (o *options) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.tunnelServer, "tunnel-server", "", "host:port of the edge tunnel servers: run the tunnel agent in-process, authenticated by the node's own client certificate (system:vnode:<node>), and be Ready only while it holds a session")
 	f.StringVar(&o.tunnelServerName, "tunnel-server-name", "", "name in the tunnel servers' certificate (default: --tunnel-server's host)")
+	f.BoolVar(&o.anonymousAuth, "anonymous-auth", false, "admit kubelet API requests without credentials as system:anonymous, still authorised by SubjectAccessReview (needed for pods/<node-pod>/proxy)")
 	f.StringVar(&o.tunnelCA, "tunnel-ca", "", "CA bundle verifying the tunnel servers (required with --tunnel-server)")
 }
 
@@ -113,6 +115,7 @@ func run(parent context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	opts.AnonymousAuth = o.anonymousAuth
 	if opts.Tunnel, err = tunnelOptions(o, cc, kube); err != nil {
 		return err
 	}

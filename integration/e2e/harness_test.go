@@ -74,6 +74,12 @@ func (e *env) startNode(t *testing.T, name string) *node { return e.startNodeAt(
 // network namespace (the API server proxies only to non-loopback nodes).
 func (e *env) startNodeAt(t *testing.T, name string, host *netns.Host) *node {
 	t.Helper()
+	return e.startNodeWith(t, name, host, nil)
+}
+
+// startNodeWith is startNodeAt with tweak applied to the node's options.
+func (e *env) startNodeWith(t *testing.T, name string, host *netns.Host, tweak func(*vnode.Options)) *node {
+	t.Helper()
 	cfg, err := e.cp.UserConfig("system:vnode:"+name, "system:vnodes")
 	if err != nil {
 		t.Fatal(err)
@@ -102,20 +108,22 @@ func (e *env) startNodeAt(t *testing.T, name string, host *netns.Host) *node {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	n := &node{name: name, cancel: cancel, done: make(chan error, 1), client: client}
-	go func() {
-		n.done <- vnode.Run(ctx, vnode.Options{
-			NodeName: name,
-			Node: vnnode.Config{Name: name, Region: "cn-hangzhou", Zones: []string{"cn-hangzhou-a"}, InternalIP: nodeIP.String(),
-				KubeletPort: int32(l.Addr().(*net.TCPAddr).Port), KubeletVersion: "v1.35.4-vnode",
-				Capacity: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1000"), corev1.ResourceMemory: resource.MustParse("4Ti"), corev1.ResourcePods: resource.MustParse("1000")}},
-			Pods: translate.NodeSettings{ClusterName: "e2e", NodeName: name, VSwitchIDs: []string{"vsw-e2e"}, SecurityGroupID: "sg-e2e",
-				ClusterDNS: []string{"10.0.0.10"}, ClusterDomain: "cluster.local"},
-			Cloud: client, Checker: client, Kube: cfg, Listener: l,
-			ClientCAFile: e.cp.PKI.CACertPath, CertFile: serving.CertPath, KeyFile: serving.KeyPath,
-			Version: "e2e", SyncInterval: 500 * time.Millisecond, GCInterval: 2 * time.Second, LogPollInterval: 200 * time.Millisecond,
-			Log: logrus.NewEntry(logger), Ready: ready,
-		})
-	}()
+	opts := vnode.Options{
+		NodeName: name,
+		Node: vnnode.Config{Name: name, Region: "cn-hangzhou", Zones: []string{"cn-hangzhou-a"}, InternalIP: nodeIP.String(),
+			KubeletPort: int32(l.Addr().(*net.TCPAddr).Port), KubeletVersion: "v1.35.4-vnode",
+			Capacity: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1000"), corev1.ResourceMemory: resource.MustParse("4Ti"), corev1.ResourcePods: resource.MustParse("1000")}},
+		Pods: translate.NodeSettings{ClusterName: "e2e", NodeName: name, VSwitchIDs: []string{"vsw-e2e"}, SecurityGroupID: "sg-e2e",
+			ClusterDNS: []string{"10.0.0.10"}, ClusterDomain: "cluster.local"},
+		Cloud: client, Checker: client, Kube: cfg, Listener: l,
+		ClientCAFile: e.cp.PKI.CACertPath, CertFile: serving.CertPath, KeyFile: serving.KeyPath,
+		Version: "e2e", SyncInterval: 500 * time.Millisecond, GCInterval: 2 * time.Second, LogPollInterval: 200 * time.Millisecond,
+		Log: logrus.NewEntry(logger), Ready: ready,
+	}
+	if tweak != nil {
+		tweak(&opts)
+	}
+	go func() { n.done <- vnode.Run(ctx, opts) }()
 	select {
 	case <-ready:
 	case err := <-n.done:

@@ -55,7 +55,7 @@ func TestStatsThroughAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("metrics/resource: %v", err)
 	}
-	for _, want := range []string{`container_cpu_usage_seconds_total{container="spin",namespace="s",pod="busy"}`, "node_memory_working_set_bytes", "scrape_error 0"} {
+	for _, want := range []string{`container_cpu_usage_seconds_total{container="spin",pod="busy",namespace="s"}`, "node_memory_working_set_bytes", "scrape_error 0"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("metrics/resource lacks %s:\n%s", want, out)
 		}

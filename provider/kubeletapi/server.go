@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
+	"k8s.io/apiserver/pkg/apis/apiserver"
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/client-go/kubernetes"
 )
@@ -24,6 +25,13 @@ type ServerConfig struct {
 	// CertFile and KeyFile are the serving pair, reloaded when they change
 	// (a rotated kubelet-serving certificate takes effect without restart).
 	CertFile, KeyFile string
+	// Anonymous admits requests without credentials as system:anonymous
+	// (the kubelet's --anonymous-auth); they are still authorised by
+	// SubjectAccessReview, so they get only what RBAC grants that user.
+	// The API server's pods/proxy carries no identity, so a client that
+	// reaches the kubelet API through the pod running vnode (as
+	// virtual-kubelet's e2e suite does) needs it.
+	Anonymous bool
 }
 
 // Secure wraps routes with authentication and authorisation (/healthz
@@ -41,6 +49,9 @@ func Secure(cfg ServerConfig, routes http.Handler) (http.Handler, *tls.Config, f
 	}
 	auth, err := nodeutil.WebhookAuth(cfg.Client, cfg.NodeName, func(c *nodeutil.WebhookAuthConfig) error {
 		c.AuthnConfig.ClientCertificateCAContentProvider = ca
+		if cfg.Anonymous {
+			c.AuthnConfig.Anonymous = &apiserver.AnonymousAuthConfig{Enabled: true}
+		}
 		return nil
 	})
 	if err != nil {

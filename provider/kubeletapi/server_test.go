@@ -46,6 +46,7 @@ func TestSecureKubeletAPI(t *testing.T) {
 	}
 	routes := http.NewServeMux()
 	routes.HandleFunc("/pods", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "pods of "+node) })
+	routes.HandleFunc("/stats/summary", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "{}") })
 	h, tlsCfg, run, err := Secure(ServerConfig{
 		NodeName: node, Client: kubernetes.NewForConfigOrDie(vnodeCfg),
 		ClientCAFile: cp.PKI.CACertPath, CertFile: serving.CertPath, KeyFile: serving.KeyPath,
@@ -143,6 +144,54 @@ func TestSecureKubeletAPI(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := get(t, tc.path, tc.cert, tc.token); got != tc.want {
+				t.Fatalf("status %d, want %d", got, tc.want)
+			}
+		})
+	}
+
+	// With Anonymous, a caller without credentials is system:anonymous and
+	// gets what RBAC grants that user, nothing more; a bad certificate is
+	// still refused.
+	ah, atls, arun, err := Secure(ServerConfig{
+		NodeName: node, Client: kubernetes.NewForConfigOrDie(vnodeCfg),
+		ClientCAFile: cp.PKI.CACertPath, CertFile: serving.CertPath, KeyFile: serving.KeyPath, Anonymous: true,
+	}, routes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	arun(ctx)
+	al, err := tls.Listen("tcp", "127.0.0.1:0", atls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asrv := &http.Server{Handler: ah}
+	go asrv.Serve(al)
+	defer asrv.Close()
+	url = "https://" + al.Addr().String()
+	if _, err := cp.Client.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "anonymous-stats"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes/stats"}, ResourceNames: []string{node}, Verbs: []string{"get"}}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cp.Client.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "anonymous-stats"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "anonymous-stats"},
+		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: "system:anonymous"}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		path string
+		cert *tls.Certificate
+		want int
+	}{
+		{"anonymous where RBAC grants it", "/stats/summary", nil, 200},
+		{"anonymous elsewhere", "/pods", nil, 403},
+		{"anonymous mode: certificate from another CA", "/stats/summary", pair(t, impostor.CertPEM, impostor.KeyPEM), 401},
+		{"anonymous mode: the API server's kubelet client", "/pods", apiserverCert, 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := get(t, tc.path, tc.cert, ""); got != tc.want {
 				t.Fatalf("status %d, want %d", got, tc.want)
 			}
 		})

@@ -60,7 +60,7 @@ type Stats struct {
 	mu      sync.Mutex
 	at      time.Time
 	samples map[string]InstanceSample
-	pods    []RunningPod
+	asked   map[string]bool // instances read in this TTL window
 }
 
 func (s *Stats) collect(ctx context.Context) (map[string]InstanceSample, []RunningPod, error) {
@@ -70,9 +70,6 @@ func (s *Stats) collect(ctx context.Context) (map[string]InstanceSample, []Runni
 	if ttl <= 0 {
 		ttl = 10 * time.Second
 	}
-	if s.samples != nil && time.Since(s.at) < ttl {
-		return s.samples, s.pods, nil
-	}
 	pods := s.Pods()
 	ids := make([]string, 0, len(pods))
 	for _, p := range pods {
@@ -81,6 +78,48 @@ func (s *Stats) collect(ctx context.Context) (map[string]InstanceSample, []Runni
 		}
 	}
 	sort.Strings(ids)
+	fresh := s.samples != nil && time.Since(s.at) < ttl
+	want := ids
+	if fresh {
+		// Cached samples stand for TTL, but a pod that started since
+		// must not be missing from the summary until then: read the
+		// instances not read yet in this window (one without data yet
+		// is not asked again until the next).
+		want = nil
+		for _, id := range ids {
+			if !s.asked[id] {
+				want = append(want, id)
+			}
+		}
+		if len(want) == 0 {
+			return s.samples, pods, nil
+		}
+	}
+	got, err := s.fetch(ctx, want)
+	if err != nil {
+		return nil, nil, err
+	}
+	// A new map each time: callers read the one they got without the lock.
+	merged := make(map[string]InstanceSample, len(ids))
+	if fresh {
+		for id, v := range s.samples {
+			merged[id] = v
+		}
+	} else {
+		s.at, s.asked = time.Now(), make(map[string]bool, len(ids))
+	}
+	for _, id := range want {
+		s.asked[id] = true
+	}
+	for id, v := range got {
+		merged[id] = v
+	}
+	s.samples = merged
+	return merged, pods, nil
+}
+
+// fetch reads the metrics of ids, MaxMetricBatch a call, calls in parallel.
+func (s *Stats) fetch(ctx context.Context, ids []string) (map[string]InstanceSample, error) {
 	samples := make(map[string]InstanceSample, len(ids))
 	var (
 		wg    sync.WaitGroup
@@ -110,11 +149,7 @@ func (s *Stats) collect(ctx context.Context) (map[string]InstanceSample, []Runni
 		}()
 	}
 	wg.Wait()
-	if first != nil {
-		return nil, nil, first
-	}
-	s.at, s.samples, s.pods = time.Now(), samples, pods
-	return samples, pods, nil
+	return samples, first
 }
 
 // Summary builds the kubelet's /stats/summary.
@@ -237,7 +272,12 @@ func (s *Stats) MetricsResource(ctx context.Context) ([]*dto.MetricFamily, error
 		podCPU.Metric = append(podCPU.Metric, &dto.Metric{Label: pl, Counter: &dto.Counter{Value: ptr.To(float64(*p.CPU.UsageCoreNanoSeconds) / 1e9)}, TimestampMs: ms(p.CPU.Time)})
 		podMem.Metric = append(podMem.Metric, &dto.Metric{Label: pl, Gauge: &dto.Gauge{Value: ptr.To(float64(*p.Memory.WorkingSetBytes))}, TimestampMs: ms(p.Memory.Time)})
 		for _, c := range p.Containers {
-			cl := label("container", c.Name, "namespace", p.PodRef.Namespace, "pod", p.PodRef.Name)
+			// The text format gives label order no meaning, but
+			// virtual-kubelet's e2e suite (after its mock provider)
+			// reads the pod name as the second label of both pod and
+			// container series, so pod comes second here too (the
+			// kubelet declares container, pod, namespace).
+			cl := label("container", c.Name, "pod", p.PodRef.Name, "namespace", p.PodRef.Namespace)
 			cCPU.Metric = append(cCPU.Metric, &dto.Metric{Label: cl, Counter: &dto.Counter{Value: ptr.To(float64(*c.CPU.UsageCoreNanoSeconds) / 1e9)}, TimestampMs: ms(c.CPU.Time)})
 			cMem.Metric = append(cMem.Metric, &dto.Metric{Label: cl, Gauge: &dto.Gauge{Value: ptr.To(float64(*c.Memory.WorkingSetBytes))}, TimestampMs: ms(c.Memory.Time)})
 			cStart.Metric = append(cStart.Metric, &dto.Metric{Label: cl, Gauge: &dto.Gauge{Value: ptr.To(float64(c.StartTime.Unix()))}})

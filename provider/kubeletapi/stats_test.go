@@ -105,3 +105,42 @@ func TestStatsErrorIsAScrapeError(t *testing.T) {
 		}
 	}
 }
+
+// A pod that starts while samples are cached shows up at the next scrape,
+// at the cost of one call for its instance alone; a deleted one drops out.
+func TestStatsCacheTakesNewPods(t *testing.T) {
+	src := &countingSource{}
+	pod := func(i int) RunningPod {
+		return RunningPod{InstanceID: fmt.Sprintf("eci-%02d", i), Pod: &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%d", i), Namespace: "ns", UID: types.UID(fmt.Sprint(i))},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}}}
+	}
+	pods := []RunningPod{pod(0), pod(1)}
+	s := &Stats{NodeName: "vn", Source: src, Pods: func() []RunningPod { return pods }, TTL: time.Hour}
+	names := func() []string {
+		t.Helper()
+		sum, err := s.Summary(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, p := range sum.Pods {
+			out = append(out, p.PodRef.Name)
+		}
+		return out
+	}
+	if got := fmt.Sprint(names()); got != "[p0 p1]" {
+		t.Fatalf("pods %s", got)
+	}
+	pods = []RunningPod{pod(1), pod(2)}
+	if got := fmt.Sprint(names()); got != "[p1 p2]" {
+		t.Fatalf("after p2 started and p0 went: pods %s", got)
+	}
+	if got := fmt.Sprint(src.batches); got != "[[eci-00 eci-01] [eci-02]]" {
+		t.Fatalf("calls %s, want the new instance read alone", got)
+	}
+	names()
+	if len(src.batches) != 2 {
+		t.Fatalf("%d calls: a fully cached scrape called the cloud", len(src.batches))
+	}
+}

@@ -30,8 +30,9 @@ type EnvVar struct {
 // envFrom first, then env (which wins), $(VAR) references expanded against
 // what came before. status.podIP and status.hostIP are left to ECI (an ECI
 // instance is its own host); resourceFieldRef is computed from the
-// container's resources, which virtual-kubelet leaves empty.
-func ResolveEnv(pod *corev1.Pod, c *corev1.Container, objs Objects) ([]EnvVar, error) {
+// container's resources, which virtual-kubelet leaves empty. note, if not
+// nil, hears of missing configMaps, secrets and keys (see Sources.Note).
+func ResolveEnv(pod *corev1.Pod, c *corev1.Container, objs Objects, note func(reason, message string)) ([]EnvVar, error) {
 	var out []EnvVar
 	index := map[string]int{}
 	set := func(v EnvVar) {
@@ -43,7 +44,7 @@ func ResolveEnv(pod *corev1.Pod, c *corev1.Container, objs Objects) ([]EnvVar, e
 		out = append(out, v)
 	}
 	for _, from := range c.EnvFrom {
-		data, err := envFromData(pod.Namespace, from, objs)
+		data, err := envFromData(pod.Namespace, from, objs, note)
 		if err != nil {
 			return nil, err
 		}
@@ -66,7 +67,7 @@ func ResolveEnv(pod *corev1.Pod, c *corev1.Container, objs Objects) ([]EnvVar, e
 			set(EnvVar{Name: e.Name, Value: expand(e.Value, out, index)})
 			continue
 		}
-		v, ok, err := resolveValueFrom(pod, c, e, objs)
+		v, ok, err := resolveValueFrom(pod, c, e, objs, note)
 		if err != nil {
 			return nil, err
 		}
@@ -78,10 +79,13 @@ func ResolveEnv(pod *corev1.Pod, c *corev1.Container, objs Objects) ([]EnvVar, e
 	return out, nil
 }
 
-func envFromData(ns string, from corev1.EnvFromSource, objs Objects) (map[string]string, error) {
+func envFromData(ns string, from corev1.EnvFromSource, objs Objects, note func(reason, message string)) (map[string]string, error) {
 	switch {
 	case from.ConfigMapRef != nil:
 		cm, err := objs.ConfigMap(ns, from.ConfigMapRef.Name)
+		if apierrors.IsNotFound(err) {
+			noteMissing(note, "configmap", ns, from.ConfigMapRef.Name, "", optional(from.ConfigMapRef.Optional))
+		}
 		if err != nil {
 			if apierrors.IsNotFound(err) && optional(from.ConfigMapRef.Optional) {
 				return nil, nil
@@ -95,6 +99,9 @@ func envFromData(ns string, from corev1.EnvFromSource, objs Objects) (map[string
 		return out, nil
 	case from.SecretRef != nil:
 		s, err := objs.Secret(ns, from.SecretRef.Name)
+		if apierrors.IsNotFound(err) {
+			noteMissing(note, "secret", ns, from.SecretRef.Name, "", optional(from.SecretRef.Optional))
+		}
 		if err != nil {
 			if apierrors.IsNotFound(err) && optional(from.SecretRef.Optional) {
 				return nil, nil
@@ -110,12 +117,12 @@ func envFromData(ns string, from corev1.EnvFromSource, objs Objects) (map[string
 	return nil, nil
 }
 
-func resolveValueFrom(pod *corev1.Pod, c *corev1.Container, e corev1.EnvVar, objs Objects) (EnvVar, bool, error) {
+func resolveValueFrom(pod *corev1.Pod, c *corev1.Container, e corev1.EnvVar, objs Objects, note func(reason, message string)) (EnvVar, bool, error) {
 	vf := e.ValueFrom
 	switch {
 	case vf.ConfigMapKeyRef != nil:
 		ref := vf.ConfigMapKeyRef
-		return keyRef(e.Name, "configmap", pod.Namespace, ref.Name, ref.Key, ref.Optional, func() (map[string][]byte, error) {
+		return keyRef(e.Name, "configmap", pod.Namespace, ref.Name, ref.Key, ref.Optional, note, func() (map[string][]byte, error) {
 			cm, err := objs.ConfigMap(pod.Namespace, ref.Name)
 			if err != nil {
 				return nil, err
@@ -131,7 +138,7 @@ func resolveValueFrom(pod *corev1.Pod, c *corev1.Container, e corev1.EnvVar, obj
 		})
 	case vf.SecretKeyRef != nil:
 		ref := vf.SecretKeyRef
-		return keyRef(e.Name, "secret", pod.Namespace, ref.Name, ref.Key, ref.Optional, func() (map[string][]byte, error) {
+		return keyRef(e.Name, "secret", pod.Namespace, ref.Name, ref.Key, ref.Optional, note, func() (map[string][]byte, error) {
 			s, err := objs.Secret(pod.Namespace, ref.Name)
 			if err != nil {
 				return nil, err
@@ -152,8 +159,11 @@ func resolveValueFrom(pod *corev1.Pod, c *corev1.Container, e corev1.EnvVar, obj
 
 // keyRef resolves one key of a configMap or secret for env var name; a
 // missing object or key is skipped when optional, refused otherwise.
-func keyRef(name, kind, ns, obj, key string, opt *bool, fetch func() (map[string][]byte, error)) (EnvVar, bool, error) {
+func keyRef(name, kind, ns, obj, key string, opt *bool, note func(reason, message string), fetch func() (map[string][]byte, error)) (EnvVar, bool, error) {
 	data, err := fetch()
+	if apierrors.IsNotFound(err) {
+		noteMissing(note, kind, ns, obj, "", optional(opt))
+	}
 	if err != nil {
 		if apierrors.IsNotFound(err) && optional(opt) {
 			return EnvVar{}, false, nil
@@ -162,6 +172,7 @@ func keyRef(name, kind, ns, obj, key string, opt *bool, fetch func() (map[string
 	}
 	v, ok := data[key]
 	if !ok {
+		noteMissing(note, kind, ns, obj, key, optional(opt))
 		if optional(opt) {
 			return EnvVar{}, false, nil
 		}
@@ -356,6 +367,35 @@ func expand(s string, vars []EnvVar, index map[string]int) string {
 }
 
 func optional(b *bool) bool { return b != nil && *b }
+
+// noteMissing tells note (if set) that a configMap or secret, or its key
+// when key is set, is missing, with virtual-kubelet's event reasons
+// (Optional|Mandatory)(ConfigMap|Secret)(Key)NotFound, so tools and people
+// who know them from other virtual kubelets read ours alike.
+func noteMissing(note func(reason, message string), kind, ns, name, key string, opt bool) {
+	if note == nil {
+		return
+	}
+	reason := "Mandatory"
+	if opt {
+		reason = "Optional"
+	}
+	if kind == "secret" {
+		reason += "Secret"
+	} else {
+		reason += "ConfigMap"
+	}
+	what := fmt.Sprintf("%s %s/%s", kind, ns, name)
+	if key != "" {
+		reason += "Key"
+		what = fmt.Sprintf("key %q of %s", key, what)
+	}
+	msg := what + " not found"
+	if opt {
+		msg += "; the optional reference is skipped"
+	}
+	note(reason+"NotFound", msg)
+}
 
 func missing(kind, ns, name string, err error) error {
 	if apierrors.IsNotFound(err) {

@@ -68,7 +68,7 @@ func TestResolveEnv(t *testing.T) {
 			{Name: "MEM_REQ_MI", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "requests.memory", Divisor: resource.MustParse("1Mi")}}},
 		},
 	}
-	got, err := ResolveEnv(pod, c, objects())
+	got, err := ResolveEnv(pod, c, objects(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,13 +120,59 @@ func TestResolveEnvErrors(t *testing.T) {
 			} else {
 				c.Env = []corev1.EnvVar{tc.env}
 			}
-			_, err := ResolveEnv(pod, c, objects())
+			_, err := ResolveEnv(pod, c, objects(), nil)
 			u, ok := AsUnsupported(err)
 			if !ok || u.Reason != tc.reason {
 				t.Fatalf("got %v, want reason %s", err, tc.reason)
 			}
 			if strings.Contains(err.Error(), "hunter2") {
 				t.Fatal("error leaks a secret value")
+			}
+		})
+	}
+}
+
+// Missing configMaps, secrets and keys are noted with virtual-kubelet's
+// event reasons: optional ones are skipped (only a note tells), mandatory
+// ones also fail.
+func TestResolveEnvNotesMissing(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns"}}
+	yes, no := true, false
+	cmKey := func(name, key string, opt *bool) corev1.EnvVar {
+		return corev1.EnvVar{Name: "X", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: key, Optional: opt}}}
+	}
+	secretKey := func(name, key string, opt *bool) corev1.EnvVar {
+		return corev1.EnvVar{Name: "X", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: key, Optional: opt}}}
+	}
+	cases := map[string]struct {
+		env    *corev1.EnvVar
+		from   *corev1.EnvFromSource
+		reason string
+		fails  bool
+	}{
+		"optional configmap":  {env: ptr(cmKey("gone", "k", &yes)), reason: "OptionalConfigMapNotFound"},
+		"optional secret":     {env: ptr(secretKey("gone", "k", &yes)), reason: "OptionalSecretNotFound"},
+		"optional key":        {env: ptr(cmKey("cfg", "Z", &yes)), reason: "OptionalConfigMapKeyNotFound"},
+		"mandatory configmap": {env: ptr(cmKey("gone", "k", &no)), reason: "MandatoryConfigMapNotFound", fails: true},
+		"mandatory secret":    {env: ptr(secretKey("gone", "k", nil)), reason: "MandatorySecretNotFound", fails: true},
+		"optional envFrom":    {from: &corev1.EnvFromSource{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "gone"}, Optional: &yes}}, reason: "OptionalSecretNotFound"},
+		"mandatory envFrom":   {from: &corev1.EnvFromSource{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "gone"}}}, reason: "MandatoryConfigMapNotFound", fails: true},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			c := &corev1.Container{Name: "c"}
+			if tc.from != nil {
+				c.EnvFrom = []corev1.EnvFromSource{*tc.from}
+			} else {
+				c.Env = []corev1.EnvVar{*tc.env}
+			}
+			var reasons []string
+			_, err := ResolveEnv(pod, c, objects(), func(reason, msg string) { reasons = append(reasons, reason) })
+			if (err != nil) != tc.fails {
+				t.Fatalf("error %v, want failure %v", err, tc.fails)
+			}
+			if len(reasons) != 1 || reasons[0] != tc.reason {
+				t.Fatalf("notes %v, want [%s]", reasons, tc.reason)
 			}
 		})
 	}

@@ -69,6 +69,12 @@ type Sources struct {
 	Objects Objects
 	Claims  Claims
 	Tokens  Tokens
+	// Note, if set, hears of configMaps and secrets the pod's env names
+	// but that are missing, with virtual-kubelet's event reasons
+	// (OptionalSecretNotFound, MandatoryConfigMapNotFound, ...): an
+	// optional one is skipped and the pod runs, so only an event can
+	// tell its owner; a mandatory one also fails the translation.
+	Note func(reason, message string)
 }
 
 // ClientToken is the idempotency token of the pod's instance: the same pod
@@ -116,14 +122,14 @@ func Pod(ctx context.Context, pod *corev1.Pod, node NodeSettings, src Sources) (
 		known[v.Name] = true
 	}
 	for i := range pod.Spec.InitContainers {
-		c, err := container(pod, &pod.Spec.InitContainers[i], known, src.Objects, true)
+		c, err := container(pod, &pod.Spec.InitContainers[i], known, src.Objects, src.Note, true)
 		if err != nil {
 			return nil, err
 		}
 		g.InitContainers = append(g.InitContainers, c)
 	}
 	for i := range pod.Spec.Containers {
-		c, err := container(pod, &pod.Spec.Containers[i], known, src.Objects, false)
+		c, err := container(pod, &pod.Spec.Containers[i], known, src.Objects, src.Note, false)
 		if err != nil {
 			return nil, err
 		}
@@ -341,8 +347,8 @@ func quantityOf(c *corev1.Container, name corev1.ResourceName) resource.Quantity
 	return c.Resources.Limits[name]
 }
 
-func container(pod *corev1.Pod, c *corev1.Container, volumes map[string]bool, objs Objects, init bool) (Container, error) {
-	env, err := ResolveEnv(pod, c, objs)
+func container(pod *corev1.Pod, c *corev1.Container, volumes map[string]bool, objs Objects, note func(reason, message string), init bool) (Container, error) {
+	env, err := ResolveEnv(pod, c, objs, note)
 	if err != nil {
 		return Container{}, fmt.Errorf("container %s: %w", c.Name, err)
 	}

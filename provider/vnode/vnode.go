@@ -60,6 +60,10 @@ type Options struct {
 	// Tunnel, if set, runs the edge tunnel agent in-process, and the
 	// node's Ready condition follows its sessions.
 	Tunnel *TunnelOptions
+	// AnonymousAuth admits kubelet API requests without credentials as
+	// system:anonymous, still authorised by SubjectAccessReview (the
+	// kubelet's --anonymous-auth); pods/proxy to vnode's own pod needs it.
+	AnonymousAuth bool
 }
 
 // Run runs the virtual node until ctx ends.
@@ -132,6 +136,7 @@ func Run(ctx context.Context, o Options) error {
 
 	handler, tlsCfg, runCerts, err := kubeletapi.Secure(kubeletapi.ServerConfig{
 		NodeName: o.NodeName, Client: kube, ClientCAFile: o.ClientCAFile, CertFile: o.CertFile, KeyFile: o.KeyFile,
+		Anonymous: o.AnonymousAuth,
 	}, mux)
 	if err != nil {
 		return err
