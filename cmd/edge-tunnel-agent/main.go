@@ -10,14 +10,13 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
+	"github.com/vnode-project/vnode/cmd/internal/cli"
 	"github.com/vnode-project/vnode/provider/certs"
 	"github.com/vnode-project/vnode/provider/tunnel"
 )
@@ -75,14 +74,11 @@ it serves (system:node:<node> in system:nodes, e.g. the kubelet's
 }
 
 func run(parent context.Context, o options) error {
-	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	level, err := logrus.ParseLevel(o.logLevel)
+	ctx, stop, logger, err := cli.Start(parent, o.logLevel)
 	if err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+		return err
 	}
-	logger := logrus.New()
-	logger.SetLevel(level)
+	defer stop()
 	if o.server == "" {
 		return errors.New("--server is required")
 	}

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -17,6 +15,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/vnode-project/vnode/cmd/internal/cli"
 	"github.com/vnode-project/vnode/provider/tunnel"
 )
 
@@ -78,14 +77,11 @@ socket). Ports come from ConfigMap kube-system/edge-tunnel-server-cfg.`,
 }
 
 func run(parent context.Context, o options) error {
-	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	level, err := logrus.ParseLevel(o.logLevel)
+	ctx, stop, logger, err := cli.Start(parent, o.logLevel)
 	if err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+		return err
 	}
-	logger := logrus.New()
-	logger.SetLevel(level)
+	defer stop()
 	if o.agentCert == "" || o.agentCA == "" {
 		return errors.New("--agent-cert and --agent-ca are required")
 	}

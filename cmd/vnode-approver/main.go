@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -19,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vnode-project/vnode/approver"
+	"github.com/vnode-project/vnode/cmd/internal/cli"
 	"github.com/vnode-project/vnode/provider/certs"
 )
 
@@ -98,14 +97,11 @@ are ignored.`,
 }
 
 func run(parent context.Context, o options) error {
-	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	level, err := logrus.ParseLevel(o.logLevel)
+	ctx, stop, logger, err := cli.Start(parent, o.logLevel)
 	if err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+		return err
 	}
-	logger := logrus.New()
-	logger.SetLevel(level)
+	defer stop()
 	if o.workers < 1 {
 		return errors.New("--workers must be at least 1")
 	}

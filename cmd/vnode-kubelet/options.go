@@ -4,11 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -16,6 +13,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/vnode-project/vnode/cmd/internal/cli"
 	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/provider/bootstrap"
 	"github.com/vnode-project/vnode/provider/config"
@@ -75,14 +73,11 @@ func (o *options) addFlags(cmd *cobra.Command) {
 }
 
 func run(parent context.Context, o options) error {
-	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	level, err := logrus.ParseLevel(o.logLevel)
+	ctx, stop, logger, err := cli.Start(parent, o.logLevel)
 	if err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+		return err
 	}
-	logger := logrus.New()
-	logger.SetLevel(level)
+	defer stop()
 	log := logrus.NewEntry(logger)
 
 	cc, err := loadContext(o)

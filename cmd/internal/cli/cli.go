@@ -1,0 +1,27 @@
+// Package cli holds what every vnode command does alike before it wires
+// its packages together: a context that ends on SIGINT or SIGTERM, and a
+// logger at the level --log-level names.
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Start returns a context that ends on SIGINT or SIGTERM (stop releases
+// the signals) and a logger at level, or an error naming --log-level.
+func Start(parent context.Context, level string) (ctx context.Context, stop context.CancelFunc, logger *logrus.Logger, err error) {
+	lvl, err := logrus.ParseLevel(level)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("--log-level: %w", err)
+	}
+	logger = logrus.New()
+	logger.SetLevel(lvl)
+	ctx, stop = signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	return ctx, stop, logger, nil
+}
