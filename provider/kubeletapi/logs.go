@@ -57,7 +57,11 @@ func (l *Logs) Stream(ctx context.Context, instanceID, container string, opts ap
 	if opts.SinceSeconds > 0 {
 		since = time.Now().Add(-time.Duration(opts.SinceSeconds) * time.Second)
 	}
-	first, err := l.readAll(ctx, LogRequest{InstanceID: instanceID, Container: container, Since: since, Previous: opts.Previous}, opts.Tail)
+	limit := opts.LimitBytes
+	if opts.Follow && !opts.Previous {
+		limit = 0 // the cursor must reach the end before following
+	}
+	first, err := l.readAll(ctx, LogRequest{InstanceID: instanceID, Container: container, Since: since, Previous: opts.Previous}, opts.Tail, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -91,8 +95,10 @@ func (l *Logs) Stream(ctx context.Context, instanceID, container string, opts ap
 
 // readAll pages forward from req.Since through every line (ECI returns at
 // most MaxLimitBytes a call) and keeps the last tail lines (tail <= 0: all).
-// A tail within ECI's limit is one call.
-func (l *Logs) readAll(ctx context.Context, req LogRequest, tail int) ([]line, error) {
+// A tail within ECI's limit is one call. Without a tail, paging stops once
+// the lines hold limit bytes (limit <= 0: no limit): --limit-bytes of a
+// large log must not read all of it.
+func (l *Logs) readAll(ctx context.Context, req LogRequest, tail, limit int) ([]line, error) {
 	if tail > 0 && tail <= MaxTailLines {
 		req.Tail = tail
 		content, err := l.Source.ContainerLog(ctx, req)
@@ -102,8 +108,9 @@ func (l *Logs) readAll(ctx context.Context, req LogRequest, tail int) ([]line, e
 		return parse(content), nil
 	}
 	var (
-		out  []line
-		seen = newCursor()
+		out   []line
+		seen  = newCursor()
+		bytes int
 	)
 	for {
 		req.LimitBytes = MaxLimitBytes
@@ -122,6 +129,14 @@ func (l *Logs) readAll(ctx context.Context, req LogRequest, tail int) ([]line, e
 		out = append(out, lines...)
 		if tail > 0 && len(out) > tail {
 			out = out[len(out)-tail:]
+		}
+		if tail <= 0 && limit > 0 {
+			for _, ln := range lines {
+				bytes += len(ln.text) + 1 // the shortest form a line is written in
+			}
+			if bytes >= limit {
+				return out, nil
+			}
 		}
 		// A short page is the end; a full one continues from its last line.
 		if !full || len(lines) == 0 {
@@ -159,7 +174,7 @@ func (l *Logs) follow(ctx context.Context, instanceID, container string, first [
 		if cur.last.IsZero() {
 			req.Since = time.Time{}
 		}
-		lines, err := l.readAll(ctx, req, 0)
+		lines, err := l.readAll(ctx, req, 0, 0)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil

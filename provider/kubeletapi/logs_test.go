@@ -171,3 +171,40 @@ func TestLogsFollowEndsWhenClientLeaves(t *testing.T) {
 		t.Fatal("follow did not end after the client went away")
 	}
 }
+
+// --limit-bytes of a log larger than one ECI page reads only the pages it
+// needs.
+func TestLimitBytesStopsPaging(t *testing.T) {
+	m := &memLog{}
+	for i := 0; i < 60000; i++ { // about 2.8 MB: three pages
+		m.add(t0.Add(time.Duration(i)*time.Millisecond), fmt.Sprintf("line %06d", i))
+	}
+	l := &Logs{Source: m}
+	rc, _ := l.Stream(context.Background(), "eci-1", "c", api.ContainerLogOpts{LimitBytes: 100})
+	if got := readAllString(t, rc); got != firstBytes(m, 100) {
+		t.Fatalf("limit-bytes 100: %q", got)
+	}
+	if len(m.calls) != 1 {
+		t.Fatalf("%d calls for the first 100 bytes, want 1", len(m.calls))
+	}
+	m.calls = nil
+	rc, _ = l.Stream(context.Background(), "eci-1", "c", api.ContainerLogOpts{})
+	if got := readAllString(t, rc); strings.Count(got, "\n") != 60000 {
+		t.Fatalf("whole log: %d lines", strings.Count(got, "\n"))
+	}
+	if len(m.calls) < 3 {
+		t.Fatalf("the whole log in %d calls: it is three pages", len(m.calls))
+	}
+}
+
+// firstBytes is the first n bytes of m's log without timestamps.
+func firstBytes(m *memLog, n int) string {
+	var b strings.Builder
+	for _, l := range m.lines {
+		b.WriteString(strings.SplitN(l, " ", 2)[1] + "\n")
+		if b.Len() >= n {
+			break
+		}
+	}
+	return b.String()[:n]
+}
