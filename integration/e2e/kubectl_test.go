@@ -4,18 +4,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/creack/pty"
+	"github.com/vnode-project/vnode/integration/testio"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -120,7 +118,7 @@ func TestKubectlLogsExecCp(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer tty.Close()
-		out := &lockedBuffer{}
+		out := &testio.LockedBuffer{}
 		done := make(chan struct{})
 		go func() { _, _ = io.Copy(out, tty); close(done) }()
 		deadline := time.Now().Add(20 * time.Second)
@@ -156,8 +154,8 @@ func TestKubectlLogsExecCp(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if sum(got) != sum(data) {
-			t.Fatalf("checksums differ: %s vs %s (%d bytes)", sum(got), sum(data), len(got))
+		if testio.SHA256(got) != testio.SHA256(data) {
+			t.Fatalf("checksums differ: %s vs %s (%d bytes)", testio.SHA256(got), testio.SHA256(data), len(got))
 		}
 	})
 	t.Run("attach and port-forward say why not", func(t *testing.T) {
@@ -180,27 +178,4 @@ func TestKubectlLogsExecCp(t *testing.T) {
 			t.Fatalf("port-forward said %q", pfOut.String())
 		}
 	})
-}
-
-func sum(b []byte) string {
-	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:])
-}
-
-// lockedBuffer is a bytes.Buffer safe to poll while another goroutine writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/vnode-project/vnode/integration/testio"
 	vnnode "github.com/vnode-project/vnode/provider/node"
 	"github.com/vnode-project/vnode/provider/vnode"
 )
@@ -161,7 +162,7 @@ func (u *unexpected) Error() string { return "unexpected output: " + u.out }
 // kubelet API through one replica.
 type follower struct {
 	body io.Closer
-	seen *lockedBuffer
+	seen *testio.LockedBuffer
 }
 
 // followViaReplica opens GET /containerLogs/faults/ticker/main?follow=true
@@ -203,7 +204,7 @@ func (e *env) followViaReplica(ctx context.Context, t *testing.T, proxy, node st
 		b, _ := io.ReadAll(resp.Body)
 		t.Fatalf("following the logs through replica %s: %s %s", proxy, resp.Status, b)
 	}
-	f := &follower{body: resp.Body, seen: &lockedBuffer{}}
+	f := &follower{body: resp.Body, seen: &testio.LockedBuffer{}}
 	go func() {
 		sc := bufio.NewScanner(resp.Body)
 		for sc.Scan() {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	"github.com/vnode-project/vnode/integration/testio"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -83,7 +84,7 @@ func TestKubectlStreamsThroughTunnel(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer tty.Close()
-		out := &lockedBuffer{}
+		out := &testio.LockedBuffer{}
 		done := make(chan struct{})
 		go func() { _, _ = io.Copy(out, tty); close(done) }()
 		poll := func(want string, nudge func()) {
@@ -140,8 +141,8 @@ func TestKubectlStreamsThroughTunnel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if sum(in) != sum(data) {
-			t.Fatalf("cp in: checksums differ: %s vs %s (%d bytes)", sum(in), sum(data), len(in))
+		if testio.SHA256(in) != testio.SHA256(data) {
+			t.Fatalf("cp in: checksums differ: %s vs %s (%d bytes)", testio.SHA256(in), testio.SHA256(data), len(in))
 		}
 		back := filepath.Join(dir, "back.bin")
 		kubectl("cp", "shell:"+remote, back, "-c", "main")
@@ -149,8 +150,8 @@ func TestKubectlStreamsThroughTunnel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if sum(got) != sum(data) {
-			t.Fatalf("cp out: checksums differ: %s vs %s (%d bytes)", sum(got), sum(data), len(got))
+		if testio.SHA256(got) != testio.SHA256(data) {
+			t.Fatalf("cp out: checksums differ: %s vs %s (%d bytes)", testio.SHA256(got), testio.SHA256(data), len(got))
 		}
 	})
 }
