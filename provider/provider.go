@@ -102,10 +102,15 @@ type entry struct {
 	// creating: a create call is in flight; nothing starts another (a
 	// second call would carry a fresh service-account token, and ECI
 	// refuses the reused ClientToken with IdempotentParameterMismatch).
-	creating     bool
-	nextAttempt  time.Time
-	attempts     int
-	deleted      bool
+	creating    bool
+	nextAttempt time.Time
+	attempts    int
+	deleted     bool
+	deleting    bool // DeletePod is deleting the instance
+	// deletedID is the instance DeletePod deleted: virtual-kubelet calls
+	// DeletePod again once the pod object is gone, and a second
+	// DeleteContainerGroup would only spend the create/delete quota.
+	deletedID    string
 	final        bool // status will not change any more (failed/unsupported)
 	annotated    bool // the size/zone annotations were written
 	missed       int  // consecutive lists the instance was absent from
@@ -435,9 +440,18 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 		return errdefs.NotFoundf("pod %s/%s is not on this node", pod.Namespace, pod.Name)
 	}
 	id := e.instanceID
+	// An instance a create in flight made after an earlier delete has
+	// another id, and is still deleted.
+	again := id != "" && id == e.deletedID
+	// Terminating from now on: /runningpods stops listing it while the
+	// cloud call is under way (and lists it again if that call fails).
+	e.deleting = true
 	p.mu.Unlock()
-	if id != "" {
+	if id != "" && !again {
 		if err := p.cloud.DeleteContainerGroup(ctx, id); err != nil && !errdefs.IsNotFound(err) {
+			p.mu.Lock()
+			e.deleting = false
+			p.mu.Unlock()
 			return fmt.Errorf("deleting ECI instance %s of %s/%s: %w", id, pod.Namespace, pod.Name, err)
 		}
 		log.WithField("instanceId", id).Info("deleted ECI instance")
@@ -445,6 +459,9 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	}
 	p.mu.Lock()
 	e.deleted, e.pending = true, false
+	if id != "" {
+		e.deletedID = id
+	}
 	e.pod.Status = terminatedStatus(e.pod)
 	p.emit(e)
 	p.mu.Unlock()
@@ -481,7 +498,7 @@ func (p *Provider) GetPods(context.Context) ([]*corev1.Pod, error) {
 	defer p.mu.Unlock()
 	out := make([]*corev1.Pod, 0, len(p.entries))
 	for _, e := range p.entries {
-		if !e.deleted && (e.instanceID != "" || e.creating) {
+		if !e.deleted && !e.deleting && (e.instanceID != "" || e.creating) {
 			out = append(out, e.pod.DeepCopy())
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -42,6 +43,10 @@ type memCloud struct {
 	// lostAnswers creates commit the instance and then report an error,
 	// as a call whose response was lost does.
 	lostAnswers int
+	// deleteGate, if set, holds DeleteContainerGroup until it is closed;
+	// deleteErr then fails it.
+	deleteGate chan struct{}
+	deleteErr  error
 }
 
 func newMemCloud() *memCloud {
@@ -93,6 +98,15 @@ func (m *memCloud) ListContainerGroups(_ context.Context, tags map[string]string
 }
 
 func (m *memCloud) DeleteContainerGroup(_ context.Context, id string) error {
+	m.mu.Lock()
+	gate, fail := m.deleteGate, m.deleteErr
+	m.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	if fail != nil {
+		return fail
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.deletes = append(m.deletes, id)
@@ -286,6 +300,35 @@ func TestTransientAndRejectedCreates(t *testing.T) {
 	_ = h.p.CreatePod(ctx, bad)
 	if s := h.last("bad").Status; s.Phase != corev1.PodFailed || s.Reason != ReasonECIRejected {
 		t.Fatalf("rejected: %+v", s)
+	}
+}
+
+// A pod being deleted is not among the running pods while the cloud call
+// is under way, and is again if that call fails.
+func TestDeletingPodIsNotRunning(t *testing.T) {
+	ctx := context.Background()
+	p1 := pod("going")
+	h := newHarness(t, p1)
+	_ = h.p.CreatePod(ctx, p1)
+	gate := make(chan struct{})
+	h.cloud.mu.Lock()
+	h.cloud.deleteGate, h.cloud.deleteErr = gate, errors.New("ServiceUnavailable")
+	h.cloud.mu.Unlock()
+	done := make(chan error)
+	go func() { done <- h.p.DeletePod(ctx, p1) }()
+	err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
+		pods, _ := h.p.GetPods(ctx)
+		return len(pods) == 0, nil
+	})
+	if err != nil {
+		t.Fatal("a pod being deleted is still listed as running")
+	}
+	close(gate)
+	if err := <-done; err == nil {
+		t.Fatal("the failed delete was not reported")
+	}
+	if pods, _ := h.p.GetPods(ctx); len(pods) != 1 {
+		t.Fatalf("after a failed delete: %d running pods, want 1", len(pods))
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -45,6 +46,8 @@ type options struct {
 	tunnelServerName    string
 	tunnelCA            string
 	anonymousAuth       bool
+	kubeAPIQPS          float32
+	kubeAPIBurst        int
 }
 
 func (o *options) addFlags(cmd *cobra.Command) {
@@ -68,6 +71,8 @@ func (o *options) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.tunnelServer, "tunnel-server", "", "host:port of the edge tunnel servers: run the tunnel agent in-process, authenticated by the node's own client certificate (system:vnode:<node>), and be Ready only while it holds a session")
 	f.StringVar(&o.tunnelServerName, "tunnel-server-name", "", "name in the tunnel servers' certificate (default: --tunnel-server's host)")
+	f.Float32Var(&o.kubeAPIQPS, "kube-api-qps", 50, "API client queries per second (client-go's default of 5 cannot keep up with hundreds of pods)")
+	f.IntVar(&o.kubeAPIBurst, "kube-api-burst", 100, "API client burst")
 	f.BoolVar(&o.anonymousAuth, "anonymous-auth", false, "admit kubelet API requests without credentials as system:anonymous, still authorised by SubjectAccessReview (needed for pods/<node-pod>/proxy)")
 	f.StringVar(&o.tunnelCA, "tunnel-ca", "", "CA bundle verifying the tunnel servers (required with --tunnel-server)")
 }
@@ -79,6 +84,9 @@ func run(parent context.Context, o options) error {
 	}
 	defer stop()
 	log := logrus.NewEntry(logger)
+	if o.kubeAPIQPS <= 0 || o.kubeAPIBurst <= 0 {
+		return errors.New("--kube-api-qps and --kube-api-burst must be positive")
+	}
 
 	cc, err := loadContext(o)
 	if err != nil {
@@ -92,6 +100,7 @@ func run(parent context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	kube.QPS, kube.Burst = o.kubeAPIQPS, o.kubeAPIBurst
 	l, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("--listen %s: %w", o.listen, err)

@@ -38,3 +38,14 @@ func TestTunnelOptions(t *testing.T) {
 		t.Fatal("a kubeconfig without certificate files accepted")
 	}
 }
+
+func TestAPIRateFlags(t *testing.T) {
+	cmd := newCommand()
+	cmd.SetArgs([]string{"--kube-api-qps=0", "--config=/nonexistent"})
+	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "--kube-api-qps") {
+		t.Fatalf("a zero QPS: %v", err)
+	}
+	if q, _ := newCommand().Flags().GetFloat32("kube-api-qps"); q != 50 {
+		t.Fatalf("default QPS %v, want 50", q)
+	}
+}
