@@ -32,7 +32,6 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/vnode-project/vnode/integration/controlplane"
-	"github.com/vnode-project/vnode/integration/eciemulator"
 	"github.com/vnode-project/vnode/provider"
 	"github.com/vnode-project/vnode/provider/config"
 	"github.com/vnode-project/vnode/provider/eci"
@@ -77,23 +76,6 @@ func benchPods(b *testing.B, def int) int {
 	return n
 }
 
-// benchEnv is newEnv for a benchmark: a control plane with the vnode RBAC
-// and an emulator in sim mode (it runs nothing, so 10,000 groups fit).
-func benchEnv(b *testing.B) *env {
-	b.Helper()
-	cp := controlplane.StartForTest(b, controlplane.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if out, err := cp.Kubectl(ctx, "apply", "-k", manifests("vnode")).CombinedOutput(); err != nil {
-		b.Fatalf("applying the vnode RBAC: %v\n%s", err, out)
-	}
-	logger := logrus.New()
-	logger.SetLevel(logrus.WarnLevel)
-	emu, ep := eciemulator.StartForTest(b, eciemulator.Config{Credentials: map[string]string{akID: akSecret}, Runtime: "sim", Logger: logger,
-		Delays: eciemulator.Delays{Scheduling: 50 * time.Millisecond, Pending: 50 * time.Millisecond}})
-	return &env{cp: cp, emu: emu, ep: ep}
-}
-
 // unthrottled is a client of the admin identity without client-side rate
 // limiting: the benchmark's own requests must not be what it measures.
 func unthrottled(b *testing.B, cp *controlplane.ControlPlane) kubernetes.Interface {
@@ -108,55 +90,14 @@ func unthrottled(b *testing.B, cp *controlplane.ControlPlane) kubernetes.Interfa
 }
 
 // runBenchNode runs a virtual node in-process on cloud, like startNode but
-// with the binary's sync and GC intervals and any provider.Cloud.
+// with the binary's sync and GC intervals, room for 20,000 pods and any
+// provider.Cloud.
 func runBenchNode(b *testing.B, e *env, name string, cloud provider.Cloud, checker vnnode.Checker) {
 	b.Helper()
-	// The harness identity: client-go at 200 QPS, burst 400 (the
-	// control plane's UserConfig).
-	cfg, err := e.cp.UserConfig("system:vnode:"+name, "system:vnodes")
-	if err != nil {
-		b.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	serving, err := e.cp.PKI.ServingCert("kubelet-"+name, []string{name}, []net.IP{net.ParseIP("127.0.0.1")})
-	if err != nil {
-		b.Fatal(err)
-	}
-	logger := logrus.New()
-	logger.SetLevel(logrus.WarnLevel)
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- vnode.Run(ctx, vnode.Options{
-			NodeName: name,
-			Node: vnnode.Config{Name: name, Region: "cn-hangzhou", Zones: []string{"cn-hangzhou-a"}, InternalIP: "127.0.0.1",
-				KubeletPort: int32(l.Addr().(*net.TCPAddr).Port), KubeletVersion: "v1.35.4-vnode",
-				Capacity: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100000"), corev1.ResourceMemory: resource.MustParse("400Ti"), corev1.ResourcePods: resource.MustParse("20000")}},
-			Pods: translate.NodeSettings{ClusterName: "e2e", NodeName: name, VSwitchIDs: []string{"vsw-e2e"}, SecurityGroupID: "sg-e2e",
-				ClusterDNS: []string{"10.0.0.10"}, ClusterDomain: "cluster.local"},
-			Cloud: cloud, Checker: checker, Kube: cfg, Listener: l,
-			ClientCAFile: e.cp.PKI.CACertPath, CertFile: serving.CertPath, KeyFile: serving.KeyPath,
-			Version: "bench", SyncInterval: benchSync, GCInterval: benchGC,
-			Log: logrus.NewEntry(logger), Ready: ready,
-		})
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		b.Fatalf("virtual node %s stopped: %v", name, err)
-	case <-time.After(3 * time.Minute):
-		b.Fatalf("virtual node %s not ready in 3 minutes", name)
-	}
-	b.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-		}
+	e.startNodeWith(b, name, nil, func(o *vnode.Options) {
+		o.Node.Capacity = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100000"), corev1.ResourceMemory: resource.MustParse("400Ti"), corev1.ResourcePods: resource.MustParse("20000")}
+		o.Cloud, o.Checker = cloud, checker
+		o.Version, o.SyncInterval, o.GCInterval, o.LogPollInterval = "bench", benchSync, benchGC, 0
 	})
 }
 
@@ -598,7 +539,7 @@ func BenchmarkScale1000Pods(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		// The floor.
-		fe := benchEnv(b)
+		fe := newEnv(b, "sim")
 		mem := newMemCloud()
 		runBenchNode(b, fe, "vn-floor", mem, mem)
 		fc := unthrottled(b, fe.cp)
@@ -616,7 +557,7 @@ func BenchmarkScale1000Pods(b *testing.B) {
 
 		// ECI: the emulator behind the real client, its calls counted in a
 		// registry of its own.
-		ee := benchEnv(b)
+		ee := newEnv(b, "sim")
 		reg := prometheus.NewRegistry()
 		logger := logrus.New()
 		logger.SetLevel(logrus.WarnLevel)
@@ -704,7 +645,7 @@ func BenchmarkScaleKubeletRSS(b *testing.B) {
 		}
 		b.Logf("built vnode-kubelet in %.1f s", time.Since(phase).Seconds())
 
-		e := benchEnv(b)
+		e := newEnv(b, "sim")
 		const name = "vn-rss"
 		dir := b.TempDir()
 		nodeCfg, err := e.cp.UserConfig("system:vnode:"+name, "system:vnodes")

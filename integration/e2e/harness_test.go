@@ -40,7 +40,7 @@ type env struct {
 	ep  string
 }
 
-func newEnv(t *testing.T, runtime string) *env {
+func newEnv(t testing.TB, runtime string) *env {
 	t.Helper()
 	cp := controlplane.StartForTest(t, controlplane.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -68,17 +68,17 @@ type node struct {
 
 // startNode runs a virtual node in-process as system:vnode:<name>, its
 // kubelet API on loopback.
-func (e *env) startNode(t *testing.T, name string) *node { return e.startNodeAt(t, name, nil) }
+func (e *env) startNode(t testing.TB, name string) *node { return e.startNodeAt(t, name, nil) }
 
 // startNodeAt is startNode with the kubelet API inside a test host's
 // network namespace (the API server proxies only to non-loopback nodes).
-func (e *env) startNodeAt(t *testing.T, name string, host *netns.Host) *node {
+func (e *env) startNodeAt(t testing.TB, name string, host *netns.Host) *node {
 	t.Helper()
 	return e.startNodeWith(t, name, host, nil)
 }
 
 // startNodeWith is startNodeAt with tweak applied to the node's options.
-func (e *env) startNodeWith(t *testing.T, name string, host *netns.Host, tweak func(*vnode.Options)) *node {
+func (e *env) startNodeWith(t testing.TB, name string, host *netns.Host, tweak func(*vnode.Options)) *node {
 	t.Helper()
 	cfg, err := e.cp.UserConfig("system:vnode:"+name, "system:vnodes")
 	if err != nil {

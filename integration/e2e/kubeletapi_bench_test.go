@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"os"
 	"sort"
 	"strconv"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -24,11 +22,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 
-	"github.com/vnode-project/vnode/integration/controlplane"
-	"github.com/vnode-project/vnode/integration/eciemulator"
 	"github.com/vnode-project/vnode/provider/eci"
-	vnnode "github.com/vnode-project/vnode/provider/node"
-	"github.com/vnode-project/vnode/provider/translate"
 	"github.com/vnode-project/vnode/provider/vnode"
 )
 
@@ -60,7 +54,7 @@ func BenchmarkKubeletAPI(b *testing.B) {
 		tputRuns    = 3  // throughput runs; the median is reported
 	)
 
-	e := kapiEnv(b)
+	e := newEnv(b, "process")
 	n := kapiStartNode(b, e, "vn-kapi")
 	ctx, cancel := context.WithTimeout(context.Background(), 18*time.Minute)
 	defer cancel()
@@ -286,43 +280,11 @@ func kapiEnvInt(b *testing.B, name string, def int) int {
 	return n
 }
 
-// kapiEnv is newEnv for a benchmark: a control plane with the vnode RBAC
-// and an emulator running containers as local processes.
-func kapiEnv(b *testing.B) *env {
-	b.Helper()
-	cp := controlplane.StartForTest(b, controlplane.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if out, err := cp.Kubectl(ctx, "apply", "-k", manifests("vnode")).CombinedOutput(); err != nil {
-		b.Fatalf("applying the vnode RBAC: %v\n%s", err, out)
-	}
-	logger := logrus.New()
-	logger.SetLevel(logrus.WarnLevel)
-	emu, ep := eciemulator.StartForTest(b, eciemulator.Config{Credentials: map[string]string{akID: akSecret}, Runtime: "process", Logger: logger,
-		Delays: eciemulator.Delays{Scheduling: 50 * time.Millisecond, Pending: 50 * time.Millisecond}})
-	return &env{cp: cp, emu: emu, ep: ep}
-}
-
-// kapiStartNode is startNode for a benchmark: a virtual node in-process as
-// system:vnode:<name>, its kubelet API on loopback (the API server reaches
-// a pod's logs and exec there; only its node proxy refuses loopback).
+// kapiStartNode is startNode for a benchmark: the node's ECI rate limits
+// are lifted unless VNODE_BENCH_ECI_LIMITS=default, so the figures measure
+// the path, not the limiter.
 func kapiStartNode(b *testing.B, e *env, name string) *node {
 	b.Helper()
-	cfg, err := e.cp.UserConfig("system:vnode:"+name, "system:vnodes")
-	if err != nil {
-		b.Fatal(err)
-	}
-	nodeIP := net.ParseIP("127.0.0.1")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	serving, err := e.cp.PKI.ServingCert("kubelet-"+name, []string{name}, []net.IP{nodeIP})
-	if err != nil {
-		b.Fatal(err)
-	}
-	logger := logrus.New()
-	logger.SetLevel(logrus.WarnLevel)
 	var limits map[eci.ActionClass]int
 	switch v := os.Getenv("VNODE_BENCH_ECI_LIMITS"); v {
 	case "default":
@@ -331,35 +293,15 @@ func kapiStartNode(b *testing.B, e *env, name string) *node {
 	default:
 		b.Fatalf("VNODE_BENCH_ECI_LIMITS=%q: want empty or default", v)
 	}
+	logger := logrus.New()
+	logger.SetLevel(logrus.WarnLevel)
 	client, err := eci.New(eci.Config{RegionID: "cn-hangzhou", Endpoint: "http://" + e.ep, AccessKeyID: akID, AccessKeySecret: akSecret, Logger: logger,
 		RateLimits: limits})
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	n := &node{name: name, cancel: cancel, done: make(chan error, 1), client: client}
-	opts := vnode.Options{
-		NodeName: name,
-		Node: vnnode.Config{Name: name, Region: "cn-hangzhou", Zones: []string{"cn-hangzhou-a"}, InternalIP: nodeIP.String(),
-			KubeletPort: int32(l.Addr().(*net.TCPAddr).Port), KubeletVersion: "v1.35.4-vnode",
-			Capacity: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1000"), corev1.ResourceMemory: resource.MustParse("4Ti"), corev1.ResourcePods: resource.MustParse("1000")}},
-		Pods: translate.NodeSettings{ClusterName: "e2e", NodeName: name, VSwitchIDs: []string{"vsw-e2e"}, SecurityGroupID: "sg-e2e",
-			ClusterDNS: []string{"10.0.0.10"}, ClusterDomain: "cluster.local"},
-		Cloud: client, Checker: client, Kube: cfg, Listener: l,
-		ClientCAFile: e.cp.PKI.CACertPath, CertFile: serving.CertPath, KeyFile: serving.KeyPath,
-		Version: "e2e", SyncInterval: 500 * time.Millisecond, GCInterval: 2 * time.Second, LogPollInterval: 200 * time.Millisecond,
-		Log: logrus.NewEntry(logger), Ready: ready,
-	}
-	go func() { n.done <- vnode.Run(ctx, opts) }()
-	select {
-	case <-ready:
-	case err := <-n.done:
-		b.Fatalf("virtual node %s stopped: %v", name, err)
-	case <-time.After(3 * time.Minute):
-		b.Fatalf("virtual node %s not ready in 3 minutes", name)
-	}
-	b.Cleanup(n.stop)
+	n := e.startNodeWith(b, name, nil, func(o *vnode.Options) { o.Cloud, o.Checker = client, client })
+	n.client = client
 	return n
 }
 
