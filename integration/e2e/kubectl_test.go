@@ -16,6 +16,7 @@ import (
 	"github.com/vnode-project/vnode/integration/testio"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // kubectl logs, exec and cp reach the pod's ECI instance through the real
@@ -94,6 +95,48 @@ func TestKubectlLogsExecCp(t *testing.T) {
 		out, _, err = kubectl(t, nil, "logs", "ticker", "-c", "main", "--limit-bytes=9")
 		if err != nil || out != "tick 0\nti" {
 			t.Fatalf("--limit-bytes: %q %v", out, err)
+		}
+		out, _, err = kubectl(t, nil, "logs", "ticker", "-c", "main", "--since=1h")
+		if err != nil || !strings.HasPrefix(out, "tick 0\n") || !strings.HasSuffix(out, "tick 5\n") {
+			t.Fatalf("--since=1h: %q %v", out, err)
+		}
+		stamped, _, err := kubectl(t, nil, "logs", "ticker", "-c", "main", "--timestamps")
+		var tick3 string
+		for _, l := range strings.Split(stamped, "\n") {
+			if ts, text, ok := strings.Cut(l, " "); ok && text == "tick 3" {
+				tick3 = ts
+			}
+		}
+		if err != nil || tick3 == "" {
+			t.Fatalf("no timestamp for tick 3 in %q (%v)", stamped, err)
+		}
+		// The API carries sinceTime in whole seconds: tick 2 is a second
+		// or more before tick 3, so it falls before that second.
+		out, _, err = kubectl(t, nil, "logs", "ticker", "-c", "main", "--since-time="+tick3)
+		if err != nil || out != "tick 3\ntick 4\ntick 5\n" {
+			t.Fatalf("--since-time=%s: %q %v", tick3, out, err)
+		}
+	})
+	t.Run("logs --previous after a restart", func(t *testing.T) {
+		crash := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "crash", Namespace: "k", Labels: map[string]string{"app": "crash"}},
+			Spec: corev1.PodSpec{NodeName: n.name, RestartPolicy: corev1.RestartPolicyAlways, Tolerations: []corev1.Toleration{vkToleration()},
+				Containers: []corev1.Container{{Name: "c", Image: "busybox", Command: []string{"/bin/sh", "-c", "echo run $$; sleep 1; exit 1"}}}}}
+		if _, err := e.cp.Client.CoreV1().Pods("k").Create(ctx, crash, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitPods(ctx, t, e.cp.Client, "k", "app=crash", time.Minute, func(ps []corev1.Pod) bool {
+			return len(ps) == 1 && len(ps[0].Status.ContainerStatuses) == 1 && ps[0].Status.ContainerStatuses[0].RestartCount >= 1
+		})
+		prev, _, err := kubectl(t, nil, "logs", "crash", "--previous")
+		if err != nil || !strings.HasPrefix(prev, "run ") || strings.Count(prev, "\n") != 1 {
+			t.Fatalf("--previous: %q %v", prev, err)
+		}
+		var cur string
+		if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+			cur, _, _ = kubectl(t, nil, "logs", "crash")
+			return strings.HasPrefix(cur, "run ") && cur != prev, nil
+		}); err != nil {
+			t.Fatalf("the current run's log %q is the previous run's %q", cur, prev)
 		}
 	})
 	t.Run("exec keeps arguments and exit codes", func(t *testing.T) {
