@@ -70,40 +70,57 @@ func TestReadyFollowsECI(t *testing.T) {
 	n := &corev1.Node{}
 	Apply(n, Config{Name: "n"})
 	p := NewProvider(n, checker, 10*time.Millisecond, logrus.New())
-	updates := make(chan *corev1.Node, 10)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	p.NotifyNodeStatus(ctx, func(n *corev1.Node) { updates <- n })
-
-	expect := func(status corev1.ConditionStatus, reason string) *corev1.Node {
-		t.Helper()
-		select {
-		case u := <-updates:
-			c := u.Status.Conditions[0]
-			if c.Status != status || c.Reason != reason {
-				t.Fatalf("Ready=%s (%s), want %s (%s)", c.Status, c.Reason, status, reason)
-			}
-			return u
-		case <-time.After(5 * time.Second):
-			t.Fatalf("no update to Ready=%s", status)
-		}
-		return nil
-	}
-	expect(corev1.ConditionTrue, ReasonReady)
+	w := watchReady(t, p)
+	w.expect(corev1.ConditionTrue, ReasonReady)
 	checker.set(errors.New("dial tcp: connection refused"))
-	u := expect(corev1.ConditionFalse, ReasonNotReady)
+	u := w.expect(corev1.ConditionFalse, ReasonNotReady)
 	if !strings.Contains(u.Status.Conditions[0].Message, "connection refused") {
 		t.Errorf("message does not say why: %s", u.Status.Conditions[0].Message)
 	}
-	if err := p.Ping(ctx); err == nil {
+	if err := p.Ping(context.Background()); err == nil {
 		t.Error("Ping succeeded while ECI is unreachable")
 	}
 	checker.set(nil)
-	expect(corev1.ConditionTrue, ReasonReady)
-	// No change, no update.
+	w.expect(corev1.ConditionTrue, ReasonReady)
+	w.quiet() // no change, no update
+}
+
+// readyWatch follows a node provider's status updates.
+type readyWatch struct {
+	t       *testing.T
+	updates chan *corev1.Node
+}
+
+func watchReady(t *testing.T, p *Provider) *readyWatch {
+	w := &readyWatch{t: t, updates: make(chan *corev1.Node, 10)}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	p.NotifyNodeStatus(ctx, func(n *corev1.Node) { w.updates <- n })
+	return w
+}
+
+// expect waits for the next update and checks its Ready condition.
+func (w *readyWatch) expect(status corev1.ConditionStatus, reason string) *corev1.Node {
+	w.t.Helper()
 	select {
-	case u := <-updates:
-		t.Fatalf("unexpected update %+v", u.Status.Conditions[0])
+	case u := <-w.updates:
+		c := u.Status.Conditions[0]
+		if c.Status != status || c.Reason != reason {
+			w.t.Fatalf("Ready=%s (%s), want %s (%s)", c.Status, c.Reason, status, reason)
+		}
+		return u
+	case <-time.After(5 * time.Second):
+		w.t.Fatalf("no update to Ready=%s (%s)", status, reason)
+	}
+	return nil
+}
+
+// quiet fails if an update comes within 100 ms.
+func (w *readyWatch) quiet() {
+	w.t.Helper()
+	select {
+	case u := <-w.updates:
+		w.t.Fatalf("unexpected update %+v", u.Status.Conditions[0])
 	case <-time.After(100 * time.Millisecond):
 	}
 }

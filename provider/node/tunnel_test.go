@@ -25,42 +25,19 @@ func TestReadyFollowsTunnel(t *testing.T) {
 	// ECI is checked rarely, the tunnel often: a tunnel change must show
 	// without waiting for the next ECI call.
 	p := NewProvider(n, checker, time.Hour, logrus.New()).WithTunnel(tunnel, 10*time.Millisecond)
-	updates := make(chan *corev1.Node, 10)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	p.NotifyNodeStatus(ctx, func(n *corev1.Node) { updates <- n })
-
-	expect := func(status corev1.ConditionStatus, reason string) *corev1.Node {
-		t.Helper()
-		select {
-		case u := <-updates:
-			c := u.Status.Conditions[0]
-			if c.Status != status || c.Reason != reason {
-				t.Fatalf("Ready=%s (%s), want %s (%s)", c.Status, c.Reason, status, reason)
-			}
-			return u
-		case <-time.After(5 * time.Second):
-			t.Fatalf("no update to Ready=%s (%s)", status, reason)
-		}
-		return nil
-	}
+	w := watchReady(t, p)
 	// No session yet: not Ready, and the reason says why.
-	u := expect(corev1.ConditionFalse, ReasonTunnelDown)
+	u := w.expect(corev1.ConditionFalse, ReasonTunnelDown)
 	if !strings.Contains(u.Status.Conditions[0].Message, "tunnel") {
 		t.Errorf("message does not say why: %s", u.Status.Conditions[0].Message)
 	}
 	tunnel.up.Store(true)
-	expect(corev1.ConditionTrue, ReasonReady)
+	w.expect(corev1.ConditionTrue, ReasonReady)
 	tunnel.up.Store(false)
-	expect(corev1.ConditionFalse, ReasonTunnelDown)
+	w.expect(corev1.ConditionFalse, ReasonTunnelDown)
 	tunnel.up.Store(true)
-	expect(corev1.ConditionTrue, ReasonReady)
-	// No change, no update.
-	select {
-	case u := <-updates:
-		t.Fatalf("unexpected update %+v", u.Status.Conditions[0])
-	case <-time.After(100 * time.Millisecond):
-	}
+	w.expect(corev1.ConditionTrue, ReasonReady)
+	w.quiet() // no change, no update
 }
 
 // ECI down wins over a healthy tunnel: the reason names the cloud.
