@@ -318,6 +318,11 @@ func (c *Client) call(ctx context.Context, action string, p map[string]string, o
 			}
 			return nil
 		}
+		if ctx.Err() != nil && last != nil {
+			// The caller's deadline cut this attempt short; the previous
+			// answer says more about why the call failed than the deadline.
+			return c.giveUp(action, last, ctx.Err())
+		}
 		last = err
 		if !err.Retryable() || attempt >= c.cfg.Retry.Attempts {
 			return err
@@ -337,7 +342,7 @@ func (c *Client) call(ctx context.Context, action string, p map[string]string, o
 
 func (c *Client) giveUp(action string, last *Error, err error) error {
 	if last != nil {
-		return fmt.Errorf("%w (then: %v)", last, err)
+		return fmt.Errorf("%w (then: %w)", last, err)
 	}
 	return &Error{Action: action, Kind: KindTransport, Err: err}
 }

@@ -3,7 +3,7 @@ package eci
 import (
 	"bytes"
 	"context"
-
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -147,10 +147,18 @@ func TestErrorsAndSecrets(t *testing.T) {
 		t.Errorf("wrong secret: %v", err)
 	}
 	emu.SetFaults(eciemulator.Fault{Action: "DescribeRegions", ErrorRate: 1, ErrorCode: "Throttling.User"})
-	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	few := newClient(t, ep, func(cfg *Config) { cfg.Retry.Attempts = 3; cfg.Logger = logger })
+	if err := few.Check(ctx); KindOf(err) != KindThrottled {
+		t.Errorf("throttled on every attempt: %v", err)
+	}
+	// The caller gives up while the client backs off: the error still says
+	// the call was throttled, not merely that time ran out.
+	short, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if err := c.Check(short); KindOf(err) != KindThrottled {
-		t.Errorf("throttled until the deadline: %v", err)
+	logger.AddHook(cancelOnRetry{cancel})
+	err = c.Check(short)
+	if KindOf(err) != KindThrottled || !errors.Is(err, context.Canceled) {
+		t.Errorf("throttled until the caller gave up: %v", err)
 	}
 	for _, s := range []string{secret, "wrong-secret"} {
 		if strings.Contains(logs.String(), s) || strings.Contains(fmt.Sprint(err), s) {
@@ -239,4 +247,16 @@ func TestHTTPSEndpointVerified(t *testing.T) {
 	if _, err := New(Config{RegionID: "cn-hangzhou", AccessKeyID: "a", AccessKeySecret: "b", CAFile: "/nonexistent.pem"}); err == nil {
 		t.Fatal("a missing CA file was accepted")
 	}
+}
+
+// cancelOnRetry cancels a context when the client logs its first retry.
+type cancelOnRetry struct{ cancel context.CancelFunc }
+
+func (cancelOnRetry) Levels() []logrus.Level { return []logrus.Level{logrus.DebugLevel} }
+
+func (h cancelOnRetry) Fire(e *logrus.Entry) error {
+	if e.Message == "retrying ECI call" {
+		h.cancel()
+	}
+	return nil
 }
