@@ -18,6 +18,12 @@ type Cloud interface {
 	// ListContainerGroups returns every instance carrying all of tags,
 	// following pagination.
 	ListContainerGroups(ctx context.Context, tags map[string]string) ([]*translate.Instance, error)
+	// ListStatuses returns the status of every instance carrying all of
+	// tags, following pagination: cheap enough to call every sync.
+	ListStatuses(ctx context.Context, tags map[string]string) ([]translate.GroupStatus, error)
+	// GetContainerGroups returns the instances with these ids; ids that do
+	// not exist are left out.
+	GetContainerGroups(ctx context.Context, ids []string) ([]*translate.Instance, error)
 	// DeleteContainerGroup deletes an instance.
 	DeleteContainerGroup(ctx context.Context, id string) error
 	// ExecCommand starts cmd in a container and returns the WebSocket URI

@@ -57,7 +57,10 @@ type Config struct {
 	Version string
 	// SyncInterval is how often the instances are listed (default 5s).
 	SyncInterval time.Duration
-	// GCInterval is how often orphaned instances are collected (default 1m).
+	// GCInterval is how often every instance is listed in full (events
+	// that came without a status change are replayed then) and orphaned
+	// instances are collected (default 1m). Between full lists a sync
+	// lists statuses only and fetches the instances that changed.
 	GCInterval time.Duration
 	// LogPollInterval is how often kubectl logs -f asks ECI for new lines
 	// (default 1s).
@@ -85,6 +88,12 @@ type Provider struct {
 	// provider hands to virtual-kubelet are written back through
 	// pods/status, which keeps the body's labels and annotations.
 	pods corev1listers.PodLister
+
+	// syncMu serializes Sync; digests (instance id -> status digest of
+	// its last fetched details) and lastFull belong to it.
+	syncMu   sync.Mutex
+	digests  map[string]uint64
+	lastFull time.Time
 
 	mu      sync.Mutex
 	entries map[types.UID]*entry
@@ -210,9 +219,8 @@ func (p *Provider) NotifyPods(_ context.Context, cb func(*corev1.Pod)) {
 	p.mu.Unlock()
 }
 
-// Run syncs and collects garbage until ctx ends.
+// Run syncs, and collects garbage after each full list, until ctx ends.
 func (p *Provider) Run(ctx context.Context) {
-	go wait.UntilWithContext(ctx, p.gc, p.cfg.GCInterval)
 	wait.UntilWithContext(ctx, func(ctx context.Context) {
 		if err := p.Sync(ctx); err != nil && ctx.Err() == nil {
 			p.log.WithError(err).Warn("sync with ECI failed; will retry")
@@ -521,14 +529,59 @@ func (p *Provider) Instance(ns, name string) (id string, pod *corev1.Pod, err er
 	return e.instanceID, e.pod.DeepCopy(), nil
 }
 
-// Sync lists this node's instances once, updates every pod's status, replays
-// ECI events, writes annotations and retries pending creates.
+// Sync lists this node's instances' statuses once, fetches the details of
+// those that changed (of all, every GCInterval, then collects garbage),
+// updates every pod's status, replays ECI events, writes annotations and
+// retries pending creates. The status list costs one call per 200
+// instances, so a sync's cost follows what changed, not how many pods run.
 func (p *Provider) Sync(ctx context.Context) error {
-	insts, err := p.cloud.ListContainerGroups(ctx, p.nodeTags())
+	p.syncMu.Lock()
+	defer p.syncMu.Unlock()
+	tags := p.nodeTags()
+	// Statuses first: details fetched after them are at least as new.
+	statuses, err := p.cloud.ListStatuses(ctx, tags)
 	if err != nil {
 		// Never taken as "all instances gone": statuses stay as they were.
-		return fmt.Errorf("listing this node's instances: %w", err)
+		return fmt.Errorf("listing this node's instance statuses: %w", err)
 	}
+	full := p.lastFull.IsZero() || time.Since(p.lastFull) >= p.cfg.GCInterval
+	var insts []*translate.Instance
+	if full {
+		insts, err = p.cloud.ListContainerGroups(ctx, tags)
+	} else {
+		var changed []string
+		for _, st := range statuses {
+			if d, ok := p.digests[st.ID]; !ok || d != st.Digest {
+				changed = append(changed, st.ID)
+			}
+		}
+		insts, err = p.cloud.GetContainerGroups(ctx, changed)
+	}
+	if err != nil {
+		return fmt.Errorf("reading this node's instances: %w", err)
+	}
+	p.digests = make(map[string]uint64, len(statuses))
+	present := make(map[string]bool, len(statuses))
+	for _, st := range statuses {
+		p.digests[st.ID] = st.Digest
+		present[st.ID] = true
+	}
+	if full {
+		p.lastFull = time.Now()
+		for _, inst := range insts {
+			present[inst.ID] = true // created after the status list
+		}
+	}
+	p.apply(ctx, present, insts)
+	if full {
+		p.collect(ctx, insts)
+	}
+	return nil
+}
+
+// apply takes in what a sync learnt: present holds every instance of this
+// node, insts the details of those that changed.
+func (p *Provider) apply(ctx context.Context, present map[string]bool, insts []*translate.Instance) {
 	byID := make(map[string]*translate.Instance, len(insts))
 	byUID := make(map[types.UID]*translate.Instance, len(insts))
 	for _, inst := range insts {
@@ -577,8 +630,7 @@ func (p *Provider) Sync(ctx context.Context) error {
 		case e.instanceID == "":
 			continue
 		}
-		inst, ok := byID[e.instanceID]
-		if !ok {
+		if !present[e.instanceID] {
 			// Lists are eventually consistent: a fresh instance may be
 			// missing once. Twice, it is gone.
 			e.missed++
@@ -595,6 +647,10 @@ func (p *Provider) Sync(ctx context.Context) error {
 			continue
 		}
 		e.missed = 0
+		inst := byID[e.instanceID]
+		if inst == nil {
+			continue // unchanged since its details were last fetched
+		}
 		st := translate.PodStatus(e.pod, inst)
 		if !statusEqual(e.pod.Status, st) {
 			e.pod.Status = st
@@ -649,7 +705,6 @@ func (p *Provider) Sync(ctx context.Context) error {
 	for _, e := range retry {
 		p.create(ctx, e)
 	}
-	return nil
 }
 
 // gc deletes instances of this node whose pod no longer exists, and forgets
@@ -663,6 +718,11 @@ func (p *Provider) gc(ctx context.Context) {
 		p.log.WithError(err).Warn("garbage collection: listing instances failed")
 		return
 	}
+	p.collect(ctx, insts)
+}
+
+// collect is gc on a complete list of this node's instances.
+func (p *Provider) collect(ctx context.Context, insts []*translate.Instance) {
 	for _, inst := range insts {
 		if !p.ownedBy(inst) {
 			continue

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"strings"
 	"sync"
@@ -47,6 +48,7 @@ type memCloud struct {
 	// deleteErr then fails it.
 	deleteGate chan struct{}
 	deleteErr  error
+	fetched    []string // ids GetContainerGroups was asked for
 }
 
 func newMemCloud() *memCloud {
@@ -95,6 +97,43 @@ func (m *memCloud) ListContainerGroups(_ context.Context, tags map[string]string
 		}
 	}
 	return append(out, m.extra...), nil
+}
+
+// ListStatuses digests what ECI's status list carries (status, IP,
+// containers), not events: an event alone changes no digest, as in ECI.
+func (m *memCloud) ListStatuses(ctx context.Context, tags map[string]string) ([]translate.GroupStatus, error) {
+	insts, err := m.ListContainerGroups(ctx, tags)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]translate.GroupStatus, 0, len(insts))
+	for _, inst := range insts {
+		h := fnv.New64a()
+		fmt.Fprintf(h, "%s %s %+v %+v", inst.Status, inst.IntranetIP, inst.Containers, inst.InitContainers)
+		out = append(out, translate.GroupStatus{ID: inst.ID, Status: inst.Status, Digest: h.Sum64()})
+	}
+	return out, nil
+}
+
+func (m *memCloud) GetContainerGroups(ctx context.Context, ids []string) ([]*translate.Instance, error) {
+	all, err := m.ListContainerGroups(ctx, nil)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.fetched = append(m.fetched, ids...)
+	if err != nil {
+		return nil, err
+	}
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	var out []*translate.Instance
+	for _, inst := range all {
+		if want[inst.ID] {
+			out = append(out, inst)
+		}
+	}
+	return out, nil
 }
 
 func (m *memCloud) DeleteContainerGroup(_ context.Context, id string) error {
@@ -592,5 +631,87 @@ func TestMissingEnvObjectsAreNoted(t *testing.T) {
 	pods, _ := h.p.GetPods(ctx)
 	if len(pods) != 1 || pods[0].Name != "optional-cm" {
 		t.Errorf("running pods %v, want only optional-cm", pods)
+	}
+}
+
+// Between full lists a sync reads only the status list and the details of
+// the instances whose status changed; an event that came without a status
+// change waits for the next full list.
+func TestSyncFetchesOnlyChangedInstances(t *testing.T) {
+	ctx := context.Background()
+	p1, p2 := pod("a"), pod("b")
+	h := newHarness(t, p1, p2)
+	for _, p := range []*corev1.Pod{p1, p2} {
+		if err := h.p.CreatePod(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.p.Sync(ctx); err != nil { // the first sync lists in full
+		t.Fatal(err)
+	}
+	fetched := func() []string {
+		h.cloud.mu.Lock()
+		defer h.cloud.mu.Unlock()
+		out := h.cloud.fetched
+		h.cloud.fetched = nil
+		return out
+	}
+	fetched()
+	if err := h.p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if f := fetched(); len(f) != 0 {
+		t.Errorf("nothing changed, yet %v were fetched", f)
+	}
+	h.cloud.set("eci-2", func(i *translate.Instance) {
+		i.Status, i.IntranetIP = translate.StatusRunning, "192.168.1.9"
+		i.Containers = []translate.ContainerStatus{{Name: "c", Ready: true, Current: translate.ContainerState{State: "Running", Started: time.Now()}}}
+	})
+	h.cloud.set("eci-1", func(i *translate.Instance) {
+		i.Events = []translate.Event{{Type: "Warning", Reason: "Unhealthy", Message: "probe failed", Name: "e9", Count: 1}}
+	})
+	h.events()
+	if err := h.p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if f := fetched(); len(f) != 1 || f[0] != "eci-2" {
+		t.Errorf("fetched %v, want only the changed eci-2", f)
+	}
+	if n := h.last("b"); n == nil || n.Status.Phase != corev1.PodRunning || n.Status.PodIP != "192.168.1.9" {
+		t.Fatalf("the changed instance's pod: %+v", n)
+	}
+	if ev := h.events(); strings.Contains(ev, "Unhealthy") {
+		t.Errorf("an event alone was seen before the full list:\n%s", ev)
+	}
+	h.p.lastFull = time.Now().Add(-2 * h.p.cfg.GCInterval)
+	if err := h.p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ev := h.events(); strings.Count(ev, "Unhealthy") != 1 {
+		t.Errorf("the full list did not replay the event:\n%s", ev)
+	}
+}
+
+// The full list also collects garbage: an instance whose pod is gone is
+// deleted without a separate list.
+func TestFullSyncCollectsOrphans(t *testing.T) {
+	ctx := context.Background()
+	p1 := pod("gone")
+	h := newHarness(t, p1)
+	if err := h.p.CreatePod(ctx, p1); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.kube.CoreV1().Pods("ns").Delete(ctx, "gone", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.p.mu.Lock()
+	delete(h.p.entries, p1.UID) // as if the provider restarted without it
+	delete(h.p.keys, "ns/gone")
+	h.p.mu.Unlock()
+	if err := h.p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.cloud.insts) != 0 || len(h.cloud.deletes) != 1 {
+		t.Fatalf("orphan left: %d instances, deletes %v", len(h.cloud.insts), h.cloud.deletes)
 	}
 }

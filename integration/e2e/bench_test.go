@@ -388,6 +388,41 @@ next:
 	return out, nil
 }
 
+// ListStatuses and GetContainerGroups answer like the emulator, as one
+// call each; the floor's instances never change after create.
+func (m *memCloud) ListStatuses(_ context.Context, tags map[string]string) ([]translate.GroupStatus, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.calls["DescribeContainerGroupStatus"]++
+	var out []translate.GroupStatus
+next:
+	for _, g := range m.groups {
+		for k, v := range tags {
+			if g.Tags[k] != v {
+				continue next
+			}
+		}
+		out = append(out, translate.GroupStatus{ID: g.ID, Status: g.Status, Digest: 1})
+	}
+	return out, nil
+}
+
+func (m *memCloud) GetContainerGroups(_ context.Context, ids []string) ([]*translate.Instance, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*translate.Instance
+	if len(ids) > 0 {
+		m.calls["DescribeContainerGroups"]++
+	}
+	for _, id := range ids {
+		if g, ok := m.groups[id]; ok {
+			c := *g
+			out = append(out, &c)
+		}
+	}
+	return out, nil
+}
+
 func (m *memCloud) DeleteContainerGroup(_ context.Context, id string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -246,6 +246,24 @@ func TestDescribeContainerGroupStatus(t *testing.T) {
 		got[ids[0]]["Name"] != "status-0" || r["RequestId"] == "" || phase(got[ids[0]]) != "Running" || phase(got[ids[1]]) != "Failed" {
 		t.Errorf("by id: %v", r)
 	}
+	// The PodStatus keeps ECI's spellings: lower-case condition keys, and a
+	// running state's start under StartedAtstartedAt.
+	ps := got[ids[0]]["PodStatus"].(map[string]any)
+	cs := ps["ContainerStatuses"].([]any)[0].(map[string]any)
+	run, _ := cs["State"].(map[string]any)["Running"].(map[string]any)
+	if cs["Name"] != "app" || cs["Ready"] != true || cs["RestartCount"] != float64(0) || run == nil || run["StartedAtstartedAt"] == "" {
+		t.Errorf("container status: %v", cs)
+	}
+	conds := map[any]any{}
+	for _, c := range ps["Conditions"].([]any) {
+		conds[c.(map[string]any)["type"]] = c.(map[string]any)["status"]
+	}
+	if conds["Ready"] != "True" || conds["PodScheduled"] != "True" || ps["PodIp"] == "" {
+		t.Errorf("pod status: %v", ps)
+	}
+	if lt, _ := got[ids[1]]["PodStatus"].(map[string]any)["Conditions"].([]any)[2].(map[string]any); lt["status"] != "False" {
+		t.Errorf("an expired group's ContainersReady: %v", lt)
+	}
 
 	seen := map[string]bool{}
 	next := ""

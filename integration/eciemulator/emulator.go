@@ -725,8 +725,9 @@ func (e *Emulator) describeGroups(p params) (map[string]any, *apiError) {
 // describeGroupStatus implements DescribeContainerGroupStatus: the groups
 // given by ContainerGroupIds (at most 20), or every group, paged (Limit
 // default 200), filtered by ZoneId, VSwitchId and Tag.N like
-// DescribeContainerGroups. Each entry has the id, name, status and the
-// pod phase the status maps to; SinceSecond is not implemented.
+// DescribeContainerGroups. Each entry has the id, name, status and a
+// Kubernetes-shaped PodStatus with ECI's key spellings (see podStatus);
+// SinceSecond is not implemented.
 func (e *Emulator) describeGroupStatus(p params) (map[string]any, *apiError) {
 	start, limit, apiErr := page(p, 200, 200)
 	if apiErr != nil {
@@ -755,9 +756,59 @@ func (e *Emulator) describeGroupStatus(p params) (map[string]any, *apiError) {
 	out := []map[string]any{}
 	for _, g := range matched[min(start, len(matched)):end] {
 		out = append(out, map[string]any{"ContainerGroupId": g.ContainerGroupID, "Name": g.ContainerGroupName, "Status": g.Status,
-			"PodStatus": map[string]any{"Phase": podPhase(g.Status), "PodIp": g.IntranetIP}})
+			"Annotations": "{}", "PodStatus": podStatus(g)})
 	}
 	return map[string]any{"Data": out, "TotalCount": len(matched), "NextToken": nextToken(end, len(matched))}, nil
+}
+
+// podStatus is a group's PodStatus as DescribeContainerGroupStatus
+// answers it: Conditions keys type/status/lastTransitionTime in lower case
+// beside Message/Reason, and a running state's start under the key
+// StartedAtstartedAt, as in ECI's API definition.
+func podStatus(g *group) map[string]any {
+	phase := podPhase(g.Status)
+	allReady := len(g.Containers) > 0
+	statuses := []map[string]any{}
+	for _, c := range g.Containers {
+		allReady = allReady && c.Ready
+		statuses = append(statuses, map[string]any{"Name": c.Name, "Image": c.Image, "ImageID": "", "Ready": c.Ready,
+			"Started": c.CurrentState.State == "Running", "RestartCount": c.RestartCount,
+			"State": k8sState(c.CurrentState), "LastState": k8sState(c.PreviousState)})
+	}
+	cond := func(typ string, ok bool) map[string]any {
+		st := "False"
+		if ok {
+			st = "True"
+		}
+		// The transition time is the group's creation: the emulator does
+		// not track conditions, and a stable value keeps the entry
+		// unchanged while nothing else changes.
+		return map[string]any{"type": typ, "status": st, "lastTransitionTime": g.CreationTime, "Message": "", "Reason": ""}
+	}
+	running := phase == "Running" || phase == "Succeeded"
+	ready := phase == "Running" && allReady
+	out := map[string]any{"Phase": phase, "HostIp": g.IntranetIP, "PodIp": g.IntranetIP, "PodIps": []map[string]string{},
+		"QosClass": "Guaranteed", "StartTime": g.CreationTime, "ContainerStatuses": statuses,
+		"Conditions": []map[string]any{cond("PodScheduled", g.Status != "Scheduling" && g.Status != "ScheduleFailed"),
+			cond("Initialized", running), cond("ContainersReady", ready), cond("Ready", ready)}}
+	if g.IntranetIP != "" {
+		out["PodIps"] = []map[string]string{{"Ip": g.IntranetIP}}
+	}
+	return out
+}
+
+// k8sState is a container state in DescribeContainerGroupStatus' shape.
+func k8sState(s state) map[string]any {
+	switch s.State {
+	case "Running":
+		return map[string]any{"Running": map[string]any{"StartedAtstartedAt": s.StartTime}}
+	case "Terminated":
+		return map[string]any{"Terminated": map[string]any{"ContainerID": "", "ExitCode": s.ExitCode, "FinishedAt": s.FinishTime,
+			"Message": s.Message, "Reason": s.Reason, "Signal": s.Signal, "StartedAt": s.StartTime}}
+	case "Waiting":
+		return map[string]any{"Waiting": map[string]any{"Message": s.Message, "Reason": s.Reason}}
+	}
+	return map[string]any{}
 }
 
 // podPhase is the Kubernetes pod phase of an ECI status.

@@ -260,3 +260,86 @@ func (h cancelOnRetry) Fire(e *logrus.Entry) error {
 	}
 	return nil
 }
+
+// The status list pages 200 groups a call; a group's digest holds while
+// nothing changes and moves when its status does. Details come by id.
+func TestStatusesAndDetailsByID(t *testing.T) {
+	emu, ep := eciemulator.StartForTest(t, eciemulator.Config{Credentials: map[string]string{id: secret}, Runtime: "sim"})
+	c := newClient(t, ep, nil)
+	ctx := context.Background()
+	tags := map[string]string{translate.TagNode: "n1", translate.TagCluster: "c1"}
+	var ids []string
+	for i := 0; i < 25; i++ {
+		gid, _, err := c.CreateContainerGroup(ctx, group(fmt.Sprintf("s-%d", i), fmt.Sprintf("tok-s-%d", i), "sleep", "60"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, gid)
+	}
+	running := func() map[string]translate.GroupStatus {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			sts, err := c.ListStatuses(ctx, tags)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := map[string]translate.GroupStatus{}
+			for _, s := range sts {
+				if s.Status == translate.StatusRunning {
+					out[s.ID] = s
+				}
+			}
+			if len(out) == len(ids) || time.Now().After(deadline) {
+				return out
+			}
+		}
+	}
+	before := running()
+	if len(before) != 25 {
+		t.Fatalf("%d of 25 groups running", len(before))
+	}
+	n0 := emu.CallCounts()["DescribeContainerGroupStatus"]
+	again := running()
+	if n := emu.CallCounts()["DescribeContainerGroupStatus"] - n0; n != 1 {
+		t.Errorf("25 statuses took %d calls, want 1", n)
+	}
+	for id, s := range again {
+		if s.Digest != before[id].Digest {
+			t.Errorf("%s: digest moved while nothing changed", id)
+		}
+	}
+	if err := emu.Expire(ids[3]); err != nil {
+		t.Fatal(err)
+	}
+	sts, err := c.ListStatuses(ctx, tags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sts {
+		if s.ID == ids[3] && (s.Digest == before[ids[3]].Digest || s.Status != translate.StatusExpired) {
+			t.Errorf("expired group: %+v", s)
+		}
+	}
+
+	want := append(append([]string{}, ids[:21]...), "eci-missing")
+	n0 = emu.CallCounts()["DescribeContainerGroups"]
+	insts, err := c.GetContainerGroups(ctx, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := emu.CallCounts()["DescribeContainerGroups"] - n0; n != 2 {
+		t.Errorf("22 ids took %d calls, want 2", n)
+	}
+	got := map[string]bool{}
+	for _, i := range insts {
+		got[i.ID] = true
+		if i.Tags[translate.TagNode] != "n1" || len(i.Containers) != 1 {
+			t.Errorf("instance %+v", i)
+		}
+	}
+	if len(got) != 21 || got["eci-missing"] {
+		t.Errorf("got %d instances: %v", len(got), got)
+	}
+	if insts, err := c.GetContainerGroups(ctx, nil); err != nil || len(insts) != 0 {
+		t.Errorf("no ids: %v %v", insts, err)
+	}
+}

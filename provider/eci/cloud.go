@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"sort"
 	"strconv"
 	"strings"
@@ -370,19 +371,11 @@ func (g rawGroup) domain() *translate.Instance {
 // ListContainerGroups implements provider.Cloud: every page of
 // DescribeContainerGroups filtered by tags.
 func (c *Client) ListContainerGroups(ctx context.Context, tags map[string]string) ([]*translate.Instance, error) {
-	keys := make([]string, 0, len(tags))
-	for k := range tags {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	var out []*translate.Instance
 	next := ""
 	for {
 		p := flat{"Limit": "20"}
-		for i, k := range keys {
-			p[fmt.Sprintf("Tag.%d.Key", i+1)] = k
-			p[fmt.Sprintf("Tag.%d.Value", i+1)] = tags[k]
-		}
+		tagParams(p, tags)
 		p.set("NextToken", next)
 		var page struct {
 			NextToken       string     `json:"NextToken"`
@@ -393,6 +386,79 @@ func (c *Client) ListContainerGroups(ctx context.Context, tags map[string]string
 		}
 		for _, g := range page.ContainerGroups {
 			out = append(out, g.domain())
+		}
+		if page.NextToken == "" {
+			return out, nil
+		}
+		next = page.NextToken
+	}
+}
+
+// tagParams are Tag.N.Key/Value filters, in a stable order.
+func tagParams(p flat, tags map[string]string) {
+	keys := make([]string, 0, len(tags))
+	for k := range tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		p[fmt.Sprintf("Tag.%d.Key", i+1)] = k
+		p[fmt.Sprintf("Tag.%d.Value", i+1)] = tags[k]
+	}
+}
+
+// GetContainerGroups implements provider.Cloud: DescribeContainerGroups
+// by id, 20 ids a call (ECI's maximum). Ids that no longer exist are
+// simply absent from the answer.
+func (c *Client) GetContainerGroups(ctx context.Context, ids []string) ([]*translate.Instance, error) {
+	var out []*translate.Instance
+	for len(ids) > 0 {
+		n := min(len(ids), 20)
+		b, _ := json.Marshal(ids[:n])
+		ids = ids[n:]
+		var page struct {
+			ContainerGroups []rawGroup `json:"ContainerGroups"`
+		}
+		if err := c.call(ctx, "DescribeContainerGroups", flat{"ContainerGroupIds": string(b), "Limit": "20"}, &page); err != nil {
+			return nil, err
+		}
+		for _, g := range page.ContainerGroups {
+			out = append(out, g.domain())
+		}
+	}
+	return out, nil
+}
+
+// ListStatuses implements provider.Cloud: every page of
+// DescribeContainerGroupStatus (200 groups a page, against
+// DescribeContainerGroups' 20) filtered by tags. Each entry's digest
+// changes whenever anything in its status does, so the provider fetches
+// details only for groups that changed.
+func (c *Client) ListStatuses(ctx context.Context, tags map[string]string) ([]translate.GroupStatus, error) {
+	var out []translate.GroupStatus
+	next := ""
+	for {
+		p := flat{"Limit": "200"}
+		tagParams(p, tags)
+		p.set("NextToken", next)
+		var page struct {
+			NextToken string            `json:"NextToken"`
+			Data      []json.RawMessage `json:"Data"`
+		}
+		if err := c.call(ctx, "DescribeContainerGroupStatus", p, &page); err != nil {
+			return nil, err
+		}
+		for _, raw := range page.Data {
+			var d struct {
+				ContainerGroupID string `json:"ContainerGroupId"`
+				Status           string `json:"Status"`
+			}
+			if err := json.Unmarshal(raw, &d); err != nil {
+				return nil, &Error{Action: "DescribeContainerGroupStatus", Kind: KindUnknown, Err: fmt.Errorf("decoding a group's status: %w", err)}
+			}
+			h := fnv.New64a()
+			_, _ = h.Write(raw)
+			out = append(out, translate.GroupStatus{ID: d.ContainerGroupID, Status: d.Status, Digest: h.Sum64()})
 		}
 		if page.NextToken == "" {
 			return out, nil

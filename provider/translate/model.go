@@ -173,6 +173,15 @@ type Instance struct {
 	Events         []Event
 }
 
+// GroupStatus is one entry of a status list: cheaper than an Instance to
+// list, it tells which instances exist and which changed.
+type GroupStatus struct {
+	ID     string
+	Status string
+	// Digest changes whenever anything in the instance's status does.
+	Digest uint64
+}
+
 // ContainerStatus is one container's state in an Instance.
 type ContainerStatus struct {
 	Name         string
