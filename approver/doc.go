@@ -20,6 +20,14 @@
 // not used by virtual nodes (their :10250 pair is provisioned as files), so
 // kubelet-serving CSRs are not ours.
 //
+// Access reviews. A bootstrap requestor's SubjectAccessReview is reused
+// for a few seconds (CachedReviewer), keyed on the whole recorded identity
+// (user, UID, groups, extra) and only when it allowed: a burst of CSRs from
+// one bootstrap token costs one review instead of one each, revoking the
+// token's RBAC takes effect within the TTL, and a denial or an error is
+// never reused. Every other check, the token's Secret included, runs on
+// every CSR.
+//
 // Fairness. Work is queued per requestor and the requestors are served
 // round-robin, so a flood of CSRs from one requestor delays another
 // requestor's CSR by at most one CSR per flooding requestor.

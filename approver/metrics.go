@@ -12,6 +12,8 @@ type metrics struct {
 	dryRun    *prometheus.CounterVec
 	errors    prometheus.Counter
 	reconcile prometheus.Histogram
+	// accessReviews counts access checks by whether the cache answered.
+	accessReviews *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -41,8 +43,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time to reconcile one CSR, including the SubjectAccessReview and the approval write.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
+		accessReviews: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "vnode_approver", Name: "access_checks_total",
+			Help: "Bootstrap requestors' access checks, by whether a cached allow answered (true) or a SubjectAccessReview was sent (false).",
+		}, []string{"cached"}),
 	}
-	for _, c := range []prometheus.Collector{m.approved, m.denied, m.ignored, m.dryRun, m.errors, m.reconcile} {
+	for _, c := range []prometheus.Collector{m.approved, m.denied, m.ignored, m.dryRun, m.errors, m.reconcile, m.accessReviews} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

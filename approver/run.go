@@ -36,6 +36,20 @@ import (
 // Component is the name in events, the Lease and the user agent.
 const Component = "vnode-approver"
 
+// The API client's default budget (cmd/vnode-approver's --kube-api-qps and
+// --kube-api-burst). The approver's requests follow the CSRs: at most one
+// approval write and one event per CSR, a SubjectAccessReview per
+// requestor identity and cache TTL, and a Secret list only when a token is
+// not in the cache yet; ignored CSRs cost nothing and failures retry with
+// per-CSR backoff. So the client limit only adds a queue behind a burst of
+// CSRs the API server has already admitted (API Priority and Fairness
+// guards the server); 50/100 made a burst of 1,000 wait about 20 s for it.
+// The burst covers a 1,000-node bootstrap; 200/s is the sustained cap.
+const (
+	DefaultKubeAPIQPS   = 200
+	DefaultKubeAPIBurst = 1000
+)
+
 // Config is everything Run needs; cmd/vnode-approver fills it from flags.
 type Config struct {
 	// REST reaches the API server as the approver's identity.

@@ -33,6 +33,7 @@ type options struct {
 	kubeAPIQPS      float32
 	kubeAPIBurst    int
 	workers         int
+	accessCacheTTL  time.Duration
 	maxExpiration   time.Duration
 	bootstrapGroup  string
 	deny            bool
@@ -73,9 +74,10 @@ are ignored.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster config)")
-	f.Float32Var(&o.kubeAPIQPS, "kube-api-qps", 50, "API client queries per second (kube-controller-manager's default)")
-	f.IntVar(&o.kubeAPIBurst, "kube-api-burst", 100, "API client burst (kube-controller-manager's default)")
-	f.IntVar(&o.workers, "workers", 5, "CSRs reconciled in parallel")
+	f.Float32Var(&o.kubeAPIQPS, "kube-api-qps", approver.DefaultKubeAPIQPS, "API client queries per second")
+	f.IntVar(&o.kubeAPIBurst, "kube-api-burst", approver.DefaultKubeAPIBurst, "API client burst")
+	f.IntVar(&o.workers, "workers", approver.DefaultWorkers, "CSRs reconciled in parallel")
+	f.DurationVar(&o.accessCacheTTL, "access-review-cache-ttl", approver.DefaultAccessReviewCacheTTL, "how long an allowed SubjectAccessReview of a bootstrap requestor is reused for the same identity (user, UID, groups, extra); denials are never reused; 0 disables")
 	f.DurationVar(&o.maxExpiration, "max-expiration", approver.DefaultMaxExpiration, "largest spec.expirationSeconds approved")
 	f.StringVar(&o.bootstrapGroup, "bootstrap-group", approver.DefaultBootstrapGroup, "group of vnode bootstrap tokens (auth-extra-groups)")
 	f.BoolVar(&o.deny, "deny", true, "deny CSRs that look like a virtual node's and fail a check; false only ignores them")
@@ -104,6 +106,9 @@ func run(parent context.Context, o options) error {
 	defer stop()
 	if o.workers < 1 {
 		return errors.New("--workers must be at least 1")
+	}
+	if o.accessCacheTTL < 0 {
+		return errors.New("--access-review-cache-ttl must not be negative")
 	}
 	if o.maxExpiration < 10*time.Minute {
 		return errors.New("--max-expiration must be at least 10m (the API server's minimum expirationSeconds)")
@@ -138,10 +143,11 @@ func run(parent context.Context, o options) error {
 	return approver.Run(ctx, approver.Config{
 		REST: restCfg,
 		Options: approver.Options{
-			Policy:  approver.Policy{MaxExpiration: o.maxExpiration, BootstrapGroup: o.bootstrapGroup},
-			Workers: o.workers,
-			Deny:    o.deny,
-			DryRun:  o.dryRun,
+			Policy:               approver.Policy{MaxExpiration: o.maxExpiration, BootstrapGroup: o.bootstrapGroup},
+			Workers:              o.workers,
+			Deny:                 o.deny,
+			DryRun:               o.dryRun,
+			AccessReviewCacheTTL: cacheTTL(o.accessCacheTTL),
 		},
 		Resync:          o.resync,
 		LeaderElect:     o.leaderElect,
@@ -156,6 +162,15 @@ func run(parent context.Context, o options) error {
 		HealthListener:  healthL,
 		Log:             logrus.NewEntry(logger),
 	})
+}
+
+// cacheTTL maps the flag (0 disables) to Options (0 is the default,
+// negative disables).
+func cacheTTL(flag time.Duration) time.Duration {
+	if flag == 0 {
+		return -1
+	}
+	return flag
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
