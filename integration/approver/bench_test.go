@@ -3,8 +3,10 @@ package approver
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	vnapprover "github.com/vnode-project/vnode/approver"
 	"github.com/vnode-project/vnode/integration/controlplane"
 )
 
@@ -30,63 +33,135 @@ const (
 )
 
 // BenchmarkApproval measures approval latency (CSR created to Approved
-// condition seen on a watch: p50, p99), time to issue (certificate seen)
-// and approved CSRs per second (burst size over first create to last
-// approval) for bursts of 100 and 1,000 bootstrap CSRs, each on its own
-// control plane:
+// condition seen on a watch: p50, p99), time to issue (certificate seen),
+// approved CSRs per second (burst size over first create to last
+// approval) and created CSRs per second (the requestor's own rate) for
+// bursts of 100 and 1,000 bootstrap CSRs from one bootstrap token:
 //
-//   - vnode-approver: the process under its service account, approving
-//     system:vnode:<n> CSRs (kube-apiserver-client signer) from a vnode
-//     bootstrap token, with kube-controller-manager's approver off;
+//   - vnode-approver: the process under its service account, with its
+//     default flags, approving system:vnode:<n> CSRs (kube-apiserver-client
+//     signer) from a vnode bootstrap token, with kube-controller-manager's
+//     approver off;
+//   - vnode-approver-qps50: the same with kube-controller-manager's old
+//     budget, --kube-api-qps=50 --kube-api-burst=100;
 //   - kcm-csrapproving: kube-controller-manager's built-in approver on the
 //     equivalent kubelet CSRs (kube-apiserver-client-kubelet signer,
 //     system:node:<n> in system:nodes) from a bootstrap token with the
-//     nodeclient RBAC.
+//     nodeclient RBAC, at its defaults (20 QPS, burst 30 per controller);
+//   - kcm-csrapproving-qps50 and kcm-csrapproving-qps<N>: the same at
+//     vnode-approver's old budget and at its default one;
+//   - floor: no approver; the benchmark approves each CSR (custom signer,
+//     never signed) as soon as its watch sees it, as the admin, with no
+//     client-side limit and as many writers as there are creators. It is
+//     what the API server itself allows on this machine.
 //
-// Both do one SubjectAccessReview and one approval write per CSR, and both
-// are bound by their API clients' rate limits: vnode-approver's default is
-// 50 QPS (burst 100), shared with the event it records per decision;
-// kube-controller-manager's is 20 QPS (burst 30) per controller. So
-// kube-controller-manager runs twice: with its defaults
-// (kcm-csrapproving), and with vnode-approver's budget
-// (kcm-csrapproving-qps50, a third control plane). The requestors are not
-// rate limited.
+// kube-controller-manager does one SubjectAccessReview and one approval
+// write per CSR; vnode-approver one approval write (its access review is
+// cached per requestor identity) and one event. Each control plane starts
+// when its first sub-benchmark runs and stops after its last; the
+// requestors are not rate limited.
 //
 //	go test -run '^$' -bench Approval -benchtime 1x ./integration/approver
+//
+// VNODE_BENCH_APPROVER_ARGS adds flags to the vnode-approver target.
 func BenchmarkApproval(b *testing.B) {
 	ctx := context.Background()
 	vn := newEnv(ctx, b, controlplane.Options{DisableCSRApprover: true})
-	vn.args = []string{"--log-level=info"}
-	vn.startApprover(ctx, b)
-	targets := []benchTarget{{
-		name:      "vnode-approver",
-		admin:     vn.cp.Client,
-		requestor: unthrottled(b, createToken(ctx, b, vn.cp, "benchv", []string{bootstrapGroup}, nil)),
-		signer:    certificatesv1.KubeAPIServerClientSignerName,
-		request:   vnodeRequest,
-	}}
-	targets = append(targets,
+	// withApprover (re)starts vnode-approver with args unless it runs so.
+	var running []string
+	withApprover := func(b *testing.B, args ...string) {
+		e := vn
+		args = append([]string{"--log-level=info"}, args...)
+		if e.approver != nil && slices.Equal(running, args) {
+			return
+		}
+		if e.approver != nil {
+			e.stopApprover(b)
+		}
+		e.args, running = args, args
+		e.startApprover(ctx, b)
+	}
+	vnodeTarget := func(name string, args ...string) benchTarget {
+		return benchTarget{name: name, signed: true, setup: func(b *testing.B) (kubernetes.Interface, kubernetes.Interface) {
+			withApprover(b, args...)
+			return vn.cp.Client, unthrottled(b, tokenFor(ctx, b, vn.cp, "benchv", bootstrapGroup))
+		}, signer: certificatesv1.KubeAPIServerClientSignerName, request: vnodeRequest}
+	}
+	targets := []benchTarget{
+		vnodeTarget("vnode-approver", strings.Fields(os.Getenv("VNODE_BENCH_APPROVER_ARGS"))...),
+		vnodeTarget("vnode-approver-qps50", "--kube-api-qps=50", "--kube-api-burst=100"),
+		{name: "floor", setup: func(b *testing.B) (kubernetes.Interface, kubernetes.Interface) {
+			return unthrottled(b, vn.cp.AdminConfig), unthrottled(b, tokenFor(ctx, b, vn.cp, "benchv", bootstrapGroup))
+		}, signer: floorSigner, request: vnodeRequest, approveAll: true},
 		kcmTarget(ctx, b, "kcm-csrapproving"),
-		kcmTarget(ctx, b, "kcm-csrapproving-qps50", "--kube-api-qps=50", "--kube-api-burst=100"))
-	for _, burst := range []int{100, 1000} {
-		for _, tg := range targets {
+		kcmTarget(ctx, b, "kcm-csrapproving-qps50", "--kube-api-qps=50", "--kube-api-burst=100"),
+		kcmTarget(ctx, b, fmt.Sprintf("kcm-csrapproving-qps%d", vnapprover.DefaultKubeAPIQPS),
+			fmt.Sprintf("--kube-api-qps=%d", vnapprover.DefaultKubeAPIQPS), fmt.Sprintf("--kube-api-burst=%d", vnapprover.DefaultKubeAPIBurst)),
+	}
+	for _, tg := range targets {
+		for _, burst := range []int{100, 1000} {
 			b.Run(fmt.Sprintf("%s/burst=%d", tg.name, burst), func(b *testing.B) { tg.bench(ctx, b, burst) })
 		}
+		if tg.stop != nil {
+			tg.stop()
+		}
 	}
-	vn.checkApproverLog(b)
+	if vn.approver != nil {
+		vn.checkApproverLog(b)
+	}
 }
 
-// kcmTarget starts a control plane whose kube-controller-manager approves
-// kubelet client CSRs, with flags, and a kubelet bootstrap token for it.
-func kcmTarget(ctx context.Context, b *testing.B, name string, flags ...string) benchTarget {
-	cp := controlplane.StartForTest(b, controlplane.Options{ExtraControllerManagerFlags: flags})
-	bindClusterRole(ctx, b, cp.Client, "bench:kubelet-bootstrappers", nodeBootstrapper, groupSubject(benchKubeletGroup))
-	bindClusterRole(ctx, b, cp.Client, "bench:kubelet-nodeclient", nodeClientRole, groupSubject(benchKubeletGroup))
+// floorSigner is a signer nobody signs for or approves: the floor target's.
+const floorSigner = "vnode.test/bench-floor"
+
+// tokenFor creates bootstrap token id on cp once and returns its config.
+func tokenFor(ctx context.Context, b *testing.B, cp *controlplane.ControlPlane, id string, groups ...string) *rest.Config {
+	tokensMu.Lock()
+	defer tokensMu.Unlock()
+	key := cp.APIServerURL + "/" + id
+	if cfg, ok := tokens[key]; ok {
+		return cfg
+	}
+	cfg := createToken(ctx, b, cp, id, groups, nil)
+	tokens[key] = cfg
+	return cfg
+}
+
+var (
+	tokensMu sync.Mutex
+	tokens   = map[string]*rest.Config{}
+)
+
+// kcmTarget is a control plane whose kube-controller-manager approves
+// kubelet client CSRs, with flags, and a kubelet bootstrap token for it;
+// the control plane starts with the target's first sub-benchmark and lives
+// in parent's directory until stop or parent's end.
+func kcmTarget(ctx context.Context, parent *testing.B, name string, flags ...string) benchTarget {
+	var cp *controlplane.ControlPlane
+	var requestor kubernetes.Interface
 	return benchTarget{
-		name:      name,
-		admin:     cp.Client,
-		requestor: unthrottled(b, createToken(ctx, b, cp, "benchk", []string{benchKubeletGroup}, nil)),
-		signer:    certificatesv1.KubeAPIServerClientKubeletSignerName,
+		name:   name,
+		signed: true,
+		setup: func(b *testing.B) (kubernetes.Interface, kubernetes.Interface) {
+			if cp == nil {
+				var err error
+				cp, err = controlplane.Start(ctx, controlplane.Options{ExtraControllerManagerFlags: flags, Dir: parent.TempDir()})
+				if err != nil {
+					b.Fatalf("starting the control plane: %v", err)
+				}
+				parent.Cleanup(cp.Stop)
+				bindClusterRole(ctx, b, cp.Client, "bench:kubelet-bootstrappers", nodeBootstrapper, groupSubject(benchKubeletGroup))
+				bindClusterRole(ctx, b, cp.Client, "bench:kubelet-nodeclient", nodeClientRole, groupSubject(benchKubeletGroup))
+				requestor = unthrottled(b, createToken(ctx, b, cp, "benchk", []string{benchKubeletGroup}, nil))
+			}
+			return cp.Client, requestor
+		},
+		stop: func() {
+			if cp != nil {
+				cp.Stop()
+			}
+		},
+		signer: certificatesv1.KubeAPIServerClientKubeletSignerName,
 		request: func(node string) request {
 			return request{cn: "system:node:" + node, org: []string{"system:nodes"}}
 		},
@@ -95,36 +170,49 @@ func kcmTarget(ctx context.Context, b *testing.B, name string, flags ...string) 
 
 // benchTarget is one approver and the CSRs it approves.
 type benchTarget struct {
-	name      string
-	admin     kubernetes.Interface // watches
-	requestor kubernetes.Interface // creates the CSRs
-	signer    string
-	request   func(node string) request
+	name string
+	// setup starts what the target needs (once) and returns the client
+	// that watches and the one that creates the CSRs.
+	setup func(b *testing.B) (admin, requestor kubernetes.Interface)
+	// stop, if set, stops it after the target's last sub-benchmark.
+	stop    func()
+	signer  string
+	request func(node string) request
+	// signed: a signer issues the certificates (issue latency is measured).
+	signed bool
+	// approveAll: the benchmark approves the CSRs itself (the floor).
+	approveAll bool
 }
 
 // burstSeq names bursts uniquely across a benchmark's runs.
 var burstSeq atomic.Int64
 
 func (tg benchTarget) bench(ctx context.Context, b *testing.B, burst int) {
+	b.StopTimer()
+	admin, requestor := tg.setup(b)
 	var approve, issue []time.Duration
-	var elapsed time.Duration
+	var elapsed, creating time.Duration
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		csrs := tg.csrs(b, burst)
 		b.StartTimer()
-		r, err := runBurst(ctx, tg.admin, tg.requestor, csrs)
+		r, err := runBurst(ctx, admin, requestor, csrs, tg.signed, tg.approveAll)
 		if err != nil {
 			b.Fatalf("%s, burst of %d: %v", tg.name, burst, err)
 		}
 		approve = append(approve, r.approve...)
 		issue = append(issue, r.issue...)
 		elapsed += r.elapsed
+		creating += r.creating
 	}
 	b.ReportMetric(millis(percentile(approve, 50)), "approve-p50-ms")
 	b.ReportMetric(millis(percentile(approve, 99)), "approve-p99-ms")
-	b.ReportMetric(millis(percentile(issue, 50)), "issue-p50-ms")
-	b.ReportMetric(millis(percentile(issue, 99)), "issue-p99-ms")
+	if tg.signed {
+		b.ReportMetric(millis(percentile(issue, 50)), "issue-p50-ms")
+		b.ReportMetric(millis(percentile(issue, 99)), "issue-p99-ms")
+	}
 	b.ReportMetric(float64(burst*b.N)/elapsed.Seconds(), "approved-CSRs/s")
+	b.ReportMetric(float64(burst*b.N)/creating.Seconds(), "created-CSRs/s")
 }
 
 // csrs builds one burst, labelled so a watch can follow just it.
@@ -149,13 +237,16 @@ func unthrottled(tb testing.TB, cfg *rest.Config) kubernetes.Interface {
 // burstResult holds per-CSR latencies from the moment its create returned.
 type burstResult struct {
 	approve, issue []time.Duration
-	// elapsed runs from the first create to the last approval.
-	elapsed time.Duration
+	// elapsed runs from the first create to the last approval; creating
+	// to the last create returned.
+	elapsed, creating time.Duration
 }
 
 // runBurst creates csrs with a few creates in flight and follows them on a
-// watch until every one is approved and issued.
-func runBurst(ctx context.Context, admin, requestor kubernetes.Interface, csrs []*certificatesv1.CertificateSigningRequest) (burstResult, error) {
+// watch until every one is approved (and issued, if signed). With
+// approveAll it also approves each CSR the moment a watch of its own sees
+// it, from as many goroutines as create them.
+func runBurst(ctx context.Context, admin, requestor kubernetes.Interface, csrs []*certificatesv1.CertificateSigningRequest, signed, approveAll bool) (burstResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, burstTimeout)
 	defer cancel()
 	api := admin.CertificatesV1().CertificateSigningRequests()
@@ -170,17 +261,31 @@ func runBurst(ctx context.Context, admin, requestor kubernetes.Interface, csrs [
 		return burstResult{}, fmt.Errorf("watching CSRs: %w", err)
 	}
 	defer w.Stop()
+	approveErr := make(chan error, 1)
+	if approveAll {
+		aw, err := api.Watch(ctx, sel)
+		if err != nil {
+			return burstResult{}, fmt.Errorf("watching CSRs to approve them: %w", err)
+		}
+		defer aw.Stop()
+		go func() { approveErr <- approveEach(ctx, cancel, admin, aw, len(csrs)) }()
+	} else {
+		approveErr <- nil
+	}
 
 	start := time.Now()
 	created, createErr := createAll(ctx, cancel, requestor, csrs)
-	approved, issued, err := follow(w, len(csrs))
+	approved, issued, err := follow(w, len(csrs), signed)
 	if err := <-createErr; err != nil {
+		return burstResult{}, err
+	}
+	if err := <-approveErr; err != nil {
 		return burstResult{}, err
 	}
 	if err != nil {
 		return burstResult{}, err
 	}
-	r := burstResult{}
+	r := burstResult{creating: created.last.Sub(start)}
 	var last time.Time
 	for name, at := range approved {
 		c := created.get(name)
@@ -196,13 +301,17 @@ func runBurst(ctx context.Context, admin, requestor kubernetes.Interface, csrs [
 
 // createTimes records when each create returned.
 type createTimes struct {
-	mu sync.Mutex
-	at map[string]time.Time
+	mu   sync.Mutex
+	at   map[string]time.Time
+	last time.Time
 }
 
 func (c *createTimes) set(name string, t time.Time) {
 	c.mu.Lock()
 	c.at[name] = t
+	if t.After(c.last) {
+		c.last = t
+	}
 	c.mu.Unlock()
 }
 
@@ -249,9 +358,51 @@ func createAll(ctx context.Context, cancel context.CancelFunc, client kubernetes
 	return times, done
 }
 
-// follow reads the watch until n CSRs are approved and issued, noting when
-// each was first seen so.
-func follow(w watch.Interface, n int) (approved, issued map[string]time.Time, err error) {
+// approveEach approves the first n CSRs w shows, as soon as it shows them,
+// with creators goroutines and no client-side limit.
+func approveEach(ctx context.Context, cancel context.CancelFunc, admin kubernetes.Interface, w watch.Interface, n int) error {
+	work := make(chan *certificatesv1.CertificateSigningRequest, n)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for i := 0; i < creators; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for csr := range work {
+				csr = csr.DeepCopy()
+				csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
+					Type: certificatesv1.CertificateApproved, Status: "True", Reason: "BenchFloor",
+				})
+				if _, err := admin.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, csr.Name, csr, metav1.UpdateOptions{}); err != nil {
+					once.Do(func() {
+						first = fmt.Errorf("approving CSR %s: %w", csr.Name, err)
+						cancel()
+					})
+				}
+			}
+		}()
+	}
+	seen := 0
+	for ev := range w.ResultChan() {
+		if csr, ok := ev.Object.(*certificatesv1.CertificateSigningRequest); ok && ev.Type == watch.Added {
+			work <- csr
+			if seen++; seen == n {
+				break
+			}
+		}
+	}
+	close(work)
+	wg.Wait()
+	if first == nil && seen < n {
+		first = fmt.Errorf("the approving watch ended after %d of %d CSRs", seen, n)
+	}
+	return first
+}
+
+// follow reads the watch until n CSRs are approved (and issued, if
+// signed), noting when each was first seen so.
+func follow(w watch.Interface, n int, signed bool) (approved, issued map[string]time.Time, err error) {
 	approved, issued = make(map[string]time.Time, n), make(map[string]time.Time, n)
 	for ev := range w.ResultChan() {
 		if ev.Type == watch.Error {
@@ -274,7 +425,7 @@ func follow(w watch.Interface, n int) (approved, issued map[string]time.Time, er
 		if _, seen := issued[csr.Name]; !seen && len(csr.Status.Certificate) > 0 {
 			issued[csr.Name] = now
 		}
-		if len(issued) == n && len(approved) == n {
+		if len(approved) == n && (!signed || len(issued) == n) {
 			return approved, issued, nil
 		}
 	}
