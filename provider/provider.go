@@ -187,7 +187,7 @@ func (p *Provider) Recover(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("reading pod %s/%s of instance %s: %w", ns, name, inst.ID, err)
 		}
-		e := &entry{pod: pod.DeepCopy(), instanceID: inst.ID, seenEvents: map[string]int32{}}
+		e := &entry{pod: slim(pod), instanceID: inst.ID, seenEvents: map[string]int32{}}
 		e.annotated = pod.Annotations[AnnotationInstanceSpec] != ""
 		for _, ev := range inst.Events {
 			e.seenEvents[eventKey(ev)] = ev.Count // replayed events are not news
@@ -243,6 +243,7 @@ func (p *Provider) current(e *entry) *corev1.Pod {
 	if p.pods != nil {
 		if lp, err := p.pods.Pods(out.Namespace).Get(out.Name); err == nil && lp.UID == out.UID {
 			out.ObjectMeta = *lp.ObjectMeta.DeepCopy()
+			out.ManagedFields = nil
 		}
 	}
 	for _, k := range ownAnnotations {
@@ -253,6 +254,15 @@ func (p *Provider) current(e *entry) *corev1.Pod {
 			out.Annotations[k] = v
 		}
 	}
+	return out
+}
+
+// slim is a copy of pod without its managedFields: nothing here reads
+// them, and at 10,000 pods the copies the provider holds and hands to
+// virtual-kubelet would carry megabytes of them.
+func slim(pod *corev1.Pod) *corev1.Pod {
+	out := pod.DeepCopy()
+	out.ManagedFields = nil
 	return out
 }
 
@@ -270,7 +280,7 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		p.mu.Unlock()
 		return nil // known: created, being created, or refused
 	}
-	e := &entry{pod: pod.DeepCopy(), seenEvents: map[string]int32{}}
+	e := &entry{pod: slim(pod), seenEvents: map[string]int32{}}
 	e.pod.Status = pendingStatus(pod, "ContainerCreating")
 	p.entries[pod.UID] = e
 	p.keys[key(pod.Namespace, pod.Name)] = pod.UID
@@ -423,7 +433,7 @@ func (p *Provider) UpdatePod(_ context.Context, pod *corev1.Pod) error {
 	defer p.mu.Unlock()
 	if e, ok := p.entries[pod.UID]; ok {
 		status, old := e.pod.Status, e.pod.Annotations
-		e.pod = pod.DeepCopy()
+		e.pod = slim(pod)
 		e.pod.Status = status
 		for _, k := range ownAnnotations {
 			if v := old[k]; v != "" {
