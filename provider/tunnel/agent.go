@@ -231,7 +231,7 @@ func (a *Agent) session(ctx context.Context, ip string, log *logrus.Entry) error
 		_ = conn.Close()
 		return fmt.Errorf("server does not speak %s", alpnProtocol)
 	}
-	mux, err := yamux.Client(conn, muxConfig(a.muxLog))
+	mux, err := yamux.Client(&coalescer{Conn: conn}, muxConfig(a.muxLog))
 	if err != nil {
 		_ = conn.Close()
 		return fmt.Errorf("starting the session: %w", err)

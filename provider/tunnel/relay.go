@@ -10,7 +10,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-const relayBuffer = 32 << 10
+// A relay reads into a small buffer of its own while its stream is
+// quiet, and into a pooled large one while data flows: most tunneled
+// connections (kubelet API calls, exec sessions, log follows) sit idle
+// most of the time, and two large buffers per direction per side would
+// hold 128 KiB per idle connection.
+//
+// The large size makes a yamux data frame (its 12-byte header and the
+// body) fill exactly four TLS records of 16 KiB: 32 KiB bodies took three
+// records, the last one carrying 12 bytes.
+const (
+	smallBuffer = 1 << 10
+	largeBuffer = 4*tlsRecordPayload - muxHeaderSize
+)
+
+// tlsRecordPayload is the most plaintext one TLS record carries.
+const tlsRecordPayload = 16 << 10
+
+var largeBuffers = sync.Pool{New: func() any { b := make([]byte, largeBuffer); return &b }}
 
 // stallThreshold: a write into a stream that takes longer than this waited
 // for the peer to open its window, i.e. for a slow reader.
@@ -63,11 +80,23 @@ func relay(local, stream net.Conn, toPeer, fromPeer, stalls prometheus.Counter) 
 	abort()
 }
 
-// copyCounted copies until src ends; it returns nil on a clean EOF. Each
-// relay owns its buffer: a pool would only save garbage on short streams.
+// copyCounted copies until src ends; it returns nil on a clean EOF. It
+// reads into the small buffer until a read fills it (data is flowing),
+// then into a large pooled one until a read comes back short of the small
+// size (the stream went quiet), which returns the large one to the pool.
 func copyCounted(dst io.Writer, src io.Reader, n, stalls prometheus.Counter) error {
-	buf := make([]byte, relayBuffer)
+	small := make([]byte, smallBuffer)
+	var large *[]byte
+	defer func() {
+		if large != nil {
+			largeBuffers.Put(large)
+		}
+	}()
 	for {
+		buf := small
+		if large != nil {
+			buf = *large
+		}
 		r, err := src.Read(buf)
 		if r > 0 {
 			start := time.Now()
@@ -81,6 +110,14 @@ func copyCounted(dst io.Writer, src io.Reader, n, stalls prometheus.Counter) err
 			if werr != nil {
 				return werr
 			}
+		}
+		// Adapt only now: buf's bytes have been written.
+		switch {
+		case large == nil && r == len(small):
+			large = largeBuffers.Get().(*[]byte)
+		case large != nil && r < len(small):
+			largeBuffers.Put(large)
+			large = nil
 		}
 		if errors.Is(err, io.EOF) {
 			return nil

@@ -187,7 +187,7 @@ func (s *Server) handleAgent(c *tls.Conn) {
 		reject("identity", err)
 		return
 	}
-	mux, err := yamux.Server(c, muxConfig(s.muxLog))
+	mux, err := yamux.Server(&coalescer{Conn: c}, muxConfig(s.muxLog))
 	if err != nil {
 		reject("session", fmt.Errorf("starting the agent session: %w", err))
 		return

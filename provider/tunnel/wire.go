@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -69,6 +71,46 @@ func readFrame(r io.Reader, v any) error {
 // StreamWindow is each stream's receive window: the most a stream buffers
 // for a reader that stopped, and what one stream can have in flight.
 const StreamWindow = 1 << 20
+
+// coalescer sits between yamux and the session's TLS connection. yamux
+// writes a data frame's 12-byte header and its body in two calls, which
+// TLS would send as two records (and two syscalls); the coalescer holds a
+// data header that announces a body and writes it with that body. Any
+// other frame (window update, ping, go-away, or data without a body) goes
+// out at once: nothing follows it to flush it.
+type coalescer struct {
+	net.Conn // yamux's streams take their addresses from it
+	mu       sync.Mutex
+	hdr      []byte // a held data header, or empty
+	join     []byte // reused: header and body in one write
+}
+
+const (
+	muxHeaderSize = 12 // version, type, flags (2), stream id (4), length (4)
+	muxTypeData   = 0
+)
+
+func (c *coalescer) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.hdr) == 0 && len(p) == muxHeaderSize && p[1] == muxTypeData && binary.BigEndian.Uint32(p[8:12]) > 0 {
+		c.hdr = append(c.hdr[:0], p...)
+		return len(p), nil
+	}
+	if len(c.hdr) == 0 {
+		return c.Conn.Write(p)
+	}
+	c.join = append(append(c.join[:0], c.hdr...), p...)
+	c.hdr = c.hdr[:0]
+	n, err := c.Conn.Write(c.join)
+	if n -= muxHeaderSize; n < 0 {
+		n = 0
+	}
+	if len(c.join) > 2*largeBuffer {
+		c.join = nil // a rare big body: do not keep its buffer
+	}
+	return n, err
+}
 
 // muxConfig is shared by both ends; keepalives find dead NAT paths.
 func muxConfig(logOut io.Writer) *yamux.Config {
