@@ -41,6 +41,7 @@ type options struct {
 	clusterDomain       string
 	syncInterval        time.Duration
 	gcInterval          time.Duration
+	profiling           bool
 	logLevel            string
 	tunnelServer        string
 	tunnelServerName    string
@@ -73,6 +74,7 @@ func (o *options) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.tunnelServerName, "tunnel-server-name", "", "name in the tunnel servers' certificate (default: --tunnel-server's host)")
 	f.Float32Var(&o.kubeAPIQPS, "kube-api-qps", 50, "API client queries per second (client-go's default of 5 cannot keep up with hundreds of pods)")
 	f.IntVar(&o.kubeAPIBurst, "kube-api-burst", 100, "API client burst")
+	f.BoolVar(&o.profiling, "profiling", true, "serve Go's profiles at /debug/pprof/ on the kubelet API, to callers allowed nodes/proxy (the kubelet's enableProfilingHandler)")
 	f.BoolVar(&o.anonymousAuth, "anonymous-auth", false, "admit kubelet API requests without credentials as system:anonymous, still authorised by SubjectAccessReview (needed for pods/<node-pod>/proxy)")
 	f.StringVar(&o.tunnelCA, "tunnel-ca", "", "CA bundle verifying the tunnel servers (required with --tunnel-server)")
 }
@@ -120,6 +122,7 @@ func run(parent context.Context, o options) error {
 		return err
 	}
 	opts.AnonymousAuth = o.anonymousAuth
+	opts.Profiling = o.profiling
 	if opts.Tunnel, err = tunnelOptions(o, cc, kube); err != nil {
 		return err
 	}

@@ -3,10 +3,14 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -797,5 +801,45 @@ func BenchmarkScaleKubeletRSS(b *testing.B) {
 		b.ReportMetric(running.Seconds(), "running-s")
 		b.ReportMetric(rss, "rss-MiB")
 		b.ReportMetric(hwm, "hwm-MiB")
+		if path := os.Getenv("VNODE_BENCH_HEAP_PROFILE"); path != "" {
+			saveHeapProfile(b, e, c, name, path)
+		}
 	}
+}
+
+// saveHeapProfile fetches vnode-kubelet's heap profile from its kubelet API
+// (/debug/pprof/heap, as the API server's kubelet client) into path, for
+// `go tool pprof`.
+func saveHeapProfile(b *testing.B, e *env, c kubernetes.Interface, nodeName, path string) {
+	b.Helper()
+	node, err := c.CoreV1().Nodes().Get(context.Background(), nodeName, metav1.GetOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cert, err := tls.LoadX509KeyPair(e.cp.KubeletClient.CertPath, e.cp.KubeletClient.KeyPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ca, err := os.ReadFile(e.cp.PKI.CACertPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}}}
+	url := fmt.Sprintf("https://127.0.0.1:%d/debug/pprof/heap?gc=1", node.Status.DaemonEndpoints.KubeletEndpoint.Port)
+	resp, err := hc.Get(url)
+	if err != nil {
+		b.Fatalf("fetching the heap profile: %v", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		b.Fatalf("fetching the heap profile: %s %v %.200s", resp.Status, err, data)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("heap profile: %s (%d bytes)", path, len(data))
 }

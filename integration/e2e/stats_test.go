@@ -12,6 +12,7 @@ import (
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 
 	"github.com/vnode-project/vnode/integration/netns"
+	"github.com/vnode-project/vnode/provider/vnode"
 )
 
 // /stats/summary and /metrics/resource reach the virtual node through the
@@ -21,7 +22,7 @@ import (
 func TestStatsThroughAPIServer(t *testing.T) {
 	e := newEnv(t, "process")
 	host := netns.New(t, 41)
-	n := e.startNodeAt(t, "vn-stats", host)
+	n := e.startNodeWith(t, "vn-stats", host, func(o *vnode.Options) { o.Profiling = true })
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if err := e.cp.CreateNamespace(ctx, "s"); err != nil {
@@ -63,5 +64,10 @@ func TestStatsThroughAPIServer(t *testing.T) {
 	out, err = e.cp.Kubectl(ctx, "get", "--raw", "/api/v1/nodes/"+n.name+"/proxy/pods").Output()
 	if err != nil || !strings.Contains(string(out), `"name":"busy"`) {
 		t.Fatalf("/pods: %v %s", err, out)
+	}
+	// Profiles, like the kubelet's, for whoever may use nodes/proxy.
+	out, err = e.cp.Kubectl(ctx, "get", "--raw", "/api/v1/nodes/"+n.name+"/proxy/debug/pprof/heap?debug=1").Output()
+	if err != nil || !strings.HasPrefix(string(out), "heap profile:") {
+		t.Fatalf("/debug/pprof/heap: %v %.200s", err, out)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"path"
 	"time"
 
@@ -64,6 +65,9 @@ type Options struct {
 	// system:anonymous, still authorised by SubjectAccessReview (the
 	// kubelet's --anonymous-auth); pods/proxy to vnode's own pod needs it.
 	AnonymousAuth bool
+	// Profiling serves net/http/pprof at /debug/pprof/ on the kubelet
+	// API, behind its authentication and the nodes/proxy authorization.
+	Profiling bool
 }
 
 // Run runs the virtual node until ctx ends.
@@ -92,6 +96,13 @@ func Run(ctx context.Context, o Options) error {
 	var prov *provider.Provider
 	var nodeProvider *vnnode.Provider
 	mux := http.NewServeMux()
+	if o.Profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	workers := o.Workers
 	if workers <= 0 {
 		workers = 20 // cloud calls wait on the network, not the CPU
