@@ -107,10 +107,9 @@ func Run(ctx context.Context, o Options) error {
 	if workers <= 0 {
 		workers = 20 // cloud calls wait on the network, not the CPU
 	}
-	nodeObj := newNodeObject(o.NodeName)
-	n, err := newControllers(controllerConfig{name: o.NodeName, kube: kube, recorder: recorder, workers: workers, resync: time.Minute, node: nodeObj, mux: mux},
-		func(pc podSource) (nodeutil.Provider, vknode.NodeProvider, error) {
-			vnnode.Apply(nodeObj, o.Node)
+	n, err := nodeutil.NewNode(o.NodeName,
+		func(pc nodeutil.ProviderConfig) (nodeutil.Provider, vknode.NodeProvider, error) {
+			vnnode.Apply(pc.Node, o.Node)
 			src := translate.Sources{
 				Objects: listerObjects{pc},
 				Claims:  apiClaims{kube},
@@ -121,12 +120,24 @@ func Run(ctx context.Context, o Options) error {
 				LogPollInterval: o.LogPollInterval, Log: log,
 			}, o.Cloud, kube, src, recorder)
 			prov.SetPodLister(pc.Pods)
-			nodeProvider = vnnode.NewProvider(nodeObj, o.Checker, 0, log)
+			nodeProvider = vnnode.NewProvider(pc.Node, o.Checker, 0, log)
 			if agent != nil {
 				nodeProvider.WithTunnel(agent, o.Tunnel.CheckInterval)
 			}
 			return prov, nodeProvider, nil
-		})
+		},
+		nodeutil.WithClient(kube),
+		nodeutil.AttachProviderRoutes(mux),
+		func(c *nodeutil.NodeConfig) error {
+			c.NumWorkers = workers
+			c.EventRecorder = recorder
+			// vnode resolves env itself: virtual-kubelet cannot resolve
+			// status.podIP or resourceFieldRef (ECI resolves the IP).
+			c.SkipDownwardAPIResolution = true
+			c.InformerResyncPeriod = time.Minute
+			return nil
+		},
+	)
 	if err != nil {
 		return fmt.Errorf("creating the virtual node: %w", err)
 	}
@@ -176,8 +187,8 @@ func Run(ctx context.Context, o Options) error {
 	return err
 }
 
-// listerObjects reads configMaps and secrets from the informers.
-type listerObjects struct{ pc podSource }
+// listerObjects reads configMaps and secrets from virtual-kubelet's informers.
+type listerObjects struct{ pc nodeutil.ProviderConfig }
 
 func (l listerObjects) ConfigMap(ns, name string) (*corev1.ConfigMap, error) {
 	return l.pc.ConfigMaps.ConfigMaps(ns).Get(name)
