@@ -375,7 +375,7 @@ func (c *Client) ListContainerGroups(ctx context.Context, tags map[string]string
 	next := ""
 	for {
 		p := flat{"Limit": "20"}
-		tagParams(p, tags)
+		setTags(p, tags)
 		p.set("NextToken", next)
 		var page struct {
 			NextToken       string     `json:"NextToken"`
@@ -391,19 +391,6 @@ func (c *Client) ListContainerGroups(ctx context.Context, tags map[string]string
 			return out, nil
 		}
 		next = page.NextToken
-	}
-}
-
-// tagParams are Tag.N.Key/Value filters, in a stable order.
-func tagParams(p flat, tags map[string]string) {
-	keys := make([]string, 0, len(tags))
-	for k := range tags {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for i, k := range keys {
-		p[fmt.Sprintf("Tag.%d.Key", i+1)] = k
-		p[fmt.Sprintf("Tag.%d.Value", i+1)] = tags[k]
 	}
 }
 
@@ -439,7 +426,7 @@ func (c *Client) ListStatuses(ctx context.Context, tags map[string]string) ([]tr
 	next := ""
 	for {
 		p := flat{"Limit": "200"}
-		tagParams(p, tags)
+		setTags(p, tags)
 		p.set("NextToken", next)
 		var page struct {
 			NextToken string            `json:"NextToken"`
