@@ -717,21 +717,11 @@ func (p *Provider) apply(ctx context.Context, present map[string]bool, insts []*
 	}
 }
 
-// gc deletes instances of this node whose pod no longer exists, and forgets
-// deleted pods the API server no longer has. A pod can leave without
-// DeletePod (virtual-kubelet skips the provider for a pod that already
-// ended, e.g. a reclaimed spot instance's), so an instance's entry alone
-// does not keep it.
-func (p *Provider) gc(ctx context.Context) {
-	insts, err := p.cloud.ListContainerGroups(ctx, p.nodeTags())
-	if err != nil {
-		p.log.WithError(err).Warn("garbage collection: listing instances failed")
-		return
-	}
-	p.collect(ctx, insts)
-}
-
-// collect is gc on a complete list of this node's instances.
+// collect deletes, given a complete list of this node's instances, those
+// whose pod no longer exists, and forgets deleted pods the API server no
+// longer has. A pod can leave without DeletePod (virtual-kubelet skips the
+// provider for a pod that already ended, e.g. a reclaimed spot
+// instance's), so an instance's entry alone does not keep it.
 func (p *Provider) collect(ctx context.Context, insts []*translate.Instance) {
 	for _, inst := range insts {
 		if !p.ownedBy(inst) {

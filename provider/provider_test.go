@@ -197,6 +197,15 @@ func newHarness(t *testing.T, pods ...*corev1.Pod) *harness {
 	return h
 }
 
+// gc is the garbage collection a full sync runs, alone.
+func (h *harness) gc(ctx context.Context) {
+	insts, err := h.cloud.ListContainerGroups(ctx, h.p.nodeTags())
+	if err != nil {
+		return // as a sync does: no list, no collection
+	}
+	h.p.collect(ctx, insts)
+}
+
 func (h *harness) last(name string) *corev1.Pod {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -450,17 +459,17 @@ func TestGCDeletesInstanceOfEndedPodRemovedWithoutDeletePod(t *testing.T) {
 	if s := h.last("spot").Status; s.Phase != corev1.PodFailed {
 		t.Fatalf("expired instance: %+v", s)
 	}
-	h.p.gc(ctx)
+	h.gc(ctx)
 	if len(h.cloud.insts) != 1 {
 		t.Fatal("GC deleted the instance of a pod that still exists")
 	}
 	_ = pods.Delete(p1)
 	_ = h.kube.CoreV1().Pods("ns").Delete(ctx, "spot", metav1.DeleteOptions{})
-	h.p.gc(ctx)
+	h.gc(ctx)
 	if len(h.cloud.insts) != 0 {
 		t.Fatalf("left behind: %v", h.cloud.insts)
 	}
-	h.p.gc(ctx) // the entry is forgotten
+	h.gc(ctx) // the entry is forgotten
 	if _, err := h.p.GetPod(ctx, "ns", "spot"); !errdefs.IsNotFound(err) {
 		t.Fatalf("entry kept: %v", err)
 	}
@@ -486,7 +495,7 @@ func TestGCAndRecover(t *testing.T) {
 	if h.cloud.creates != before {
 		t.Fatal("a recovered pod was created again")
 	}
-	h2.p.gc(ctx)
+	h2.gc(ctx)
 	if len(h.cloud.deletes) != 1 || h.cloud.deletes[0] != "eci-2" {
 		t.Fatalf("GC deleted %v, want only the orphan eci-2", h.cloud.deletes)
 	}
