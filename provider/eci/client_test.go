@@ -320,6 +320,20 @@ func TestStatusesAndDetailsByID(t *testing.T) {
 		}
 	}
 
+	// The full list follows NextToken: 25 groups are two pages of 20.
+	n0 = emu.CallCounts()["DescribeContainerGroups"]
+	all, err := c.ListContainerGroups(ctx, tags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, i := range all {
+		listed[i.ID] = true
+	}
+	if n := emu.CallCounts()["DescribeContainerGroups"] - n0; n != 2 || len(all) != 25 || len(listed) != 25 {
+		t.Errorf("full list: %d instances (%d distinct) in %d calls, want 25 in 2", len(all), len(listed), n)
+	}
+
 	want := append(append([]string{}, ids[:21]...), "eci-missing")
 	n0 = emu.CallCounts()["DescribeContainerGroups"]
 	insts, err := c.GetContainerGroups(ctx, want)

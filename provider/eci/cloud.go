@@ -371,26 +371,49 @@ func (g rawGroup) domain() *translate.Instance {
 // ListContainerGroups implements provider.Cloud: every page of
 // DescribeContainerGroups filtered by tags.
 func (c *Client) ListContainerGroups(ctx context.Context, tags map[string]string) ([]*translate.Instance, error) {
+	p := flat{"Limit": "20"}
+	setTags(p, tags)
 	var out []*translate.Instance
-	next := ""
-	for {
-		p := flat{"Limit": "20"}
-		setTags(p, tags)
-		p.set("NextToken", next)
+	err := c.pages(ctx, "DescribeContainerGroups", p, func(body []byte) error {
 		var page struct {
-			NextToken       string     `json:"NextToken"`
 			ContainerGroups []rawGroup `json:"ContainerGroups"`
 		}
-		if err := c.call(ctx, "DescribeContainerGroups", p, &page); err != nil {
-			return nil, err
+		if err := json.Unmarshal(body, &page); err != nil {
+			return err
 		}
 		for _, g := range page.ContainerGroups {
 			out = append(out, g.domain())
 		}
-		if page.NextToken == "" {
-			return out, nil
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// pages calls action with p, then again with each NextToken the answers
+// give, handing every answer's body to take.
+func (c *Client) pages(ctx context.Context, action string, p flat, take func(body []byte) error) error {
+	for {
+		var body json.RawMessage
+		if err := c.call(ctx, action, p, &body); err != nil {
+			return err
 		}
-		next = page.NextToken
+		var page struct {
+			NextToken string `json:"NextToken"`
+		}
+		err := json.Unmarshal(body, &page)
+		if err == nil {
+			err = take(body)
+		}
+		if err != nil {
+			return &Error{Action: action, Kind: KindUnknown, Err: fmt.Errorf("decoding the answer: %w", err)}
+		}
+		if page.NextToken == "" {
+			return nil
+		}
+		p["NextToken"] = page.NextToken
 	}
 }
 
@@ -422,18 +445,15 @@ func (c *Client) GetContainerGroups(ctx context.Context, ids []string) ([]*trans
 // changes whenever anything in its status does, so the provider fetches
 // details only for groups that changed.
 func (c *Client) ListStatuses(ctx context.Context, tags map[string]string) ([]translate.GroupStatus, error) {
+	p := flat{"Limit": "200"}
+	setTags(p, tags)
 	var out []translate.GroupStatus
-	next := ""
-	for {
-		p := flat{"Limit": "200"}
-		setTags(p, tags)
-		p.set("NextToken", next)
+	err := c.pages(ctx, "DescribeContainerGroupStatus", p, func(body []byte) error {
 		var page struct {
-			NextToken string            `json:"NextToken"`
-			Data      []json.RawMessage `json:"Data"`
+			Data []json.RawMessage `json:"Data"`
 		}
-		if err := c.call(ctx, "DescribeContainerGroupStatus", p, &page); err != nil {
-			return nil, err
+		if err := json.Unmarshal(body, &page); err != nil {
+			return err
 		}
 		for _, raw := range page.Data {
 			var d struct {
@@ -441,17 +461,18 @@ func (c *Client) ListStatuses(ctx context.Context, tags map[string]string) ([]tr
 				Status           string `json:"Status"`
 			}
 			if err := json.Unmarshal(raw, &d); err != nil {
-				return nil, &Error{Action: "DescribeContainerGroupStatus", Kind: KindUnknown, Err: fmt.Errorf("decoding a group's status: %w", err)}
+				return fmt.Errorf("a group's status: %w", err)
 			}
 			h := fnv.New64a()
 			_, _ = h.Write(raw)
 			out = append(out, translate.GroupStatus{ID: d.ContainerGroupID, Status: d.Status, Digest: h.Sum64()})
 		}
-		if page.NextToken == "" {
-			return out, nil
-		}
-		next = page.NextToken
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return out, nil
 }
 
 // DeleteContainerGroup implements provider.Cloud.

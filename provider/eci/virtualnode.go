@@ -141,31 +141,29 @@ func (c *Client) ListVirtualNodes(ctx context.Context, f VirtualNodeFilter) ([]V
 	if len(f.IDs) > 20 {
 		return nil, &Error{Action: "DescribeVirtualNodes", Kind: KindInvalidInput, Err: fmt.Errorf("at most 20 ids per call, got %d", len(f.IDs))}
 	}
+	p := flat{"Limit": "20"}
+	if len(f.IDs) > 0 {
+		b, _ := json.Marshal(f.IDs)
+		p["VirtualNodeIds"] = string(b)
+	}
+	p.set("VirtualNodeName", f.Name)
+	p.set("Status", f.Status)
+	setTags(p, f.Tags)
 	var out []VirtualNode
-	next := ""
-	for {
-		p := flat{"Limit": "20"}
-		if len(f.IDs) > 0 {
-			b, _ := json.Marshal(f.IDs)
-			p["VirtualNodeIds"] = string(b)
-		}
-		p.set("VirtualNodeName", f.Name)
-		p.set("Status", f.Status)
-		setTags(p, f.Tags)
-		p.set("NextToken", next)
+	err := c.pages(ctx, "DescribeVirtualNodes", p, func(body []byte) error {
 		var page struct {
-			NextToken    string        `json:"NextToken"`
 			VirtualNodes []VirtualNode `json:"VirtualNodes"`
 		}
-		if err := c.call(ctx, "DescribeVirtualNodes", p, &page); err != nil {
-			return nil, err
+		if err := json.Unmarshal(body, &page); err != nil {
+			return err
 		}
 		out = append(out, page.VirtualNodes...)
-		if page.NextToken == "" {
-			return out, nil
-		}
-		next = page.NextToken
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return out, nil
 }
 
 // DeleteVirtualNode deletes a virtual node.
