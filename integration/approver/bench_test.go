@@ -326,11 +326,26 @@ func (c *createTimes) get(name string) time.Time {
 // the watch the caller follows.
 func createAll(ctx context.Context, cancel context.CancelFunc, client kubernetes.Interface, csrs []*certificatesv1.CertificateSigningRequest) (*createTimes, <-chan error) {
 	times := &createTimes{at: make(map[string]time.Time, len(csrs))}
-	work := make(chan *certificatesv1.CertificateSigningRequest, len(csrs))
+	work, done := pool(cancel, len(csrs), func(c *certificatesv1.CertificateSigningRequest) error {
+		if _, err := client.CertificatesV1().CertificateSigningRequests().Create(ctx, c, metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("creating CSR %s: %w", c.Name, err)
+		}
+		times.set(c.Name, time.Now())
+		return nil
+	})
 	for _, c := range csrs {
 		work <- c
 	}
 	close(work)
+	return times, done
+}
+
+// pool runs do on each item sent to work, from creators goroutines. The
+// first error cancels ctx (which ends the watches the benchmark follows);
+// done yields it, or nil, once work is closed and every item is done.
+func pool[T any](cancel context.CancelFunc, buffer int, do func(T) error) (work chan<- T, done <-chan error) {
+	in := make(chan T, buffer)
+	out := make(chan error, 1)
 	var wg sync.WaitGroup
 	var once sync.Once
 	var first error
@@ -338,51 +353,36 @@ func createAll(ctx context.Context, cancel context.CancelFunc, client kubernetes
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for c := range work {
-				if _, err := client.CertificatesV1().CertificateSigningRequests().Create(ctx, c, metav1.CreateOptions{}); err != nil {
+			for item := range in {
+				if err := do(item); err != nil {
 					once.Do(func() {
-						first = fmt.Errorf("creating CSR %s: %w", c.Name, err)
+						first = err
 						cancel()
 					})
-					continue
 				}
-				times.set(c.Name, time.Now())
 			}
 		}()
 	}
-	done := make(chan error, 1)
 	go func() {
 		wg.Wait()
-		done <- first
+		out <- first
 	}()
-	return times, done
+	return in, out
 }
 
 // approveEach approves the first n CSRs w shows, as soon as it shows them,
 // with creators goroutines and no client-side limit.
 func approveEach(ctx context.Context, cancel context.CancelFunc, admin kubernetes.Interface, w watch.Interface, n int) error {
-	work := make(chan *certificatesv1.CertificateSigningRequest, n)
-	var wg sync.WaitGroup
-	var once sync.Once
-	var first error
-	for i := 0; i < creators; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for csr := range work {
-				csr = csr.DeepCopy()
-				csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
-					Type: certificatesv1.CertificateApproved, Status: "True", Reason: "BenchFloor",
-				})
-				if _, err := admin.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, csr.Name, csr, metav1.UpdateOptions{}); err != nil {
-					once.Do(func() {
-						first = fmt.Errorf("approving CSR %s: %w", csr.Name, err)
-						cancel()
-					})
-				}
-			}
-		}()
-	}
+	work, done := pool(cancel, n, func(csr *certificatesv1.CertificateSigningRequest) error {
+		csr = csr.DeepCopy()
+		csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
+			Type: certificatesv1.CertificateApproved, Status: "True", Reason: "BenchFloor",
+		})
+		if _, err := admin.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, csr.Name, csr, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("approving CSR %s: %w", csr.Name, err)
+		}
+		return nil
+	})
 	seen := 0
 	for ev := range w.ResultChan() {
 		if csr, ok := ev.Object.(*certificatesv1.CertificateSigningRequest); ok && ev.Type == watch.Added {
@@ -393,11 +393,11 @@ func approveEach(ctx context.Context, cancel context.CancelFunc, admin kubernete
 		}
 	}
 	close(work)
-	wg.Wait()
-	if first == nil && seen < n {
-		first = fmt.Errorf("the approving watch ended after %d of %d CSRs", seen, n)
+	err := <-done
+	if err == nil && seen < n {
+		err = fmt.Errorf("the approving watch ended after %d of %d CSRs", seen, n)
 	}
-	return first
+	return err
 }
 
 // follow reads the watch until n CSRs are approved (and issued, if
