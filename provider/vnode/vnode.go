@@ -126,7 +126,7 @@ func Run(ctx context.Context, o Options) error {
 			}
 			return prov, nodeProvider, nil
 		},
-		nodeutil.WithClient(kube),
+		nodeutil.WithClient(trimmedClient{kube}),
 		nodeutil.AttachProviderRoutes(mux),
 		func(c *nodeutil.NodeConfig) error {
 			c.NumWorkers = workers
