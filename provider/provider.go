@@ -103,7 +103,12 @@ type Provider struct {
 
 // entry is what the provider knows of one pod.
 type entry struct {
-	pod        *corev1.Pod // spec and metadata as last given, status as last reported
+	// pod is the pod's skeleton (see skeleton) with the status last
+	// reported: what the provider reads once the instance exists.
+	pod *corev1.Pod
+	// full is the pod as given, kept only until its instance exists or it
+	// is refused: create translates it, retries included.
+	full       *corev1.Pod
 	instanceID string
 	requestID  string
 	// pending: the create has not succeeded yet and is retried.
@@ -187,7 +192,7 @@ func (p *Provider) Recover(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("reading pod %s/%s of instance %s: %w", ns, name, inst.ID, err)
 		}
-		e := &entry{pod: slim(pod), instanceID: inst.ID, seenEvents: map[string]int32{}}
+		e := &entry{pod: skeleton(pod), instanceID: inst.ID, seenEvents: map[string]int32{}}
 		e.annotated = pod.Annotations[AnnotationInstanceSpec] != ""
 		for _, ev := range inst.Events {
 			e.seenEvents[eventKey(ev)] = ev.Count // replayed events are not news
@@ -235,16 +240,26 @@ func (p *Provider) SetPodLister(l corev1listers.PodLister) { p.pods = l }
 var ownAnnotations = []string{AnnotationInstanceID, AnnotationInstanceSpec, AnnotationInstanceCPU, AnnotationInstanceMem,
 	AnnotationInstanceZone, AnnotationRequestID, AnnotationClientToken, AnnotationVKVersion}
 
-// current is a copy of e's pod with the API server's latest metadata and,
-// over it, the annotations the provider wrote (the informer may not have
-// seen them yet; a pods/status write of older metadata would erase them).
-func (p *Provider) current(e *entry) *corev1.Pod {
+// current is a copy of e's pod skeleton with the API server's latest
+// metadata and, over it, the annotations the provider wrote (the informer
+// may not have seen them yet; a pods/status write of older metadata would
+// erase them). With withSpec, it carries the pod's whole spec.
+func (p *Provider) current(e *entry, withSpec bool) *corev1.Pod {
 	out := e.pod.DeepCopy()
+	var lp *corev1.Pod
 	if p.pods != nil {
-		if lp, err := p.pods.Pods(out.Namespace).Get(out.Name); err == nil && lp.UID == out.UID {
+		if l, err := p.pods.Pods(out.Namespace).Get(out.Name); err == nil && l.UID == out.UID {
+			lp = l
 			out.ObjectMeta = *lp.ObjectMeta.DeepCopy()
 			out.ManagedFields = nil
 		}
+	}
+	switch {
+	case !withSpec:
+	case lp != nil:
+		out.Spec = *lp.Spec.DeepCopy()
+	case e.full != nil:
+		out.Spec = *e.full.Spec.DeepCopy()
 	}
 	for _, k := range ownAnnotations {
 		if v := e.pod.Annotations[k]; v != "" {
@@ -266,9 +281,42 @@ func slim(pod *corev1.Pod) *corev1.Pod {
 	return out
 }
 
+// skeleton is what the provider keeps of a pod once its instance exists:
+// metadata, status, the restart policy, each container's name and image
+// (statuses are built from them) and the claims it mounts. Pods reported
+// to virtual-kubelet are skeletons too: it keeps a copy of each and
+// writes it through pods/status, where the API server keeps the stored
+// spec. A whole spec per pod, held twice more, was most of the provider's
+// memory at 10,000 pods.
+func skeleton(pod *corev1.Pod) *corev1.Pod {
+	out := &corev1.Pod{TypeMeta: pod.TypeMeta, ObjectMeta: *pod.ObjectMeta.DeepCopy(), Status: *pod.Status.DeepCopy()}
+	out.ManagedFields = nil
+	out.Spec.NodeName = pod.Spec.NodeName
+	out.Spec.RestartPolicy = pod.Spec.RestartPolicy
+	names := func(cs []corev1.Container) []corev1.Container {
+		if len(cs) == 0 {
+			return nil
+		}
+		out := make([]corev1.Container, len(cs))
+		for i, c := range cs {
+			out[i] = corev1.Container{Name: c.Name, Image: c.Image}
+		}
+		return out
+	}
+	out.Spec.InitContainers = names(pod.Spec.InitContainers)
+	out.Spec.Containers = names(pod.Spec.Containers)
+	for _, v := range pod.Spec.Volumes {
+		if v.PersistentVolumeClaim != nil {
+			out.Spec.Volumes = append(out.Spec.Volumes, corev1.Volume{Name: v.Name,
+				VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: v.PersistentVolumeClaim.DeepCopy()}})
+		}
+	}
+	return out
+}
+
 func (p *Provider) emit(e *entry) {
 	if p.notify != nil {
-		p.notify(p.current(e))
+		p.notify(p.current(e, false))
 	}
 }
 
@@ -280,7 +328,7 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		p.mu.Unlock()
 		return nil // known: created, being created, or refused
 	}
-	e := &entry{pod: slim(pod), seenEvents: map[string]int32{}}
+	e := &entry{pod: skeleton(pod), full: slim(pod), seenEvents: map[string]int32{}}
 	e.pod.Status = pendingStatus(pod, "ContainerCreating")
 	p.entries[pod.UID] = e
 	p.keys[key(pod.Namespace, pod.Name)] = pod.UID
@@ -292,7 +340,7 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		// recreating it in a loop.
 		msg := "DaemonSet pods do not run on virtual nodes; exclude the node with nodeAffinity type NotIn [virtual-kubelet]"
 		p.mu.Lock()
-		e.final = true
+		e.final, e.full = true, nil
 		e.pod.Status = pendingStatus(pod, ReasonDaemonSet)
 		e.pod.Status.Reason, e.pod.Status.Message = ReasonDaemonSet, msg
 		p.emit(e)
@@ -309,11 +357,11 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 // (unsupported or refused) or leave it pending for the sync loop to retry.
 func (p *Provider) create(ctx context.Context, e *entry) {
 	p.mu.Lock()
-	if e.creating || e.instanceID != "" || e.final || e.deleted {
+	if e.creating || e.instanceID != "" || e.final || e.deleted || e.full == nil {
 		p.mu.Unlock()
 		return
 	}
-	pod := e.pod.DeepCopy()
+	pod := e.full.DeepCopy()
 	e.pending, e.creating = true, true
 	e.attempts++
 	p.mu.Unlock()
@@ -381,7 +429,7 @@ func (p *Provider) create(ctx context.Context, e *entry) {
 	}
 	p.mu.Lock()
 	adopted := e.instanceID != ""
-	e.instanceID, e.requestID, e.pending = id, reqID, false
+	e.instanceID, e.requestID, e.pending, e.full = id, reqID, false, nil
 	p.mu.Unlock()
 	if adopted {
 		return
@@ -413,7 +461,7 @@ func (p *Provider) retryLater(e *entry, err error, log logrus.FieldLogger) {
 
 func (p *Provider) fail(e *entry, reason, msg string) {
 	p.mu.Lock()
-	e.pending, e.final = false, true
+	e.pending, e.final, e.full = false, true, nil
 	st := pendingStatus(e.pod, reason)
 	st.Phase, st.Reason, st.Message = corev1.PodFailed, reason, msg
 	for i := range st.ContainerStatuses {
@@ -433,8 +481,11 @@ func (p *Provider) UpdatePod(_ context.Context, pod *corev1.Pod) error {
 	defer p.mu.Unlock()
 	if e, ok := p.entries[pod.UID]; ok {
 		status, old := e.pod.Status, e.pod.Annotations
-		e.pod = slim(pod)
+		e.pod = skeleton(pod)
 		e.pod.Status = status
+		if e.full != nil {
+			e.full = slim(pod)
+		}
 		for _, k := range ownAnnotations {
 			if v := old[k]; v != "" {
 				if e.pod.Annotations == nil {
@@ -476,7 +527,7 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 		p.unmarkClaims(ctx, e, pod, id)
 	}
 	p.mu.Lock()
-	e.deleted, e.pending = true, false
+	e.deleted, e.pending, e.full = true, false, nil
 	if id != "" {
 		e.deletedID = id
 	}
@@ -494,7 +545,7 @@ func (p *Provider) GetPod(_ context.Context, ns, name string) (*corev1.Pod, erro
 	if !ok {
 		return nil, errdefs.NotFoundf("pod %s/%s is not on this node", ns, name)
 	}
-	return p.current(p.entries[uid]), nil
+	return p.current(p.entries[uid], true), nil
 }
 
 // GetPodStatus implements node.PodLifecycleHandler.
@@ -624,7 +675,7 @@ func (p *Provider) apply(ctx context.Context, present map[string]bool, insts []*
 			// crash, a timeout, or a retry refused as a ClientToken
 			// mismatch): adopt it instead of creating again.
 			inst := byUID[e.pod.UID]
-			e.instanceID, e.pending = inst.ID, false
+			e.instanceID, e.pending, e.full = inst.ID, false, nil
 			annotations = append(annotations, annotation{e, map[string]string{
 				AnnotationInstanceID:  inst.ID,
 				AnnotationClientToken: translate.ClientToken(e.pod),

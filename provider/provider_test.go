@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -48,7 +49,8 @@ type memCloud struct {
 	// deleteErr then fails it.
 	deleteGate chan struct{}
 	deleteErr  error
-	fetched    []string // ids GetContainerGroups was asked for
+	fetched    []string                    // ids GetContainerGroups was asked for
+	groups     []*translate.ContainerGroup // what each create that made an instance asked for
 }
 
 func newMemCloud() *memCloud {
@@ -71,6 +73,7 @@ func (m *memCloud) CreateContainerGroup(_ context.Context, g *translate.Containe
 	}
 	id := fmt.Sprintf("eci-%d", len(m.tokens)+1)
 	m.tokens[g.ClientToken] = id
+	m.groups = append(m.groups, g)
 	m.insts[id] = &translate.Instance{ID: id, Name: g.Name, Status: translate.StatusPending, Tags: g.Tags, CPU: g.CPU, MemoryGi: g.MemoryGi, ZoneID: "cn-hangzhou-h"}
 	if m.lostAnswers > 0 {
 		m.lostAnswers--
@@ -749,5 +752,99 @@ func TestCopiesDropManagedFields(t *testing.T) {
 	}
 	if len(p1.ManagedFields) != 1 {
 		t.Fatal("the caller's pod was changed")
+	}
+}
+
+// Once its instance exists, a pod is kept, and reported to
+// virtual-kubelet, as a skeleton: names and images of its containers, its
+// claims, its metadata and status. GetPod still answers the whole spec
+// (from the informer, or the pod as given while it is not created), and a
+// create that waits for a retry still translates the whole pod.
+func TestPodsAreKeptAsSkeletons(t *testing.T) {
+	ctx := context.Background()
+	p1 := pod("sk")
+	p1.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "A", Value: "1"}}
+	p1.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "busybox", Command: []string{"true"}}}
+	p1.Spec.RestartPolicy = corev1.RestartPolicyNever
+	p1.Spec.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	h := newHarness(t, p1)
+	h.cloud.createErr = []error{errors.New("ECI is throttling")}
+	if err := h.p.CreatePod(ctx, p1); err != nil {
+		t.Fatal(err)
+	}
+	// Not created yet: GetPod has the whole spec from the pod as given.
+	got, err := h.p.GetPod(ctx, "ns", "sk")
+	if err != nil || len(got.Spec.Containers[0].Env) != 1 || len(got.Spec.Volumes) != 1 {
+		t.Fatalf("GetPod before the instance exists: %+v, %v", got, err)
+	}
+	h.p.mu.Lock()
+	for _, e := range h.p.entries {
+		e.nextAttempt = time.Time{}
+	}
+	h.p.mu.Unlock()
+	if err := h.p.Sync(ctx); err != nil { // retries the create
+		t.Fatal(err)
+	}
+	if h.cloud.creates != 2 || len(h.cloud.groups) != 1 {
+		t.Fatalf("%d create calls made %d instances, want a failed call and a retry that creates", h.cloud.creates, len(h.cloud.groups))
+	}
+	for _, g := range h.cloud.groups {
+		if len(g.Containers) != 1 || len(g.Containers[0].Env) != 1 || len(g.InitContainers) != 1 {
+			t.Fatalf("the retried create lost the spec: %+v", g)
+		}
+	}
+	h.cloud.set("eci-1", func(i *translate.Instance) { i.Status = translate.StatusRunning })
+	if err := h.p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n := h.last("sk")
+	if n == nil || n.Status.Phase != corev1.PodRunning {
+		t.Fatalf("notified: %+v", n)
+	}
+	want := corev1.PodSpec{
+		NodeName: "vn", RestartPolicy: corev1.RestartPolicyNever,
+		InitContainers: []corev1.Container{{Name: "init", Image: "busybox"}},
+		Containers:     []corev1.Container{{Name: "c", Image: "nginx"}},
+	}
+	if !reflect.DeepEqual(n.Spec, want) {
+		t.Fatalf("reported spec = %+v, want the skeleton %+v", n.Spec, want)
+	}
+	h.p.mu.Lock()
+	for _, e := range h.p.entries {
+		if e.full != nil {
+			t.Error("the whole pod is still kept after its instance was created")
+		}
+	}
+	h.p.mu.Unlock()
+	// Created, with no informer: GetPod answers the skeleton; with one,
+	// the informer's whole spec.
+	if got, _ := h.p.GetPod(ctx, "ns", "sk"); !reflect.DeepEqual(got.Spec, want) {
+		t.Fatalf("GetPod without an informer: %+v", got.Spec)
+	}
+	pods := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	_ = pods.Add(p1)
+	h.p.SetPodLister(corev1listers.NewPodLister(pods))
+	if got, _ := h.p.GetPod(ctx, "ns", "sk"); !reflect.DeepEqual(got.Spec, p1.Spec) || got.Status.Phase != corev1.PodRunning {
+		t.Fatalf("GetPod with an informer: spec %+v, phase %s", got.Spec, got.Status.Phase)
+	}
+	if n := h.last("sk"); len(n.Spec.Containers[0].Env) != 0 {
+		t.Fatal("GetPod changed the reported pod")
+	}
+}
+
+// A skeleton keeps the claims a pod mounts (their annotations are removed
+// at delete), and nothing else of its volumes.
+func TestSkeletonKeepsClaims(t *testing.T) {
+	p1 := pod("claims")
+	claim := corev1.Volume{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "claim"}}}
+	p1.Spec.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}, claim}
+	p1.Status.Phase = corev1.PodRunning
+	sk := skeleton(p1)
+	if !reflect.DeepEqual(sk.Spec.Volumes, []corev1.Volume{claim}) || sk.Status.Phase != corev1.PodRunning || sk.Name != "claims" {
+		t.Fatalf("skeleton = %+v", sk)
+	}
+	sk.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "other"
+	if p1.Spec.Volumes[1].PersistentVolumeClaim.ClaimName != "claim" {
+		t.Fatal("the skeleton shares the pod's claims")
 	}
 }
