@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,6 +41,17 @@ func runChild() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	env := os.Getenv
+	// VNODE_BENCH_CPUPROFILE=FILE profiles the tunnel's process until it stops.
+	if f := env("VNODE_BENCH_CPUPROFILE"); f != "" {
+		out, err := os.Create(f)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(out); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); _ = out.Close() }()
+	}
 	log := logrus.New()
 	log.SetLevel(logrus.ErrorLevel)
 	var ports []int
