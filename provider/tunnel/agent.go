@@ -222,7 +222,7 @@ func (a *Agent) session(ctx context.Context, ip string, log *logrus.Entry) error
 	if err != nil {
 		return fmt.Errorf("dialing the server: %w", err)
 	}
-	conn := tls.Client(raw, tcfg)
+	conn := tls.Client(&batchConn{Conn: raw}, tcfg)
 	if err := conn.HandshakeContext(dctx); err != nil {
 		_ = raw.Close()
 		return fmt.Errorf("TLS handshake with the server: %w", err)
@@ -231,7 +231,7 @@ func (a *Agent) session(ctx context.Context, ip string, log *logrus.Entry) error
 		_ = conn.Close()
 		return fmt.Errorf("server does not speak %s", alpnProtocol)
 	}
-	mux, err := yamux.Client(&coalescer{Conn: conn}, muxConfig(a.muxLog))
+	mux, err := yamux.Client(newCoalescer(conn, rawOf(conn)), muxConfig(a.muxLog))
 	if err != nil {
 		_ = conn.Close()
 		return fmt.Errorf("starting the session: %w", err)

@@ -115,7 +115,7 @@ func (s *Server) track(l net.Listener, hs *http.Server) bool {
 
 // ServeAgents accepts agent sessions on l (TLS is added here) until Close.
 func (s *Server) ServeAgents(l net.Listener) error {
-	tl := tls.NewListener(l, serverTLS(s.cfg.AgentCert, s.cfg.AgentCA, []string{alpnProtocol}, tls.RequireAndVerifyClientCert))
+	tl := tls.NewListener(batchListener{l}, serverTLS(s.cfg.AgentCert, s.cfg.AgentCA, []string{alpnProtocol}, tls.RequireAndVerifyClientCert))
 	if !s.track(tl, nil) {
 		return net.ErrClosed
 	}
@@ -187,7 +187,7 @@ func (s *Server) handleAgent(c *tls.Conn) {
 		reject("identity", err)
 		return
 	}
-	mux, err := yamux.Server(&coalescer{Conn: c}, muxConfig(s.muxLog))
+	mux, err := yamux.Server(newCoalescer(c, rawOf(c)), muxConfig(s.muxLog))
 	if err != nil {
 		reject("session", fmt.Errorf("starting the agent session: %w", err))
 		return

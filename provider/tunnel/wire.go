@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -72,44 +73,231 @@ func readFrame(r io.Reader, v any) error {
 // for a reader that stopped, and what one stream can have in flight.
 const StreamWindow = 1 << 20
 
-// coalescer sits between yamux and the session's TLS connection. yamux
-// writes a data frame's 12-byte header and its body in two calls, which
-// TLS would send as two records (and two syscalls); the coalescer holds a
-// data header that announces a body and writes it with that body. Any
-// other frame (window update, ping, go-away, or data without a body) goes
-// out at once: nothing follows it to flush it.
+// coalescer sits between yamux and the session's TLS connection and
+// writes asynchronously: yamux's send loop appends frames to a pending
+// buffer and goes on at once, and a writer goroutine sends everything
+// pending in one TLS write when the previous write is done (it never
+// waits for more: what is pending goes out as soon as the connection is
+// free). A stream's writer thus reads its next chunk while the last one is
+// being encrypted and sent, and back-to-back frames fill whole TLS
+// records: a 16 KiB body after its 12-byte header is no longer sent as a
+// 16,384-byte record and a 12-byte one.
+//
+// yamux writes a data frame's header and its body in two calls; the
+// coalescer holds a data header that announces a body until the body
+// comes, so the writer never sends a header alone. The pending buffer is
+// bounded (pendingLimit): a Write that would overflow it waits.
+//
+// Close sends what is pending first (yamux closes the connection right
+// after a go-away, for one), for at most closeFlushTimeout.
 type coalescer struct {
-	net.Conn // yamux's streams take their addresses from it
-	mu       sync.Mutex
-	hdr      []byte // a held data header, or empty
-	join     []byte // reused: header and body in one write
+	net.Conn            // the session's TLS connection; yamux's streams take their addresses from it
+	raw      *batchConn // under the TLS connection, or nil: one syscall a TLS write
+
+	mu      sync.Mutex
+	ready   sync.Cond // pending has bytes, or closing, for the writer
+	space   sync.Cond // pending was taken, or the writer failed, for Write
+	hdr     []byte    // a held data header, or empty
+	pending []byte
+	spare   []byte // the buffer the writer last sent, reused
+	sending bool   // the writer is in send
+	closing bool
+	err     error // the writer's, sticky
+	done    chan struct{}
+	once    sync.Once
+	cerr    error
 }
 
 const (
 	muxHeaderSize = 12 // version, type, flags (2), stream id (4), length (4)
 	muxTypeData   = 0
+	// pendingLimit bounds what waits for the connection: two buffers of
+	// this size a session at most (pending, and the one being sent).
+	pendingLimit = 256 << 10
+	// closeFlushTimeout bounds sending what is pending on Close, as
+	// crypto/tls bounds its close_notify.
+	closeFlushTimeout = 5 * time.Second
 )
+
+func newCoalescer(c net.Conn, raw *batchConn) *coalescer {
+	co := &coalescer{Conn: c, raw: raw, done: make(chan struct{})}
+	co.ready.L = &co.mu
+	co.space.L = &co.mu
+	go co.writeLoop()
+	return co
+}
 
 func (c *coalescer) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.closing {
+		return 0, net.ErrClosed
+	}
 	if len(c.hdr) == 0 && len(p) == muxHeaderSize && p[1] == muxTypeData && binary.BigEndian.Uint32(p[8:12]) > 0 {
 		c.hdr = append(c.hdr[:0], p...)
 		return len(p), nil
 	}
-	if len(c.hdr) == 0 {
-		return c.Conn.Write(p)
+	// Wait for room, unless nothing is pending (a frame larger than the
+	// limit goes alone).
+	for len(c.pending) > 0 && len(c.pending)+len(c.hdr)+len(p) > pendingLimit && c.err == nil && !c.closing {
+		c.space.Wait()
 	}
-	c.join = append(append(c.join[:0], c.hdr...), p...)
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.closing {
+		return 0, net.ErrClosed
+	}
+	c.pending = append(append(c.pending, c.hdr...), p...)
 	c.hdr = c.hdr[:0]
-	n, err := c.Conn.Write(c.join)
-	if n -= muxHeaderSize; n < 0 {
-		n = 0
+	c.ready.Signal()
+	return len(p), nil
+}
+
+// writeLoop sends what is pending until Close has sent the last of it or a
+// write fails; a failed write closes the connection, so that yamux's
+// reader ends the session too.
+func (c *coalescer) writeLoop() {
+	defer close(c.done)
+	c.mu.Lock()
+	for {
+		for len(c.pending) == 0 && !c.closing {
+			c.ready.Wait()
+		}
+		if len(c.pending) == 0 { // closing, all sent
+			c.mu.Unlock()
+			return
+		}
+		out := c.pending
+		c.pending, c.spare = c.spare[:0], nil
+		c.sending = true
+		c.space.Broadcast()
+		c.mu.Unlock()
+		err := c.send(out)
+		c.mu.Lock()
+		c.sending = false
+		if cap(out) <= 2*pendingLimit { // a rare big frame: do not keep its buffer
+			c.spare = out[:0]
+		}
+		if err != nil {
+			c.err = err
+			c.space.Broadcast()
+			c.mu.Unlock()
+			_ = c.Conn.Close()
+			return
+		}
 	}
-	if len(c.join) > 2*largeBuffer {
-		c.join = nil // a rare big body: do not keep its buffer
+}
+
+// send writes b to the TLS connection, as one syscall if it can.
+func (c *coalescer) send(b []byte) error {
+	if c.raw == nil {
+		_, err := c.Conn.Write(b)
+		return err
 	}
-	return n, err
+	c.raw.hold()
+	_, err := c.Conn.Write(b)
+	if ferr := c.raw.flush(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// Close sends what is pending (for at most closeFlushTimeout), then
+// closes the connection.
+func (c *coalescer) Close() error {
+	c.once.Do(func() {
+		c.mu.Lock()
+		c.closing = true
+		busy := len(c.pending) > 0 || c.sending
+		c.ready.Signal()
+		c.space.Broadcast()
+		c.mu.Unlock()
+		if busy {
+			_ = c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
+		}
+		<-c.done
+		c.cerr = c.Conn.Close()
+	})
+	return c.cerr
+}
+
+// batchConn is the raw connection under a session's TLS connection.
+// crypto/tls writes each record (16 KiB at most) with its own syscall;
+// between hold and flush, batchConn gathers them and flush writes them
+// at once. Writes outside that (the handshake, alerts) go straight
+// through. Records keep their order: crypto/tls encrypts and writes each
+// under its own lock, so a record written while held follows the held ones.
+type batchConn struct {
+	net.Conn
+	mu      sync.Mutex
+	holding bool
+	buf     []byte
+}
+
+func (b *batchConn) hold() {
+	b.mu.Lock()
+	b.holding = true
+	b.mu.Unlock()
+}
+
+func (b *batchConn) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.holding {
+		return b.Conn.Write(p)
+	}
+	b.buf = append(b.buf, p...)
+	return len(p), nil
+}
+
+// flush writes what was held and stops holding.
+func (b *batchConn) flush() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.holding = false
+	return b.flushLocked()
+}
+
+func (b *batchConn) flushLocked() error {
+	if len(b.buf) == 0 {
+		return nil
+	}
+	_, err := b.Conn.Write(b.buf)
+	b.buf = b.buf[:0]
+	if cap(b.buf) > 4*pendingLimit {
+		b.buf = nil
+	}
+	return err
+}
+
+// Close writes what is held (a close_notify may be among it), then closes.
+func (b *batchConn) Close() error {
+	b.mu.Lock()
+	_ = b.flushLocked()
+	b.holding = false
+	b.mu.Unlock()
+	return b.Conn.Close()
+}
+
+// rawOf is the batchConn under c, or nil.
+func rawOf(c *tls.Conn) *batchConn {
+	b, _ := c.NetConn().(*batchConn)
+	return b
+}
+
+// batchListener hands out its connections as batchConns.
+type batchListener struct{ net.Listener }
+
+func (l batchListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &batchConn{Conn: c}, nil
 }
 
 // muxConfig is shared by both ends; keepalives find dead NAT paths.

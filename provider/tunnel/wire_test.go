@@ -3,19 +3,72 @@ package tunnel
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"net"
+	"sync"
 	"testing"
+	"time"
 )
 
-// writesConn records each Write as the TLS connection would send it.
+// writesConn records each Write as the TLS connection would send it. A
+// gate, if set, holds every Write until a value is sent on it, and
+// entered says a Write is waiting there.
 type writesConn struct {
 	net.Conn
-	writes [][]byte
+	mu      sync.Mutex
+	writes  [][]byte
+	closed  bool
+	err     error
+	gate    chan struct{}
+	entered chan struct{}
+	wrote   chan struct{} // one value per Write done
 }
 
+func newWritesConn() *writesConn { return &writesConn{wrote: make(chan struct{}, 1024)} }
+
 func (w *writesConn) Write(p []byte) (int, error) {
+	if w.gate != nil {
+		w.entered <- struct{}{}
+		<-w.gate
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.closed {
+		return 0, net.ErrClosed
+	}
 	w.writes = append(w.writes, append([]byte(nil), p...))
+	w.wrote <- struct{}{}
 	return len(p), nil
+}
+
+func (w *writesConn) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closed = true
+	return nil
+}
+
+func (w *writesConn) SetWriteDeadline(time.Time) error { return nil }
+
+func (w *writesConn) snapshot() ([][]byte, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([][]byte(nil), w.writes...), w.closed
+}
+
+// waitWrites waits (for a test's lifetime at most) for n more writes.
+func (w *writesConn) waitWrites(t *testing.T, n int) {
+	t.Helper()
+	for range n {
+		select {
+		case <-w.wrote:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a write never came")
+		}
+	}
 }
 
 func muxHeader(typ byte, length uint32) []byte {
@@ -26,25 +79,26 @@ func muxHeader(typ byte, length uint32) []byte {
 	return h
 }
 
+func cat(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
+
 // A data header that announces a body goes out with it, in one write;
-// every other frame goes out at once, or it would wait for a write that
-// never comes.
+// every other frame goes out without waiting for another write, or it
+// would wait for a write that never comes.
 func TestCoalescerJoinsDataHeaderAndBody(t *testing.T) {
-	w := &writesConn{}
-	c := &coalescer{Conn: w}
+	w := newWritesConn()
+	c := newCoalescer(w, nil)
+	defer c.Close()
 	body := bytes.Repeat([]byte("x"), 5000)
 	hdr := muxHeader(muxTypeData, uint32(len(body)))
 	if n, err := c.Write(hdr); n != muxHeaderSize || err != nil {
 		t.Fatalf("header: %d %v", n, err)
 	}
-	if len(w.writes) != 0 {
-		t.Fatal("a data header went out alone")
-	}
 	if n, err := c.Write(body); n != len(body) || err != nil {
 		t.Fatalf("body: %d %v", n, err)
 	}
-	if len(w.writes) != 1 || !bytes.Equal(w.writes[0], append(append([]byte(nil), hdr...), body...)) {
-		t.Fatalf("writes: %d", len(w.writes))
+	w.waitWrites(t, 1)
+	if writes, _ := w.snapshot(); len(writes) != 1 || !bytes.Equal(writes[0], cat(hdr, body)) {
+		t.Fatalf("writes: %d", len(writes))
 	}
 	for name, h := range map[string][]byte{
 		"window update": muxHeader(1, 262144),
@@ -52,9 +106,177 @@ func TestCoalescerJoinsDataHeaderAndBody(t *testing.T) {
 		"data, no body": muxHeader(muxTypeData, 0),
 		"go away":       muxHeader(3, 0),
 	} {
-		w.writes = nil
-		if _, err := c.Write(h); err != nil || len(w.writes) != 1 || !bytes.Equal(w.writes[0], h) {
-			t.Errorf("%s was held back or changed: %v", name, w.writes)
+		before, _ := w.snapshot()
+		if _, err := c.Write(h); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		w.waitWrites(t, 1)
+		if writes, _ := w.snapshot(); !bytes.Equal(writes[len(before)], h) {
+			t.Errorf("%s was changed: %v", name, writes[len(before)])
+		}
+	}
+}
+
+// Frames that come while a write is in progress go out together in the
+// next one, in order; a data header never goes out apart from its body.
+func TestCoalescerBatchesWhileTheConnectionIsBusy(t *testing.T) {
+	w := newWritesConn()
+	w.gate, w.entered = make(chan struct{}), make(chan struct{}, 16)
+	c := newCoalescer(w, nil)
+	first := cat(muxHeader(1, 9))
+	if _, err := c.Write(first); err != nil {
+		t.Fatal(err)
+	}
+	<-w.entered // the writer took it and is busy
+	var want []byte
+	for i := range 5 {
+		body := bytes.Repeat([]byte{byte('a' + i)}, 100*(i+1))
+		h := muxHeader(muxTypeData, uint32(len(body)))
+		for _, p := range [][]byte{h, body} {
+			if _, err := c.Write(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want = append(want, cat(h, body)...)
+	}
+	held := muxHeader(muxTypeData, 3) // its body has not come yet
+	if _, err := c.Write(held); err != nil {
+		t.Fatal(err)
+	}
+	w.gate <- struct{}{} // first goes out
+	<-w.entered
+	w.gate <- struct{}{} // everything pending, in one write
+	w.waitWrites(t, 2)
+	writes, _ := w.snapshot()
+	if len(writes) != 2 || !bytes.Equal(writes[0], first) || !bytes.Equal(writes[1], want) {
+		t.Fatalf("got %d writes, want the first frame then the five data frames joined", len(writes))
+	}
+	go func() {
+		for range w.entered {
+			w.gate <- struct{}{}
+		}
+	}()
+	if _, err := c.Write([]byte("xyz")); err != nil {
+		t.Fatal(err)
+	}
+	w.waitWrites(t, 1)
+	if writes, _ := w.snapshot(); !bytes.Equal(writes[2], cat(held, []byte("xyz"))) {
+		t.Fatalf("the held header and its body: %q", writes[2])
+	}
+	_ = c.Close()
+	close(w.entered)
+}
+
+// While the connection is busy, what waits is bounded: no write carries
+// more than pendingLimit (for frames below it), and nothing is lost.
+func TestCoalescerBoundsWhatWaits(t *testing.T) {
+	w := newWritesConn()
+	w.gate, w.entered = make(chan struct{}), make(chan struct{}, 16)
+	go func() {
+		for range w.entered {
+			time.Sleep(time.Millisecond) // let frames pile up
+			w.gate <- struct{}{}
+		}
+	}()
+	c := newCoalescer(w, nil)
+	var want []byte
+	for i := range 200 {
+		p := bytes.Repeat([]byte{byte(i)}, 16<<10+muxHeaderSize)
+		if _, err := c.Write(p); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, p...)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(w.entered)
+	writes, closed := w.snapshot()
+	if !closed || !bytes.Equal(cat(writes...), want) {
+		t.Fatalf("closed %v, %d bytes of %d arrived, or out of order", closed, len(cat(writes...)), len(want))
+	}
+	for _, b := range writes {
+		if len(b) > pendingLimit {
+			t.Fatalf("a write of %d bytes, over the %d limit", len(b), pendingLimit)
+		}
+	}
+}
+
+// Close sends what is pending before it closes the connection (a
+// go-away, say), and later writes fail.
+func TestCoalescerCloseSendsPending(t *testing.T) {
+	w := newWritesConn()
+	w.gate, w.entered = make(chan struct{}), make(chan struct{}, 16)
+	c := newCoalescer(w, nil)
+	a, b := muxHeader(2, 1), muxHeader(3, 0)
+	_, _ = c.Write(a)
+	<-w.entered
+	_, _ = c.Write(b)
+	closed := make(chan error)
+	go func() { closed <- c.Close() }()
+	w.gate <- struct{}{}
+	<-w.entered
+	w.gate <- struct{}{}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	writes, isClosed := w.snapshot()
+	if !isClosed || !bytes.Equal(cat(writes...), cat(a, b)) {
+		t.Fatalf("closed %v, writes %q", isClosed, writes)
+	}
+	if _, err := c.Write(a); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write after close: %v", err)
+	}
+}
+
+// A failed write closes the connection (so the session's reader ends)
+// and every later Write returns the error.
+func TestCoalescerWriteErrorEndsTheConnection(t *testing.T) {
+	w := newWritesConn()
+	boom := errors.New("boom")
+	w.err = boom
+	c := newCoalescer(w, nil)
+	_, _ = c.Write(muxHeader(2, 1))
+	<-c.done
+	if _, closed := w.snapshot(); !closed {
+		t.Fatal("the connection is still open")
+	}
+	if _, err := c.Write(muxHeader(2, 1)); !errors.Is(err, boom) {
+		t.Fatalf("write after the failure: %v", err)
+	}
+	_ = c.Close()
+}
+
+// Between hold and flush a batchConn gathers writes into one; outside
+// that they pass straight through; Close sends what is held.
+func TestBatchConnGathersHeldWrites(t *testing.T) {
+	w := newWritesConn()
+	b := &batchConn{Conn: w}
+	_, _ = b.Write([]byte("hello"))
+	b.hold()
+	for _, s := range []string{"one", "two", "three"} {
+		if n, err := b.Write([]byte(s)); n != len(s) || err != nil {
+			t.Fatal(n, err)
+		}
+	}
+	if writes, _ := w.snapshot(); len(writes) != 1 {
+		t.Fatalf("held writes went out: %q", writes)
+	}
+	if err := b.flush(); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = b.Write([]byte("after"))
+	b.hold()
+	_, _ = b.Write([]byte("last"))
+	_ = b.Close()
+	writes, closed := w.snapshot()
+	want := []string{"hello", "onetwothree", "after", "last"}
+	if !closed || len(writes) != len(want) {
+		t.Fatalf("closed %v, writes %q", closed, writes)
+	}
+	for i := range want {
+		if string(writes[i]) != want[i] {
+			t.Fatalf("write %d: %q, want %q", i, writes[i], want[i])
 		}
 	}
 }
