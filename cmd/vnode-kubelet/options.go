@@ -49,6 +49,7 @@ type options struct {
 	anonymousAuth       bool
 	kubeAPIQPS          float32
 	kubeAPIBurst        int
+	memoryLimit         string
 }
 
 func (o *options) addFlags(cmd *cobra.Command) {
@@ -77,6 +78,7 @@ func (o *options) addFlags(cmd *cobra.Command) {
 	f.BoolVar(&o.profiling, "profiling", true, "serve Go's profiles at /debug/pprof/ on the kubelet API, to callers allowed nodes/proxy (the kubelet's enableProfilingHandler)")
 	f.BoolVar(&o.anonymousAuth, "anonymous-auth", false, "admit kubelet API requests without credentials as system:anonymous, still authorised by SubjectAccessReview (needed for pods/<node-pod>/proxy)")
 	f.StringVar(&o.tunnelCA, "tunnel-ca", "", "CA bundle verifying the tunnel servers (required with --tunnel-server)")
+	f.StringVar(&o.memoryLimit, "memory-limit", "auto", "soft memory limit for Go's collector (as GOMEMLIMIT, which wins if set): a quantity such as 270Mi, auto for 90% of the container's memory limit if it has one, or 0 for none")
 }
 
 func run(parent context.Context, o options) error {
@@ -86,6 +88,9 @@ func run(parent context.Context, o options) error {
 	}
 	defer stop()
 	log := logrus.NewEntry(logger)
+	if err := cli.SetMemoryLimit(o.memoryLimit, log); err != nil {
+		return err
+	}
 	if o.kubeAPIQPS <= 0 || o.kubeAPIBurst <= 0 {
 		return errors.New("--kube-api-qps and --kube-api-burst must be positive")
 	}

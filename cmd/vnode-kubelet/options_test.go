@@ -49,3 +49,15 @@ func TestAPIRateFlags(t *testing.T) {
 		t.Fatalf("default QPS %v, want 50", q)
 	}
 }
+
+func TestMemoryLimitFlag(t *testing.T) {
+	t.Setenv("GOMEMLIMIT", "")
+	cmd := newCommand()
+	cmd.SetArgs([]string{"--memory-limit=lots", "--config=/nonexistent"})
+	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "--memory-limit") {
+		t.Fatalf("a bad --memory-limit: %v", err)
+	}
+	if v, _ := newCommand().Flags().GetString("memory-limit"); v != "auto" {
+		t.Fatalf("default --memory-limit %q, want auto", v)
+	}
+}

@@ -1,0 +1,125 @@
+package cli
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"runtime/debug"
+	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// autoRatio is the share of a container's memory limit given to the Go
+// heap in "auto" mode; the rest covers stacks, the runtime and cgo, as in
+// Prometheus's --auto-gomemlimit.ratio.
+const autoRatio = 0.9
+
+// noLimit is what cgroup v1 reports for an unlimited group (a page-rounded
+// MaxInt64); anything this large is no limit.
+const noLimit = 1 << 60
+
+// MemoryLimit is the soft memory limit (GOMEMLIMIT) that --memory-limit
+// asks for: "auto" is 90% of the container's cgroup memory limit (none
+// when it has none), "0" none, otherwise a quantity such as 270Mi. The
+// limit only makes the collector run sooner as memory nears it: the Go
+// default, twice the live heap, is most of the RSS of a node with many pods.
+func MemoryLimit(flag string, root fs.FS) (limit int64, source string, err error) {
+	switch flag {
+	case "auto":
+		l, err := cgroupLimit(root)
+		if err != nil || l == 0 {
+			return 0, "", err
+		}
+		return int64(float64(l) * autoRatio), "90% of the cgroup memory limit", nil
+	case "0", "none":
+		return 0, "", nil
+	}
+	q, err := resource.ParseQuantity(flag)
+	if err != nil || q.Sign() < 0 {
+		return 0, "", fmt.Errorf("--memory-limit %q: want a quantity such as 270Mi, auto or 0", flag)
+	}
+	return q.Value(), "--memory-limit", nil
+}
+
+// SetMemoryLimit applies --memory-limit, unless GOMEMLIMIT is set: the
+// runtime already obeys the variable, and an operator's explicit setting
+// wins.
+func SetMemoryLimit(flag string, log interface{ Infof(string, ...any) }) error {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return nil
+	}
+	limit, source, err := MemoryLimit(flag, os.DirFS("/"))
+	if err != nil || limit == 0 {
+		return err
+	}
+	debug.SetMemoryLimit(limit)
+	log.Infof("soft memory limit %d MiB (%s)", limit>>20, source)
+	return nil
+}
+
+// cgroupLimit is the memory limit of this process's cgroup (v2, or v1's
+// memory controller), 0 if there is none. root is the file system root.
+func cgroupLimit(root fs.FS) (int64, error) {
+	f, err := root.Open("proc/self/cgroup")
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil // not Linux
+	}
+	if err != nil {
+		return 0, fmt.Errorf("--memory-limit auto: %w", err)
+	}
+	defer f.Close()
+	var candidates []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// hierarchy-id:controllers:path
+		parts := strings.SplitN(sc.Text(), ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		rel := strings.TrimPrefix(parts[2], "/")
+		switch {
+		case parts[0] == "0" && parts[1] == "":
+			// A container's own cgroup namespace shows "/", and its
+			// cgroup is mounted at /sys/fs/cgroup.
+			candidates = append(candidates, path.Join("sys/fs/cgroup", rel, "memory.max"), "sys/fs/cgroup/memory.max")
+		case hasController(parts[1], "memory"):
+			candidates = append(candidates, path.Join("sys/fs/cgroup/memory", rel, "memory.limit_in_bytes"), "sys/fs/cgroup/memory/memory.limit_in_bytes")
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("--memory-limit auto: reading /proc/self/cgroup: %w", err)
+	}
+	for _, c := range candidates {
+		data, err := fs.ReadFile(root, c)
+		if err != nil {
+			continue
+		}
+		s := strings.TrimSpace(string(data))
+		if s == "max" {
+			return 0, nil
+		}
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("--memory-limit auto: /%s holds %q", c, s)
+		}
+		if n <= 0 || n >= noLimit {
+			return 0, nil
+		}
+		return n, nil
+	}
+	return 0, nil
+}
+
+func hasController(list, name string) bool {
+	for _, c := range strings.Split(list, ",") {
+		if c == name {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,59 @@
+package cli
+
+import (
+	"testing"
+	"testing/fstest"
+)
+
+func TestMemoryLimit(t *testing.T) {
+	v2 := fstest.MapFS{
+		"proc/self/cgroup":                          {Data: []byte("0::/kubepods/pod1/c1\n")},
+		"sys/fs/cgroup/kubepods/pod1/c1/memory.max": {Data: []byte("335544320\n")},
+	}
+	v2ns := fstest.MapFS{ // the container's own cgroup namespace
+		"proc/self/cgroup":         {Data: []byte("0::/\n")},
+		"sys/fs/cgroup/memory.max": {Data: []byte("104857600\n")},
+	}
+	v2max := fstest.MapFS{
+		"proc/self/cgroup":         {Data: []byte("0::/\n")},
+		"sys/fs/cgroup/memory.max": {Data: []byte("max\n")},
+	}
+	v1 := fstest.MapFS{
+		"proc/self/cgroup": {Data: []byte("5:devices:/x\n4:memory:/docker/abc\n0::/\n")},
+		// Mounted at the container's own group: the host path is absent.
+		"sys/fs/cgroup/memory/memory.limit_in_bytes": {Data: []byte("209715200\n")},
+	}
+	v1none := fstest.MapFS{
+		"proc/self/cgroup":                           {Data: []byte("4:memory:/\n")},
+		"sys/fs/cgroup/memory/memory.limit_in_bytes": {Data: []byte("9223372036854771712\n")},
+	}
+	garbage := fstest.MapFS{
+		"proc/self/cgroup":         {Data: []byte("0::/\n")},
+		"sys/fs/cgroup/memory.max": {Data: []byte("lots\n")},
+	}
+	for _, tc := range []struct {
+		name, flag string
+		root       fstest.MapFS
+		want       int64
+		wantErr    bool
+	}{
+		{"auto, cgroup v2", "auto", v2, 335544320 * 9 / 10, false},
+		{"auto, cgroup v2 namespace", "auto", v2ns, 104857600 * 9 / 10, false},
+		{"auto, cgroup v2 without a limit", "auto", v2max, 0, false},
+		{"auto, cgroup v1", "auto", v1, 209715200 * 9 / 10, false},
+		{"auto, cgroup v1 without a limit", "auto", v1none, 0, false},
+		{"auto, not Linux", "auto", fstest.MapFS{}, 0, false},
+		{"auto, unreadable limit", "auto", garbage, 0, true},
+		{"explicit", "270Mi", v2, 270 << 20, false},
+		{"none", "0", v2, 0, false},
+		{"bad quantity", "lots", v2, 0, true},
+		{"negative", "-1Gi", v2, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, _, err := MemoryLimit(tc.flag, tc.root)
+			if (err != nil) != tc.wantErr || got != tc.want {
+				t.Fatalf("MemoryLimit(%q) = %d, %v; want %d, error %v", tc.flag, got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}
