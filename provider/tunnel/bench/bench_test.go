@@ -11,8 +11,9 @@ import (
 	"time"
 )
 
-// BenchmarkVersusANP runs every scenario on direct loopback, our tunnel
-// and ANP v0.36.0. Figures are b.ReportMetric units; run with -benchtime 1x.
+// BenchmarkVersusANP runs every scenario on direct loopback, our tunnel,
+// the floor (our hops and TLS without multiplexing, floor_test.go) and
+// ANP v0.36.0. Figures are b.ReportMetric units; run with -benchtime 1x.
 func BenchmarkVersusANP(b *testing.B) {
 	o := startOrigins(b)
 	p := newPKI(b)
@@ -20,7 +21,7 @@ func BenchmarkVersusANP(b *testing.B) {
 	if err != nil {
 		b.Skipf("skipping: building apiserver-network-proxy v0.36.0 from the module proxy failed, nothing to compare with: %v", err)
 	}
-	systems := []*system{{name: "direct"}, ours(b, p, o), anp(b, bin, p)}
+	systems := []*system{{name: "direct"}, ours(b, p, o), floor(b, p), anp(b, bin, p)}
 	for _, s := range systems[1:] {
 		waitReady(b, s, o.echo)
 	}

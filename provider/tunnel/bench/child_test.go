@@ -24,6 +24,13 @@ import (
 const childEnv = "VNODE_BENCH_TUNNEL_CHILD"
 
 func TestMain(m *testing.M) {
+	if os.Getenv(floorEnv) != "" {
+		if err := runFloor(); err != nil {
+			fmt.Fprintln(os.Stderr, "floor child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if os.Getenv(childEnv) != "" {
 		if err := runChild(); err != nil {
 			fmt.Fprintln(os.Stderr, "tunnel child:", err)

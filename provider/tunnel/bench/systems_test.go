@@ -124,26 +124,7 @@ func ours(tb testing.TB, p *pki, o origins) *system {
 	cmd.Env = append(os.Environ(), childEnv+"=1", "CA="+p.caFile, "SERVER_CERT="+sc, "SERVER_KEY="+sk,
 		"AGENT_CERT="+ac, "AGENT_KEY="+ak, "PROXY_ADDR="+proxy, "AGENT_ADDR=127.0.0.1:0",
 		fmt.Sprintf("PORTS=%d,%d,%d", o.source, o.sink, o.echo))
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pid := start(tb, cmd)
-	ready := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		ready <- sc.Scan() && sc.Text() == "ready"
-		for sc.Scan() {
-		}
-	}()
-	select {
-	case ok := <-ready:
-		if !ok {
-			tb.Fatalf("our tunnel did not start: %s", cmd.Stderr)
-		}
-	case <-time.After(30 * time.Second):
-		tb.Fatal("our tunnel not ready in 30s")
-	}
+	pid := startReady(tb, cmd, "our tunnel")
 	return &system{name: "vnode", proxy: proxy, tls: p.clientTLS(tb, "bench-client"), pids: []int{pid},
 		target: func(port int) string { return "n1:" + strconv.Itoa(port) }}
 }
