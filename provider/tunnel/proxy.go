@@ -33,7 +33,7 @@ func (s *Server) ServeProxy(l net.Listener) error {
 		if s.cfg.ProxyCA == nil {
 			auth = tls.NoClientCert
 		}
-		l = tls.NewListener(l, serverTLS(s.cfg.ProxyCert, s.cfg.ProxyCA, []string{"http/1.1"}, auth))
+		l = tls.NewListener(batchListener{l}, serverTLS(s.cfg.ProxyCert, s.cfg.ProxyCA, []string{"http/1.1"}, auth))
 	} else if _, ok := l.(*net.UnixListener); ok {
 		local = true
 	} else {
@@ -149,8 +149,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var client net.Conn = conn
+	if tc, ok := conn.(*tls.Conn); ok {
+		if raw := rawOf(tc); raw != nil {
+			client = &heldWrites{Conn: tc, raw: raw}
+		}
+	}
 	if n := rw.Reader.Buffered(); n > 0 {
-		client = &prefixConn{Conn: conn, r: io.MultiReader(io.LimitReader(rw.Reader, int64(n)), conn)}
+		client = &prefixConn{Conn: client, r: io.MultiReader(io.LimitReader(rw.Reader, int64(n)), conn)}
 	}
 	cls := className(class)
 	s.cfg.Metrics.Streams.WithLabelValues(cls).Inc()

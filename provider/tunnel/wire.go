@@ -274,19 +274,32 @@ func (b *batchConn) flushLocked() error {
 	return err
 }
 
-// Close writes what is held (a close_notify may be among it), then closes.
-func (b *batchConn) Close() error {
-	b.mu.Lock()
-	_ = b.flushLocked()
-	b.holding = false
-	b.mu.Unlock()
-	return b.Conn.Close()
-}
+// Close closes the connection at once, even while a flush is blocked
+// (crypto/tls's Close relies on this to break a Write in flight), and
+// drops what is held: only a Write in flight holds anything, and a Close
+// during one means to break it.
+func (b *batchConn) Close() error { return b.Conn.Close() }
 
 // rawOf is the batchConn under c, or nil.
 func rawOf(c *tls.Conn) *batchConn {
 	b, _ := c.NetConn().(*batchConn)
 	return b
+}
+
+// heldWrites sends each Write's TLS records in one syscall (a requester's
+// connection: a 64 KiB relay write is four records).
+type heldWrites struct {
+	*tls.Conn
+	raw *batchConn
+}
+
+func (h *heldWrites) Write(p []byte) (int, error) {
+	h.raw.hold()
+	n, err := h.Conn.Write(p)
+	if ferr := h.raw.flush(); err == nil {
+		err = ferr
+	}
+	return n, err
 }
 
 // batchListener hands out its connections as batchConns.

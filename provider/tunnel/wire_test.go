@@ -2,8 +2,10 @@ package tunnel
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"testing"
@@ -248,7 +250,7 @@ func TestCoalescerWriteErrorEndsTheConnection(t *testing.T) {
 }
 
 // Between hold and flush a batchConn gathers writes into one; outside
-// that they pass straight through; Close sends what is held.
+// that they pass straight through.
 func TestBatchConnGathersHeldWrites(t *testing.T) {
 	w := newWritesConn()
 	b := &batchConn{Conn: w}
@@ -266,17 +268,116 @@ func TestBatchConnGathersHeldWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _ = b.Write([]byte("after"))
-	b.hold()
-	_, _ = b.Write([]byte("last"))
-	_ = b.Close()
-	writes, closed := w.snapshot()
-	want := []string{"hello", "onetwothree", "after", "last"}
-	if !closed || len(writes) != len(want) {
-		t.Fatalf("closed %v, writes %q", closed, writes)
+	writes, _ := w.snapshot()
+	want := []string{"hello", "onetwothree", "after"}
+	if len(writes) != len(want) {
+		t.Fatalf("writes %q", writes)
 	}
 	for i := range want {
 		if string(writes[i]) != want[i] {
 			t.Fatalf("write %d: %q, want %q", i, writes[i], want[i])
 		}
+	}
+}
+
+// Close does not wait for a flush that is blocked on the peer: closing is
+// how a stuck Write is broken.
+func TestBatchConnCloseBreaksABlockedFlush(t *testing.T) {
+	w := newWritesConn()
+	w.gate, w.entered = make(chan struct{}), make(chan struct{}, 1)
+	b := &batchConn{Conn: w}
+	b.hold()
+	_, _ = b.Write([]byte("stuck"))
+	flushed := make(chan error)
+	go func() { flushed <- b.flush() }()
+	<-w.entered
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, closed := w.snapshot(); !closed {
+		t.Fatal("not closed")
+	}
+	close(w.gate)
+	if err := <-flushed; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("the blocked flush: %v", err)
+	}
+}
+
+// countingConn counts Write calls on the raw connection.
+type countingConn struct {
+	net.Conn
+	mu     sync.Mutex
+	writes int
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.writes++
+	c.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
+func (c *countingConn) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.writes
+}
+
+// Over real TLS, a heldWrites Write of four records' worth reaches the
+// socket as one write, and the peer reads the bytes intact.
+func TestHeldWritesSendsAWritesRecordsAtOnce(t *testing.T) {
+	ca := newTestCA(t, "wire")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	tl := tls.NewListener(batchListener{l}, serverTLS(ca.pair(t, "server"), ca.bundle(t), nil, tls.NoClientCert))
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := tl.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer c.Close()
+		b, _ := io.ReadAll(c)
+		got <- b
+	}()
+	cfg, err := clientTLS(ca.pair(t, "client"), ca.bundle(t), "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.NextProtos = nil
+	raw, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := &countingConn{Conn: raw}
+	bc := &batchConn{Conn: counted}
+	tc := tls.Client(bc, cfg)
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	// Past crypto/tls's small first records, so that each is 16 KiB.
+	warm := bytes.Repeat([]byte("w"), 256<<10)
+	if _, err := tc.Write(warm); err != nil {
+		t.Fatal(err)
+	}
+	h := &heldWrites{Conn: tc, raw: rawOf(tc)}
+	data := make([]byte, 4*tlsRecordPayload)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	before := counted.count()
+	if n, err := h.Write(data); n != len(data) || err != nil {
+		t.Fatal(n, err)
+	}
+	if w := counted.count() - before; w != 1 {
+		t.Fatalf("%d socket writes for one Write of four records", w)
+	}
+	_ = tc.Close()
+	if b := <-got; !bytes.Equal(b, append(warm, data...)) {
+		t.Fatalf("the peer read %d bytes, want %d intact", len(b), len(warm)+len(data))
 	}
 }
