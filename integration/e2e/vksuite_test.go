@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/vnode-project/vnode/integration/netns"
 	"github.com/vnode-project/vnode/provider/vnode"
@@ -81,12 +82,21 @@ func runVnodePod(ctx context.Context, c kubernetes.Interface, host *netns.Host) 
 	hostNode := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: vkSuiteHost},
 		// Nothing else may land on a machine without a kubelet.
 		Spec: corev1.NodeSpec{Unschedulable: true}}
-	n, err := c.CoreV1().Nodes().Create(ctx, hostNode, metav1.CreateOptions{})
-	if err != nil {
+	if _, err := c.CoreV1().Nodes().Create(ctx, hostNode, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("creating the host node %s: %w", vkSuiteHost, err)
 	}
-	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}
-	if _, err := c.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+	// The node lifecycle controller taints a new node at once: read it
+	// again on a conflict.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		n, err := c.CoreV1().Nodes().Get(ctx, vkSuiteHost, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}
+		_, err = c.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("setting the host node's address: %w", err)
 	}
 	pod := &corev1.Pod{
