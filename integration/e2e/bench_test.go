@@ -690,14 +690,23 @@ func cpuSeconds(pid int) (float64, error) {
 // a kubeconfig of system:vnode:<node>), binds VNODE_BENCH_PODS (default
 // 10,000) pods to it and reads its resident memory once all are Running.
 // VNODE_BENCH_MEMORY_LIMIT, if set, is passed as --memory-limit (what
-// "auto" would set in a container with a memory limit).
+// "auto" would set in a container with a memory limit). With
+// VNODE_BENCH_FLOOR=1 it runs floorkubelet instead: virtual-kubelet over a
+// provider that runs nothing, the floor any provider stands on
+// (VNODE_BENCH_FLOOR=trimmed: with vnode's managedFields trimming).
 func BenchmarkScaleKubeletRSS(b *testing.B) {
 	n := benchPods(b, 10000)
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		phase := time.Now()
+		floorMode := os.Getenv("VNODE_BENCH_FLOOR")
+		floor := floorMode == "1" || floorMode == "trimmed"
+		pkg := "./cmd/vnode-kubelet"
+		if floor {
+			pkg = "./integration/e2e/floorkubelet"
+		}
 		bin := filepath.Join(b.TempDir(), "vnode-kubelet")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/vnode-kubelet")
+		build := exec.Command("go", "build", "-o", bin, pkg)
 		build.Dir = repoRoot()
 		if out, err := build.CombinedOutput(); err != nil {
 			b.Fatalf("building vnode-kubelet: %v\n%s", err, out)
@@ -742,6 +751,10 @@ func BenchmarkScaleKubeletRSS(b *testing.B) {
 			"--cluster-dns", "10.0.0.10")
 		if v := os.Getenv("VNODE_BENCH_MEMORY_LIMIT"); v != "" {
 			cmd.Args = append(cmd.Args, "--memory-limit", v)
+		}
+		if floor {
+			cmd = exec.Command(bin, "--kubeconfig", kubeconfig, "--nodename", name, "--pods", strconv.Itoa(max(n, 1000)),
+				"--trim-managed-fields="+strconv.FormatBool(floorMode == "trimmed"))
 		}
 		cmd.Stdout, cmd.Stderr = logFile, logFile
 		cmd.Env = append(os.Environ(), "VNODE_CONFIG="+cfgPath)

@@ -21,6 +21,10 @@ import (
 // Writes and reads of single objects pass through unchanged.
 type trimmedClient struct{ kubernetes.Interface }
 
+// TrimManagedFields returns c with the trimming the virtual node's
+// informers get (for benchmarks that measure virtual-kubelet alone).
+func TrimManagedFields(c kubernetes.Interface) kubernetes.Interface { return trimmedClient{c} }
+
 // IsWatchListSemanticsUnSupported answers for the wrapped client: the
 // informers ask, and a wrapper must not hide a client's limits.
 func (c trimmedClient) IsWatchListSemanticsUnSupported() bool {
