@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/sirupsen/logrus"
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
@@ -49,7 +50,7 @@ func MemoryLimit(flag string, root fs.FS) (limit int64, source string, err error
 // SetMemoryLimit applies --memory-limit, unless GOMEMLIMIT is set: the
 // runtime already obeys the variable, and an operator's explicit setting
 // wins.
-func SetMemoryLimit(flag string, log interface{ Infof(string, ...any) }) error {
+func SetMemoryLimit(flag string, log logrus.FieldLogger) error {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return nil
 	}
@@ -58,7 +59,7 @@ func SetMemoryLimit(flag string, log interface{ Infof(string, ...any) }) error {
 		return err
 	}
 	debug.SetMemoryLimit(limit)
-	log.Infof("soft memory limit %d MiB (%s)", limit>>20, source)
+	log.WithFields(logrus.Fields{"limitMiB": limit >> 20, "source": source}).Info("soft memory limit set")
 	return nil
 }
 
