@@ -30,7 +30,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
 
-	"github.com/vnode-project/vnode/provider/certs"
+	"github.com/vnode-project/vnode/internal/certs"
 )
 
 // Component is the name in events, the Lease and the user agent.

@@ -14,7 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
-	"github.com/vnode-project/vnode/integration/eciemulator"
+	"github.com/vnode-project/vnode/eci/emulator"
 )
 
 func main() {
@@ -29,7 +29,7 @@ func newCommand() *cobra.Command {
 		listen, id, secret, runtime, dataDir, region, adminToken string
 		tlsCert, tlsKey                                          string
 		useTLS                                                   bool
-		delays                                                   eciemulator.Delays
+		delays                                                   emulator.Delays
 	)
 	cmd := &cobra.Command{
 		Use:           "eci-emulator",
@@ -42,7 +42,7 @@ func newCommand() *cobra.Command {
 				return errors.New("--access-key-id and --access-key-secret are required (or ALIBABA_CLOUD_ACCESS_KEY_ID/_SECRET)")
 			}
 			logger := logrus.New()
-			e, err := eciemulator.New(eciemulator.Config{
+			e, err := emulator.New(emulator.Config{
 				Credentials: map[string]string{id: secret}, Region: region, Runtime: runtime, DataDir: dataDir,
 				Delays: delays, AdminToken: adminToken, Logger: logger,
 				TLS: useTLS, TLSCertFile: tlsCert, TLSKeyFile: tlsKey,

@@ -17,8 +17,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vnode-project/vnode/cmd/internal/cli"
-	"github.com/vnode-project/vnode/provider/certs"
-	"github.com/vnode-project/vnode/provider/tunnel"
+	"github.com/vnode-project/vnode/internal/certs"
+	"github.com/vnode-project/vnode/tunnel"
 )
 
 func main() {

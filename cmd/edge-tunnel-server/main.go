@@ -16,7 +16,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vnode-project/vnode/cmd/internal/cli"
-	"github.com/vnode-project/vnode/provider/tunnel"
+	"github.com/vnode-project/vnode/tunnel"
 )
 
 func main() {

@@ -18,7 +18,7 @@ import (
 
 	"github.com/vnode-project/vnode/approver"
 	"github.com/vnode-project/vnode/cmd/internal/cli"
-	"github.com/vnode-project/vnode/provider/certs"
+	"github.com/vnode-project/vnode/internal/certs"
 )
 
 func main() {

@@ -36,12 +36,12 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/vnode-project/vnode/eci"
 	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/provider"
 	"github.com/vnode-project/vnode/provider/config"
-	"github.com/vnode-project/vnode/provider/eci"
 	"github.com/vnode-project/vnode/provider/kubeletapi"
-	vnnode "github.com/vnode-project/vnode/provider/node"
+	"github.com/vnode-project/vnode/provider/nodeobject"
 	"github.com/vnode-project/vnode/provider/translate"
 	"github.com/vnode-project/vnode/provider/vnode"
 )
@@ -97,7 +97,7 @@ func unthrottled(b *testing.B, cp *controlplane.ControlPlane) kubernetes.Interfa
 // runBenchNode runs a virtual node in-process on cloud, like startNode but
 // with the binary's sync and GC intervals, room for 20,000 pods and any
 // provider.Cloud.
-func runBenchNode(b *testing.B, e *env, name string, cloud provider.Cloud, checker vnnode.Checker) {
+func runBenchNode(b *testing.B, e *env, name string, cloud provider.Cloud, checker nodeobject.Checker) {
 	b.Helper()
 	e.startNodeWith(b, name, nil, func(o *vnode.Options) {
 		o.Node.Capacity = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100000"), corev1.ResourceMemory: resource.MustParse("400Ti"), corev1.ResourcePods: resource.MustParse("20000")}

@@ -11,7 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
-	"github.com/vnode-project/vnode/integration/eciemulator"
+	"github.com/vnode-project/vnode/eci/emulator"
 	"github.com/vnode-project/vnode/provider"
 	"github.com/vnode-project/vnode/provider/translate"
 )
@@ -31,9 +31,9 @@ func TestFaultsAndRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.emu.SetFaults(
-		eciemulator.Fault{Action: "CreateContainerGroup", ErrorRate: 0.20, ErrorCode: "Throttling.User"},
-		eciemulator.Fault{Action: "CreateContainerGroup", ErrorRate: 0.0625, ErrorCode: "ServiceUnavailable"},
-		eciemulator.Fault{Action: "DescribeContainerGroups", ErrorRate: 0.05, ErrorCode: "ServiceUnavailable"},
+		emulator.Fault{Action: "CreateContainerGroup", ErrorRate: 0.20, ErrorCode: "Throttling.User"},
+		emulator.Fault{Action: "CreateContainerGroup", ErrorRate: 0.0625, ErrorCode: "ServiceUnavailable"},
+		emulator.Fault{Action: "DescribeContainerGroups", ErrorRate: 0.05, ErrorCode: "ServiceUnavailable"},
 	)
 	dep := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: "burst", Namespace: "f"},

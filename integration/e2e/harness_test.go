@@ -19,11 +19,11 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/vnode-project/vnode/eci"
+	"github.com/vnode-project/vnode/eci/emulator"
 	"github.com/vnode-project/vnode/integration/controlplane"
-	"github.com/vnode-project/vnode/integration/eciemulator"
 	"github.com/vnode-project/vnode/integration/netns"
-	"github.com/vnode-project/vnode/provider/eci"
-	vnnode "github.com/vnode-project/vnode/provider/node"
+	"github.com/vnode-project/vnode/provider/nodeobject"
 	"github.com/vnode-project/vnode/provider/translate"
 	"github.com/vnode-project/vnode/provider/vnode"
 )
@@ -36,7 +36,7 @@ const (
 // env is one control plane, one emulator and the virtual nodes under test.
 type env struct {
 	cp  *controlplane.ControlPlane
-	emu *eciemulator.Emulator
+	emu *emulator.Emulator
 	ep  string
 }
 
@@ -48,8 +48,8 @@ func newEnv(t testing.TB, runtime string) *env {
 	if out, err := cp.Kubectl(ctx, "apply", "-k", manifests("vnode")).CombinedOutput(); err != nil {
 		t.Fatalf("applying the vnode RBAC: %v\n%s", err, out)
 	}
-	emu, ep := eciemulator.StartForTest(t, eciemulator.Config{Credentials: map[string]string{akID: akSecret}, Runtime: runtime,
-		Delays: eciemulator.Delays{Scheduling: 50 * time.Millisecond, Pending: 50 * time.Millisecond}})
+	emu, ep := emulator.StartForTest(t, emulator.Config{Credentials: map[string]string{akID: akSecret}, Runtime: runtime,
+		Delays: emulator.Delays{Scheduling: 50 * time.Millisecond, Pending: 50 * time.Millisecond}})
 	return &env{cp: cp, emu: emu, ep: ep}
 }
 
@@ -110,7 +110,7 @@ func (e *env) startNodeWith(t testing.TB, name string, host *netns.Host, tweak f
 	n := &node{name: name, cancel: cancel, done: make(chan error, 1), client: client}
 	opts := vnode.Options{
 		NodeName: name,
-		Node: vnnode.Config{Name: name, Region: "cn-hangzhou", Zones: []string{"cn-hangzhou-a"}, InternalIP: nodeIP.String(),
+		Node: nodeobject.Config{Name: name, Region: "cn-hangzhou", Zones: []string{"cn-hangzhou-a"}, InternalIP: nodeIP.String(),
 			KubeletPort: int32(l.Addr().(*net.TCPAddr).Port), KubeletVersion: "v1.35.4-vnode",
 			Capacity: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1000"), corev1.ResourceMemory: resource.MustParse("4Ti"), corev1.ResourcePods: resource.MustParse("1000")}},
 		Pods: translate.NodeSettings{ClusterName: "e2e", NodeName: name, VSwitchIDs: []string{"vsw-e2e"}, SecurityGroupID: "sg-e2e",
@@ -146,7 +146,7 @@ func (n *node) stop() {
 }
 
 func vkToleration() corev1.Toleration {
-	return corev1.Toleration{Key: vnnode.TaintKey, Operator: corev1.TolerationOpEqual, Value: vnnode.TaintValue, Effect: corev1.TaintEffectNoSchedule}
+	return corev1.Toleration{Key: nodeobject.TaintKey, Operator: corev1.TolerationOpEqual, Value: nodeobject.TaintValue, Effect: corev1.TaintEffectNoSchedule}
 }
 
 // waitPods polls until cond holds for the pods matching selector in ns.
@@ -184,8 +184,8 @@ func allRunning(n int) func([]corev1.Pod) bool {
 }
 
 // instancesOf returns the emulator's groups of a node.
-func (e *env) instancesOf(node string) []eciemulator.ContainerGroupSnapshot {
-	var out []eciemulator.ContainerGroupSnapshot
+func (e *env) instancesOf(node string) []emulator.ContainerGroupSnapshot {
+	var out []emulator.ContainerGroupSnapshot
 	for _, g := range e.emu.ContainerGroups() {
 		if g.Tags[translate.TagNode] == node {
 			out = append(out, g)

@@ -13,10 +13,11 @@ import (
 	"time"
 
 	"github.com/creack/pty"
-	"github.com/vnode-project/vnode/integration/testio"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/vnode-project/vnode/integration/testio"
 )
 
 // kubectl logs, exec and cp reach the pod's ECI instance through the real

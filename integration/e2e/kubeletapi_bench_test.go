@@ -22,7 +22,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 
-	"github.com/vnode-project/vnode/provider/eci"
+	"github.com/vnode-project/vnode/eci"
 	"github.com/vnode-project/vnode/provider/vnode"
 )
 

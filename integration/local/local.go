@@ -19,8 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/vnode-project/vnode/eci/emulator"
 	"github.com/vnode-project/vnode/integration/controlplane"
-	"github.com/vnode-project/vnode/integration/eciemulator"
 	"github.com/vnode-project/vnode/provider/config"
 	"github.com/vnode-project/vnode/provider/vnode"
 )
@@ -38,7 +38,7 @@ type Options struct {
 // System is the running local system.
 type System struct {
 	CP         *controlplane.ControlPlane
-	Emulator   *eciemulator.Emulator
+	Emulator   *emulator.Emulator
 	ConfigPath string
 	NodeName   string
 	stop       []func()
@@ -73,7 +73,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	id, secret := "LTAI-local-"+random(6), random(16)
 	logger := logrus.New()
 	logger.SetLevel(logrus.WarnLevel)
-	s.Emulator, err = eciemulator.New(eciemulator.Config{Credentials: map[string]string{id: secret}, Runtime: "process",
+	s.Emulator, err = emulator.New(emulator.Config{Credentials: map[string]string{id: secret}, Runtime: "process",
 		DataDir: filepath.Join(s.CP.Dir, "eci"), Logger: logger})
 	if err != nil {
 		return nil, err

@@ -16,7 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vnode-project/vnode/integration/testio"
-	vnnode "github.com/vnode-project/vnode/provider/node"
+	"github.com/vnode-project/vnode/provider/nodeobject"
 	"github.com/vnode-project/vnode/provider/vnode"
 )
 
@@ -143,15 +143,15 @@ func TestReplicaFailoverAndAgentRestart(t *testing.T) {
 			return false
 		}
 	}
-	waitFor(ctx, t, "the embedded-agent node Ready", ready(corev1.ConditionTrue, vnnode.ReasonReady))
+	waitFor(ctx, t, "the embedded-agent node Ready", ready(corev1.ConditionTrue, nodeobject.ReasonReady))
 	if out, err := e.cp.Kubectl(ctx, "get", "--raw", "/api/v1/nodes/"+embedded+"/proxy/healthz").CombinedOutput(); err != nil {
 		t.Fatalf("the embedded-agent node's kubelet API through the tunnel: %v\n%s", err, out)
 	}
 	e.server.stop()
 	e.serverB.stop()
-	waitFor(ctx, t, "the embedded-agent node NotReady ("+vnnode.ReasonTunnelDown+")", ready(corev1.ConditionFalse, vnnode.ReasonTunnelDown))
+	waitFor(ctx, t, "the embedded-agent node NotReady ("+nodeobject.ReasonTunnelDown+")", ready(corev1.ConditionFalse, nodeobject.ReasonTunnelDown))
 	e.serverB.restart()
-	waitFor(ctx, t, "the embedded-agent node Ready again", ready(corev1.ConditionTrue, vnnode.ReasonReady))
+	waitFor(ctx, t, "the embedded-agent node Ready again", ready(corev1.ConditionTrue, nodeobject.ReasonReady))
 }
 
 type unexpected struct{ out string }

@@ -17,15 +17,15 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/vnode-project/vnode/eci"
+	"github.com/vnode-project/vnode/eci/emulator"
 	"github.com/vnode-project/vnode/integration/controlplane"
-	"github.com/vnode-project/vnode/integration/eciemulator"
 	"github.com/vnode-project/vnode/integration/netns"
-	"github.com/vnode-project/vnode/provider/certs"
-	"github.com/vnode-project/vnode/provider/eci"
-	vnnode "github.com/vnode-project/vnode/provider/node"
+	"github.com/vnode-project/vnode/internal/certs"
+	"github.com/vnode-project/vnode/provider/nodeobject"
 	"github.com/vnode-project/vnode/provider/translate"
-	tun "github.com/vnode-project/vnode/provider/tunnel"
 	"github.com/vnode-project/vnode/provider/vnode"
+	tun "github.com/vnode-project/vnode/tunnel"
 )
 
 const (
@@ -220,8 +220,8 @@ egressSelections:
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, ep := eciemulator.StartForTest(t, eciemulator.Config{Credentials: map[string]string{akID: akSecret}, Runtime: "process",
-		Delays: eciemulator.Delays{Scheduling: 50 * time.Millisecond, Pending: 50 * time.Millisecond}})
+	_, ep := emulator.StartForTest(t, emulator.Config{Credentials: map[string]string{akID: akSecret}, Runtime: "process",
+		Delays: emulator.Delays{Scheduling: 50 * time.Millisecond, Pending: 50 * time.Millisecond}})
 	e.emu = ep
 
 	opts := tun.ServerRunOptions{
@@ -357,7 +357,7 @@ func (e *env) startNodeWith(t *testing.T, name string, port int, tunnel *vnode.T
 	go func() {
 		done <- vnode.Run(ctx, vnode.Options{
 			NodeName: name,
-			Node: vnnode.Config{Name: name, Region: "cn-hangzhou", Zones: []string{"cn-hangzhou-a"}, InternalIP: nodeIP,
+			Node: nodeobject.Config{Name: name, Region: "cn-hangzhou", Zones: []string{"cn-hangzhou-a"}, InternalIP: nodeIP,
 				KubeletPort: int32(port), KubeletVersion: "v1.35.4-vnode",
 				Capacity: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100"), corev1.ResourceMemory: resource.MustParse("1Ti"), corev1.ResourcePods: resource.MustParse("100")}},
 			Pods: translate.NodeSettings{ClusterName: "tunnel", NodeName: name, VSwitchIDs: []string{"vsw-t"}, SecurityGroupID: "sg-t",

@@ -12,7 +12,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	tun "github.com/vnode-project/vnode/provider/tunnel"
+	tun "github.com/vnode-project/vnode/tunnel"
 )
 
 // TestPortsFollowConfigMap: an HTTP port on the node's address and a port

@@ -14,9 +14,10 @@ import (
 	"time"
 
 	"github.com/creack/pty"
-	"github.com/vnode-project/vnode/integration/testio"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vnode-project/vnode/integration/testio"
 )
 
 // TestKubectlStreamsThroughTunnel: the long-lived and interactive kubectl

@@ -14,7 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 
-	tun "github.com/vnode-project/vnode/provider/tunnel"
+	tun "github.com/vnode-project/vnode/tunnel"
 )
 
 // TestKubectlThroughTunnel: logs, exec and the node proxy reach a node the

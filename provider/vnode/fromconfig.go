@@ -11,9 +11,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
 
+	"github.com/vnode-project/vnode/eci"
 	"github.com/vnode-project/vnode/provider/config"
-	"github.com/vnode-project/vnode/provider/eci"
-	vnnode "github.com/vnode-project/vnode/provider/node"
+	"github.com/vnode-project/vnode/provider/nodeobject"
 	"github.com/vnode-project/vnode/provider/translate"
 )
 
@@ -93,7 +93,7 @@ func FromContext(cc *config.Context, s Settings) (Options, error) {
 	}
 	return Options{
 		NodeName: name,
-		Node: vnnode.Config{
+		Node: nodeobject.Config{
 			Name: name, Region: cc.RegionID, Zones: cc.ZoneIDs, VirtualNodeID: cc.VirtualNodeID, Taints: taints,
 			Capacity: capacity, InternalIP: ip, KubeletPort: int32(s.Listener.Addr().(*net.TCPAddr).Port), KubeletVersion: s.KubeletVersion,
 		},

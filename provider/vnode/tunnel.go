@@ -7,8 +7,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/vnode-project/vnode/provider/certs"
-	"github.com/vnode-project/vnode/provider/tunnel"
+	"github.com/vnode-project/vnode/internal/certs"
+	"github.com/vnode-project/vnode/tunnel"
 )
 
 // TunnelOptions run the edge tunnel agent inside the node's process: for a

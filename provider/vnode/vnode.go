@@ -30,19 +30,19 @@ import (
 
 	"github.com/vnode-project/vnode/provider"
 	"github.com/vnode-project/vnode/provider/kubeletapi"
-	vnnode "github.com/vnode-project/vnode/provider/node"
+	"github.com/vnode-project/vnode/provider/nodeobject"
 	"github.com/vnode-project/vnode/provider/translate"
-	"github.com/vnode-project/vnode/provider/tunnel"
+	"github.com/vnode-project/vnode/tunnel"
 )
 
 // Options are everything one virtual node needs.
 type Options struct {
 	NodeName string
-	Node     vnnode.Config
+	Node     nodeobject.Config
 	Pods     translate.NodeSettings
 	Cloud    provider.Cloud
 	// Checker tells whether ECI answers; the node is Ready only then.
-	Checker vnnode.Checker
+	Checker nodeobject.Checker
 	// Kube authenticates to the API server as the virtual node.
 	Kube *rest.Config
 	// Listener serves the kubelet API (TLS is added here); the node
@@ -94,7 +94,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	var prov *provider.Provider
-	var nodeProvider *vnnode.Provider
+	var nodeProvider *nodeobject.Provider
 	mux := http.NewServeMux()
 	if o.Profiling {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -109,7 +109,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	n, err := nodeutil.NewNode(o.NodeName,
 		func(pc nodeutil.ProviderConfig) (nodeutil.Provider, vknode.NodeProvider, error) {
-			vnnode.Apply(pc.Node, o.Node)
+			nodeobject.Apply(pc.Node, o.Node)
 			src := translate.Sources{
 				Objects: listerObjects{pc},
 				Claims:  apiClaims{kube},
@@ -120,7 +120,7 @@ func Run(ctx context.Context, o Options) error {
 				LogPollInterval: o.LogPollInterval, Log: log,
 			}, o.Cloud, kube, src, recorder)
 			prov.SetPodLister(pc.Pods)
-			nodeProvider = vnnode.NewProvider(pc.Node, o.Checker, 0, log)
+			nodeProvider = nodeobject.NewProvider(pc.Node, o.Checker, 0, log)
 			if agent != nil {
 				nodeProvider.WithTunnel(agent, o.Tunnel.CheckInterval)
 			}

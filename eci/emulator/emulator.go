@@ -1,0 +1,924 @@
+package emulator
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Config configures an emulator.
+type Config struct {
+	// Credentials maps AccessKeyId to AccessKeySecret.
+	Credentials map[string]string
+	Region      string   // default cn-hangzhou
+	Zones       []string // default <region>-a, <region>-b
+	Runtime     string   // "process" (default) or "sim"
+	// DataDir keeps the state (state.json), process sandboxes and logs;
+	// default a temporary dir. A new emulator on the same DataDir carries
+	// on with the groups, virtual nodes and image caches it left.
+	DataDir    string
+	Delays     Delays
+	AdminToken string // bearer token of /admin/; empty disables it
+	Logger     logrus.FieldLogger
+	// TLS serves https. With TLSCertFile and TLSKeyFile (PEM) it serves
+	// that pair (and they imply TLS); without, a self-signed certificate
+	// for 127.0.0.1, ::1 and localhost, made once in DataDir/tls.
+	TLS                     bool
+	TLSCertFile, TLSKeyFile string
+}
+
+// Delays are how long a new group stays in each state before running,
+// how long a virtual node stays Pending and how long an image cache takes
+// to build (half Preparing, half Creating).
+type Delays struct {
+	Scheduling, Pending     time.Duration
+	VirtualNode, ImageCache time.Duration
+}
+
+// Fault makes calls to Action ("*" for all) misbehave.
+type Fault struct {
+	Action             string
+	Latency            time.Duration
+	ErrorRate          float64 // answer ErrorCode instead of acting
+	ErrorCode          string  // default ServiceUnavailable
+	HangRate           float64 // never answer (until the client gives up)
+	CommitThenFailRate float64 // act, then answer ErrorCode (default InternalError)
+}
+
+// Emulator is a running local ECI API.
+type Emulator struct {
+	cfg     Config
+	log     logrus.FieldLogger
+	nonces  nonces
+	runtime runtime
+
+	tls     *tlsFiles // nil: plain http
+	persist *persister
+
+	mu        sync.Mutex
+	groups    map[string]*group
+	order     []string                // ids in creation order, for stable paging
+	tokens    map[string]*tokenRecord // Action + "/" + ClientToken
+	vnodes    map[string]*virtualNode
+	vnOrder   []string
+	caches    map[string]*imageCache
+	imcOrder  []string
+	calls     map[string]int
+	faults    []Fault
+	sessions  map[string]*execSession
+	closed    bool
+	closeOnce sync.Once
+	seq       int
+}
+
+// New creates an emulator; serve its Handler.
+func New(cfg Config) (*Emulator, error) {
+	if len(cfg.Credentials) == 0 {
+		return nil, errors.New("eciemulator: at least one AccessKey pair is required")
+	}
+	if cfg.Region == "" {
+		cfg.Region = "cn-hangzhou"
+	}
+	if len(cfg.Zones) == 0 {
+		cfg.Zones = []string{cfg.Region + "-a", cfg.Region + "-b"}
+	}
+	if cfg.Runtime == "" {
+		cfg.Runtime = "process"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = logrus.New()
+	}
+	if cfg.DataDir == "" {
+		d, err := os.MkdirTemp("", "eci-emulator-")
+		if err != nil {
+			return nil, fmt.Errorf("creating a data directory: %w", err)
+		}
+		cfg.DataDir = d
+	}
+	e := &Emulator{cfg: cfg, log: cfg.Logger, groups: map[string]*group{}, tokens: map[string]*tokenRecord{},
+		vnodes: map[string]*virtualNode{}, caches: map[string]*imageCache{},
+		calls: map[string]int{}, sessions: map[string]*execSession{}}
+	switch cfg.Runtime {
+	case "process":
+		e.runtime = newProcessRuntime(filepath.Join(cfg.DataDir, "sandboxes"), e)
+	case "sim":
+		e.runtime = simRuntime{e}
+	default:
+		return nil, fmt.Errorf("eciemulator: runtime %q: want process or sim", cfg.Runtime)
+	}
+	if cfg.TLS || cfg.TLSCertFile != "" || cfg.TLSKeyFile != "" {
+		t, err := setUpTLS(cfg.DataDir, cfg.TLSCertFile, cfg.TLSKeyFile, time.Now())
+		if err != nil {
+			return nil, fmt.Errorf("eciemulator: setting up TLS: %w", err)
+		}
+		e.tls = t
+	}
+	e.persist = newPersister(filepath.Join(cfg.DataDir, stateFile), e.log)
+	if err := e.load(); err != nil {
+		return nil, fmt.Errorf("eciemulator: loading the state in %s: %w", cfg.DataDir, err)
+	}
+	go e.persist.run(e.encodeState)
+	e.resume()
+	return e, nil
+}
+
+// Scheme is "https" when the emulator serves TLS, else "http".
+func (e *Emulator) Scheme() string {
+	if e.tls != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// CertFile is the PEM certificate the emulator serves over TLS (the
+// generated self-signed one, or Config.TLSCertFile), for clients to trust;
+// "" without TLS.
+func (e *Emulator) CertFile() string {
+	if e.tls == nil {
+		return ""
+	}
+	return e.tls.certFile
+}
+
+// Handler serves the ECI API at /, exec sessions at /exec/ and the admin
+// API at /admin/.
+func (e *Emulator) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/exec/", e.serveExec)
+	mux.HandleFunc("/admin/", e.serveAdmin)
+	mux.HandleFunc("/", e.serveAPI)
+	return mux
+}
+
+// Serve serves on l until ctx ends.
+func (e *Emulator) Serve(ctx context.Context, l net.Listener) error {
+	srv := &http.Server{Handler: e.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { <-ctx.Done(); srv.Close() }()
+	var err error
+	if e.tls != nil {
+		srv.TLSConfig = e.tls.config()
+		err = srv.ServeTLS(l, "", "")
+	} else {
+		err = srv.Serve(l)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Close saves the state and stops every container process. The state is
+// saved first, so it holds what was running: a new emulator on the same
+// DataDir then sees the groups as a host restart would leave them.
+// Closing twice is harmless.
+func (e *Emulator) Close() error {
+	var err error
+	e.closeOnce.Do(func() { err = e.close() })
+	return err
+}
+
+func (e *Emulator) close() error {
+	e.mu.Lock()
+	e.closed = true
+	groups := make([]*group, 0, len(e.groups))
+	for _, g := range e.groups {
+		groups = append(groups, g)
+	}
+	e.mu.Unlock()
+	err := e.persist.close(e.encodeState)
+	for _, g := range groups {
+		e.runtime.stop(g, 0)
+	}
+	return err
+}
+
+// SetFaults replaces the injected faults; no argument clears them.
+func (e *Emulator) SetFaults(f ...Fault) {
+	e.mu.Lock()
+	e.faults = append([]Fault(nil), f...)
+	e.mu.Unlock()
+}
+
+// CallCounts counts authenticated requests per action.
+func (e *Emulator) CallCounts() map[string]int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]int, len(e.calls))
+	for k, v := range e.calls {
+		out[k] = v
+	}
+	return out
+}
+
+// ContainerGroupSnapshot is a group's identity and state, for assertions.
+type ContainerGroupSnapshot struct {
+	ID, Name, Status, ClientToken string
+	Tags                          map[string]string
+	Containers                    []string
+}
+
+// ContainerGroups returns every group.
+func (e *Emulator) ContainerGroups() []ContainerGroupSnapshot {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]ContainerGroupSnapshot, 0, len(e.groups))
+	for _, id := range e.order {
+		g, ok := e.groups[id]
+		if !ok {
+			continue
+		}
+		s := ContainerGroupSnapshot{ID: g.ContainerGroupID, Name: g.ContainerGroupName, Status: g.Status, ClientToken: g.clientToken, Tags: map[string]string{}}
+		for _, t := range g.Tags {
+			s.Tags[t.Key] = t.Value
+		}
+		for _, c := range g.Containers {
+			s.Containers = append(s.Containers, c.Name)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// DeleteBehindBack removes a group as if deleted outside the client.
+func (e *Emulator) DeleteBehindBack(id string) error {
+	e.mu.Lock()
+	g, ok := e.groups[id]
+	if ok {
+		e.removeLocked(id)
+	}
+	e.mu.Unlock()
+	if !ok {
+		return notFound(id)
+	}
+	e.runtime.stop(g, 0)
+	return nil
+}
+
+// Expire reclaims a group as a spot instance: status Expired.
+func (e *Emulator) Expire(id string) error {
+	e.mu.Lock()
+	g, ok := e.groups[id]
+	if ok {
+		g.Status = "Expired"
+		g.ExpiredTime = time.Now().UTC().Format(timeFormat)
+		e.addEventLocked(g, "Warning", "SpotToBeReleased", "The spot instance was reclaimed")
+	}
+	e.mu.Unlock()
+	if !ok {
+		return notFound(id)
+	}
+	e.runtime.stop(g, 0)
+	return nil
+}
+
+func (e *Emulator) removeLocked(id string) {
+	delete(e.groups, id)
+	e.order = removeID(e.order, id)
+	e.persist.removedLocked(id)
+}
+
+// removeID removes id from ids, keeping the order.
+func removeID(ids []string, id string) []string {
+	for i, x := range ids {
+		if x == id {
+			return append(ids[:i], ids[i+1:]...)
+		}
+	}
+	return ids
+}
+
+// changedLocked records that g changed, so the next snapshot saves it.
+func (e *Emulator) changedLocked(g *group) {
+	e.persist.changedLocked(g.ContainerGroupID)
+}
+
+func newRequestID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	h := strings.ToUpper(hex.EncodeToString(b))
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json;charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (e *Emulator) writeError(w http.ResponseWriter, reqID string, err *apiError) {
+	status := err.Status
+	if status == 0 {
+		status = statusOf(err.Code)
+	}
+	writeJSON(w, status, map[string]string{
+		"RequestId": reqID, "HostId": "eci." + e.cfg.Region + ".aliyuncs.com", "Code": err.Code, "Message": err.Message,
+		"Recommend": "https://api.aliyun.com/troubleshoot?q=" + url.QueryEscape(err.Code) + "&product=Eci",
+	})
+}
+
+// serveAPI authenticates, applies faults and dispatches one RPC call.
+func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
+	reqID := newRequestID()
+	if r.URL.Path != "/" {
+		e.writeError(w, reqID, errf(http.StatusNotFound, "InvalidAction.NotFound", "Specified api is not found, please check your url and method."))
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		e.writeError(w, reqID, invalidParam("query", err.Error()))
+		return
+	}
+	p := params(r.Form)
+	if apiErr := e.authenticate(r.Method, p); apiErr != nil {
+		e.writeError(w, reqID, apiErr)
+		return
+	}
+	action := p.get("Action")
+	e.mu.Lock()
+	e.calls[action]++
+	faults := e.faults
+	e.mu.Unlock()
+
+	var commitThenFail *apiError
+	for _, f := range faults {
+		if f.Action != "*" && f.Action != action {
+			continue
+		}
+		if f.Latency > 0 {
+			select {
+			case <-time.After(f.Latency):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		if f.HangRate > 0 && mrand.Float64() < f.HangRate {
+			<-r.Context().Done()
+			return
+		}
+		if f.ErrorRate > 0 && mrand.Float64() < f.ErrorRate {
+			code := f.ErrorCode
+			if code == "" {
+				code = "ServiceUnavailable"
+			}
+			e.writeError(w, reqID, errf(0, code, "injected fault"))
+			return
+		}
+		if f.CommitThenFailRate > 0 && mrand.Float64() < f.CommitThenFailRate {
+			code := f.ErrorCode
+			if code == "" || strings.HasPrefix(code, "Throttling") {
+				code = "InternalError"
+			}
+			commitThenFail = errf(0, code, "injected fault after the request was carried out")
+		}
+	}
+	resp, apiErr := e.dispatch(r, action, p)
+	if apiErr != nil {
+		e.writeError(w, reqID, apiErr)
+		return
+	}
+	if commitThenFail != nil {
+		e.writeError(w, reqID, commitThenFail)
+		return
+	}
+	resp["RequestId"] = reqID
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (e *Emulator) authenticate(method string, p params) *apiError {
+	for _, k := range []string{"Action", "AccessKeyId", "Signature", "SignatureNonce", "Timestamp", "SignatureMethod", "SignatureVersion", "Version", "Format"} {
+		if p.get(k) == "" {
+			return missingParam(k)
+		}
+	}
+	if v := p.get("Version"); v != "2018-08-08" {
+		return errf(http.StatusBadRequest, "InvalidVersion", "Specified parameter Version is not valid: "+v)
+	}
+	if p.get("SignatureMethod") != "HMAC-SHA1" || p.get("SignatureVersion") != "1.0" {
+		return errf(http.StatusBadRequest, "IncompleteSignature", "The request signature does not conform to Aliyun standards.")
+	}
+	secret, ok := e.cfg.Credentials[p.get("AccessKeyId")]
+	if !ok {
+		return errf(http.StatusNotFound, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
+	}
+	sts := stringToSign(method, url.Values(p))
+	if sign(secret, sts) != p.get("Signature") {
+		return errf(http.StatusBadRequest, "SignatureDoesNotMatch", "Specified signature is not matched with our calculation. server string to sign is:"+sts)
+	}
+	ts, err := time.Parse(timeFormat, p.get("Timestamp"))
+	if err != nil {
+		return errf(http.StatusBadRequest, "InvalidTimeStamp.Format", "Specified time stamp or date value is not well formatted.")
+	}
+	if d := time.Since(ts); d > maxSkew || d < -maxSkew {
+		return errf(http.StatusBadRequest, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired.")
+	}
+	if !e.nonces.use(p.get("SignatureNonce"), time.Now()) {
+		return errf(http.StatusBadRequest, "SignatureNonceUsed", "Specified signature nonce was used already.")
+	}
+	return nil
+}
+
+type handler func(params) (map[string]any, *apiError)
+
+func (e *Emulator) dispatch(r *http.Request, action string, p params) (map[string]any, *apiError) {
+	// Actions that change state honour ClientToken (see idempotent).
+	changes := map[string]handler{
+		"CreateContainerGroup":  e.createGroup,
+		"UpdateContainerGroup":  e.updateGroup,
+		"DeleteContainerGroup":  e.deleteGroup,
+		"RestartContainerGroup": e.restartGroup,
+		"CreateVirtualNode":     e.createVirtualNode,
+		"UpdateVirtualNode":     e.updateVirtualNode,
+		"DeleteVirtualNode":     e.deleteVirtualNode,
+		"CreateImageCache":      e.createImageCache,
+		"UpdateImageCache":      e.updateImageCache,
+		"DeleteImageCache":      e.deleteImageCache,
+	}
+	reads := map[string]handler{
+		"DescribeContainerGroups":           e.describeGroups,
+		"DescribeContainerGroupStatus":      e.describeGroupStatus,
+		"DescribeContainerLog":              e.describeLog,
+		"ExecContainerCommand":              func(p params) (map[string]any, *apiError) { return e.execCommand(r, p) },
+		"DescribeMultiContainerGroupMetric": e.describeMultiMetric,
+		"DescribeContainerGroupMetric":      e.describeMetric,
+		"DescribeRegions":                   e.describeRegions,
+		"DescribeVirtualNodes":              e.describeVirtualNodes,
+		"DescribeImageCaches":               e.describeImageCaches,
+	}
+	if h, ok := changes[action]; ok {
+		return e.idempotent(action, p, h)
+	}
+	if h, ok := reads[action]; ok {
+		return h(p)
+	}
+	return nil, errf(http.StatusBadRequest, "InvalidAction.NotFound", "Specified api is not found, please check your url and method: "+action)
+}
+
+// checkRegion refuses a RegionId other than the emulator's. The SDK always
+// sends one (the client's region when the request has none).
+func (e *Emulator) checkRegion(p params) *apiError {
+	r := p.get("RegionId")
+	if r == "" {
+		return missingParam("RegionId")
+	}
+	if r != e.cfg.Region {
+		return errf(http.StatusBadRequest, "InvalidRegionId.NotFound", "The specified region "+r+" does not exist.")
+	}
+	return nil
+}
+
+// nextIDLocked makes a resource id: prefix, 8 random characters and the
+// emulator's sequence number, which the state keeps across restarts.
+func (e *Emulator) nextIDLocked(prefix string) string {
+	e.seq++
+	return fmt.Sprintf("%s-%s%06d", prefix, randomSuffix(), e.seq)
+}
+
+func (e *Emulator) createGroup(p params) (map[string]any, *apiError) {
+	for _, k := range []string{"RegionId", "SecurityGroupId", "VSwitchId", "ContainerGroupName"} {
+		if p.get(k) == "" {
+			return nil, missingParam(k)
+		}
+	}
+	if r := p.get("RegionId"); r != e.cfg.Region {
+		return nil, errf(http.StatusBadRequest, "InvalidRegionId.NotFound", "The specified region "+r+" does not exist.")
+	}
+	name := p.get("ContainerGroupName")
+	if len(name) < 2 || !nameRE.MatchString(name) {
+		return nil, invalidParam("ContainerGroupName", "2-128 lower-case letters, digits and hyphens, not starting or ending with a hyphen")
+	}
+	containers, apiErr := parseContainers(p, "Container")
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	if len(containers) == 0 {
+		return nil, missingParam("Container.1.Name")
+	}
+	if len(containers) > 20 {
+		return nil, invalidParam("Container", "at most 20 containers")
+	}
+	inits, apiErr := parseContainers(p, "InitContainer")
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	vols, apiErr := parseVolumes(p)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	names := map[string]bool{}
+	for _, v := range vols {
+		names[v.Name] = true
+	}
+	for _, c := range append(append([]*container{}, containers...), inits...) {
+		for _, m := range c.VolumeMounts {
+			if !names[m.Name] {
+				return nil, invalidParam("VolumeMount.Name", "container "+c.Name+" mounts undefined volume "+m.Name)
+			}
+		}
+	}
+	switch rp := p.get("RestartPolicy"); rp {
+	case "", "Always", "OnFailure", "Never":
+	default:
+		return nil, invalidParam("RestartPolicy", "must be Always, OnFailure or Never")
+	}
+	cpu, apiErr := p.float("Cpu")
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	mem, apiErr := p.float("Memory")
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	instanceType := p.get("InstanceType")
+	if instanceType != "" {
+		var apiErr *apiError
+		if instanceType, cpu, mem, apiErr = parseInstanceTypes(instanceType); apiErr != nil {
+			return nil, apiErr
+		}
+	} else {
+		if cpu == 0 && mem == 0 {
+			for _, c := range containers {
+				cpu += c.Cpu
+				mem += c.Memory
+			}
+			if cpu == 0 && mem == 0 {
+				cpu, mem = 2, 4
+			}
+		}
+		var ok bool
+		if cpu, mem, ok = roundSpec(cpu, mem); !ok {
+			return nil, invalidParam("Cpu/Memory", "no ECI specification fits")
+		}
+	}
+	switch s := p.get("SpotStrategy"); s {
+	case "", "NoSpot", "SpotAsPriceGo", "SpotWithPriceLimit":
+	default:
+		return nil, invalidParam("SpotStrategy", s)
+	}
+	tags, apiErr := parseTags(p)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	creds, apiErr := parseCredentials(p)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	dns, apiErr := parseDNSConfig(p)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	vswitches := strings.Split(p.get("VSwitchId"), ",")
+	now := time.Now().UTC()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	id := e.nextIDLocked("eci")
+	zone := e.cfg.Zones[e.seq%len(e.cfg.Zones)]
+	restart := p.get("RestartPolicy")
+	if restart == "" {
+		restart = "Always"
+	}
+	g := &group{
+		ContainerGroupID: id, ContainerGroupName: name, RegionID: e.cfg.Region, ZoneID: zone, Cpu: cpu, Memory: mem,
+		InstanceType: instanceType, VSwitchID: strings.TrimSpace(vswitches[0]), SecurityGroupID: p.get("SecurityGroupId"),
+		ResourceGroupID: p.get("ResourceGroupId"), RestartPolicy: restart, Status: "Scheduling", CreationTime: now.Format(timeFormat),
+		SpotStrategy: p.get("SpotStrategy"), Tags: tags, Containers: containers, InitContainers: inits, Volumes: vols,
+		DNSConfig: dns, clientToken: p.get("ClientToken"), created: now, credentials: creds,
+		IntranetIP: fmt.Sprintf("192.168.%d.%d", (e.seq/250)%250, e.seq%250+2),
+		Events:     []event{},
+	}
+	for _, c := range append(append([]*container{}, inits...), containers...) {
+		c.CurrentState = state{State: "Waiting", DetailStatus: "ContainerCreating", Reason: "ContainerCreating"}
+	}
+	e.groups[id] = g
+	e.order = append(e.order, id)
+	e.addEventLocked(g, "Normal", "Scheduled", "Successfully assigned to "+zone)
+	go e.lifecycle(id)
+	return map[string]any{"ContainerGroupId": id}, nil
+}
+
+func randomSuffix() string {
+	const letters = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 8)
+	for i := range b {
+		n, _ := rand.Int(rand.Reader, big.NewInt(int64(len(letters))))
+		b[i] = letters[n.Int64()]
+	}
+	return string(b)
+}
+
+func (e *Emulator) addEventLocked(g *group, typ, reason, msg string) {
+	g.Events = addEvent(g.Events, g.ContainerGroupID, typ, reason, msg)
+	e.changedLocked(g)
+}
+
+// addEvent records an event of owner (a resource id) in evs: a repeat of
+// the same reason and message counts up, like Kubernetes events.
+func addEvent(evs []event, owner, typ, reason, msg string) []event {
+	ts := time.Now().UTC().Format(timeFormat)
+	for i := range evs {
+		if evs[i].Reason == reason && evs[i].Message == msg {
+			evs[i].Count++
+			evs[i].LastTimestamp = ts
+			return evs
+		}
+	}
+	return append(evs, event{Count: 1, Type: typ, Name: owner + "." + strconv.Itoa(len(evs)+1), Message: msg, Reason: reason, FirstTimestamp: ts, LastTimestamp: ts})
+}
+
+// lifecycle moves a new group Scheduling -> Pending -> Running.
+func (e *Emulator) lifecycle(id string) {
+	if e.step(id, e.cfg.Delays.Scheduling, "Scheduling", "Pending") {
+		e.startWhenPending(id)
+	}
+}
+
+// startWhenPending starts a Pending group's containers after the Pending delay.
+func (e *Emulator) startWhenPending(id string) {
+	if !e.step(id, e.cfg.Delays.Pending, "Pending", "Pending") {
+		return
+	}
+	e.mu.Lock()
+	g, ok := e.groups[id]
+	e.mu.Unlock()
+	if ok {
+		e.runtime.start(g)
+	}
+}
+
+// step waits d, then moves group id from status from to to; false when the
+// group is gone, in another status or the emulator closed meanwhile.
+func (e *Emulator) step(id string, d time.Duration, from, to string) bool {
+	time.Sleep(d)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	g, ok := e.groups[id]
+	if !ok || g.Status != from || e.closed {
+		return false
+	}
+	if from != to {
+		g.Status = to
+		e.changedLocked(g)
+	}
+	return true
+}
+
+func (e *Emulator) describeGroups(p params) (map[string]any, *apiError) {
+	start, limit, apiErr := page(p, 20, 20)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	ids, apiErr := idList(p, "ContainerGroupIds", 20)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	want := tagFilter(p)
+	idSet := map[string]bool{}
+	for _, id := range ids {
+		idSet[id] = true
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var matched []*group
+	for _, id := range e.order {
+		g := e.groups[id]
+		if len(idSet) > 0 && !idSet[id] {
+			continue
+		}
+		if n := p.get("ContainerGroupName"); n != "" && g.ContainerGroupName != n {
+			continue
+		}
+		if s := p.get("Status"); s != "" && g.Status != s {
+			continue
+		}
+		if z := p.get("ZoneId"); z != "" && g.ZoneID != z {
+			continue
+		}
+		if !hasTags(g.Tags, want) {
+			continue
+		}
+		matched = append(matched, g)
+	}
+	end := min(start+limit, len(matched))
+	out := []json.RawMessage{}
+	for _, g := range matched[min(start, len(matched)):end] {
+		b, _ := json.Marshal(g)
+		out = append(out, b)
+	}
+	return map[string]any{"ContainerGroups": out, "TotalCount": len(matched), "NextToken": nextToken(end, len(matched))}, nil
+}
+
+// describeGroupStatus implements DescribeContainerGroupStatus: the groups
+// given by ContainerGroupIds (at most 20), or every group, paged (Limit
+// default 200), filtered by ZoneId, VSwitchId and Tag.N like
+// DescribeContainerGroups. Each entry has the id, name, status and a
+// Kubernetes-shaped PodStatus with ECI's key spellings (see podStatus);
+// SinceSecond is not implemented.
+func (e *Emulator) describeGroupStatus(p params) (map[string]any, *apiError) {
+	start, limit, apiErr := page(p, 200, 200)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	ids, apiErr := idList(p, "ContainerGroupIds", 20)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	idSet := map[string]bool{}
+	for _, id := range ids {
+		idSet[id] = true
+	}
+	want := tagFilter(p)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var matched []*group
+	for _, id := range e.order {
+		g := e.groups[id]
+		if (len(idSet) > 0 && !idSet[id]) || !matches(p, "ZoneId", g.ZoneID) || !matches(p, "VSwitchId", g.VSwitchID) || !hasTags(g.Tags, want) {
+			continue
+		}
+		matched = append(matched, g)
+	}
+	end := min(start+limit, len(matched))
+	out := []map[string]any{}
+	for _, g := range matched[min(start, len(matched)):end] {
+		out = append(out, map[string]any{"ContainerGroupId": g.ContainerGroupID, "Name": g.ContainerGroupName, "Status": g.Status,
+			"Annotations": "{}", "PodStatus": podStatus(g)})
+	}
+	return map[string]any{"Data": out, "TotalCount": len(matched), "NextToken": nextToken(end, len(matched))}, nil
+}
+
+// podStatus is a group's PodStatus as DescribeContainerGroupStatus
+// answers it: Conditions keys type/status/lastTransitionTime in lower case
+// beside Message/Reason, and a running state's start under the key
+// StartedAtstartedAt, as in ECI's API definition.
+func podStatus(g *group) map[string]any {
+	phase := podPhase(g.Status)
+	allReady := len(g.Containers) > 0
+	statuses := []map[string]any{}
+	for _, c := range g.Containers {
+		allReady = allReady && c.Ready
+		statuses = append(statuses, map[string]any{"Name": c.Name, "Image": c.Image, "ImageID": "", "Ready": c.Ready,
+			"Started": c.CurrentState.State == "Running", "RestartCount": c.RestartCount,
+			"State": k8sState(c.CurrentState), "LastState": k8sState(c.PreviousState)})
+	}
+	cond := func(typ string, ok bool) map[string]any {
+		st := "False"
+		if ok {
+			st = "True"
+		}
+		// The transition time is the group's creation: the emulator does
+		// not track conditions, and a stable value keeps the entry
+		// unchanged while nothing else changes.
+		return map[string]any{"type": typ, "status": st, "lastTransitionTime": g.CreationTime, "Message": "", "Reason": ""}
+	}
+	running := phase == "Running" || phase == "Succeeded"
+	ready := phase == "Running" && allReady
+	out := map[string]any{"Phase": phase, "HostIp": g.IntranetIP, "PodIp": g.IntranetIP, "PodIps": []map[string]string{},
+		"QosClass": "Guaranteed", "StartTime": g.CreationTime, "ContainerStatuses": statuses,
+		"Conditions": []map[string]any{cond("PodScheduled", g.Status != "Scheduling" && g.Status != "ScheduleFailed"),
+			cond("Initialized", running), cond("ContainersReady", ready), cond("Ready", ready)}}
+	if g.IntranetIP != "" {
+		out["PodIps"] = []map[string]string{{"Ip": g.IntranetIP}}
+	}
+	return out
+}
+
+// k8sState is a container state in DescribeContainerGroupStatus' shape.
+func k8sState(s state) map[string]any {
+	switch s.State {
+	case "Running":
+		return map[string]any{"Running": map[string]any{"StartedAtstartedAt": s.StartTime}}
+	case "Terminated":
+		return map[string]any{"Terminated": map[string]any{"ContainerID": "", "ExitCode": s.ExitCode, "FinishedAt": s.FinishTime,
+			"Message": s.Message, "Reason": s.Reason, "Signal": s.Signal, "StartedAt": s.StartTime}}
+	case "Waiting":
+		return map[string]any{"Waiting": map[string]any{"Message": s.Message, "Reason": s.Reason}}
+	}
+	return map[string]any{}
+}
+
+// podPhase is the Kubernetes pod phase of an ECI status.
+func podPhase(status string) string {
+	switch status {
+	case "Running", "Terminating":
+		return "Running"
+	case "Succeeded":
+		return "Succeeded"
+	case "Failed", "Expired", "ScheduleFailed":
+		return "Failed"
+	}
+	return "Pending"
+}
+
+func (e *Emulator) lookup(p params) (*group, *apiError) {
+	id := p.get("ContainerGroupId")
+	if id == "" {
+		return nil, missingParam("ContainerGroupId")
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	g, ok := e.groups[id]
+	if !ok {
+		return nil, notFound(id)
+	}
+	return g, nil
+}
+
+func (e *Emulator) deleteGroup(p params) (map[string]any, *apiError) {
+	g, apiErr := e.lookup(p)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	e.mu.Lock()
+	e.removeLocked(g.ContainerGroupID)
+	e.mu.Unlock()
+	go e.runtime.stop(g, 10*time.Second)
+	return map[string]any{}, nil
+}
+
+func (e *Emulator) restartGroup(p params) (map[string]any, *apiError) {
+	g, apiErr := e.lookup(p)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	e.mu.Lock()
+	status := g.Status
+	if status == "Running" {
+		g.Status = "Restarting"
+		e.addEventLocked(g, "Normal", "Restarting", "Restarting the container group")
+	}
+	e.mu.Unlock()
+	if status != "Running" {
+		return nil, errf(http.StatusBadRequest, "IncorrectStatus", "The current status of the container group "+g.ContainerGroupID+" is "+status+"; it can be restarted only when Running.")
+	}
+	e.runtime.stop(g, 10*time.Second)
+	// Every container runs again: one restart more each, and the stopped
+	// run's log becomes the previous log.
+	e.mu.Lock()
+	cs := append([]*container(nil), g.Containers...)
+	for _, c := range cs {
+		c.RestartCount++
+	}
+	e.changedLocked(g)
+	e.mu.Unlock()
+	if pr, ok := e.runtime.(*processRuntime); ok {
+		for _, c := range cs {
+			_ = os.Rename(pr.logPath(g, c.Name, false), pr.logPath(g, c.Name, true))
+		}
+	}
+	e.runtime.start(g)
+	return map[string]any{}, nil
+}
+
+func (e *Emulator) describeRegions(params) (map[string]any, *apiError) {
+	return map[string]any{"Regions": []map[string]any{{"RegionId": e.cfg.Region, "RegionEndpoint": "eci." + e.cfg.Region + ".aliyuncs.com", "Zones": e.cfg.Zones}}}, nil
+}
+
+// serveAdmin is the fault and state control for tests.
+func (e *Emulator) serveAdmin(w http.ResponseWriter, r *http.Request) {
+	if e.cfg.AdminToken == "" || r.Header.Get("Authorization") != "Bearer "+e.cfg.AdminToken {
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		return
+	}
+	switch {
+	case r.URL.Path == "/admin/faults" && r.Method == http.MethodPut:
+		var f []Fault
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&f); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		e.SetFaults(f...)
+	case r.URL.Path == "/admin/faults" && r.Method == http.MethodGet:
+		e.mu.Lock()
+		f := e.faults
+		e.mu.Unlock()
+		writeJSON(w, http.StatusOK, f)
+	case r.URL.Path == "/admin/calls":
+		writeJSON(w, http.StatusOK, e.CallCounts())
+	case strings.HasPrefix(r.URL.Path, "/admin/containergroups/") && strings.HasSuffix(r.URL.Path, "/expire") && r.Method == http.MethodPost:
+		id := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/admin/containergroups/"), "/expire")
+		if err := e.Expire(id); err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+		}
+	case strings.HasPrefix(r.URL.Path, "/admin/containergroups/") && r.Method == http.MethodDelete:
+		if err := e.DeleteBehindBack(strings.TrimPrefix(r.URL.Path, "/admin/containergroups/")); err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+		}
+	default:
+		http.NotFound(w, r)
+	}
+}

@@ -1,0 +1,467 @@
+package emulator
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// runtime runs (or pretends to run) a group's containers.
+type runtime interface {
+	start(g *group)
+	stop(g *group, grace time.Duration)
+	// resume takes over a group that was Running when a previous
+	// emulator on the same DataDir stopped.
+	resume(g *group)
+}
+
+// simRuntime runs nothing: containers are Running and Ready at once.
+type simRuntime struct{ e *Emulator }
+
+func (s simRuntime) start(g *group) {
+	s.e.mu.Lock()
+	defer s.e.mu.Unlock()
+	if g.Status != "Pending" && g.Status != "Restarting" {
+		return
+	}
+	g.Status = "Running"
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	for _, c := range g.InitContainers {
+		c.CurrentState = state{State: "Terminated", Reason: "Completed", StartTime: now, FinishTime: now}
+	}
+	for _, c := range g.Containers {
+		c.CurrentState = state{State: "Running", StartTime: now}
+		c.Ready = true
+	}
+	s.e.changedLocked(g)
+}
+
+func (simRuntime) stop(*group, time.Duration) {}
+
+// resume has nothing to do: sim containers have no process to lose, so
+// they are still Running.
+func (simRuntime) resume(*group) {}
+
+// standIn is what a container without a command runs: something long-lived
+// that stops cleanly on SIGTERM, like most images' entrypoints.
+var standIn = []string{"/bin/sh", "-c", `trap "exit 0" TERM; while :; do sleep 1; done`}
+
+// processRuntime runs every container as a local process group.
+type processRuntime struct {
+	root string
+	e    *Emulator
+
+	mu    sync.Mutex
+	procs map[string]*proc // group id + "/" + container
+	stops map[string]bool  // groups being stopped: no restarts
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed once the exit is recorded in the container's state
+	code int           // the exit code, once done
+}
+
+func newProcessRuntime(root string, e *Emulator) *processRuntime {
+	return &processRuntime{root: root, e: e, procs: map[string]*proc{}, stops: map[string]bool{}}
+}
+
+func (r *processRuntime) sandbox(g *group) string { return filepath.Join(r.root, g.ContainerGroupID) }
+
+func (r *processRuntime) logPath(g *group, c string, previous bool) string {
+	name := c + ".log"
+	if previous {
+		name = c + ".previous.log"
+	}
+	return filepath.Join(r.sandbox(g), "logs", name)
+}
+
+// env is a container's environment, with the instance IP resolved.
+func (r *processRuntime) env(g *group, c *container) []string {
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOSTNAME=" + g.ContainerGroupName, "HOME=" + r.sandbox(g)}
+	for _, v := range c.EnvironmentVars {
+		val := v.Value
+		if v.FieldPath == "status.podIP" {
+			val = g.IntranetIP
+		}
+		env = append(env, v.Key+"="+val)
+	}
+	return env
+}
+
+func (r *processRuntime) workdir(g *group, c *container) string {
+	if c.WorkingDir != "" {
+		if fi, err := os.Stat(c.WorkingDir); err == nil && fi.IsDir() {
+			return c.WorkingDir
+		}
+	}
+	return r.sandbox(g)
+}
+
+func argv(c *container) []string {
+	if len(c.Commands) > 0 {
+		return append(append([]string{}, c.Commands...), c.Args...)
+	}
+	if len(c.Args) > 0 {
+		return c.Args
+	}
+	return standIn
+}
+
+func (r *processRuntime) start(g *group) {
+	if err := os.MkdirAll(filepath.Join(r.sandbox(g), "logs"), 0o755); err != nil {
+		r.e.log.WithError(err).Error("creating a sandbox")
+		return
+	}
+	// An update swaps these lists: take them under the lock.
+	r.e.mu.Lock()
+	inits, containers, volumes := g.InitContainers, g.Containers, g.Volumes
+	r.e.mu.Unlock()
+	// Configuration volumes become files in the sandbox.
+	for _, v := range volumes {
+		dir := filepath.Join(r.sandbox(g), "volumes", v.Name)
+		_ = os.MkdirAll(dir, 0o755)
+		for _, f := range v.ConfigFile {
+			p := filepath.Join(dir, f.Path)
+			_ = os.MkdirAll(filepath.Dir(p), 0o755)
+			_ = os.WriteFile(p, f.Content, 0o644)
+		}
+	}
+	r.mu.Lock()
+	delete(r.stops, g.ContainerGroupID)
+	r.mu.Unlock()
+	go func() {
+		for _, c := range inits {
+			if code := r.runToEnd(g, c); code != 0 {
+				// Stopped, not failed.
+				if r.stopping(g) {
+					return
+				}
+				r.e.mu.Lock()
+				g.Status = "Failed"
+				g.FailedTime = time.Now().UTC().Format(timeFormat)
+				r.e.addEventLocked(g, "Warning", "InitContainerFailed", fmt.Sprintf("init container %s exited with %d", c.Name, code))
+				r.e.mu.Unlock()
+				return
+			}
+		}
+		// Containers start first, so a Running group has running containers.
+		procs := make([]*proc, len(containers))
+		for i, c := range containers {
+			procs[i], _ = r.spawn(g, c)
+		}
+		if r.stopping(g) {
+			return
+		}
+		r.e.mu.Lock()
+		if g.Status == "Pending" || g.Status == "Restarting" {
+			g.Status = "Running"
+		}
+		r.e.addEventLocked(g, "Normal", "Started", "Started the container group")
+		r.e.mu.Unlock()
+		for i, c := range containers {
+			if procs[i] != nil {
+				go r.supervise(g, c, procs[i])
+			}
+		}
+	}()
+}
+
+// stopping: stop was called for g and no start since.
+func (r *processRuntime) stopping(g *group) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stops[g.ContainerGroupID]
+}
+
+// runToEnd runs an init container to completion.
+func (r *processRuntime) runToEnd(g *group, c *container) int {
+	p, err := r.spawn(g, c)
+	if err != nil {
+		return 128
+	}
+	<-p.done
+	return p.code
+}
+
+// supervise runs a container and restarts it per the restart policy.
+func (r *processRuntime) supervise(g *group, c *container, p *proc) {
+	for {
+		<-p.done
+		code := p.code
+		// Stopped (deleted, expired, restarted or updated): whoever
+		// stopped it decides what runs next.
+		if r.stopping(g) || !r.current(g, c, p) {
+			return
+		}
+		r.e.mu.Lock()
+		policy := g.RestartPolicy
+		r.e.mu.Unlock()
+		if policy != "Always" && (policy != "OnFailure" || code == 0) {
+			r.settle(g)
+			return
+		}
+		time.Sleep(time.Second) // a small CrashLoopBackOff
+		// Stopped during the back-off: no new run.
+		if r.stopping(g) || !r.current(g, c, p) {
+			return
+		}
+		r.e.mu.Lock()
+		c.RestartCount++
+		r.e.changedLocked(g)
+		r.e.mu.Unlock()
+		_ = os.Rename(r.logPath(g, c.Name, false), r.logPath(g, c.Name, true))
+		var err error
+		if p, err = r.spawn(g, c); err != nil {
+			return
+		}
+	}
+}
+
+// current: p is still the registered run of container c (a stop
+// unregisters it, a new start registers another).
+func (r *processRuntime) current(g *group, c *container, p *proc) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.procs[g.ContainerGroupID+"/"+c.Name] == p
+}
+
+// settle sets the group's final status once no container runs any more.
+func (r *processRuntime) settle(g *group) {
+	r.e.mu.Lock()
+	defer r.e.mu.Unlock()
+	failed := false
+	for _, c := range g.Containers {
+		if c.CurrentState.State != "Terminated" {
+			return
+		}
+		failed = failed || c.CurrentState.ExitCode != 0
+	}
+	now := time.Now().UTC().Format(timeFormat)
+	if failed {
+		g.Status, g.FailedTime = "Failed", now
+	} else {
+		g.Status, g.SucceededTime = "Succeeded", now
+	}
+	r.e.changedLocked(g)
+}
+
+func (r *processRuntime) spawn(g *group, c *container) (*proc, error) {
+	args := argv(c)
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir = r.workdir(g, c)
+	cmd.Env = r.env(g, c)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	logf, err := os.OpenFile(r.logPath(g, c.Name, false), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	lw := &lineStamper{w: logf}
+	cmd.Stdout, cmd.Stderr = lw, lw
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		r.e.mu.Lock()
+		c.CurrentState = state{State: "Waiting", Reason: "RunContainerError", Message: err.Error()}
+		r.e.addEventLocked(g, "Warning", "Failed", fmt.Sprintf("Error: failed to start container %s: %v", c.Name, err))
+		r.e.mu.Unlock()
+		return nil, err
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	r.e.mu.Lock()
+	prev := c.CurrentState
+	if prev.State == "Terminated" {
+		c.PreviousState = prev
+	}
+	c.CurrentState = state{State: "Running", StartTime: time.Now().UTC().Format(time.RFC3339Nano)}
+	c.Ready = true
+	r.e.addEventLocked(g, "Normal", "Started", "Started container "+c.Name)
+	r.e.mu.Unlock()
+	// A stop that came while this process started has not seen it: it is
+	// not registered, and ends at once.
+	r.mu.Lock()
+	stopping := r.stops[g.ContainerGroupID]
+	if !stopping {
+		r.procs[g.ContainerGroupID+"/"+c.Name] = p
+	}
+	r.mu.Unlock()
+	// The exit is recorded (after Running above) before done closes, so
+	// whoever waits for done (stop, before an update swaps the containers)
+	// sees the final state.
+	go func() { _ = cmd.Wait(); lw.flush(); logf.Close(); p.code = r.finished(g, c, p); close(p.done) }()
+	if stopping {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+		return nil, errors.New("the group is being stopped")
+	}
+	return p, nil
+}
+
+func (r *processRuntime) finished(g *group, c *container, p *proc) int {
+	code := p.cmd.ProcessState.ExitCode()
+	sig := 0
+	if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		sig = int(ws.Signal())
+		code = 128 + sig
+	}
+	reason := "Completed"
+	if code != 0 {
+		reason = "Error"
+	}
+	r.e.mu.Lock()
+	c.CurrentState = state{State: "Terminated", ExitCode: code, Signal: sig, Reason: reason,
+		StartTime: c.CurrentState.StartTime, FinishTime: time.Now().UTC().Format(time.RFC3339Nano)}
+	c.Ready = false
+	r.e.changedLocked(g)
+	r.e.mu.Unlock()
+	return code
+}
+
+// resume takes over a group that was Running when the previous emulator
+// stopped. Its processes died with that emulator, which is what a host
+// restart does to a pod, so it is handled as one: every container that
+// was not yet Terminated becomes Terminated with Reason Unknown and exit
+// code 255 (what the kubelet reports for containers lost in a reboot),
+// with a SandboxChanged event; then the restart policy decides. Always and
+// OnFailure (255 is a failure) start the group again, init containers
+// first, each lost container's RestartCount one up and its log of the lost
+// run kept as the previous log; Never leaves the group Failed.
+func (r *processRuntime) resume(g *group) {
+	r.e.mu.Lock()
+	restarts := g.RestartPolicy != "Never"
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	var lost []*container
+	markLost := func(cs []*container, count bool) {
+		for _, c := range cs {
+			if c.CurrentState.State == "Terminated" {
+				continue
+			}
+			c.CurrentState = state{State: "Terminated", Reason: "Unknown", ExitCode: 255, StartTime: c.CurrentState.StartTime, FinishTime: now,
+				Message: "the process was lost when the emulator stopped"}
+			c.Ready = false
+			if count && restarts {
+				c.RestartCount++
+			}
+			lost = append(lost, c)
+		}
+	}
+	markLost(g.InitContainers, false)
+	markLost(g.Containers, true)
+	if len(lost) > 0 {
+		r.e.addEventLocked(g, "Warning", "SandboxChanged", "Pod sandbox changed (the emulator restarted), it will be killed and re-created.")
+	}
+	r.e.mu.Unlock()
+	if len(lost) == 0 || !restarts {
+		r.settle(g)
+		return
+	}
+	for _, c := range lost {
+		_ = os.Rename(r.logPath(g, c.Name, false), r.logPath(g, c.Name, true))
+	}
+	r.start(g)
+}
+
+func (r *processRuntime) stop(g *group, grace time.Duration) {
+	r.e.mu.Lock()
+	cs := append(append([]*container{}, g.InitContainers...), g.Containers...)
+	r.e.mu.Unlock()
+	r.mu.Lock()
+	r.stops[g.ContainerGroupID] = true
+	var ps []*proc
+	for _, c := range cs {
+		if p, ok := r.procs[g.ContainerGroupID+"/"+c.Name]; ok {
+			ps = append(ps, p)
+			delete(r.procs, g.ContainerGroupID+"/"+c.Name)
+		}
+	}
+	r.mu.Unlock()
+	for _, p := range ps {
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	}
+	deadline := time.After(grace)
+	for _, p := range ps {
+		select {
+		case <-p.done:
+		case <-deadline:
+		}
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+// pid returns the main process of a running container, for exec and metrics.
+func (r *processRuntime) pid(g *group, c string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p, ok := r.procs[g.ContainerGroupID+"/"+c]; ok && p.cmd.Process != nil {
+		select {
+		case <-p.done:
+			return 0
+		default:
+			return p.cmd.Process.Pid
+		}
+	}
+	return 0
+}
+
+// lineStamper prefixes each output line with its RFC 3339 time, the form
+// DescribeContainerLog returns with Timestamps=true.
+type lineStamper struct {
+	mu      sync.Mutex
+	w       io.Writer
+	partial []byte
+}
+
+func (l *lineStamper) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	data := append(l.partial, p...)
+	l.partial = nil
+	for {
+		i := strings.IndexByte(string(data), '\n')
+		if i < 0 {
+			break
+		}
+		if _, err := fmt.Fprintf(l.w, "%s %s\n", time.Now().UTC().Format(time.RFC3339Nano), data[:i]); err != nil {
+			return 0, err
+		}
+		data = data[i+1:]
+	}
+	l.partial = append([]byte(nil), data...)
+	return len(p), nil
+}
+
+func (l *lineStamper) flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.partial) > 0 {
+		fmt.Fprintf(l.w, "%s %s\n", time.Now().UTC().Format(time.RFC3339Nano), l.partial)
+		l.partial = nil
+	}
+}
+
+// readLog returns a container's timestamped log lines.
+func (r *processRuntime) readLog(g *group, c string, previous bool) ([]string, error) {
+	f, err := os.Open(r.logPath(g, c, previous))
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	return lines, sc.Err()
+}
