@@ -16,6 +16,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 
 	"github.com/vnode-project/vnode/eci/emulator"
+	"github.com/vnode-project/vnode/eci/model"
 	"github.com/vnode-project/vnode/provider/kubeletapi"
 	"github.com/vnode-project/vnode/provider/translate"
 )
@@ -39,12 +40,12 @@ func newClient(t *testing.T, ep string, mod func(*Config)) *Client {
 	return c
 }
 
-func group(name, token string, cmd ...string) *translate.ContainerGroup {
-	return &translate.ContainerGroup{
+func group(name, token string, cmd ...string) *model.ContainerGroup {
+	return &model.ContainerGroup{
 		Name: name, RestartPolicy: "Never", ClientToken: token, SecurityGroupID: "sg-1", VSwitchIDs: []string{"vsw-1"},
 		CPU: 1, MemoryGi: 2, Tags: map[string]string{translate.TagNode: "n1", translate.TagCluster: "c1"},
-		Containers: []translate.Container{{Name: "app", Image: "busybox", Command: cmd,
-			LivenessProbe: &translate.Probe{Handler: translate.Handler{Exec: []string{"cat", "/tmp/healthy"}}, PeriodSeconds: 5}}},
+		Containers: []model.Container{{Name: "app", Image: "busybox", Command: cmd,
+			LivenessProbe: &model.Probe{Handler: model.Handler{Exec: []string{"cat", "/tmp/healthy"}}, PeriodSeconds: 5}}},
 	}
 }
 
@@ -75,7 +76,7 @@ func TestCreateListLogsExecDelete(t *testing.T) {
 	if again, _, err := c.CreateContainerGroup(ctx, g); err != nil || again != gid {
 		t.Fatalf("idempotent create: %s %v", again, err)
 	}
-	var insts []*translate.Instance
+	var insts []*model.Instance
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		insts, err = c.ListContainerGroups(ctx, map[string]string{translate.TagNode: "n1", translate.TagCluster: "c1"})
@@ -276,13 +277,13 @@ func TestStatusesAndDetailsByID(t *testing.T) {
 		}
 		ids = append(ids, gid)
 	}
-	running := func() map[string]translate.GroupStatus {
+	running := func() map[string]model.GroupStatus {
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 			sts, err := c.ListStatuses(ctx, tags)
 			if err != nil {
 				t.Fatal(err)
 			}
-			out := map[string]translate.GroupStatus{}
+			out := map[string]model.GroupStatus{}
 			for _, s := range sts {
 				if s.Status == translate.StatusRunning {
 					out[s.ID] = s

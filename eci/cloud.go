@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vnode-project/vnode/eci/model"
 	"github.com/vnode-project/vnode/provider/kubeletapi"
-	"github.com/vnode-project/vnode/provider/translate"
 )
 
 // flat builds a request's flattened parameters, ECI's way: lists as
@@ -46,7 +46,7 @@ func (f flat) list(k string, vs []string) {
 }
 
 // CreateContainerGroup implements provider.Cloud.
-func (c *Client) CreateContainerGroup(ctx context.Context, g *translate.ContainerGroup) (string, string, error) {
+func (c *Client) CreateContainerGroup(ctx context.Context, g *model.ContainerGroup) (string, string, error) {
 	if g.ClientToken == "" {
 		return "", "", &Error{Action: "CreateContainerGroup", Kind: KindInvalidInput, Err: fmt.Errorf("a ClientToken is required so that a retried create never makes a second instance")}
 	}
@@ -61,7 +61,7 @@ func (c *Client) CreateContainerGroup(ctx context.Context, g *translate.Containe
 	return out.ContainerGroupID, out.RequestID, nil
 }
 
-func createParams(g *translate.ContainerGroup) flat {
+func createParams(g *model.ContainerGroup) flat {
 	p := flat{}
 	p.set("ContainerGroupName", g.Name)
 	p.set("RestartPolicy", g.RestartPolicy)
@@ -165,7 +165,7 @@ func createParams(g *translate.ContainerGroup) flat {
 	return p
 }
 
-func containerParams(p flat, pre string, c *translate.Container) {
+func containerParams(p flat, pre string, c *model.Container) {
 	p.set(pre+"Name", c.Name)
 	p.set(pre+"Image", c.Image)
 	p.set(pre+"ImagePullPolicy", c.ImagePullPolicy)
@@ -207,7 +207,7 @@ func containerParams(p flat, pre string, c *translate.Container) {
 		p.set(mp+"SubPath", m.SubPath)
 		p.bool(mp+"ReadOnly", m.ReadOnly)
 	}
-	probe := func(name string, pr *translate.Probe) {
+	probe := func(name string, pr *model.Probe) {
 		if pr == nil {
 			return
 		}
@@ -242,7 +242,7 @@ func containerParams(p flat, pre string, c *translate.Container) {
 
 // handlerParams writes a probe (ECI: .Exec.Command.N, .HttpGet.Path, ...)
 // or a lifecycle hook (ECI: HandlerExec.N, HandlerHttpGetPath, ...).
-func handlerParams(p flat, pre, kind string, h translate.Handler) {
+func handlerParams(p flat, pre, kind string, h model.Handler) {
 	if kind == "hook" {
 		p.list(pre+"Exec", h.Exec)
 		if g := h.HTTPGet; g != nil {
@@ -337,22 +337,22 @@ func parseTime(s string) time.Time {
 	return t
 }
 
-func (r rawState) domain() translate.ContainerState {
-	return translate.ContainerState{State: r.State, DetailStatus: r.DetailStatus, ExitCode: r.ExitCode, Signal: r.Signal,
+func (r rawState) domain() model.ContainerState {
+	return model.ContainerState{State: r.State, DetailStatus: r.DetailStatus, ExitCode: r.ExitCode, Signal: r.Signal,
 		Reason: r.Reason, Message: r.Message, Started: parseTime(r.StartTime), Finished: parseTime(r.FinishTime)}
 }
 
-func containers(in []rawContainer) []translate.ContainerStatus {
-	out := make([]translate.ContainerStatus, 0, len(in))
+func containers(in []rawContainer) []model.ContainerStatus {
+	out := make([]model.ContainerStatus, 0, len(in))
 	for _, c := range in {
-		out = append(out, translate.ContainerStatus{Name: c.Name, Image: c.Image, Ready: c.Ready, RestartCount: c.RestartCount,
+		out = append(out, model.ContainerStatus{Name: c.Name, Image: c.Image, Ready: c.Ready, RestartCount: c.RestartCount,
 			Current: c.CurrentState.domain(), Previous: c.PreviousState.domain()})
 	}
 	return out
 }
 
-func (g rawGroup) domain() *translate.Instance {
-	inst := &translate.Instance{
+func (g rawGroup) domain() *model.Instance {
+	inst := &model.Instance{
 		ID: g.ContainerGroupID, Name: g.Name, Status: g.Status, ZoneID: g.ZoneID, InstanceType: g.InstanceType,
 		CPU: g.Cpu, MemoryGi: g.Memory, IntranetIP: g.IntranetIP, InternetIP: g.InternetIP,
 		Created: parseTime(g.CreationTime), Succeeded: parseTime(g.SucceededTime), Failed: parseTime(g.FailedTime), Expired: parseTime(g.ExpiredTime),
@@ -362,7 +362,7 @@ func (g rawGroup) domain() *translate.Instance {
 		inst.Tags[t.Key] = t.Value
 	}
 	for _, e := range g.Events {
-		inst.Events = append(inst.Events, translate.Event{Type: e.Type, Reason: e.Reason, Message: e.Message, Name: e.Name, Count: e.Count,
+		inst.Events = append(inst.Events, model.Event{Type: e.Type, Reason: e.Reason, Message: e.Message, Name: e.Name, Count: e.Count,
 			First: parseTime(e.FirstTimestamp), Last: parseTime(e.LastTimestamp)})
 	}
 	return inst
@@ -370,10 +370,10 @@ func (g rawGroup) domain() *translate.Instance {
 
 // ListContainerGroups implements provider.Cloud: every page of
 // DescribeContainerGroups filtered by tags.
-func (c *Client) ListContainerGroups(ctx context.Context, tags map[string]string) ([]*translate.Instance, error) {
+func (c *Client) ListContainerGroups(ctx context.Context, tags map[string]string) ([]*model.Instance, error) {
 	p := flat{"Limit": "20"}
 	setTags(p, tags)
-	var out []*translate.Instance
+	var out []*model.Instance
 	err := c.pages(ctx, "DescribeContainerGroups", p, func(body []byte) error {
 		var page struct {
 			ContainerGroups []rawGroup `json:"ContainerGroups"`
@@ -420,8 +420,8 @@ func (c *Client) pages(ctx context.Context, action string, p flat, take func(bod
 // GetContainerGroups implements provider.Cloud: DescribeContainerGroups
 // by id, 20 ids a call (ECI's maximum). Ids that no longer exist are
 // simply absent from the answer.
-func (c *Client) GetContainerGroups(ctx context.Context, ids []string) ([]*translate.Instance, error) {
-	var out []*translate.Instance
+func (c *Client) GetContainerGroups(ctx context.Context, ids []string) ([]*model.Instance, error) {
+	var out []*model.Instance
 	for len(ids) > 0 {
 		n := min(len(ids), 20)
 		b, _ := json.Marshal(ids[:n])
@@ -444,10 +444,10 @@ func (c *Client) GetContainerGroups(ctx context.Context, ids []string) ([]*trans
 // DescribeContainerGroups' 20) filtered by tags. Each entry's digest
 // changes whenever anything in its status does, so the provider fetches
 // details only for groups that changed.
-func (c *Client) ListStatuses(ctx context.Context, tags map[string]string) ([]translate.GroupStatus, error) {
+func (c *Client) ListStatuses(ctx context.Context, tags map[string]string) ([]model.GroupStatus, error) {
 	p := flat{"Limit": "200"}
 	setTags(p, tags)
-	var out []translate.GroupStatus
+	var out []model.GroupStatus
 	err := c.pages(ctx, "DescribeContainerGroupStatus", p, func(body []byte) error {
 		var page struct {
 			Data []json.RawMessage `json:"Data"`
@@ -465,7 +465,7 @@ func (c *Client) ListStatuses(ctx context.Context, tags map[string]string) ([]tr
 			}
 			h := fnv.New64a()
 			_, _ = h.Write(raw)
-			out = append(out, translate.GroupStatus{ID: d.ContainerGroupID, Status: d.Status, Digest: h.Sum64()})
+			out = append(out, model.GroupStatus{ID: d.ContainerGroupID, Status: d.Status, Digest: h.Sum64()})
 		}
 		return nil
 	})

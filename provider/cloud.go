@@ -3,8 +3,8 @@ package provider
 import (
 	"context"
 
+	"github.com/vnode-project/vnode/eci/model"
 	"github.com/vnode-project/vnode/provider/kubeletapi"
-	"github.com/vnode-project/vnode/provider/translate"
 )
 
 // Cloud is what the provider needs from ECI. Errors follow virtual-kubelet's
@@ -14,16 +14,16 @@ import (
 type Cloud interface {
 	// CreateContainerGroup creates g (idempotent on g.ClientToken) and
 	// returns the instance id and the request id.
-	CreateContainerGroup(ctx context.Context, g *translate.ContainerGroup) (id, requestID string, err error)
+	CreateContainerGroup(ctx context.Context, g *model.ContainerGroup) (id, requestID string, err error)
 	// ListContainerGroups returns every instance carrying all of tags,
 	// following pagination.
-	ListContainerGroups(ctx context.Context, tags map[string]string) ([]*translate.Instance, error)
+	ListContainerGroups(ctx context.Context, tags map[string]string) ([]*model.Instance, error)
 	// ListStatuses returns the status of every instance carrying all of
 	// tags, following pagination: cheap enough to call every sync.
-	ListStatuses(ctx context.Context, tags map[string]string) ([]translate.GroupStatus, error)
+	ListStatuses(ctx context.Context, tags map[string]string) ([]model.GroupStatus, error)
 	// GetContainerGroups returns the instances with these ids; ids that do
 	// not exist are left out.
-	GetContainerGroups(ctx context.Context, ids []string) ([]*translate.Instance, error)
+	GetContainerGroups(ctx context.Context, ids []string) ([]*model.Instance, error)
 	// DeleteContainerGroup deletes an instance.
 	DeleteContainerGroup(ctx context.Context, id string) error
 	// ExecCommand starts cmd in a container and returns the WebSocket URI

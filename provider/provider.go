@@ -19,6 +19,7 @@ import (
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/vnode-project/vnode/eci/model"
 	"github.com/vnode-project/vnode/provider/kubeletapi"
 	"github.com/vnode-project/vnode/provider/translate"
 )
@@ -167,7 +168,7 @@ func (p *Provider) nodeTags() map[string]string {
 
 // ownedBy double-checks an instance's tags client-side: a list filter bug
 // must never let GC touch another node's or cluster's instance.
-func (p *Provider) ownedBy(inst *translate.Instance) bool {
+func (p *Provider) ownedBy(inst *model.Instance) bool {
 	return inst.Tags[translate.TagCluster] == p.cfg.Node.ClusterName && inst.Tags[translate.TagNode] == p.cfg.Node.NodeName && inst.Tags[translate.TagPodUID] != ""
 }
 
@@ -606,7 +607,7 @@ func (p *Provider) Sync(ctx context.Context) error {
 		return fmt.Errorf("listing this node's instance statuses: %w", err)
 	}
 	full := p.lastFull.IsZero() || time.Since(p.lastFull) >= p.cfg.GCInterval
-	var insts []*translate.Instance
+	var insts []*model.Instance
 	if full {
 		insts, err = p.cloud.ListContainerGroups(ctx, tags)
 	} else {
@@ -642,9 +643,9 @@ func (p *Provider) Sync(ctx context.Context) error {
 
 // apply takes in what a sync learnt: present holds every instance of this
 // node, insts the details of those that changed.
-func (p *Provider) apply(ctx context.Context, present map[string]bool, insts []*translate.Instance) {
-	byID := make(map[string]*translate.Instance, len(insts))
-	byUID := make(map[types.UID]*translate.Instance, len(insts))
+func (p *Provider) apply(ctx context.Context, present map[string]bool, insts []*model.Instance) {
+	byID := make(map[string]*model.Instance, len(insts))
+	byUID := make(map[types.UID]*model.Instance, len(insts))
 	for _, inst := range insts {
 		byID[inst.ID] = inst
 		if p.ownedBy(inst) {
@@ -739,12 +740,12 @@ func (p *Provider) apply(ctx context.Context, present map[string]bool, insts []*
 			e.annotated = true
 			spec := inst.InstanceType
 			if spec == "" {
-				spec = translate.Spec{CPU: inst.CPU, MemoryGi: inst.MemoryGi}.String()
+				spec = model.Spec{CPU: inst.CPU, MemoryGi: inst.MemoryGi}.String()
 			}
 			annotations = append(annotations, annotation{e, map[string]string{
 				AnnotationInstanceSpec: spec,
-				AnnotationInstanceCPU:  translate.FormatFloat(inst.CPU),
-				AnnotationInstanceMem:  translate.FormatFloat(inst.MemoryGi) + "Gi",
+				AnnotationInstanceCPU:  model.FormatFloat(inst.CPU),
+				AnnotationInstanceMem:  model.FormatFloat(inst.MemoryGi) + "Gi",
 				AnnotationInstanceZone: inst.ZoneID,
 			}})
 		}
@@ -773,7 +774,7 @@ func (p *Provider) apply(ctx context.Context, present map[string]bool, insts []*
 // longer has. A pod can leave without DeletePod (virtual-kubelet skips the
 // provider for a pod that already ended, e.g. a reclaimed spot
 // instance's), so an instance's entry alone does not keep it.
-func (p *Provider) collect(ctx context.Context, insts []*translate.Instance) {
+func (p *Provider) collect(ctx context.Context, insts []*model.Instance) {
 	for _, inst := range insts {
 		if !p.ownedBy(inst) {
 			continue
@@ -931,10 +932,10 @@ func retryTransient(ctx context.Context, f func() error) error {
 	return last
 }
 
-func eventKey(e translate.Event) string { return e.Reason + "\x00" + e.Name + "\x00" + e.Message }
+func eventKey(e model.Event) string { return e.Reason + "\x00" + e.Name + "\x00" + e.Message }
 
 func trimFloat(f float64) string {
-	return translate.Spec{CPU: f}.String()[:len(translate.Spec{CPU: f}.String())-len("-0Gi")]
+	return model.Spec{CPU: f}.String()[:len(model.Spec{CPU: f}.String())-len("-0Gi")]
 }
 
 // pendingStatus is the status of a pod whose instance does not run yet.

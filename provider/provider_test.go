@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/vnode-project/vnode/eci/model"
 	"github.com/vnode-project/vnode/provider/kubeletapi"
 	"github.com/vnode-project/vnode/provider/translate"
 )
@@ -35,13 +36,13 @@ import (
 // SDK and emulator are exercised by the integration tests.
 type memCloud struct {
 	mu        sync.Mutex
-	insts     map[string]*translate.Instance
+	insts     map[string]*model.Instance
 	tokens    map[string]string
 	creates   int
 	deletes   []string
 	createErr []error // consumed one per call
 	listErr   error
-	extra     []*translate.Instance // returned by List whatever the filter
+	extra     []*model.Instance // returned by List whatever the filter
 	// lostAnswers creates commit the instance and then report an error,
 	// as a call whose response was lost does.
 	lostAnswers int
@@ -49,15 +50,15 @@ type memCloud struct {
 	// deleteErr then fails it.
 	deleteGate chan struct{}
 	deleteErr  error
-	fetched    []string                    // ids GetContainerGroups was asked for
-	groups     []*translate.ContainerGroup // what each create that made an instance asked for
+	fetched    []string                // ids GetContainerGroups was asked for
+	groups     []*model.ContainerGroup // what each create that made an instance asked for
 }
 
 func newMemCloud() *memCloud {
-	return &memCloud{insts: map[string]*translate.Instance{}, tokens: map[string]string{}}
+	return &memCloud{insts: map[string]*model.Instance{}, tokens: map[string]string{}}
 }
 
-func (m *memCloud) CreateContainerGroup(_ context.Context, g *translate.ContainerGroup) (string, string, error) {
+func (m *memCloud) CreateContainerGroup(_ context.Context, g *model.ContainerGroup) (string, string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.creates++
@@ -74,7 +75,7 @@ func (m *memCloud) CreateContainerGroup(_ context.Context, g *translate.Containe
 	id := fmt.Sprintf("eci-%d", len(m.tokens)+1)
 	m.tokens[g.ClientToken] = id
 	m.groups = append(m.groups, g)
-	m.insts[id] = &translate.Instance{ID: id, Name: g.Name, Status: translate.StatusPending, Tags: g.Tags, CPU: g.CPU, MemoryGi: g.MemoryGi, ZoneID: "cn-hangzhou-h"}
+	m.insts[id] = &model.Instance{ID: id, Name: g.Name, Status: translate.StatusPending, Tags: g.Tags, CPU: g.CPU, MemoryGi: g.MemoryGi, ZoneID: "cn-hangzhou-h"}
 	if m.lostAnswers > 0 {
 		m.lostAnswers--
 		return "", "", errors.New("ServiceUnavailable: the answer was lost")
@@ -82,13 +83,13 @@ func (m *memCloud) CreateContainerGroup(_ context.Context, g *translate.Containe
 	return id, "req-" + id, nil
 }
 
-func (m *memCloud) ListContainerGroups(_ context.Context, tags map[string]string) ([]*translate.Instance, error) {
+func (m *memCloud) ListContainerGroups(_ context.Context, tags map[string]string) ([]*model.Instance, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.listErr != nil {
 		return nil, m.listErr
 	}
-	var out []*translate.Instance
+	var out []*model.Instance
 	for _, inst := range m.insts {
 		match := true
 		for k, v := range tags {
@@ -104,21 +105,21 @@ func (m *memCloud) ListContainerGroups(_ context.Context, tags map[string]string
 
 // ListStatuses digests what ECI's status list carries (status, IP,
 // containers), not events: an event alone changes no digest, as in ECI.
-func (m *memCloud) ListStatuses(ctx context.Context, tags map[string]string) ([]translate.GroupStatus, error) {
+func (m *memCloud) ListStatuses(ctx context.Context, tags map[string]string) ([]model.GroupStatus, error) {
 	insts, err := m.ListContainerGroups(ctx, tags)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]translate.GroupStatus, 0, len(insts))
+	out := make([]model.GroupStatus, 0, len(insts))
 	for _, inst := range insts {
 		h := fnv.New64a()
 		fmt.Fprintf(h, "%s %s %+v %+v", inst.Status, inst.IntranetIP, inst.Containers, inst.InitContainers)
-		out = append(out, translate.GroupStatus{ID: inst.ID, Status: inst.Status, Digest: h.Sum64()})
+		out = append(out, model.GroupStatus{ID: inst.ID, Status: inst.Status, Digest: h.Sum64()})
 	}
 	return out, nil
 }
 
-func (m *memCloud) GetContainerGroups(ctx context.Context, ids []string) ([]*translate.Instance, error) {
+func (m *memCloud) GetContainerGroups(ctx context.Context, ids []string) ([]*model.Instance, error) {
 	all, err := m.ListContainerGroups(ctx, nil)
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -130,7 +131,7 @@ func (m *memCloud) GetContainerGroups(ctx context.Context, ids []string) ([]*tra
 	for _, id := range ids {
 		want[id] = true
 	}
-	var out []*translate.Instance
+	var out []*model.Instance
 	for _, inst := range all {
 		if want[inst.ID] {
 			out = append(out, inst)
@@ -159,7 +160,7 @@ func (m *memCloud) DeleteContainerGroup(_ context.Context, id string) error {
 	return nil
 }
 
-func (m *memCloud) set(id string, f func(*translate.Instance)) {
+func (m *memCloud) set(id string, f func(*model.Instance)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	f(m.insts[id])
@@ -251,10 +252,10 @@ func TestCreateSyncAnnotateDelete(t *testing.T) {
 	if err != nil || got.Status.Phase != corev1.PodPending {
 		t.Fatalf("GetPod: %v %v", got, err)
 	}
-	h.cloud.set("eci-1", func(i *translate.Instance) {
+	h.cloud.set("eci-1", func(i *model.Instance) {
 		i.Status, i.IntranetIP, i.CPU, i.MemoryGi = translate.StatusRunning, "192.168.1.5", 2, 4
-		i.Containers = []translate.ContainerStatus{{Name: "c", Ready: true, Current: translate.ContainerState{State: "Running", Started: time.Now()}}}
-		i.Events = []translate.Event{{Type: "Normal", Reason: "Pulled", Message: "pulled nginx", Name: "e1", Count: 1}}
+		i.Containers = []model.ContainerStatus{{Name: "c", Ready: true, Current: model.ContainerState{State: "Running", Started: time.Now()}}}
+		i.Events = []model.Event{{Type: "Normal", Reason: "Pulled", Message: "pulled nginx", Name: "e1", Count: 1}}
 	})
 	for i := 0; i < 2; i++ { // a second sync must not repeat events or annotations
 		if err := h.p.Sync(ctx); err != nil {
@@ -421,7 +422,7 @@ func TestListErrorsAndVanishedInstances(t *testing.T) {
 	p1 := pod("p")
 	h := newHarness(t, p1)
 	_ = h.p.CreatePod(ctx, p1)
-	h.cloud.set("eci-1", func(i *translate.Instance) { i.Status = translate.StatusRunning })
+	h.cloud.set("eci-1", func(i *model.Instance) { i.Status = translate.StatusRunning })
 	_ = h.p.Sync(ctx)
 	h.cloud.listErr = errors.New("ServiceUnavailable")
 	for i := 0; i < 3; i++ {
@@ -457,7 +458,7 @@ func TestGCDeletesInstanceOfEndedPodRemovedWithoutDeletePod(t *testing.T) {
 	_ = pods.Add(p1)
 	h.p.SetPodLister(corev1listers.NewPodLister(pods))
 	_ = h.p.CreatePod(ctx, p1)
-	h.cloud.set("eci-1", func(i *translate.Instance) { i.Status = translate.StatusExpired })
+	h.cloud.set("eci-1", func(i *model.Instance) { i.Status = translate.StatusExpired })
 	_ = h.p.Sync(ctx)
 	if s := h.last("spot").Status; s.Phase != corev1.PodFailed {
 		t.Fatalf("expired instance: %+v", s)
@@ -485,7 +486,7 @@ func TestGCAndRecover(t *testing.T) {
 	_ = h.p.CreatePod(ctx, live)
 	_ = h.p.CreatePod(ctx, gone)
 	// Another node's instance, returned by a buggy filter: never touched.
-	h.cloud.extra = []*translate.Instance{{ID: "eci-other", Tags: map[string]string{translate.TagCluster: "c1", translate.TagNode: "other", translate.TagPodUID: "x"}}}
+	h.cloud.extra = []*model.Instance{{ID: "eci-other", Tags: map[string]string{translate.TagCluster: "c1", translate.TagNode: "other", translate.TagPodUID: "x"}}}
 
 	// A restarted provider knows nothing until it recovers.
 	h2 := newHarness(t, live)
@@ -593,7 +594,7 @@ func TestRecoveredPodIsReported(t *testing.T) {
 	p1 := pod("adopted")
 	h := newHarness(t, p1)
 	_ = h.p.CreatePod(ctx, p1)
-	h.cloud.set("eci-1", func(i *translate.Instance) { i.Status = translate.StatusRunning })
+	h.cloud.set("eci-1", func(i *model.Instance) { i.Status = translate.StatusRunning })
 
 	h2 := newHarness(t, p1) // the API server still says Pending
 	h2.cloud, h2.p.cloud = h.cloud, h.cloud
@@ -675,12 +676,12 @@ func TestSyncFetchesOnlyChangedInstances(t *testing.T) {
 	if f := fetched(); len(f) != 0 {
 		t.Errorf("nothing changed, yet %v were fetched", f)
 	}
-	h.cloud.set("eci-2", func(i *translate.Instance) {
+	h.cloud.set("eci-2", func(i *model.Instance) {
 		i.Status, i.IntranetIP = translate.StatusRunning, "192.168.1.9"
-		i.Containers = []translate.ContainerStatus{{Name: "c", Ready: true, Current: translate.ContainerState{State: "Running", Started: time.Now()}}}
+		i.Containers = []model.ContainerStatus{{Name: "c", Ready: true, Current: model.ContainerState{State: "Running", Started: time.Now()}}}
 	})
-	h.cloud.set("eci-1", func(i *translate.Instance) {
-		i.Events = []translate.Event{{Type: "Warning", Reason: "Unhealthy", Message: "probe failed", Name: "e9", Count: 1}}
+	h.cloud.set("eci-1", func(i *model.Instance) {
+		i.Events = []model.Event{{Type: "Warning", Reason: "Unhealthy", Message: "probe failed", Name: "e9", Count: 1}}
 	})
 	h.events()
 	if err := h.p.Sync(ctx); err != nil {
@@ -739,7 +740,7 @@ func TestCopiesDropManagedFields(t *testing.T) {
 	if err := h.p.CreatePod(ctx, p1); err != nil {
 		t.Fatal(err)
 	}
-	h.cloud.set("eci-1", func(i *translate.Instance) { i.Status = translate.StatusRunning })
+	h.cloud.set("eci-1", func(i *model.Instance) { i.Status = translate.StatusRunning })
 	if err := h.p.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -793,7 +794,7 @@ func TestPodsAreKeptAsSkeletons(t *testing.T) {
 			t.Fatalf("the retried create lost the spec: %+v", g)
 		}
 	}
-	h.cloud.set("eci-1", func(i *translate.Instance) { i.Status = translate.StatusRunning })
+	h.cloud.set("eci-1", func(i *model.Instance) { i.Status = translate.StatusRunning })
 	if err := h.p.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}

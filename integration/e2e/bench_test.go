@@ -37,6 +37,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/vnode-project/vnode/eci"
+	"github.com/vnode-project/vnode/eci/model"
 	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/provider"
 	"github.com/vnode-project/vnode/provider/config"
@@ -250,7 +251,7 @@ func newCreateTimes() *createTimes {
 
 // start records the first call of a pod (a retried create keeps the
 // first: the latency is the pod's, not the attempt's).
-func (t *createTimes) start(g *translate.ContainerGroup) (done func(error)) {
+func (t *createTimes) start(g *model.ContainerGroup) (done func(error)) {
 	k := g.Tags[translate.TagNamespace] + "/" + g.Tags[translate.TagPod]
 	now := time.Now()
 	t.mu.Lock()
@@ -309,7 +310,7 @@ type timedECI struct {
 	times *createTimes
 }
 
-func (c *timedECI) CreateContainerGroup(ctx context.Context, g *translate.ContainerGroup) (string, string, error) {
+func (c *timedECI) CreateContainerGroup(ctx context.Context, g *model.ContainerGroup) (string, string, error) {
 	done := c.times.start(g)
 	id, req, err := c.Client.CreateContainerGroup(ctx, g)
 	done(err)
@@ -324,13 +325,13 @@ type memCloud struct {
 
 	mu     sync.Mutex
 	seq    int
-	groups map[string]*translate.Instance
+	groups map[string]*model.Instance
 	tokens map[string]string // ClientToken -> id: creates are idempotent
 	calls  map[string]int
 }
 
 func newMemCloud() *memCloud {
-	return &memCloud{times: newCreateTimes(), groups: map[string]*translate.Instance{}, tokens: map[string]string{}, calls: map[string]int{}}
+	return &memCloud{times: newCreateTimes(), groups: map[string]*model.Instance{}, tokens: map[string]string{}, calls: map[string]int{}}
 }
 
 func (m *memCloud) count(action string) {
@@ -339,7 +340,7 @@ func (m *memCloud) count(action string) {
 	m.mu.Unlock()
 }
 
-func (m *memCloud) CreateContainerGroup(_ context.Context, g *translate.ContainerGroup) (string, string, error) {
+func (m *memCloud) CreateContainerGroup(_ context.Context, g *model.ContainerGroup) (string, string, error) {
 	done := m.times.start(g)
 	defer done(nil)
 	m.mu.Lock()
@@ -357,29 +358,29 @@ func (m *memCloud) CreateContainerGroup(_ context.Context, g *translate.Containe
 	if cpu == 0 {
 		cpu, mem = 2, 4
 	}
-	inst := &translate.Instance{ID: id, Name: g.Name, Status: "Running", ZoneID: "cn-hangzhou-a", CPU: cpu, MemoryGi: mem,
+	inst := &model.Instance{ID: id, Name: g.Name, Status: "Running", ZoneID: "cn-hangzhou-a", CPU: cpu, MemoryGi: mem,
 		IntranetIP: fmt.Sprintf("10.%d.%d.%d", m.seq>>16&255, m.seq>>8&255, m.seq&255), Created: now, Tags: map[string]string{}}
 	for k, v := range g.Tags {
 		inst.Tags[k] = v
 	}
 	for _, c := range g.InitContainers {
-		inst.InitContainers = append(inst.InitContainers, translate.ContainerStatus{Name: c.Name, Image: c.Image,
-			Current: translate.ContainerState{State: "Terminated", Reason: "Completed", Started: now, Finished: now}})
+		inst.InitContainers = append(inst.InitContainers, model.ContainerStatus{Name: c.Name, Image: c.Image,
+			Current: model.ContainerState{State: "Terminated", Reason: "Completed", Started: now, Finished: now}})
 	}
 	for _, c := range g.Containers {
-		inst.Containers = append(inst.Containers, translate.ContainerStatus{Name: c.Name, Image: c.Image, Ready: true,
-			Current: translate.ContainerState{State: "Running", Started: now}})
+		inst.Containers = append(inst.Containers, model.ContainerStatus{Name: c.Name, Image: c.Image, Ready: true,
+			Current: model.ContainerState{State: "Running", Started: now}})
 	}
 	m.groups[id] = inst
 	m.tokens[g.ClientToken] = id
 	return id, "req-mem", nil
 }
 
-func (m *memCloud) ListContainerGroups(_ context.Context, tags map[string]string) ([]*translate.Instance, error) {
+func (m *memCloud) ListContainerGroups(_ context.Context, tags map[string]string) ([]*model.Instance, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls["ListContainerGroups"]++
-	var out []*translate.Instance
+	var out []*model.Instance
 next:
 	for _, g := range m.groups {
 		for k, v := range tags {
@@ -395,11 +396,11 @@ next:
 
 // ListStatuses and GetContainerGroups answer like the emulator, as one
 // call each; the floor's instances never change after create.
-func (m *memCloud) ListStatuses(_ context.Context, tags map[string]string) ([]translate.GroupStatus, error) {
+func (m *memCloud) ListStatuses(_ context.Context, tags map[string]string) ([]model.GroupStatus, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls["DescribeContainerGroupStatus"]++
-	var out []translate.GroupStatus
+	var out []model.GroupStatus
 next:
 	for _, g := range m.groups {
 		for k, v := range tags {
@@ -407,15 +408,15 @@ next:
 				continue next
 			}
 		}
-		out = append(out, translate.GroupStatus{ID: g.ID, Status: g.Status, Digest: 1})
+		out = append(out, model.GroupStatus{ID: g.ID, Status: g.Status, Digest: 1})
 	}
 	return out, nil
 }
 
-func (m *memCloud) GetContainerGroups(_ context.Context, ids []string) ([]*translate.Instance, error) {
+func (m *memCloud) GetContainerGroups(_ context.Context, ids []string) ([]*model.Instance, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []*translate.Instance
+	var out []*model.Instance
 	if len(ids) > 0 {
 		m.calls["DescribeContainerGroups"]++
 	}

@@ -4,16 +4,9 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-)
 
-// DNS is a pod's resolver configuration (ECI's DnsConfig) plus the policy
-// ECI applies: "Default" uses the VPC resolver, "None" only DnsConfig.
-type DNS struct {
-	Policy      string
-	Nameservers []string
-	Searches    []string
-	Options     []corev1.PodDNSConfigOption
-}
+	"github.com/vnode-project/vnode/eci/model"
+)
 
 // The kubelet's limits on resolv.conf.
 const (
@@ -26,7 +19,7 @@ const (
 // VPC's resolver), None (dnsConfig only); dnsConfig is merged on top.
 // Without a cluster DNS address ClusterFirst falls back to Default, as the
 // kubelet does.
-func PodDNS(pod *corev1.Pod, clusterDNS []string, clusterDomain string) DNS {
+func PodDNS(pod *corev1.Pod, clusterDNS []string, clusterDomain string) model.DNS {
 	policy := pod.Spec.DNSPolicy
 	if policy == "" {
 		policy = corev1.DNSClusterFirst
@@ -34,7 +27,7 @@ func PodDNS(pod *corev1.Pod, clusterDNS []string, clusterDomain string) DNS {
 	if policy == corev1.DNSClusterFirstWithHostNet {
 		policy = corev1.DNSClusterFirst // ECI instances have no host network
 	}
-	var d DNS
+	var d model.DNS
 	switch policy {
 	case corev1.DNSClusterFirst:
 		if len(clusterDNS) == 0 {

@@ -7,6 +7,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vnode-project/vnode/eci/model"
 )
 
 func TestPodDNS(t *testing.T) {
@@ -45,7 +47,7 @@ func TestRegistryCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []RegistryCredential{
+	want := []model.RegistryCredential{
 		{Server: "docker.io", UserName: "u2", Password: "p:2"},
 		{Server: "registry.cn-hangzhou.aliyuncs.com", UserName: "u1", Password: "p1"},
 		{Server: "quay.io", UserName: "u3", Password: "p3"},

@@ -10,6 +10,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/vnode-project/vnode/eci/model"
 )
 
 // Objects gives the objects a pod references. Listers satisfy it.
@@ -18,24 +20,16 @@ type Objects interface {
 	Secret(namespace, name string) (*corev1.Secret, error)
 }
 
-// EnvVar is one resolved environment variable. FieldPath is set instead of
-// Value for fields only the instance knows (its IP), which ECI resolves.
-type EnvVar struct {
-	Name      string
-	Value     string
-	FieldPath string
-}
-
 // ResolveEnv resolves a container's envFrom and env as the kubelet does:
 // envFrom first, then env (which wins), $(VAR) references expanded against
 // what came before. status.podIP and status.hostIP are left to ECI (an ECI
 // instance is its own host); resourceFieldRef is computed from the
 // container's resources, which virtual-kubelet leaves empty. note, if not
 // nil, hears of missing configMaps, secrets and keys (see Sources.Note).
-func ResolveEnv(pod *corev1.Pod, c *corev1.Container, objs Objects, note func(reason, message string)) ([]EnvVar, error) {
-	var out []EnvVar
+func ResolveEnv(pod *corev1.Pod, c *corev1.Container, objs Objects, note func(reason, message string)) ([]model.EnvVar, error) {
+	var out []model.EnvVar
 	index := map[string]int{}
-	set := func(v EnvVar) {
+	set := func(v model.EnvVar) {
 		if i, ok := index[v.Name]; ok {
 			out[i] = v
 			return
@@ -59,12 +53,12 @@ func ResolveEnv(pod *corev1.Pod, c *corev1.Container, objs Objects, note func(re
 			if len(validation.IsEnvVarName(name)) > 0 {
 				continue
 			}
-			set(EnvVar{Name: name, Value: data[k]})
+			set(model.EnvVar{Name: name, Value: data[k]})
 		}
 	}
 	for _, e := range c.Env {
 		if e.ValueFrom == nil {
-			set(EnvVar{Name: e.Name, Value: expand(e.Value, out, index)})
+			set(model.EnvVar{Name: e.Name, Value: expand(e.Value, out, index)})
 			continue
 		}
 		v, ok, err := resolveValueFrom(pod, c, e, objs, note)
@@ -117,7 +111,7 @@ func envFromData(ns string, from corev1.EnvFromSource, objs Objects, note func(r
 	return nil, nil
 }
 
-func resolveValueFrom(pod *corev1.Pod, c *corev1.Container, e corev1.EnvVar, objs Objects, note func(reason, message string)) (EnvVar, bool, error) {
+func resolveValueFrom(pod *corev1.Pod, c *corev1.Container, e corev1.EnvVar, objs Objects, note func(reason, message string)) (model.EnvVar, bool, error) {
 	vf := e.ValueFrom
 	switch {
 	case vf.ConfigMapKeyRef != nil:
@@ -150,39 +144,39 @@ func resolveValueFrom(pod *corev1.Pod, c *corev1.Container, e corev1.EnvVar, obj
 	case vf.ResourceFieldRef != nil:
 		v, err := resourceFieldRef(pod, c, vf.ResourceFieldRef)
 		if err != nil {
-			return EnvVar{}, false, err
+			return model.EnvVar{}, false, err
 		}
-		return EnvVar{Value: v}, true, nil
+		return model.EnvVar{Value: v}, true, nil
 	}
-	return EnvVar{}, false, unsupported("UnsupportedEnvSource", "env %s: valueFrom names no source", e.Name)
+	return model.EnvVar{}, false, unsupported("UnsupportedEnvSource", "env %s: valueFrom names no source", e.Name)
 }
 
 // keyRef resolves one key of a configMap or secret for env var name; a
 // missing object or key is skipped when optional, refused otherwise.
-func keyRef(name, kind, ns, obj, key string, opt *bool, note func(reason, message string), fetch func() (map[string][]byte, error)) (EnvVar, bool, error) {
+func keyRef(name, kind, ns, obj, key string, opt *bool, note func(reason, message string), fetch func() (map[string][]byte, error)) (model.EnvVar, bool, error) {
 	data, err := fetch()
 	if apierrors.IsNotFound(err) {
 		noteMissing(note, kind, ns, obj, "", optional(opt))
 	}
 	if err != nil {
 		if apierrors.IsNotFound(err) && optional(opt) {
-			return EnvVar{}, false, nil
+			return model.EnvVar{}, false, nil
 		}
-		return EnvVar{}, false, missing(kind, ns, obj, err)
+		return model.EnvVar{}, false, missing(kind, ns, obj, err)
 	}
 	v, ok := data[key]
 	if !ok {
 		noteMissing(note, kind, ns, obj, key, optional(opt))
 		if optional(opt) {
-			return EnvVar{}, false, nil
+			return model.EnvVar{}, false, nil
 		}
 		reason := "MissingConfigMapKey"
 		if kind == "secret" {
 			reason = "MissingSecretKey"
 		}
-		return EnvVar{}, false, unsupported(reason, "env %s: %s %s/%s has no key %q; add it or mark the reference optional", name, kind, ns, obj, key)
+		return model.EnvVar{}, false, unsupported(reason, "env %s: %s %s/%s has no key %q; add it or mark the reference optional", name, kind, ns, obj, key)
 	}
-	return EnvVar{Value: string(v)}, true, nil
+	return model.EnvVar{Value: string(v)}, true, nil
 }
 
 // FieldValue resolves a downward-API field path that is known before the
@@ -215,16 +209,16 @@ func FieldValue(pod *corev1.Pod, path string) (value string, ok bool, err error)
 	return "", false, unsupported("UnsupportedFieldPath", "field path %q is not supported by the downward API", path)
 }
 
-func fieldRef(pod *corev1.Pod, name, path string) (EnvVar, bool, error) {
+func fieldRef(pod *corev1.Pod, name, path string) (model.EnvVar, bool, error) {
 	v, known, err := FieldValue(pod, path)
 	if err != nil {
-		return EnvVar{}, false, fmt.Errorf("env %s: %w", name, err)
+		return model.EnvVar{}, false, fmt.Errorf("env %s: %w", name, err)
 	}
 	if !known {
 		// An ECI instance is its own host: both resolve to the instance IP.
-		return EnvVar{FieldPath: "status.podIP"}, true, nil
+		return model.EnvVar{FieldPath: "status.podIP"}, true, nil
 	}
-	return EnvVar{Value: v}, true, nil
+	return model.EnvVar{Value: v}, true, nil
 }
 
 func subscript(path, prefix string) (string, bool) {
@@ -332,7 +326,7 @@ func ceil(v float64) float64 {
 }
 
 // expand replaces $(VAR) with earlier variables, $$ with $, as the kubelet.
-func expand(s string, vars []EnvVar, index map[string]int) string {
+func expand(s string, vars []model.EnvVar, index map[string]int) string {
 	if !strings.Contains(s, "$") {
 		return s
 	}

@@ -9,6 +9,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/vnode-project/vnode/eci/model"
 )
 
 // fakeObjects is an in-memory Objects for pure tests.
@@ -72,7 +74,7 @@ func TestResolveEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]EnvVar{
+	want := map[string]model.EnvVar{
 		"CM_A":        {Name: "CM_A", Value: "override"},
 		"CM_B":        {Name: "CM_B", Value: "2"},
 		"GREETING":    {Name: "GREETING", Value: "a=override b=2 $(CM_B) $(UNKNOWN)"},

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/vnode-project/vnode/eci/model"
 )
 
 // FuzzPod feeds arbitrary pods through the translation: it must return a
@@ -27,6 +29,6 @@ func FuzzPod(f *testing.F) {
 		if err == nil && g == nil {
 			t.Fatal("nil group without an error")
 		}
-		_ = PodStatus(&pod, &Instance{Status: StatusRunning})
+		_ = PodStatus(&pod, &model.Instance{Status: StatusRunning})
 	})
 }

@@ -12,6 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/vnode-project/vnode/eci/model"
 )
 
 // Tags every instance carries: the provider finds its instances by cluster
@@ -85,12 +87,12 @@ func ClientToken(pod *corev1.Pod) string { return "vnode-" + string(pod.UID) }
 // Pod translates a pod bound to the virtual node into the container group
 // ECI should run. An *UnsupportedError says what in the pod to change;
 // other errors are transient (an unreadable secret, an unbound claim).
-func Pod(ctx context.Context, pod *corev1.Pod, node NodeSettings, src Sources) (*ContainerGroup, error) {
+func Pod(ctx context.Context, pod *corev1.Pod, node NodeSettings, src Sources) (*model.ContainerGroup, error) {
 	if err := CheckSupported(pod); err != nil {
 		return nil, err
 	}
 	a := pod.Annotations
-	g := &ContainerGroup{
+	g := &model.ContainerGroup{
 		Name:                          GroupName(pod),
 		RestartPolicy:                 string(pod.Spec.RestartPolicy),
 		VSwitchIDs:                    node.VSwitchIDs,
@@ -195,7 +197,7 @@ func tags(pod *corev1.Pod, node NodeSettings, custom string) (map[string]string,
 	return t, nil
 }
 
-func applyAnnotations(g *ContainerGroup, a map[string]string) error {
+func applyAnnotations(g *model.ContainerGroup, a map[string]string) error {
 	bad := func(key, format string, args ...any) error {
 		return unsupported("InvalidAnnotation", "%s: %s", key, fmt.Sprintf(format, args...))
 	}
@@ -290,20 +292,20 @@ func applyAnnotations(g *ContainerGroup, a map[string]string) error {
 }
 
 // parseSpec parses "2-4Gi" (vCPU-memory).
-func parseSpec(s string) (Spec, error) {
+func parseSpec(s string) (model.Spec, error) {
 	c, m, ok := strings.Cut(s, "-")
 	if !ok {
-		return Spec{}, fmt.Errorf("no -")
+		return model.Spec{}, fmt.Errorf("no -")
 	}
 	cpu, err := strconv.ParseFloat(c, 64)
 	if err != nil || cpu <= 0 {
-		return Spec{}, fmt.Errorf("bad cpu")
+		return model.Spec{}, fmt.Errorf("bad cpu")
 	}
 	mem, err := strconv.ParseFloat(strings.TrimSuffix(m, "Gi"), 64)
 	if err != nil || mem <= 0 {
-		return Spec{}, fmt.Errorf("bad memory")
+		return model.Spec{}, fmt.Errorf("bad memory")
 	}
-	return Spec{CPU: cpu, MemoryGi: mem}, nil
+	return model.Spec{CPU: cpu, MemoryGi: mem}, nil
 }
 
 const gpuResource = corev1.ResourceName("nvidia.com/gpu")
@@ -311,7 +313,7 @@ const gpuResource = corev1.ResourceName("nvidia.com/gpu")
 // size sets the instance size: the containers' requests (limits where no
 // request is set) summed, init containers' maximum if larger, rounded up to
 // a sold specification — unless eci-use-specs chose instance types.
-func size(g *ContainerGroup, pod *corev1.Pod) error {
+func size(g *model.ContainerGroup, pod *corev1.Pod) error {
 	var cpu, mem float64
 	gpus := 0
 	for _, c := range g.Containers {
@@ -332,9 +334,9 @@ func size(g *ContainerGroup, pod *corev1.Pod) error {
 	if cpu == 0 && mem == 0 {
 		return nil // ECI's default size (2 vCPU, 4 GiB)
 	}
-	s, ok := RoundUp(cpu, mem)
+	s, ok := model.RoundUp(cpu, mem)
 	if !ok {
-		return unsupported("NoECISpec", "the pod needs %g vCPU and %g GiB; the largest ECI specification is %s: lower the requests or name an instance type in %s", roundCPU(cpu), mem, MaxSpec(), AnnotationUseSpecs)
+		return unsupported("NoECISpec", "the pod needs %g vCPU and %g GiB; the largest ECI specification is %s: lower the requests or name an instance type in %s", roundCPU(cpu), mem, model.MaxSpec(), AnnotationUseSpecs)
 	}
 	g.CPU, g.MemoryGi = s.CPU, s.MemoryGi
 	return nil
@@ -347,12 +349,12 @@ func quantityOf(c *corev1.Container, name corev1.ResourceName) resource.Quantity
 	return c.Resources.Limits[name]
 }
 
-func container(pod *corev1.Pod, c *corev1.Container, volumes map[string]bool, objs Objects, note func(reason, message string), init bool) (Container, error) {
+func container(pod *corev1.Pod, c *corev1.Container, volumes map[string]bool, objs Objects, note func(reason, message string), init bool) (model.Container, error) {
 	env, err := ResolveEnv(pod, c, objs, note)
 	if err != nil {
-		return Container{}, fmt.Errorf("container %s: %w", c.Name, err)
+		return model.Container{}, fmt.Errorf("container %s: %w", c.Name, err)
 	}
-	out := Container{
+	out := model.Container{
 		Name:            c.Name,
 		Image:           c.Image,
 		ImagePullPolicy: string(c.ImagePullPolicy),
@@ -377,67 +379,67 @@ func container(pod *corev1.Pod, c *corev1.Container, volumes map[string]bool, ob
 			proto = "TCP"
 		}
 		if proto == "SCTP" {
-			return Container{}, unsupported("UnsupportedProtocol", "container %s port %d: ECI supports TCP and UDP, not SCTP", c.Name, p.ContainerPort)
+			return model.Container{}, unsupported("UnsupportedProtocol", "container %s port %d: ECI supports TCP and UDP, not SCTP", c.Name, p.ContainerPort)
 		}
-		out.Ports = append(out.Ports, Port{Port: p.ContainerPort, Protocol: proto})
+		out.Ports = append(out.Ports, model.Port{Port: p.ContainerPort, Protocol: proto})
 	}
 	for _, m := range c.VolumeMounts {
 		if !volumes[m.Name] {
-			return Container{}, unsupported("UnknownVolume", "container %s mounts volume %q, which the pod does not define", c.Name, m.Name)
+			return model.Container{}, unsupported("UnknownVolume", "container %s mounts volume %q, which the pod does not define", c.Name, m.Name)
 		}
 		if m.SubPathExpr != "" {
-			return Container{}, unsupported("UnsupportedVolumeMount", "container %s: subPathExpr is not supported on ECI; use subPath", c.Name)
+			return model.Container{}, unsupported("UnsupportedVolumeMount", "container %s: subPathExpr is not supported on ECI; use subPath", c.Name)
 		}
-		out.VolumeMounts = append(out.VolumeMounts, VolumeMount{Name: m.Name, MountPath: m.MountPath, SubPath: m.SubPath, ReadOnly: m.ReadOnly})
+		out.VolumeMounts = append(out.VolumeMounts, model.VolumeMount{Name: m.Name, MountPath: m.MountPath, SubPath: m.SubPath, ReadOnly: m.ReadOnly})
 	}
 	if len(c.VolumeDevices) > 0 {
-		return Container{}, unsupported("UnsupportedVolumeMount", "container %s uses raw block volumeDevices, which ECI does not support", c.Name)
+		return model.Container{}, unsupported("UnsupportedVolumeMount", "container %s uses raw block volumeDevices, which ECI does not support", c.Name)
 	}
 	if init && (c.LivenessProbe != nil || c.ReadinessProbe != nil || c.StartupProbe != nil || c.Lifecycle != nil) {
 		// Restartable (sidecar) init containers have them; ECI does not run sidecars.
 		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
-			return Container{}, unsupported("SidecarNotSupported", "init container %s is a sidecar (restartPolicy: Always), which ECI does not run; make it a regular container", c.Name)
+			return model.Container{}, unsupported("SidecarNotSupported", "init container %s is a sidecar (restartPolicy: Always), which ECI does not run; make it a regular container", c.Name)
 		}
 	}
 	if !init {
 		for _, pr := range []struct {
 			in  *corev1.Probe
-			out **Probe
+			out **model.Probe
 		}{{c.LivenessProbe, &out.LivenessProbe}, {c.ReadinessProbe, &out.ReadinessProbe}, {c.StartupProbe, &out.StartupProbe}} {
 			if pr.in == nil {
 				continue
 			}
 			h, err := handler(c, pr.in.ProbeHandler.Exec, pr.in.ProbeHandler.HTTPGet, pr.in.ProbeHandler.TCPSocket, pr.in.ProbeHandler.GRPC != nil)
 			if err != nil {
-				return Container{}, err
+				return model.Container{}, err
 			}
-			*pr.out = &Probe{Handler: h, InitialDelaySeconds: pr.in.InitialDelaySeconds, PeriodSeconds: pr.in.PeriodSeconds,
+			*pr.out = &model.Probe{Handler: h, InitialDelaySeconds: pr.in.InitialDelaySeconds, PeriodSeconds: pr.in.PeriodSeconds,
 				TimeoutSeconds: pr.in.TimeoutSeconds, SuccessThreshold: pr.in.SuccessThreshold, FailureThreshold: pr.in.FailureThreshold}
 		}
 		if lc := c.Lifecycle; lc != nil {
 			for _, hk := range []struct {
 				in  *corev1.LifecycleHandler
-				out **Handler
+				out **model.Handler
 			}{{lc.PostStart, &out.PostStart}, {lc.PreStop, &out.PreStop}} {
 				if hk.in == nil {
 					continue
 				}
 				if hk.in.Sleep != nil {
 					// A sleep hook is an exec of sleep: same effect, ECI's vocabulary.
-					h := Handler{Exec: []string{"sleep", strconv.FormatInt(hk.in.Sleep.Seconds, 10)}}
+					h := model.Handler{Exec: []string{"sleep", strconv.FormatInt(hk.in.Sleep.Seconds, 10)}}
 					*hk.out = &h
 					continue
 				}
 				h, err := handler(c, hk.in.Exec, hk.in.HTTPGet, hk.in.TCPSocket, false)
 				if err != nil {
-					return Container{}, err
+					return model.Container{}, err
 				}
 				*hk.out = &h
 			}
 		}
 	}
 	if sc := c.SecurityContext; sc != nil {
-		s := &SecurityContext{RunAsUser: sc.RunAsUser, RunAsGroup: sc.RunAsGroup}
+		s := &model.SecurityContext{RunAsUser: sc.RunAsUser, RunAsGroup: sc.RunAsGroup}
 		if sc.ReadOnlyRootFilesystem != nil {
 			s.ReadOnlyRootFilesystem = *sc.ReadOnlyRootFilesystem
 		}
@@ -451,30 +453,30 @@ func container(pod *corev1.Pod, c *corev1.Container, volumes map[string]bool, ob
 	return out, nil
 }
 
-func handler(c *corev1.Container, ex *corev1.ExecAction, hg *corev1.HTTPGetAction, ts *corev1.TCPSocketAction, grpc bool) (Handler, error) {
+func handler(c *corev1.Container, ex *corev1.ExecAction, hg *corev1.HTTPGetAction, ts *corev1.TCPSocketAction, grpc bool) (model.Handler, error) {
 	switch {
 	case ex != nil:
-		return Handler{Exec: ex.Command}, nil
+		return model.Handler{Exec: ex.Command}, nil
 	case hg != nil:
 		port, err := resolvePort(c, hg.Port)
 		if err != nil {
-			return Handler{}, err
+			return model.Handler{}, err
 		}
 		scheme := string(hg.Scheme)
 		if scheme == "" {
 			scheme = "HTTP"
 		}
-		return Handler{HTTPGet: &HTTPGet{Host: hg.Host, Path: hg.Path, Port: port, Scheme: scheme, Headers: hg.HTTPHeaders}}, nil
+		return model.Handler{HTTPGet: &model.HTTPGet{Host: hg.Host, Path: hg.Path, Port: port, Scheme: scheme, Headers: hg.HTTPHeaders}}, nil
 	case ts != nil:
 		port, err := resolvePort(c, ts.Port)
 		if err != nil {
-			return Handler{}, err
+			return model.Handler{}, err
 		}
-		return Handler{TCPSocket: &TCPSocket{Host: ts.Host, Port: port}}, nil
+		return model.Handler{TCPSocket: &model.TCPSocket{Host: ts.Host, Port: port}}, nil
 	case grpc:
-		return Handler{}, unsupported("UnsupportedProbe", "container %s: gRPC probes are not supported on ECI; use exec (grpc_health_probe), httpGet or tcpSocket", c.Name)
+		return model.Handler{}, unsupported("UnsupportedProbe", "container %s: gRPC probes are not supported on ECI; use exec (grpc_health_probe), httpGet or tcpSocket", c.Name)
 	}
-	return Handler{}, unsupported("UnsupportedProbe", "container %s: a probe or hook names no action", c.Name)
+	return model.Handler{}, unsupported("UnsupportedProbe", "container %s: a probe or hook names no action", c.Name)
 }
 
 func resolvePort(c *corev1.Container, p intstr.IntOrString) (int32, error) {
@@ -492,14 +494,14 @@ func resolvePort(c *corev1.Container, p intstr.IntOrString) (int32, error) {
 	return 0, unsupported("UnknownPort", "container %s has no port named %q", c.Name, p.StrVal)
 }
 
-func volumes(ctx context.Context, pod *corev1.Pod, src Sources) ([]Volume, error) {
-	out := make([]Volume, 0, len(pod.Spec.Volumes))
+func volumes(ctx context.Context, pod *corev1.Pod, src Sources) ([]model.Volume, error) {
+	out := make([]model.Volume, 0, len(pod.Spec.Volumes))
 	for i := range pod.Spec.Volumes {
 		v := &pod.Spec.Volumes[i]
-		vol := Volume{Name: v.Name}
+		vol := model.Volume{Name: v.Name}
 		switch {
 		case v.EmptyDir != nil:
-			ed := &EmptyDir{Medium: string(v.EmptyDir.Medium)}
+			ed := &model.EmptyDir{Medium: string(v.EmptyDir.Medium)}
 			if v.EmptyDir.SizeLimit != nil {
 				ed.SizeLimit = v.EmptyDir.SizeLimit.String()
 			}
@@ -509,9 +511,9 @@ func volumes(ctx context.Context, pod *corev1.Pod, src Sources) ([]Volume, error
 			if err != nil {
 				return nil, err
 			}
-			vol.ConfigFiles = &ConfigFiles{Files: files, DefaultMode: DefaultMode(v), TokenExpiry: expiry}
+			vol.ConfigFiles = &model.ConfigFiles{Files: files, DefaultMode: DefaultMode(v), TokenExpiry: expiry}
 		case v.NFS != nil:
-			vol.NFS = &NFSSource{Server: v.NFS.Server, Path: v.NFS.Path, ReadOnly: v.NFS.ReadOnly}
+			vol.NFS = &model.NFSSource{Server: v.NFS.Server, Path: v.NFS.Path, ReadOnly: v.NFS.ReadOnly}
 		case v.PersistentVolumeClaim != nil:
 			ref := v.PersistentVolumeClaim
 			if src.Claims == nil {

@@ -9,15 +9,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-)
 
-// RegistryCredential is one image registry login (ECI's
-// ImageRegistryCredential).
-type RegistryCredential struct {
-	Server   string
-	UserName string
-	Password string
-}
+	"github.com/vnode-project/vnode/eci/model"
+)
 
 type dockerConfigEntry struct {
 	Username string `json:"username"`
@@ -29,9 +23,9 @@ type dockerConfigEntry struct {
 // (kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg). A missing
 // secret is skipped, as the kubelet does (the pull may still succeed for
 // public images); a malformed one is refused.
-func RegistryCredentials(pod *corev1.Pod, objs Objects) ([]RegistryCredential, error) {
+func RegistryCredentials(pod *corev1.Pod, objs Objects) ([]model.RegistryCredential, error) {
 	seen := map[string]bool{}
-	var out []RegistryCredential
+	var out []model.RegistryCredential
 	for _, ref := range pod.Spec.ImagePullSecrets {
 		s, err := objs.Secret(pod.Namespace, ref.Name)
 		if err != nil {
@@ -77,7 +71,7 @@ func RegistryCredentials(pod *corev1.Pod, objs Objects) ([]RegistryCredential, e
 				continue
 			}
 			seen[host] = true
-			out = append(out, RegistryCredential{Server: host, UserName: user, Password: pass})
+			out = append(out, model.RegistryCredential{Server: host, UserName: user, Password: pass})
 		}
 	}
 	return out, nil

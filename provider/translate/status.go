@@ -5,6 +5,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vnode-project/vnode/eci/model"
 )
 
 // ECI container group statuses.
@@ -41,7 +43,7 @@ func IsFinal(status string) bool {
 }
 
 // PodStatus is the status of pod as its instance reports it.
-func PodStatus(pod *corev1.Pod, inst *Instance) corev1.PodStatus {
+func PodStatus(pod *corev1.Pod, inst *model.Instance) corev1.PodStatus {
 	phase := Phase(inst.Status)
 	s := corev1.PodStatus{
 		Phase:    phase,
@@ -68,7 +70,7 @@ func PodStatus(pod *corev1.Pod, inst *Instance) corev1.PodStatus {
 	case StatusFailed:
 		s.Reason = "ECIInstanceFailed"
 	}
-	byName := func(list []ContainerStatus, name string) *ContainerStatus {
+	byName := func(list []model.ContainerStatus, name string) *model.ContainerStatus {
 		for i := range list {
 			if list[i].Name == name {
 				return &list[i]
@@ -121,8 +123,8 @@ func keepTransition(pod *corev1.Pod, t corev1.PodConditionType, st corev1.Condit
 	return now
 }
 
-func lastWarning(inst *Instance) *Event {
-	var last *Event
+func lastWarning(inst *model.Instance) *model.Event {
+	var last *model.Event
 	for i := range inst.Events {
 		e := &inst.Events[i]
 		if e.Type == corev1.EventTypeWarning && (last == nil || !e.Last.Before(last.Last)) {
@@ -132,7 +134,7 @@ func lastWarning(inst *Instance) *Event {
 	return last
 }
 
-func containerStatus(inst *Instance, spec corev1.Container, c *ContainerStatus, phase corev1.PodPhase) corev1.ContainerStatus {
+func containerStatus(inst *model.Instance, spec corev1.Container, c *model.ContainerStatus, phase corev1.PodPhase) corev1.ContainerStatus {
 	cs := corev1.ContainerStatus{Name: spec.Name, Image: spec.Image}
 	if c == nil {
 		reason := "ContainerCreating"
@@ -162,7 +164,7 @@ func containerStatus(inst *Instance, spec corev1.Container, c *ContainerStatus, 
 	return cs
 }
 
-func state(s ContainerState) corev1.ContainerState {
+func state(s model.ContainerState) corev1.ContainerState {
 	t := func(v time.Time) metav1.Time { return metav1.NewTime(v) }
 	switch s.State {
 	case "Running":

@@ -5,17 +5,19 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/vnode-project/vnode/eci/model"
 )
 
 func TestPodStatus(t *testing.T) {
 	pod := fullPod()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	inst := &Instance{ID: "eci-1", Status: StatusRunning, IntranetIP: "192.168.0.7", Created: now,
-		InitContainers: []ContainerStatus{{Name: "init", Current: ContainerState{State: "Terminated", ExitCode: 0, Finished: now}}},
-		Containers: []ContainerStatus{
-			{Name: "app", Ready: true, RestartCount: 2, Current: ContainerState{State: "Running", Started: now},
-				Previous: ContainerState{State: "Terminated", ExitCode: 137, Reason: "OOMKilled"}},
-			{Name: "side", Ready: true, Current: ContainerState{State: "Running", Started: now}},
+	inst := &model.Instance{ID: "eci-1", Status: StatusRunning, IntranetIP: "192.168.0.7", Created: now,
+		InitContainers: []model.ContainerStatus{{Name: "init", Current: model.ContainerState{State: "Terminated", ExitCode: 0, Finished: now}}},
+		Containers: []model.ContainerStatus{
+			{Name: "app", Ready: true, RestartCount: 2, Current: model.ContainerState{State: "Running", Started: now},
+				Previous: model.ContainerState{State: "Terminated", ExitCode: 137, Reason: "OOMKilled"}},
+			{Name: "side", Ready: true, Current: model.ContainerState{State: "Running", Started: now}},
 		}}
 	s := PodStatus(pod, inst)
 	if s.Phase != corev1.PodRunning || s.PodIP != "192.168.0.7" || s.StartTime == nil {
@@ -47,11 +49,11 @@ func TestPodStatus(t *testing.T) {
 			t.Errorf("Phase(%s) = %s, want %s", status, got, phase)
 		}
 	}
-	exp := PodStatus(pod, &Instance{ID: "eci-2", Status: StatusExpired})
+	exp := PodStatus(pod, &model.Instance{ID: "eci-2", Status: StatusExpired})
 	if exp.Reason != "ECIInstanceExpired" || exp.ContainerStatuses[0].State.Waiting.Reason != "InstanceFailed" {
 		t.Errorf("expired: %+v", exp)
 	}
-	done := PodStatus(pod, &Instance{ID: "eci-3", Status: StatusSucceeded, Containers: []ContainerStatus{{Name: "app", Current: ContainerState{State: "Terminated"}}}})
+	done := PodStatus(pod, &model.Instance{ID: "eci-3", Status: StatusSucceeded, Containers: []model.ContainerStatus{{Name: "app", Current: model.ContainerState{State: "Terminated"}}}})
 	if done.ContainerStatuses[0].State.Terminated.Reason != "Completed" {
 		t.Errorf("completed container: %+v", done.ContainerStatuses[0].State)
 	}

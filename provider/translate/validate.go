@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/vnode-project/vnode/eci/model"
 )
 
 // MaxContainers is ECI's limit of containers per instance (init included
@@ -72,21 +74,8 @@ func IsDaemonSetPod(pod *corev1.Pod) bool {
 
 // Claim is what a PVC's bound volume resolves to on ECI.
 type Claim struct {
-	NFS  *NFSSource
-	Disk *DiskSource
-}
-
-// NFSSource is an NFS or NAS export.
-type NFSSource struct {
-	Server   string
-	Path     string
-	ReadOnly bool
-}
-
-// DiskSource is an Alibaba Cloud disk.
-type DiskSource struct {
-	DiskID string
-	FSType string
+	NFS  *model.NFSSource
+	Disk *model.DiskSource
 }
 
 // Alibaba Cloud CSI drivers whose volumes ECI mounts natively.
@@ -105,7 +94,7 @@ func ResolveClaim(volName string, pvc *corev1.PersistentVolumeClaim, pv *corev1.
 	src := pv.Spec.PersistentVolumeSource
 	switch {
 	case src.NFS != nil:
-		return Claim{NFS: &NFSSource{Server: src.NFS.Server, Path: src.NFS.Path, ReadOnly: readOnly || src.NFS.ReadOnly}}, nil
+		return Claim{NFS: &model.NFSSource{Server: src.NFS.Server, Path: src.NFS.Path, ReadOnly: readOnly || src.NFS.ReadOnly}}, nil
 	case src.CSI != nil && src.CSI.Driver == CSIDriverNAS:
 		server := src.CSI.VolumeAttributes["server"]
 		path := src.CSI.VolumeAttributes["path"]
@@ -115,11 +104,11 @@ func ResolveClaim(volName string, pvc *corev1.PersistentVolumeClaim, pv *corev1.
 		if path == "" {
 			path = "/"
 		}
-		return Claim{NFS: &NFSSource{Server: server, Path: path, ReadOnly: readOnly || src.CSI.ReadOnly}}, nil
+		return Claim{NFS: &model.NFSSource{Server: server, Path: path, ReadOnly: readOnly || src.CSI.ReadOnly}}, nil
 	case src.CSI != nil && src.CSI.Driver == CSIDriverDisk:
-		return Claim{Disk: &DiskSource{DiskID: src.CSI.VolumeHandle, FSType: src.CSI.FSType}}, nil
+		return Claim{Disk: &model.DiskSource{DiskID: src.CSI.VolumeHandle, FSType: src.CSI.FSType}}, nil
 	case src.FlexVolume != nil && src.FlexVolume.Driver == "alicloud/disk":
-		return Claim{Disk: &DiskSource{DiskID: src.FlexVolume.Options["volumeId"], FSType: src.FlexVolume.FSType}}, nil
+		return Claim{Disk: &model.DiskSource{DiskID: src.FlexVolume.Options["volumeId"], FSType: src.FlexVolume.FSType}}, nil
 	}
 	return Claim{}, unsupported("UnsupportedVolume", "volume %s: PV %s is neither NFS/NAS nor an Alibaba Cloud disk, which are the volumes ECI can mount", volName, pv.Name)
 }

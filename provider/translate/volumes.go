@@ -10,14 +10,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-)
 
-// File is one file of a configuration volume (ECI's ConfigFileVolume).
-type File struct {
-	Path    string // relative to the mount point
-	Content []byte
-	Mode    int32 // 0 means the volume's default
-}
+	"github.com/vnode-project/vnode/eci/model"
+)
 
 // Tokens issues service-account tokens through the TokenRequest API,
 // bound to the pod.
@@ -28,7 +23,7 @@ type Tokens interface {
 // VolumeFiles returns the files of a configMap, secret, downwardAPI or
 // projected volume, and the earliest expiry of a service-account token in
 // it (zero when none), so the caller can refresh the token before then.
-func VolumeFiles(ctx context.Context, pod *corev1.Pod, v *corev1.Volume, objs Objects, tokens Tokens) ([]File, time.Time, error) {
+func VolumeFiles(ctx context.Context, pod *corev1.Pod, v *corev1.Volume, objs Objects, tokens Tokens) ([]model.File, time.Time, error) {
 	// A plain configMap, secret or downwardAPI volume is a projected
 	// volume of one source.
 	var sources []corev1.VolumeProjection
@@ -72,7 +67,7 @@ func DefaultMode(v *corev1.Volume) int32 {
 	return corev1.ConfigMapVolumeSourceDefaultMode
 }
 
-func configMapFiles(pod *corev1.Pod, vol, name string, items []corev1.KeyToPath, opt *bool, objs Objects) ([]File, error) {
+func configMapFiles(pod *corev1.Pod, vol, name string, items []corev1.KeyToPath, opt *bool, objs Objects) ([]model.File, error) {
 	cm, err := objs.ConfigMap(pod.Namespace, name)
 	if err != nil {
 		if apierrors.IsNotFound(err) && optional(opt) {
@@ -90,7 +85,7 @@ func configMapFiles(pod *corev1.Pod, vol, name string, items []corev1.KeyToPath,
 	return pick(vol, "configmap "+pod.Namespace+"/"+name, data, items, opt)
 }
 
-func secretFiles(pod *corev1.Pod, vol, name string, items []corev1.KeyToPath, opt *bool, objs Objects) ([]File, error) {
+func secretFiles(pod *corev1.Pod, vol, name string, items []corev1.KeyToPath, opt *bool, objs Objects) ([]model.File, error) {
 	s, err := objs.Secret(pod.Namespace, name)
 	if err != nil {
 		if apierrors.IsNotFound(err) && optional(opt) {
@@ -103,15 +98,15 @@ func secretFiles(pod *corev1.Pod, vol, name string, items []corev1.KeyToPath, op
 
 // pick applies items (key -> path, mode) the way the kubelet's atomic
 // writer does: without items every key becomes a file named after it.
-func pick(vol, what string, data map[string][]byte, items []corev1.KeyToPath, opt *bool) ([]File, error) {
+func pick(vol, what string, data map[string][]byte, items []corev1.KeyToPath, opt *bool) ([]model.File, error) {
 	if len(items) == 0 {
-		out := make([]File, 0, len(data))
+		out := make([]model.File, 0, len(data))
 		for k, v := range data {
-			out = append(out, File{Path: k, Content: v})
+			out = append(out, model.File{Path: k, Content: v})
 		}
 		return out, nil
 	}
-	out := make([]File, 0, len(items))
+	out := make([]model.File, 0, len(items))
 	for _, it := range items {
 		v, ok := data[it.Key]
 		if !ok {
@@ -120,7 +115,7 @@ func pick(vol, what string, data map[string][]byte, items []corev1.KeyToPath, op
 			}
 			return nil, unsupported("MissingVolumeKey", "volume %s: %s has no key %q; add it or mark the volume optional", vol, what, it.Key)
 		}
-		f := File{Path: it.Path, Content: v}
+		f := model.File{Path: it.Path, Content: v}
 		if it.Mode != nil {
 			f.Mode = *it.Mode
 		}
@@ -129,8 +124,8 @@ func pick(vol, what string, data map[string][]byte, items []corev1.KeyToPath, op
 	return out, nil
 }
 
-func downwardFiles(pod *corev1.Pod, vol string, items []corev1.DownwardAPIVolumeFile) ([]File, error) {
-	out := make([]File, 0, len(items))
+func downwardFiles(pod *corev1.Pod, vol string, items []corev1.DownwardAPIVolumeFile) ([]model.File, error) {
+	out := make([]model.File, 0, len(items))
 	for _, it := range items {
 		var value string
 		switch {
@@ -154,7 +149,7 @@ func downwardFiles(pod *corev1.Pod, vol string, items []corev1.DownwardAPIVolume
 		default:
 			return nil, unsupported("UnsupportedDownwardAPI", "volume %s: item %s names no field", vol, it.Path)
 		}
-		f := File{Path: it.Path, Content: []byte(value)}
+		f := model.File{Path: it.Path, Content: []byte(value)}
 		if it.Mode != nil {
 			f.Mode = *it.Mode
 		}
@@ -174,14 +169,14 @@ func firstContainer(pod *corev1.Pod) *corev1.Container {
 // names none (1 h); the API server may extend it.
 const DefaultTokenExpiration = int64(3600)
 
-func projectedFiles(ctx context.Context, pod *corev1.Pod, vol string, sources []corev1.VolumeProjection, tokens Tokens, objs Objects) ([]File, time.Time, error) {
+func projectedFiles(ctx context.Context, pod *corev1.Pod, vol string, sources []corev1.VolumeProjection, tokens Tokens, objs Objects) ([]model.File, time.Time, error) {
 	var (
-		out    []File
+		out    []model.File
 		expiry time.Time
 	)
 	for i, src := range sources {
 		var (
-			files []File
+			files []model.File
 			err   error
 		)
 		switch {
@@ -204,7 +199,7 @@ func projectedFiles(ctx context.Context, pod *corev1.Pod, vol string, sources []
 			if terr != nil {
 				return nil, time.Time{}, fmt.Errorf("volume %s: requesting service-account token for %s/%s: %w", vol, pod.Namespace, pod.Spec.ServiceAccountName, terr)
 			}
-			files = []File{{Path: sat.Path, Content: []byte(tok)}}
+			files = []model.File{{Path: sat.Path, Content: []byte(tok)}}
 			if expiry.IsZero() || exp2.Before(expiry) {
 				expiry = exp2
 			}

@@ -1,8 +1,7 @@
-package translate
+package model
 
 import (
 	"fmt"
-	"math"
 	"sort"
 )
 
@@ -88,6 +87,3 @@ func MaxSpec() Spec {
 	}
 	return best
 }
-
-// roundCPU rounds a vCPU figure to the milli-core, avoiding 0.30000000004.
-func roundCPU(v float64) float64 { return math.Round(v*1000) / 1000 }

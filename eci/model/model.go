@@ -1,4 +1,4 @@
-package translate
+package model
 
 import (
 	"time"
@@ -213,4 +213,49 @@ type Event struct {
 	Count   int32
 	First   time.Time
 	Last    time.Time
+}
+
+// DNS is a pod's resolver configuration (ECI's DnsConfig) plus the policy
+// ECI applies: "Default" uses the VPC resolver, "None" only DnsConfig.
+type DNS struct {
+	Policy      string
+	Nameservers []string
+	Searches    []string
+	Options     []corev1.PodDNSConfigOption
+}
+
+// EnvVar is one resolved environment variable. FieldPath is set instead of
+// Value for fields only the instance knows (its IP), which ECI resolves.
+type EnvVar struct {
+	Name      string
+	Value     string
+	FieldPath string
+}
+
+// RegistryCredential is one image registry login (ECI's
+// ImageRegistryCredential).
+type RegistryCredential struct {
+	Server   string
+	UserName string
+	Password string
+}
+
+// NFSSource is an NFS or NAS export.
+type NFSSource struct {
+	Server   string
+	Path     string
+	ReadOnly bool
+}
+
+// DiskSource is an Alibaba Cloud disk.
+type DiskSource struct {
+	DiskID string
+	FSType string
+}
+
+// File is one file of a configuration volume (ECI's ConfigFileVolume).
+type File struct {
+	Path    string // relative to the mount point
+	Content []byte
+	Mode    int32 // 0 means the volume's default
 }
