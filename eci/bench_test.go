@@ -10,6 +10,7 @@ import (
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/requests"
 
 	"github.com/vnode-project/vnode/eci/emulator"
+	"github.com/vnode-project/vnode/eci/emulator/emulatortest"
 )
 
 // BenchmarkDescribe measures DescribeContainerGroups (one page of 20 of
@@ -18,7 +19,7 @@ import (
 //
 //	go test -run '^$' -bench Describe -benchtime 3s ./provider/eci
 func BenchmarkDescribe(b *testing.B) {
-	emu, ep := emulator.StartForTest(b, emulator.Config{Credentials: map[string]string{id: secret}, Runtime: "sim"})
+	emu, ep := emulatortest.StartForTest(b, emulator.Config{Credentials: map[string]string{id: secret}, Runtime: "sim"})
 	_ = emu
 	c := newClientB(b, ep)
 	ctx := context.Background()

@@ -16,6 +16,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 
 	"github.com/vnode-project/vnode/eci/emulator"
+	"github.com/vnode-project/vnode/eci/emulator/emulatortest"
 	"github.com/vnode-project/vnode/eci/model"
 	"github.com/vnode-project/vnode/provider/kubeletapi"
 	"github.com/vnode-project/vnode/provider/translate"
@@ -65,7 +66,7 @@ func TestNewValidates(t *testing.T) {
 // Arguments reach the container intact: the process runtime runs them, and
 // the command prints what it got.
 func TestCreateListLogsExecDelete(t *testing.T) {
-	emu, ep := emulator.StartForTest(t, emulator.Config{Credentials: map[string]string{id: secret}, Runtime: "process"})
+	emu, ep := emulatortest.StartForTest(t, emulator.Config{Credentials: map[string]string{id: secret}, Runtime: "process"})
 	c := newClient(t, ep, nil)
 	ctx := context.Background()
 	g := group("args", "tok-args", "/bin/sh", "-c", `printf '<%s>' "$@"; echo; sleep 60`, "sh", "a b", "", `c'd "e"`)
@@ -126,7 +127,7 @@ func TestCreateListLogsExecDelete(t *testing.T) {
 }
 
 func TestErrorsAndSecrets(t *testing.T) {
-	emu, ep := emulator.StartForTest(t, emulator.Config{Credentials: map[string]string{id: secret}, Runtime: "sim"})
+	emu, ep := emulatortest.StartForTest(t, emulator.Config{Credentials: map[string]string{id: secret}, Runtime: "sim"})
 	var logs bytes.Buffer
 	logger := logrus.New()
 	logger.SetOutput(&logs)
@@ -174,7 +175,7 @@ func TestErrorsAndSecrets(t *testing.T) {
 // 1,000 creates through the client with 20% throttling, 5% 5xx and 5%
 // commit-then-fail end with exactly 1,000 container groups.
 func TestThousandCreatesUnderFaults(t *testing.T) {
-	emu, ep := emulator.StartForTest(t, emulator.Config{Credentials: map[string]string{id: secret}, Runtime: "sim"})
+	emu, ep := emulatortest.StartForTest(t, emulator.Config{Credentials: map[string]string{id: secret}, Runtime: "sim"})
 	emu.SetFaults(
 		emulator.Fault{Action: "CreateContainerGroup", ErrorRate: 0.20, ErrorCode: "Throttling.User"},
 		emulator.Fault{Action: "CreateContainerGroup", ErrorRate: 0.0625, ErrorCode: "ServiceUnavailable"}, // 5% of all calls
@@ -228,7 +229,7 @@ func TestThousandCreatesUnderFaults(t *testing.T) {
 // An https endpoint is verified: the emulator's self-signed certificate is
 // refused until its CA file is given.
 func TestHTTPSEndpointVerified(t *testing.T) {
-	emu, ep := emulator.StartForTest(t, emulator.Config{Credentials: map[string]string{id: secret}, Runtime: "sim", TLS: true})
+	emu, ep := emulatortest.StartForTest(t, emulator.Config{Credentials: map[string]string{id: secret}, Runtime: "sim", TLS: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	untrusting := newClient(t, ep, func(c *Config) {
@@ -265,7 +266,7 @@ func (h cancelOnRetry) Fire(e *logrus.Entry) error {
 // The status list pages 200 groups a call; a group's digest holds while
 // nothing changes and moves when its status does. Details come by id.
 func TestStatusesAndDetailsByID(t *testing.T) {
-	emu, ep := emulator.StartForTest(t, emulator.Config{Credentials: map[string]string{id: secret}, Runtime: "sim"})
+	emu, ep := emulatortest.StartForTest(t, emulator.Config{Credentials: map[string]string{id: secret}, Runtime: "sim"})
 	c := newClient(t, ep, nil)
 	ctx := context.Background()
 	tags := map[string]string{translate.TagNode: "n1", translate.TagCluster: "c1"}

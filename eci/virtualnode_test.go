@@ -9,10 +9,11 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/vnode-project/vnode/eci/emulator"
+	"github.com/vnode-project/vnode/eci/emulator/emulatortest"
 )
 
 func TestVirtualNodes(t *testing.T) {
-	_, ep := emulator.StartForTest(t, emulator.Config{Credentials: map[string]string{id: secret}, Runtime: "sim",
+	_, ep := emulatortest.StartForTest(t, emulator.Config{Credentials: map[string]string{id: secret}, Runtime: "sim",
 		Delays: emulator.Delays{VirtualNode: 50 * time.Millisecond}})
 	c := newClient(t, ep, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -16,8 +16,8 @@ import (
 
 	"github.com/vnode-project/vnode/cmd/internal/cli"
 	"github.com/vnode-project/vnode/integration/controlplane"
+	"github.com/vnode-project/vnode/internal/config"
 	"github.com/vnode-project/vnode/provider/bootstrap"
-	"github.com/vnode-project/vnode/provider/config"
 	"github.com/vnode-project/vnode/provider/vnode"
 )
 

@@ -7,7 +7,7 @@ import (
 
 	"k8s.io/client-go/rest"
 
-	"github.com/vnode-project/vnode/provider/config"
+	"github.com/vnode-project/vnode/internal/config"
 )
 
 func TestTunnelOptions(t *testing.T) {

@@ -45,7 +45,7 @@ func rawCall(t *testing.T, ep, secret string, q url.Values) (int, map[string]any
 // refused even when the signature is right; a fresh one is accepted.
 func TestTimestampSkewRefused(t *testing.T) {
 	t.Parallel()
-	_, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim"})
+	_, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim"})
 	now := time.Now().UTC()
 	for name, tc := range map[string]struct {
 		ts     string
@@ -74,7 +74,7 @@ func TestTimestampSkewRefused(t *testing.T) {
 // sizes the group, and 20 containers are fine.
 func TestCreateValidation(t *testing.T) {
 	t.Parallel()
-	emu, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim"})
+	emu, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim"})
 	c := sdkClient(t, ep, testID, testSecret)
 	containers := func(n int) *[]sdkeci.CreateContainerGroupContainer {
 		cs := make([]sdkeci.CreateContainerGroupContainer, n)
@@ -194,7 +194,7 @@ func TestCreateValidation(t *testing.T) {
 // DescribeRegions answers the emulator's region, endpoint and zones.
 func TestDescribeRegions(t *testing.T) {
 	t.Parallel()
-	_, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim", Zones: []string{"cn-hangzhou-h", "cn-hangzhou-k"}})
+	_, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim", Zones: []string{"cn-hangzhou-h", "cn-hangzhou-k"}})
 	c := sdkClient(t, ep, testID, testSecret)
 	r := sdkeci.CreateDescribeRegionsRequest()
 	r.Scheme = "http"
@@ -216,7 +216,7 @@ func TestDescribeRegions(t *testing.T) {
 // and refuses more than 20 ids.
 func TestDescribeContainerGroupStatus(t *testing.T) {
 	t.Parallel()
-	emu, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim"})
+	emu, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim"})
 	c := sdkClient(t, ep, testID, testSecret)
 	var ids []string
 	for i := 0; i < 5; i++ {
@@ -321,7 +321,7 @@ func phase(entry map[string]any) any {
 // container, with the group's limits.
 func TestContainerGroupMetrics(t *testing.T) {
 	t.Parallel()
-	_, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "process"})
+	_, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "process"})
 	c := sdkClient(t, ep, testID, testSecret)
 	// A bounded busy loop (the machine is shared), then idle.
 	busy, err := c.CreateContainerGroup(groupRequest("busy", "Always", sh("i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo spun; sleep 60")...))

@@ -184,6 +184,30 @@ func (e *Emulator) Serve(ctx context.Context, l net.Listener) error {
 	return err
 }
 
+// StartLocal serves a new emulator on a free loopback port. stop ends the
+// server and closes the emulator (saving its state, stopping its
+// processes); the tests and the local system share it.
+func StartLocal(cfg Config) (e *Emulator, addr string, stop func(), err error) {
+	e, err = New(cfg)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		_ = e.Close()
+		return nil, "", nil, fmt.Errorf("listening for the emulator: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = e.Serve(ctx, l); close(done) }()
+	stop = func() {
+		cancel()
+		<-done
+		_ = e.Close()
+	}
+	return e, l.Addr().String(), stop, nil
+}
+
 // Close saves the state and stops every container process. The state is
 // saved first, so it holds what was running: a new emulator on the same
 // DataDir then sees the groups as a host restart would leave them.

@@ -71,7 +71,7 @@ func TestSignatureVector(t *testing.T) {
 }
 
 func TestAuthentication(t *testing.T) {
-	_, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim"})
+	_, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim"})
 	_, err := sdkClient(t, ep, testID, "wrong").CreateContainerGroup(createRequest("a1", ""))
 	if se := serverError(t, err); se.ErrorCode() != "SignatureDoesNotMatch" || se.HttpStatus() != 400 {
 		t.Errorf("wrong secret: %s %d", se.ErrorCode(), se.HttpStatus())
@@ -100,7 +100,7 @@ func TestAuthentication(t *testing.T) {
 }
 
 func TestCreateDescribeDelete(t *testing.T) {
-	emu, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim"})
+	emu, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim"})
 	c := sdkClient(t, ep, testID, testSecret)
 
 	bad := createRequest("Bad_Name", "")
@@ -166,7 +166,7 @@ func TestCreateDescribeDelete(t *testing.T) {
 }
 
 func TestPagingAndTags(t *testing.T) {
-	_, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim"})
+	_, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim"})
 	c := sdkClient(t, ep, testID, testSecret)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
@@ -226,7 +226,7 @@ func TestPagingAndTags(t *testing.T) {
 }
 
 func TestThrottlingFault(t *testing.T) {
-	emu, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim"})
+	emu, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim"})
 	emu.SetFaults(Fault{Action: "DescribeRegions", ErrorRate: 1, ErrorCode: "Throttling.User"})
 	c := sdkClient(t, ep, testID, testSecret)
 	r := sdkeci.CreateDescribeRegionsRequest()
@@ -252,7 +252,7 @@ func TestThrottlingFault(t *testing.T) {
 
 // The process runtime runs the command: logs and exec are real.
 func TestProcessLogsAndExec(t *testing.T) {
-	_, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "process"})
+	_, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "process"})
 	c := sdkClient(t, ep, testID, testSecret)
 	resp, err := c.CreateContainerGroup(createRequest("proc", ""))
 	if err != nil {

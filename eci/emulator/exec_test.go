@@ -117,7 +117,7 @@ func (x *execConn) exitCode() int {
 // not at all with Stdin=false), and Sync answers at once.
 func TestExecTTYAndStdin(t *testing.T) {
 	t.Parallel()
-	_, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "process"})
+	_, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "process"})
 	c := sdkClient(t, ep, testID, testSecret)
 	resp, err := c.CreateContainerGroup(groupRequest("exec", "Always", sh("sleep 60")...))
 	if err != nil {

@@ -100,3 +100,18 @@ func runEmulator(t *testing.T, cfg Config) (e *Emulator, endpoint string, stop f
 	t.Cleanup(stop)
 	return e, l.Addr().String(), stop
 }
+
+// startForTest is emulatortest.StartForTest for this package's own tests,
+// which cannot import it (it imports this package).
+func startForTest(t testing.TB, cfg Config) (*Emulator, string) {
+	t.Helper()
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
+	e, addr, stop, err := StartLocal(cfg)
+	if err != nil {
+		t.Fatalf("starting the ECI emulator: %v", err)
+	}
+	t.Cleanup(stop)
+	return e, addr
+}

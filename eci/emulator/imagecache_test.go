@@ -27,7 +27,7 @@ func describeCaches(t *testing.T, c *sdkeci.Client, set func(*sdkeci.DescribeIma
 // not in the old SDK, by CommonRequest): validation, Preparing ->
 // Creating -> Ready, filters, a rebuild on new images, delete.
 func TestImageCaches(t *testing.T) {
-	_, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim", Delays: Delays{ImageCache: 400 * time.Millisecond}})
+	_, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim", Delays: Delays{ImageCache: 400 * time.Millisecond}})
 	c := sdkClient(t, ep, testID, testSecret)
 	create := func(name string, images ...string) *sdkeci.CreateImageCacheRequest {
 		r := sdkeci.CreateCreateImageCacheRequest()

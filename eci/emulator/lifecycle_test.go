@@ -35,7 +35,7 @@ func eventCount(evs []sdkeci.DescribeContainerGroupsEvent1, reason, msg string) 
 func TestLifecycleToSucceededAndFailed(t *testing.T) {
 	t.Parallel()
 	const delay = 300 * time.Millisecond
-	_, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "process",
+	_, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "process",
 		Delays: Delays{Scheduling: delay, Pending: delay}})
 	c := sdkClient(t, ep, testID, testSecret)
 	type run struct {
@@ -106,7 +106,7 @@ func TestLifecycleToSucceededAndFailed(t *testing.T) {
 // restarting once it runs; Always restarts even a clean exit.
 func TestRestartPolicyCounts(t *testing.T) {
 	t.Parallel()
-	_, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "process"})
+	_, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "process"})
 	c := sdkClient(t, ep, testID, testSecret)
 	// The working directory is the sandbox, which outlives each run.
 	onFailure, err := c.CreateContainerGroup(groupRequest("on-failure", "OnFailure",
@@ -148,7 +148,7 @@ func TestRestartPolicyCounts(t *testing.T) {
 // count one up, the stopped run as PreviousState and previous log, once.
 func TestRestartContainerGroup(t *testing.T) {
 	t.Parallel()
-	_, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "process"})
+	_, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "process"})
 	c := sdkClient(t, ep, testID, testSecret)
 	resp, err := c.CreateContainerGroup(groupRequest("restart-me", "Always", sh(`echo started-at-$(date +%s%N); sleep 60`)...))
 	if err != nil {
@@ -210,7 +210,7 @@ func TestRestartContainerGroup(t *testing.T) {
 func TestSpotExpiredOnDemand(t *testing.T) {
 	t.Parallel()
 	const admin = "admin-token"
-	_, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "process", AdminToken: admin})
+	_, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "process", AdminToken: admin})
 	c := sdkClient(t, ep, testID, testSecret)
 	req := groupRequest("spot", "Always", sh("echo up; sleep 60")...)
 	req.SpotStrategy = "SpotAsPriceGo"
@@ -282,7 +282,7 @@ func TestSpotExpiredOnDemand(t *testing.T) {
 // the same ClientToken restarts once.
 func TestRestartContainerGroupSimIdempotent(t *testing.T) {
 	t.Parallel()
-	_, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim"})
+	_, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim"})
 	c := sdkClient(t, ep, testID, testSecret)
 	resp, err := c.CreateContainerGroup(createRequest("sim-restart", ""))
 	if err != nil {

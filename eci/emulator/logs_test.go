@@ -16,7 +16,7 @@ import (
 // which the old SDK lacks), LastTime after a restart, and the errors.
 func TestContainerLogOptions(t *testing.T) {
 	t.Parallel()
-	_, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "process"})
+	_, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "process"})
 	c := sdkClient(t, ep, testID, testSecret)
 	resp, err := c.CreateContainerGroup(groupRequest("logs", "Always",
 		sh("echo line-1; echo line-2; echo line-3; sleep 2.5; echo late-1; echo late-2; sleep 60")...))

@@ -31,7 +31,7 @@ func envOf(c sdkeci.DescribeContainerGroupsContainer1) map[string]string {
 // ignored.
 func TestUpdateContainerGroup(t *testing.T) {
 	// An update reschedules: it stays Updating for the Scheduling delay.
-	_, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim", Delays: Delays{Scheduling: 200 * time.Millisecond}})
+	_, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim", Delays: Delays{Scheduling: 200 * time.Millisecond}})
 	c := sdkClient(t, ep, testID, testSecret)
 	r, err := c.CreateContainerGroup(createRequest("upd", ""))
 	if err != nil {
@@ -81,7 +81,7 @@ func TestUpdateContainerGroup(t *testing.T) {
 // The structured form (Key/Value, volumes, DnsConfig) goes by
 // CommonRequest, which the emulator reads like the cloud.
 func TestUpdateContainerGroupStructured(t *testing.T) {
-	_, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim"})
+	_, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim"})
 	c := sdkClient(t, ep, testID, testSecret)
 	r, err := c.CreateContainerGroup(createRequest("upd2", ""))
 	if err != nil {
@@ -111,7 +111,7 @@ func TestUpdateContainerGroupStructured(t *testing.T) {
 }
 
 func TestUpdateContainerGroupErrors(t *testing.T) {
-	emu, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim"})
+	emu, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim"})
 	c := sdkClient(t, ep, testID, testSecret)
 	r, err := c.CreateContainerGroup(createRequest("upd3", ""))
 	if err != nil {
@@ -167,7 +167,7 @@ func containerUpdate(id string, ct sdkeci.UpdateContainerGroupContainer) func() 
 // With the process runtime an update really restarts the container with
 // the new command.
 func TestUpdateRestartsProcesses(t *testing.T) {
-	_, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "process"})
+	_, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "process"})
 	c := sdkClient(t, ep, testID, testSecret)
 	r, err := c.CreateContainerGroup(createRequest("upd4", ""))
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 // The virtual-node actions (not in the old SDK) through CommonRequest:
 // validation, Pending -> Ready, filters, update, delete, ClientToken.
 func TestVirtualNodes(t *testing.T) {
-	_, ep := StartForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim", Delays: Delays{VirtualNode: 300 * time.Millisecond}})
+	_, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim", Delays: Delays{VirtualNode: 300 * time.Millisecond}})
 	c := sdkClient(t, ep, testID, testSecret)
 	call := func(action string, q map[string]string) (map[string]any, error) {
 		return commonCall(c, "http", action, q)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/vnode-project/vnode/eci"
 	"github.com/vnode-project/vnode/eci/emulator"
+	"github.com/vnode-project/vnode/eci/emulator/emulatortest"
 	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/integration/netns"
 	"github.com/vnode-project/vnode/provider/nodeobject"
@@ -48,7 +49,7 @@ func newEnv(t testing.TB, runtime string) *env {
 	if out, err := cp.Kubectl(ctx, "apply", "-k", manifests("vnode")).CombinedOutput(); err != nil {
 		t.Fatalf("applying the vnode RBAC: %v\n%s", err, out)
 	}
-	emu, ep := emulator.StartForTest(t, emulator.Config{Credentials: map[string]string{akID: akSecret}, Runtime: runtime,
+	emu, ep := emulatortest.StartForTest(t, emulator.Config{Credentials: map[string]string{akID: akSecret}, Runtime: runtime,
 		Delays: emulator.Delays{Scheduling: 50 * time.Millisecond, Pending: 50 * time.Millisecond}})
 	return &env{cp: cp, emu: emu, ep: ep}
 }

@@ -21,7 +21,7 @@ import (
 
 	"github.com/vnode-project/vnode/eci/emulator"
 	"github.com/vnode-project/vnode/integration/controlplane"
-	"github.com/vnode-project/vnode/provider/config"
+	"github.com/vnode-project/vnode/internal/config"
 	"github.com/vnode-project/vnode/provider/vnode"
 )
 
@@ -73,19 +73,15 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	id, secret := "LTAI-local-"+random(6), random(16)
 	logger := logrus.New()
 	logger.SetLevel(logrus.WarnLevel)
-	s.Emulator, err = emulator.New(emulator.Config{Credentials: map[string]string{id: secret}, Runtime: "process",
-		DataDir: filepath.Join(s.CP.Dir, "eci"), Logger: logger})
+	var emulatorAddr string
+	var stopEmulator func()
+	s.Emulator, emulatorAddr, stopEmulator, err = emulator.StartLocal(emulator.Config{Credentials: map[string]string{id: secret},
+		Runtime: "process", DataDir: filepath.Join(s.CP.Dir, "eci"), Logger: logger})
 	if err != nil {
 		return nil, err
 	}
-	el, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("listening for the emulator: %w", err)
-	}
-	ectx, ecancel := context.WithCancel(context.Background())
-	go func() { _ = s.Emulator.Serve(ectx, el) }()
-	s.stop = append(s.stop, func() { ecancel(); _ = s.Emulator.Close() })
-	fmt.Fprintf(out, "ECI emulator listening on http://%s\n", el.Addr())
+	s.stop = append(s.stop, stopEmulator)
+	fmt.Fprintf(out, "ECI emulator listening on http://%s\n", emulatorAddr)
 
 	// The node's identity and its kubelet API certificate.
 	nodeCfg, err := s.CP.UserConfig("system:vnode:"+o.NodeName, "system:vnodes")
@@ -105,7 +101,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	file := &config.File{Kind: config.Kind, CurrentContext: "local", Contexts: []config.Context{{
 		Name: "local", VNodeName: o.NodeName, RegionID: "cn-hangzhou", AccessKeyID: id, AccessKeySecret: secret,
 		VSwitchIDs: config.StringList{"vsw-local"}, ZoneIDs: config.StringList{"cn-hangzhou-a"}, SecurityGroupID: "sg-local",
-		Kubeconfig: kubeconfig, Endpoint: "http://" + el.Addr().String(),
+		Kubeconfig: kubeconfig, Endpoint: "http://" + emulatorAddr,
 	}}}
 	if err := file.Save(s.ConfigPath); err != nil {
 		return nil, err

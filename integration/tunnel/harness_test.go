@@ -19,6 +19,7 @@ import (
 
 	"github.com/vnode-project/vnode/eci"
 	"github.com/vnode-project/vnode/eci/emulator"
+	"github.com/vnode-project/vnode/eci/emulator/emulatortest"
 	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/integration/netns"
 	"github.com/vnode-project/vnode/internal/certs"
@@ -220,7 +221,7 @@ egressSelections:
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, ep := emulator.StartForTest(t, emulator.Config{Credentials: map[string]string{akID: akSecret}, Runtime: "process",
+	_, ep := emulatortest.StartForTest(t, emulator.Config{Credentials: map[string]string{akID: akSecret}, Runtime: "process",
 		Delays: emulator.Delays{Scheduling: 50 * time.Millisecond, Pending: 50 * time.Millisecond}})
 	e.emu = ep
 

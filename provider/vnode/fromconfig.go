@@ -12,7 +12,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/vnode-project/vnode/eci"
-	"github.com/vnode-project/vnode/provider/config"
+	"github.com/vnode-project/vnode/internal/config"
 	"github.com/vnode-project/vnode/provider/nodeobject"
 	"github.com/vnode-project/vnode/provider/translate"
 )
