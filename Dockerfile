@@ -10,6 +10,8 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/root/go/pkg/mod go mod download
 COPY . .
+# The version every binary reports (--version, the Node's kubelet version).
+ARG VERSION=devel
 # Static binaries; vnode-local (the developer's local cluster runner) stays out.
 RUN --mount=type=cache,target=/root/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
@@ -17,7 +19,7 @@ RUN --mount=type=cache,target=/root/go/pkg/mod \
     for d in cmd/*/; do \
       name=$(basename "$d"); \
       [ "$name" = vnode-local ] && continue; \
-      CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "/out/$name" "./$d"; \
+      CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X github.com/vnode-project/vnode/internal/version.release=${VERSION}" -o "/out/$name" "./$d"; \
     done
 
 # distroless: no shell, no package manager; runs as uid 65532.

@@ -9,13 +9,19 @@ BIN       := $(CURDIR)/bin
 TEST_TIMEOUT ?= 40m
 BENCH     ?= .
 BENCHTIME ?= 1x
+# vnode's version, stamped into every binary (--version, the Node's kubelet
+# version); the Dockerfile takes it as a build argument.
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS   := -X github.com/vnode-project/vnode/internal/version.release=$(VERSION)
+# The binaries the image ships; vnode-local is the developer's runner.
+SHIPPED   := $(filter-out vnode-local internal,$(notdir $(wildcard cmd/*)))
 
 .PHONY: all build test unit-test lint bench run cluster controlplane clean clean-cache
 
 all: build
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 # controlplane builds etcd, kube-apiserver, kube-scheduler,
 # kube-controller-manager and kubectl into the cache (a no-op when cached).
@@ -32,6 +38,12 @@ lint:
 	@unformatted="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	@# A shipped binary links no test harness: neither the testing package
+	@# nor anything under integration/.
+	@for c in $(SHIPPED); do \
+	  bad="$$($(GO) list -deps ./cmd/$$c | grep -E '^testing$$|/vnode/integration(/|$$)')"; \
+	  if [ -n "$$bad" ]; then echo "cmd/$$c links test code: $$bad"; exit 1; fi; \
+	done
 
 bench: controlplane
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem -timeout 60m ./...

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vnode-project/vnode/internal/version"
+
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
@@ -33,6 +35,7 @@ func newCommand() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:           "eci-emulator",
+		Version:       version.String(),
 		Short:         "Serve a local Alibaba Cloud ECI API (2018-08-08)",
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,

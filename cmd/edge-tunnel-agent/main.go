@@ -12,6 +12,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/vnode-project/vnode/internal/version"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
@@ -43,8 +45,9 @@ type options struct {
 func newCommand() *cobra.Command {
 	var o options
 	cmd := &cobra.Command{
-		Use:   "edge-tunnel-agent",
-		Short: "Dial out to the edge tunnel servers and serve their dials on this node",
+		Use:     "edge-tunnel-agent",
+		Version: version.String(),
+		Short:   "Dial out to the edge tunnel servers and serve their dials on this node",
 		Long: `edge-tunnel-agent resolves --server before every attempt and holds a mutually
 authenticated TLS 1.3 session to every address it resolves to (a headless
 Service gives one per server replica). Its client certificate names the node

@@ -10,6 +10,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/vnode-project/vnode/internal/version"
+
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/rest"
@@ -42,8 +44,9 @@ type options struct {
 func newCommand() *cobra.Command {
 	var o options
 	cmd := &cobra.Command{
-		Use:   "edge-tunnel-server",
-		Short: "Route CONNECT requests to nodes through the sessions their agents dialed in",
+		Use:     "edge-tunnel-server",
+		Version: version.String(),
+		Short:   "Route CONNECT requests to nodes through the sessions their agents dialed in",
 		Long: `edge-tunnel-server accepts mutually authenticated TLS 1.3 sessions from
 edge-tunnel-agents (the node served is the one their certificate names) and
 serves HTTP CONNECT nodeIP-or-name:port to kube-apiserver's egress selector

@@ -11,6 +11,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/vnode-project/vnode/internal/version"
+
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/rest"
@@ -56,8 +58,9 @@ type options struct {
 func newCommand() *cobra.Command {
 	var o options
 	cmd := &cobra.Command{
-		Use:   "vnode-approver",
-		Short: "Approve virtual nodes' client certificate signing requests",
+		Use:     "vnode-approver",
+		Version: version.String(),
+		Short:   "Approve virtual nodes' client certificate signing requests",
 		Long: `vnode-approver approves CSRs for the kubernetes.io/kube-apiserver-client
 signer whose subject is CN=system:vnode:<node>, O=system:vnodes, with no SANs,
 client-auth usages, an acceptable key and expiry, sent by the node itself

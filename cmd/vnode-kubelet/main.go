@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/vnode-project/vnode/internal/version"
+
 	"github.com/spf13/cobra"
 )
 
@@ -19,8 +21,9 @@ func main() {
 func newCommand() *cobra.Command {
 	var o options
 	cmd := &cobra.Command{
-		Use:   "vnode-kubelet",
-		Short: "Run a virtual node whose pods run on Alibaba Cloud ECI",
+		Use:     "vnode-kubelet",
+		Version: version.String(),
+		Short:   "Run a virtual node whose pods run on Alibaba Cloud ECI",
 		Long: `vnode-kubelet registers a node labelled type=virtual-kubelet, tainted
 virtual-kubelet.io/provider=alibabacloud:NoSchedule, and runs every pod bound to
 it as an ECI container group. Its settings come from a context of the vnode

@@ -15,14 +15,11 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vnode-project/vnode/cmd/internal/cli"
-	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/internal/config"
+	"github.com/vnode-project/vnode/internal/version"
 	"github.com/vnode-project/vnode/provider/bootstrap"
 	"github.com/vnode-project/vnode/provider/vnode"
 )
-
-// Version is set at build time with -ldflags -X main.Version=...
-var Version = "v0.1.0-dev"
 
 type options struct {
 	configPath          string
@@ -120,7 +117,7 @@ func run(parent context.Context, o options) error {
 		NodeName: nodeName, ClusterName: o.clusterName, Kube: kube, Listener: l, NodeIP: o.nodeIP,
 		ClientCAFile: o.clientCA, CertFile: o.servingCert, KeyFile: o.servingKey,
 		ClusterDNS: dns, ClusterDomain: o.clusterDomain,
-		KubeletVersion: controlplane.KubernetesVersion + "-vnode-" + Version, Version: Version,
+		KubeletVersion: version.Kubelet(), Version: version.Version(),
 		SyncInterval: o.syncInterval, GCInterval: o.gcInterval, Log: log,
 	})
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/vnode-project/vnode/internal/version"
+
 	"github.com/spf13/cobra"
 
 	"github.com/vnode-project/vnode/integration/controlplane"
@@ -25,6 +27,7 @@ func main() {
 func newRootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "vnode-local",
+		Version:       version.String(),
 		Short:         "Run vnode and a real Kubernetes control plane on this machine",
 		SilenceUsage:  true,
 		SilenceErrors: true,

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/vnode-project/vnode/internal/version"
+
 	"github.com/sirupsen/logrus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -125,7 +127,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	opts, err := vnode.FromContext(cc, vnode.Settings{
 		Kube: nodeCfg, Listener: kl, NodeIP: "127.0.0.1",
 		ClientCAFile: s.CP.PKI.CACertPath, CertFile: serving.CertPath, KeyFile: serving.KeyPath,
-		ClusterDomain: "cluster.local", KubeletVersion: controlplane.KubernetesVersion + "-vnode", Version: "local",
+		ClusterDomain: "cluster.local", KubeletVersion: version.Kubelet(), Version: version.Version(),
 		SyncInterval: 2 * time.Second, GCInterval: 30 * time.Second, Log: logrus.NewEntry(logger), Ready: ready,
 	})
 	if err != nil {
