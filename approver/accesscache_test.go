@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vnode-project/vnode/internal/identity"
+
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 )
@@ -93,7 +95,7 @@ func bootstrapRequestor() UserInfo {
 	return UserInfo{
 		Username: bootstrapUserPrefix + "abcdef",
 		UID:      "uid-1",
-		Groups:   []string{"system:bootstrappers", DefaultBootstrapGroup, "system:authenticated"},
+		Groups:   []string{"system:bootstrappers", identity.BootstrapGroup, "system:authenticated"},
 		Extra:    map[string]certificatesv1.ExtraValue{"k": {"a", "b"}},
 	}
 }
@@ -152,7 +154,7 @@ func TestCachedReviewerChangedIdentityReviewsAgain(t *testing.T) {
 		"no extra":          func(u *UserInfo) { u.Extra = nil },
 		// Naive concatenation would make these equal to the original.
 		"group boundary": func(u *UserInfo) {
-			u.Groups = []string{"system:bootstrappers," + DefaultBootstrapGroup, "system:authenticated"}
+			u.Groups = []string{"system:bootstrappers," + identity.BootstrapGroup, "system:authenticated"}
 		},
 		"extra boundary": func(u *UserInfo) { u.Extra = map[string]certificatesv1.ExtraValue{"k": {"a,b"}} },
 	}
@@ -355,7 +357,7 @@ func TestCachedReviewerWaiterHonoursItsContext(t *testing.T) {
 func TestEvaluateWithCachedReviewer(t *testing.T) {
 	access := &fakeAccess{allow: map[string]bool{bootstrapUserPrefix + "abcdef": true}}
 	cached := &CachedReviewer{Reviewer: access, TTL: time.Hour}
-	user := bootstrapUser("abcdef", DefaultBootstrapGroup)
+	user := bootstrapUser("abcdef", identity.BootstrapGroup)
 	good := map[string]*corev1.Secret{tokenSecretNamespace + "/" + tokenSecretPrefix + "abcdef": tokenSecret("abcdef", nil)}
 	facts := Facts{Access: cached, Secrets: fakeSecrets{secrets: good}, Nodes: fakeNodes{}, Now: testNow}
 	p := Policy{}
@@ -374,7 +376,7 @@ func TestEvaluateWithCachedReviewer(t *testing.T) {
 		t.Fatalf("deleted token: %v %s, want deny %s", d.Verdict, d.Check, CheckToken)
 	}
 	// Another requestor is reviewed, and denied.
-	other := bootstrapUser("zzzzzz", DefaultBootstrapGroup)
+	other := bootstrapUser("zzzzzz", identity.BootstrapGroup)
 	facts.Secrets = fakeSecrets{secrets: map[string]*corev1.Secret{tokenSecretNamespace + "/" + tokenSecretPrefix + "zzzzzz": tokenSecret("zzzzzz", nil)}}
 	csr = newCSR("d", vnodeRequest("n2").pem(t), other, usagesDSCA)
 	if d := p.Evaluate(context.Background(), csr, facts); d.Verdict != Deny || d.Check != CheckAccessReview {

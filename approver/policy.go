@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vnode-project/vnode/internal/identity"
+
 	authorizationv1 "k8s.io/api/authorization/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -24,25 +26,13 @@ import (
 
 // The identity a virtual node's certificate carries.
 const (
-	UserPrefix = "system:vnode:"
-	Group      = "system:vnodes"
 	SignerName = certificatesv1.KubeAPIServerClientSignerName
 
-	// ownPrefix makes look-alike CNs (system:vnodefoo, system:vnode) ours,
-	// so they are denied with a reason instead of left pending.
-	ownPrefix = "system:vnode"
-
-	// DefaultBootstrapGroup is the auth-extra-group of vnode bootstrap tokens.
-	DefaultBootstrapGroup = "system:bootstrappers:vnode"
 	// BootstrapSubresource is what a SubjectAccessReview must allow a
 	// bootstrap requestor to create (group certificates.k8s.io). It is
 	// vnode-specific so that granting it never lets kube-controller-manager's
 	// approver hand out system:node identities (it checks nodeclient).
 	BootstrapSubresource = "vnodeclient"
-
-	// Label that marks a Node as a virtual node (provider/node sets it).
-	NodeTypeLabel        = "type"
-	NodeTypeVirtualValue = "virtual-kubelet"
 
 	// DefaultMaxExpiration caps spec.expirationSeconds.
 	DefaultMaxExpiration = 365 * 24 * time.Hour
@@ -192,7 +182,7 @@ type Policy struct {
 
 func (p Policy) bootstrapGroup() string {
 	if p.BootstrapGroup == "" {
-		return DefaultBootstrapGroup
+		return identity.BootstrapGroup
 	}
 	return p.BootstrapGroup
 }
@@ -247,8 +237,8 @@ func (p Policy) Evaluate(ctx context.Context, csr *certificatesv1.CertificateSig
 	if err != nil {
 		return deny(CheckCommonName, err.Error())
 	}
-	if o := req.Subject.Organization; len(o) != 1 || o[0] != Group {
-		return deny(CheckOrganization, fmt.Sprintf("subject O is %q; it must be exactly [%q]", o, Group))
+	if o := req.Subject.Organization; len(o) != 1 || o[0] != identity.VNodesGroup {
+		return deny(CheckOrganization, fmt.Sprintf("subject O is %q; it must be exactly [%q]", o, identity.VNodesGroup))
 	}
 	if n := len(req.DNSNames) + len(req.IPAddresses) + len(req.EmailAddresses) + len(req.URIs); n > 0 {
 		return deny(CheckSANs, fmt.Sprintf("a client certificate carries no subject alternative names; this request has %d (DNS %q, IP %v, email %q, URI %v)", n, req.DNSNames, req.IPAddresses, req.EmailAddresses, req.URIs))
@@ -263,16 +253,16 @@ func (p Policy) Evaluate(ctx context.Context, csr *certificatesv1.CertificateSig
 	if err != nil {
 		return retryLater(fmt.Errorf("looking up node %s: %w", node, err))
 	}
-	if found && labels[NodeTypeLabel] != NodeTypeVirtualValue {
-		return deny(CheckNode, fmt.Sprintf("node %s exists and is not a virtual node (no label %s=%s)", node, NodeTypeLabel, NodeTypeVirtualValue))
+	if found && labels[identity.NodeTypeLabel] != identity.NodeTypeVirtual {
+		return deny(CheckNode, fmt.Sprintf("node %s exists and is not a virtual node (no label %s=%s)", node, identity.NodeTypeLabel, identity.NodeTypeVirtual))
 	}
 
 	user := Requestor(csr)
 	switch {
 	case user.Username == req.Subject.CommonName:
 		// Renewal: the node itself, authenticated by its current certificate.
-		if !slices.Contains(user.Groups, Group) {
-			return deny(CheckRequestor, fmt.Sprintf("renewal by %s without group %s", user.Username, Group))
+		if !slices.Contains(user.Groups, identity.VNodesGroup) {
+			return deny(CheckRequestor, fmt.Sprintf("renewal by %s without group %s", user.Username, identity.VNodesGroup))
 		}
 		return Decision{Verdict: Approve, Message: "Auto-approving renewal of virtual node client certificate " + req.Subject.CommonName}
 	case strings.HasPrefix(user.Username, bootstrapUserPrefix) && slices.Contains(user.Groups, p.bootstrapGroup()):
@@ -289,10 +279,10 @@ func (p Policy) Evaluate(ctx context.Context, csr *certificatesv1.CertificateSig
 
 // ours: see the package doc.
 func (p Policy) ours(csr *certificatesv1.CertificateSigningRequest, req *x509.CertificateRequest) bool {
-	if req != nil && (strings.HasPrefix(req.Subject.CommonName, ownPrefix) || slices.Contains(req.Subject.Organization, Group)) {
+	if req != nil && (strings.HasPrefix(req.Subject.CommonName, identity.VNodeLookalikePrefix) || slices.Contains(req.Subject.Organization, identity.VNodesGroup)) {
 		return true
 	}
-	if strings.HasPrefix(csr.Spec.Username, UserPrefix) || slices.Contains(csr.Spec.Groups, Group) {
+	if strings.HasPrefix(csr.Spec.Username, identity.VNodeUserPrefix) || slices.Contains(csr.Spec.Groups, identity.VNodesGroup) {
 		return true
 	}
 	return strings.HasPrefix(csr.Spec.Username, bootstrapUserPrefix) && slices.Contains(csr.Spec.Groups, p.bootstrapGroup())
@@ -406,10 +396,10 @@ func checkKey(req *x509.CertificateRequest) error {
 
 // nodeName returns the node name a CN names, or why it names none.
 func nodeName(cn string) (string, error) {
-	if !strings.HasPrefix(cn, UserPrefix) {
-		return "", fmt.Errorf("subject CN %q does not start with %q", cn, UserPrefix)
+	if !strings.HasPrefix(cn, identity.VNodeUserPrefix) {
+		return "", fmt.Errorf("subject CN %q does not start with %q", cn, identity.VNodeUserPrefix)
 	}
-	name := strings.TrimPrefix(cn, UserPrefix)
+	name := strings.TrimPrefix(cn, identity.VNodeUserPrefix)
 	if name == "" {
 		return "", fmt.Errorf("subject CN %q names no node", cn)
 	}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vnode-project/vnode/internal/identity"
+
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -50,9 +52,9 @@ func newTestFacts() *testFacts {
 			"kube-system/bootstrap-token-wrngid": tokenSecret("wrngid", func(s *corev1.Secret) { s.Data[tokenIDKey] = []byte("abcdef") }),
 		}},
 		nodes: fakeNodes{labels: map[string]map[string]string{
-			"vn-existing": {NodeTypeLabel: NodeTypeVirtualValue},
+			"vn-existing": {identity.NodeTypeLabel: identity.NodeTypeVirtual},
 			"worker-1":    {"kubernetes.io/os": "linux"},
-			"other-type":  {NodeTypeLabel: "edge"},
+			"other-type":  {identity.NodeTypeLabel: "edge"},
 		}},
 	}
 }
@@ -94,7 +96,7 @@ func withCondition(t certificatesv1.RequestConditionType) func(*certificatesv1.C
 }
 
 func TestEvaluate(t *testing.T) {
-	boot := bootstrapUser("abcdef", DefaultBootstrapGroup)
+	boot := bootstrapUser("abcdef", identity.BootstrapGroup)
 	vn1 := vnodeRequest("vn-1")
 	longName := strings.Repeat("a", 250) + ".bcd" // 254 characters
 	withKey := func(r request, k string) request { r.key = k; return r }
@@ -105,7 +107,7 @@ func TestEvaluate(t *testing.T) {
 		{name: "good/bootstrap ECDSA P-256", csr: csrOf(vn1, boot, usagesDSCA), want: Approve, boot: true},
 		{name: "good/bootstrap RSA 2048 with key encipherment", csr: csrOf(withKey(vn1, "rsa2048"), boot, usagesDSKECA), want: Approve, boot: true},
 		{name: "good/bootstrap ECDSA P-384 with key encipherment", csr: csrOf(withKey(vn1, "p384"), boot, usagesDSKECA), want: Approve, boot: true},
-		{name: "good/bootstrap token without expiry", csr: csrOf(vn1, bootstrapUser("noexp1", DefaultBootstrapGroup), usagesDSCA), facts: func(f *testFacts) { f.access.allow[bootstrapUserPrefix+"noexp1"] = true }, want: Approve, boot: true},
+		{name: "good/bootstrap token without expiry", csr: csrOf(vn1, bootstrapUser("noexp1", identity.BootstrapGroup), usagesDSCA), facts: func(f *testFacts) { f.access.allow[bootstrapUserPrefix+"noexp1"] = true }, want: Approve, boot: true},
 		{name: "good/bootstrap for an existing virtual node", csr: csrOf(vnodeRequest("vn-existing"), boot, usagesDSCA), want: Approve, boot: true},
 		{name: "good/renewal ECDSA P-256", csr: csrOf(vn1, vnodeUser("vn-1"), usagesDSCA), want: Approve},
 		{name: "good/renewal RSA 2048", csr: csrOf(withKey(vn1, "rsa2048"), vnodeUser("vn-1"), usagesDSCA), want: Approve},
@@ -128,25 +130,25 @@ func TestEvaluate(t *testing.T) {
 		{name: "ignore/already issued", csr: csrOf(vn1, boot, usagesDSCA, func(c *certificatesv1.CertificateSigningRequest) { c.Status.Certificate = []byte("x") }), want: Ignore, ignore: IgnoreAlreadyDecided},
 
 		// Common name.
-		{name: "deny/CN system:node:x with O system:vnodes", csr: csrOf(request{cn: "system:node:x", org: []string{Group}}, boot, usagesDSCA), want: Deny, check: CheckCommonName},
+		{name: "deny/CN system:node:x with O system:vnodes", csr: csrOf(request{cn: "system:node:x", org: []string{identity.VNodesGroup}}, boot, usagesDSCA), want: Deny, check: CheckCommonName},
 		{name: "deny/CN system:node:x from a vnode bootstrap token", csr: csrOf(request{cn: "system:node:x", org: []string{"system:nodes"}}, boot, usagesDSKECA), want: Deny, check: CheckCommonName},
-		{name: "deny/CN system:vnodefoo", csr: csrOf(request{cn: "system:vnodefoo", org: []string{Group}}, boot, usagesDSCA), want: Deny, check: CheckCommonName},
-		{name: "deny/CN system:vnodes-x", csr: csrOf(request{cn: "system:vnodes-x", org: []string{Group}}, boot, usagesDSCA), want: Deny, check: CheckCommonName},
-		{name: "deny/CN system:vnode", csr: csrOf(request{cn: "system:vnode", org: []string{Group}}, boot, usagesDSCA), want: Deny, check: CheckCommonName},
-		{name: "deny/CN system:vnode: with no name", csr: csrOf(request{cn: "system:vnode:", org: []string{Group}}, boot, usagesDSCA), want: Deny, check: CheckCommonName},
+		{name: "deny/CN system:vnodefoo", csr: csrOf(request{cn: "system:vnodefoo", org: []string{identity.VNodesGroup}}, boot, usagesDSCA), want: Deny, check: CheckCommonName},
+		{name: "deny/CN system:vnodes-x", csr: csrOf(request{cn: "system:vnodes-x", org: []string{identity.VNodesGroup}}, boot, usagesDSCA), want: Deny, check: CheckCommonName},
+		{name: "deny/CN system:vnode", csr: csrOf(request{cn: "system:vnode", org: []string{identity.VNodesGroup}}, boot, usagesDSCA), want: Deny, check: CheckCommonName},
+		{name: "deny/CN system:vnode: with no name", csr: csrOf(request{cn: "system:vnode:", org: []string{identity.VNodesGroup}}, boot, usagesDSCA), want: Deny, check: CheckCommonName},
 		{name: "deny/CN uppercase", csr: csrOf(vnodeRequest("VN-1"), boot, usagesDSCA), want: Deny, check: CheckCommonName},
 		{name: "deny/CN too long", csr: csrOf(vnodeRequest(longName), boot, usagesDSCA), want: Deny, check: CheckCommonName},
 		{name: "deny/CN with a slash", csr: csrOf(vnodeRequest("a/b"), boot, usagesDSCA), want: Deny, check: CheckCommonName},
 		{name: "deny/CN with a space", csr: csrOf(vnodeRequest("a b"), boot, usagesDSCA), want: Deny, check: CheckCommonName},
 		{name: "deny/CN with NUL", csr: csrOf(vnodeRequest("a\x00b"), boot, usagesDSCA), want: Deny, check: CheckCommonName},
-		{name: "deny/CN another user, O system:vnodes", csr: csrOf(request{cn: "admin", org: []string{Group}}, boot, usagesDSCA), want: Deny, check: CheckCommonName},
+		{name: "deny/CN another user, O system:vnodes", csr: csrOf(request{cn: "admin", org: []string{identity.VNodesGroup}}, boot, usagesDSCA), want: Deny, check: CheckCommonName},
 
 		// Organization.
-		{name: "deny/O with system:masters too", csr: csrOf(request{cn: vn1.cn, org: []string{Group, "system:masters"}}, boot, usagesDSCA), want: Deny, check: CheckOrganization},
+		{name: "deny/O with system:masters too", csr: csrOf(request{cn: vn1.cn, org: []string{identity.VNodesGroup, "system:masters"}}, boot, usagesDSCA), want: Deny, check: CheckOrganization},
 		{name: "deny/O system:masters", csr: csrOf(request{cn: vn1.cn, org: []string{"system:masters"}}, boot, usagesDSCA), want: Deny, check: CheckOrganization},
 		{name: "deny/O missing", csr: csrOf(request{cn: vn1.cn}, boot, usagesDSCA), want: Deny, check: CheckOrganization},
-		{name: "deny/O duplicated", csr: csrOf(request{cn: vn1.cn, org: []string{Group, Group}}, boot, usagesDSCA), want: Deny, check: CheckOrganization},
-		{name: "deny/O extra group", csr: csrOf(request{cn: vn1.cn, org: []string{Group, "system:nodes"}}, vnodeUser("vn-1"), usagesDSCA), want: Deny, check: CheckOrganization},
+		{name: "deny/O duplicated", csr: csrOf(request{cn: vn1.cn, org: []string{identity.VNodesGroup, identity.VNodesGroup}}, boot, usagesDSCA), want: Deny, check: CheckOrganization},
+		{name: "deny/O extra group", csr: csrOf(request{cn: vn1.cn, org: []string{identity.VNodesGroup, "system:nodes"}}, vnodeUser("vn-1"), usagesDSCA), want: Deny, check: CheckOrganization},
 		{name: "deny/O system:nodes", csr: csrOf(request{cn: vn1.cn, org: []string{"system:nodes"}}, vnodeUser("vn-1"), usagesDSCA), want: Deny, check: CheckOrganization},
 
 		// SANs.
@@ -170,17 +172,17 @@ func TestEvaluate(t *testing.T) {
 		{name: "deny/service account", csr: csrOf(vn1, UserInfo{Username: "system:serviceaccount:default:builder", Groups: []string{"system:serviceaccounts", "system:serviceaccounts:default", "system:authenticated"}}, usagesDSCA), want: Deny, check: CheckRequestor},
 		{name: "deny/bootstrap token outside the vnode group", csr: csrOf(vn1, bootstrapUser("abcdef"), usagesDSCA), want: Deny, check: CheckRequestor},
 		{name: "deny/bootstrap token in another group", csr: csrOf(vn1, bootstrapUser("abcdef", "system:bootstrappers:kubeadm:default-node-token"), usagesDSCA), want: Deny, check: CheckRequestor},
-		{name: "deny/user named like a token in the vnode group", csr: csrOf(vn1, UserInfo{Username: "mallory", Groups: []string{DefaultBootstrapGroup}}, usagesDSCA), want: Deny, check: CheckRequestor},
+		{name: "deny/user named like a token in the vnode group", csr: csrOf(vn1, UserInfo{Username: "mallory", Groups: []string{identity.BootstrapGroup}}, usagesDSCA), want: Deny, check: CheckRequestor},
 
 		// Bootstrap token Secret.
-		{name: "deny/bootstrap token deleted", csr: csrOf(vn1, bootstrapUser("gone00", DefaultBootstrapGroup), usagesDSCA), want: Deny, check: CheckToken, boot: true},
-		{name: "deny/bootstrap token expired", csr: csrOf(vn1, bootstrapUser("expird", DefaultBootstrapGroup), usagesDSCA), want: Deny, check: CheckToken},
-		{name: "deny/bootstrap token expiry unparseable", csr: csrOf(vn1, bootstrapUser("badexp", DefaultBootstrapGroup), usagesDSCA), want: Deny, check: CheckToken},
-		{name: "deny/bootstrap token not for authentication", csr: csrOf(vn1, bootstrapUser("noauth", DefaultBootstrapGroup), usagesDSCA), want: Deny, check: CheckToken},
-		{name: "deny/bootstrap token Secret lost the vnode group", csr: csrOf(vn1, bootstrapUser("nogrp1", DefaultBootstrapGroup), usagesDSCA), want: Deny, check: CheckToken},
-		{name: "deny/bootstrap token being deleted", csr: csrOf(vn1, bootstrapUser("deling", DefaultBootstrapGroup), usagesDSCA), want: Deny, check: CheckToken},
-		{name: "deny/bootstrap token Secret of the wrong type", csr: csrOf(vn1, bootstrapUser("opaque", DefaultBootstrapGroup), usagesDSCA), want: Deny, check: CheckToken},
-		{name: "deny/bootstrap token Secret for another id", csr: csrOf(vn1, bootstrapUser("wrngid", DefaultBootstrapGroup), usagesDSCA), want: Deny, check: CheckToken},
+		{name: "deny/bootstrap token deleted", csr: csrOf(vn1, bootstrapUser("gone00", identity.BootstrapGroup), usagesDSCA), want: Deny, check: CheckToken, boot: true},
+		{name: "deny/bootstrap token expired", csr: csrOf(vn1, bootstrapUser("expird", identity.BootstrapGroup), usagesDSCA), want: Deny, check: CheckToken},
+		{name: "deny/bootstrap token expiry unparseable", csr: csrOf(vn1, bootstrapUser("badexp", identity.BootstrapGroup), usagesDSCA), want: Deny, check: CheckToken},
+		{name: "deny/bootstrap token not for authentication", csr: csrOf(vn1, bootstrapUser("noauth", identity.BootstrapGroup), usagesDSCA), want: Deny, check: CheckToken},
+		{name: "deny/bootstrap token Secret lost the vnode group", csr: csrOf(vn1, bootstrapUser("nogrp1", identity.BootstrapGroup), usagesDSCA), want: Deny, check: CheckToken},
+		{name: "deny/bootstrap token being deleted", csr: csrOf(vn1, bootstrapUser("deling", identity.BootstrapGroup), usagesDSCA), want: Deny, check: CheckToken},
+		{name: "deny/bootstrap token Secret of the wrong type", csr: csrOf(vn1, bootstrapUser("opaque", identity.BootstrapGroup), usagesDSCA), want: Deny, check: CheckToken},
+		{name: "deny/bootstrap token Secret for another id", csr: csrOf(vn1, bootstrapUser("wrngid", identity.BootstrapGroup), usagesDSCA), want: Deny, check: CheckToken},
 		{name: "deny/access review says no", csr: csrOf(vn1, boot, usagesDSCA), facts: func(f *testFacts) { f.access.allow = nil }, want: Deny, check: CheckAccessReview},
 
 		// Nodes.
@@ -285,7 +287,7 @@ func TestEvaluate(t *testing.T) {
 // The SubjectAccessReview carries the requestor exactly as recorded.
 func TestBootstrapReviewsTheRecordedRequestor(t *testing.T) {
 	f := newTestFacts()
-	user := bootstrapUser("abcdef", DefaultBootstrapGroup)
+	user := bootstrapUser("abcdef", identity.BootstrapGroup)
 	var got UserInfo
 	facts := f.facts()
 	facts.Access = accessFunc(func(_ context.Context, u UserInfo, sub string) (bool, error) {

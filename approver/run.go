@@ -167,7 +167,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	id := cfg.Identity
 	if id == "" {
-		if id, err = identity(); err != nil {
+		if id, err = leaderIdentity(); err != nil {
 			return err
 		}
 	}
@@ -295,7 +295,7 @@ func secureMetrics(cfg Config, client kubernetes.Interface, log logrus.FieldLogg
 	return certs.MetaTLSConfig(pair, auth), auth, nil
 }
 
-func identity() (string, error) {
+func leaderIdentity() (string, error) {
 	host, err := os.Hostname()
 	if err != nil {
 		return "", fmt.Errorf("reading hostname for the leader identity: %w", err)

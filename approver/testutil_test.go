@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vnode-project/vnode/internal/identity"
+
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -90,7 +92,7 @@ func (r request) pem(t testing.TB) []byte {
 
 // vnodeRequest is a well-formed request for node name.
 func vnodeRequest(name string) request {
-	return request{cn: UserPrefix + name, org: []string{Group}}
+	return request{cn: identity.VNodeUserPrefix + name, org: []string{identity.VNodesGroup}}
 }
 
 var (
@@ -104,7 +106,7 @@ func bootstrapUser(id string, extra ...string) UserInfo {
 }
 
 func vnodeUser(name string) UserInfo {
-	return UserInfo{Username: UserPrefix + name, Groups: []string{Group, "system:authenticated"}}
+	return UserInfo{Username: identity.VNodeUserPrefix + name, Groups: []string{identity.VNodesGroup, "system:authenticated"}}
 }
 
 func newCSR(name string, pemData []byte, user UserInfo, usages []certificatesv1.KeyUsage) *certificatesv1.CertificateSigningRequest {
@@ -130,7 +132,7 @@ func tokenSecret(id string, mutate func(s *corev1.Secret)) *corev1.Secret {
 			tokenIDKey:          []byte(id),
 			"token-secret":      []byte("0123456789abcdef"),
 			tokenUsageAuthKey:   []byte("true"),
-			tokenExtraGroupsKey: []byte(DefaultBootstrapGroup),
+			tokenExtraGroupsKey: []byte(identity.BootstrapGroup),
 			tokenExpirationKey:  []byte(testNow.Add(time.Hour).Format(time.RFC3339)),
 		},
 	}

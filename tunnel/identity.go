@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/vnode-project/vnode/internal/identity"
 )
 
 // Identity is one accepted form of agent certificate: CN = Prefix+<node>
@@ -21,8 +23,8 @@ type Identity struct {
 // Either names exactly one node, so a session can serve no other.
 func DefaultIdentities() []Identity {
 	return []Identity{
-		{Prefix: "system:vnode:", Group: "system:vnodes"},
-		{Prefix: "system:node:", Group: "system:nodes"},
+		{Prefix: identity.VNodeUserPrefix, Group: identity.VNodesGroup},
+		{Prefix: identity.NodeUserPrefix, Group: identity.NodesGroup},
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/vnode-project/vnode/internal/identity"
+
 	"github.com/vnode-project/vnode/internal/version"
 
 	"github.com/sirupsen/logrus"
@@ -82,7 +84,7 @@ are ignored.`,
 	f.IntVar(&o.workers, "workers", approver.DefaultWorkers, "CSRs reconciled in parallel")
 	f.DurationVar(&o.accessCacheTTL, "access-review-cache-ttl", approver.DefaultAccessReviewCacheTTL, "how long an allowed SubjectAccessReview of a bootstrap requestor is reused for the same identity (user, UID, groups, extra); denials are never reused; 0 disables")
 	f.DurationVar(&o.maxExpiration, "max-expiration", approver.DefaultMaxExpiration, "largest spec.expirationSeconds approved")
-	f.StringVar(&o.bootstrapGroup, "bootstrap-group", approver.DefaultBootstrapGroup, "group of vnode bootstrap tokens (auth-extra-groups)")
+	f.StringVar(&o.bootstrapGroup, "bootstrap-group", identity.BootstrapGroup, "group of vnode bootstrap tokens (auth-extra-groups)")
 	f.BoolVar(&o.deny, "deny", true, "deny CSRs that look like a virtual node's and fail a check; false only ignores them")
 	f.BoolVar(&o.dryRun, "dry-run", false, "log each decision and change nothing")
 	f.DurationVar(&o.resync, "resync", 10*time.Minute, "cache resync period (pending CSRs are re-decided)")

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vnode-project/vnode/internal/identity"
+
 	"github.com/sirupsen/logrus"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -164,7 +166,7 @@ func whoami(ctx context.Context, t *testing.T, client kubernetes.Interface, user
 func registerNode(ctx context.Context, t *testing.T, client kubernetes.Interface, name string) {
 	t.Helper()
 	node := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{vnapprover.NodeTypeLabel: vnapprover.NodeTypeVirtualValue}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{identity.NodeTypeLabel: identity.NodeTypeVirtual}},
 		Spec:       corev1.NodeSpec{Taints: []corev1.Taint{{Key: "virtual-kubelet.io/provider", Value: "alibabacloud", Effect: corev1.TaintEffectNoSchedule}}},
 	}
 	if _, err := client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
@@ -174,7 +176,7 @@ func registerNode(ctx context.Context, t *testing.T, client kubernetes.Interface
 	if err != nil {
 		t.Fatalf("reading node %s as itself: %v", name, err)
 	}
-	if got.Labels[vnapprover.NodeTypeLabel] != vnapprover.NodeTypeVirtualValue {
+	if got.Labels[identity.NodeTypeLabel] != identity.NodeTypeVirtual {
 		t.Fatalf("node %s has labels %v", name, got.Labels)
 	}
 }

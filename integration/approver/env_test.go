@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vnode-project/vnode/internal/identity"
+
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -25,7 +27,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
-	vnapprover "github.com/vnode-project/vnode/approver"
 	"github.com/vnode-project/vnode/integration/controlplane"
 )
 
@@ -412,8 +413,8 @@ func tail(s string, n int) string {
 
 // The identity a virtual node's certificate carries.
 var (
-	vnodeGroup     = vnapprover.Group
-	bootstrapGroup = vnapprover.DefaultBootstrapGroup
+	vnodeGroup     = identity.VNodesGroup
+	bootstrapGroup = identity.BootstrapGroup
 )
 
-func vnodeUser(node string) string { return vnapprover.UserPrefix + node }
+func vnodeUser(node string) string { return identity.VNodeUserPrefix + node }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vnode-project/vnode/internal/identity"
+
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -147,7 +149,7 @@ func (n *node) stop() {
 }
 
 func vkToleration() corev1.Toleration {
-	return corev1.Toleration{Key: nodeobject.TaintKey, Operator: corev1.TolerationOpEqual, Value: nodeobject.TaintValue, Effect: corev1.TaintEffectNoSchedule}
+	return corev1.Toleration{Key: identity.TaintKey, Operator: corev1.TolerationOpEqual, Value: identity.TaintValue, Effect: corev1.TaintEffectNoSchedule}
 }
 
 // waitPods polls until cond holds for the pods matching selector in ns.

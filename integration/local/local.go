@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/vnode-project/vnode/internal/identity"
+
 	"github.com/vnode-project/vnode/internal/version"
 
 	"github.com/sirupsen/logrus"
@@ -86,12 +88,12 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	fmt.Fprintf(out, "ECI emulator listening on http://%s\n", emulatorAddr)
 
 	// The node's identity and its kubelet API certificate.
-	nodeCfg, err := s.CP.UserConfig("system:vnode:"+o.NodeName, "system:vnodes")
+	nodeCfg, err := s.CP.UserConfig(identity.VNodeUser(o.NodeName), identity.VNodesGroup)
 	if err != nil {
 		return nil, err
 	}
 	kubeconfig := filepath.Join(s.CP.Dir, "vnode", "kubeconfig")
-	if err := controlplane.WriteKubeconfig(kubeconfig, nodeCfg, "system:vnode:"+o.NodeName); err != nil {
+	if err := controlplane.WriteKubeconfig(kubeconfig, nodeCfg, identity.VNodeUser(o.NodeName)); err != nil {
 		return nil, err
 	}
 	serving, err := s.CP.PKI.ServingCert("vnode-kubelet", []string{o.NodeName}, []net.IP{net.ParseIP("127.0.0.1")})

@@ -22,6 +22,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vnode-project/vnode/internal/identity"
+
 	"github.com/sirupsen/logrus"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
@@ -35,8 +37,6 @@ import (
 
 // Identity of virtual nodes.
 const (
-	UserPrefix = "system:vnode:"
-	Group      = "system:vnodes"
 	SignerName = certificatesv1.KubeAPIServerClientSignerName
 	pairName   = "vnode-client"
 )
@@ -118,7 +118,7 @@ func Start(ctx context.Context, cfg Config) (*Client, error) {
 			return kubernetes.NewForConfig(c.config)
 		},
 		Template: &x509.CertificateRequest{
-			Subject: pkix.Name{CommonName: UserPrefix + cfg.NodeName, Organization: []string{Group}},
+			Subject: pkix.Name{CommonName: identity.VNodeUserPrefix + cfg.NodeName, Organization: []string{identity.VNodesGroup}},
 		},
 		SignerName:                   SignerName,
 		Usages:                       []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageClientAuth},
@@ -257,8 +257,8 @@ func writeKubeconfig(path string, base *rest.Config, pairPath, node string) erro
 	}
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters["default"] = &clientcmdapi.Cluster{Server: base.Host, CertificateAuthorityData: ca, TLSServerName: base.ServerName}
-	kc.AuthInfos[UserPrefix+node] = &clientcmdapi.AuthInfo{ClientCertificate: pairPath, ClientKey: pairPath}
-	kc.Contexts["default"] = &clientcmdapi.Context{Cluster: "default", AuthInfo: UserPrefix + node}
+	kc.AuthInfos[identity.VNodeUserPrefix+node] = &clientcmdapi.AuthInfo{ClientCertificate: pairPath, ClientKey: pairPath}
+	kc.Contexts["default"] = &clientcmdapi.Context{Cluster: "default", AuthInfo: identity.VNodeUserPrefix + node}
 	kc.CurrentContext = "default"
 	data, err := clientcmd.Write(*kc)
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vnode-project/vnode/internal/identity"
+
 	"github.com/sirupsen/logrus"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -126,10 +128,10 @@ func whoami(ctx context.Context, t *testing.T, client kubernetes.Interface, want
 	}
 	found := false
 	for _, g := range r.Status.UserInfo.Groups {
-		found = found || g == Group
+		found = found || g == identity.VNodesGroup
 	}
 	if !found {
-		t.Fatalf("groups %v lack %s", r.Status.UserInfo.Groups, Group)
+		t.Fatalf("groups %v lack %s", r.Status.UserInfo.Groups, identity.VNodesGroup)
 	}
 }
 

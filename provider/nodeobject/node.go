@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vnode-project/vnode/internal/identity"
+
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,10 +20,6 @@ import (
 
 // Well-known labels and the taint every vnode carries.
 const (
-	LabelType       = "type"
-	LabelTypeValue  = "virtual-kubelet"
-	TaintKey        = "virtual-kubelet.io/provider"
-	TaintValue      = "alibabacloud"
 	LabelRole       = "kubernetes.io/role"
 	LabelVNodeID    = "k8s.aliyun.com/vnode-id"
 	LabelZonePrefix = "vnode.io/zone."
@@ -59,7 +57,7 @@ func Apply(node *corev1.Node, cfg Config) {
 		node.Labels = map[string]string{}
 	}
 	labels := map[string]string{
-		LabelType:                          LabelTypeValue,
+		identity.NodeTypeLabel:             identity.NodeTypeVirtual,
 		LabelRole:                          "agent",
 		"kubernetes.io/hostname":           cfg.Name,
 		"kubernetes.io/os":                 "linux",
@@ -86,7 +84,7 @@ func Apply(node *corev1.Node, cfg Config) {
 	for k, v := range labels {
 		node.Labels[k] = v
 	}
-	node.Spec.Taints = append([]corev1.Taint{{Key: TaintKey, Value: TaintValue, Effect: corev1.TaintEffectNoSchedule}}, cfg.Taints...)
+	node.Spec.Taints = append([]corev1.Taint{{Key: identity.TaintKey, Value: identity.TaintValue, Effect: corev1.TaintEffectNoSchedule}}, cfg.Taints...)
 	node.Status.Capacity = cfg.Capacity.DeepCopy()
 	node.Status.Allocatable = cfg.Capacity.DeepCopy()
 	node.Status.Addresses = []corev1.NodeAddress{

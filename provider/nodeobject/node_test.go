@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vnode-project/vnode/internal/identity"
+
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -30,7 +32,7 @@ func TestApply(t *testing.T) {
 			t.Errorf("label %s=%q, want %q", k, n.Labels[k], v)
 		}
 	}
-	if len(n.Spec.Taints) != 2 || n.Spec.Taints[0].Key != TaintKey || n.Spec.Taints[0].Value != "alibabacloud" || n.Spec.Taints[0].Effect != corev1.TaintEffectNoSchedule {
+	if len(n.Spec.Taints) != 2 || n.Spec.Taints[0].Key != identity.TaintKey || n.Spec.Taints[0].Value != "alibabacloud" || n.Spec.Taints[0].Effect != corev1.TaintEffectNoSchedule {
 		t.Errorf("taints %+v", n.Spec.Taints)
 	}
 	if q := n.Status.Capacity["nvidia.com/gpu"]; q.String() != "2" {
