@@ -2,7 +2,6 @@ package provider
 
 import (
 	"context"
-	"fmt"
 	"io"
 
 	"github.com/gorilla/websocket"
@@ -80,7 +79,7 @@ func (p *Provider) RunInContainer(ctx context.Context, ns, name, container strin
 	}
 	uri, err := p.cloud.ExecCommand(ctx, id, container, cmd, attach.TTY(), attach.Stdin() != nil)
 	if err != nil {
-		return fmt.Errorf("starting exec in %s/%s (instance %s): %w", ns, name, id, err)
+		return wrapKind(err, "starting exec in %s/%s (instance %s)", ns, name, id)
 	}
 	return kubeletapi.StreamExec(ctx, websocket.DefaultDialer, uri, attach)
 }
@@ -111,7 +110,7 @@ func (p *Provider) runningPods() []kubeletapi.RunningPod {
 	defer p.mu.Unlock()
 	out := make([]kubeletapi.RunningPod, 0, len(p.entries))
 	for _, e := range p.entries {
-		if e.instanceID != "" && !e.deleted && !e.final {
+		if e.running() {
 			out = append(out, kubeletapi.RunningPod{Pod: e.pod.DeepCopy(), InstanceID: e.instanceID})
 		}
 	}

@@ -50,8 +50,11 @@ type memCloud struct {
 	// deleteErr then fails it.
 	deleteGate chan struct{}
 	deleteErr  error
-	fetched    []string                // ids GetContainerGroups was asked for
-	groups     []*model.ContainerGroup // what each create that made an instance asked for
+	// beforeCreate, if set, runs inside CreateContainerGroup before the
+	// instance is made (without the lock).
+	beforeCreate func()
+	fetched      []string                // ids GetContainerGroups was asked for
+	groups       []*model.ContainerGroup // what each create that made an instance asked for
 }
 
 func newMemCloud() *memCloud {
@@ -59,6 +62,12 @@ func newMemCloud() *memCloud {
 }
 
 func (m *memCloud) CreateContainerGroup(_ context.Context, g *model.ContainerGroup) (string, string, error) {
+	m.mu.Lock()
+	hook := m.beforeCreate
+	m.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.creates++
@@ -191,7 +200,8 @@ func newHarness(t *testing.T, pods ...*corev1.Pod) *harness {
 		objs = append(objs, p)
 	}
 	h.kube = fake.NewClientset(objs...)
-	h.p = New(Config{Node: translate.NodeSettings{ClusterName: "c1", NodeName: "vn", VSwitchIDs: []string{"vsw-1"}, SecurityGroupID: "sg-1"}, Version: "test", Log: logrus.New()},
+	h.p = New(Config{Node: translate.NodeSettings{ClusterName: "c1", NodeName: "vn", VSwitchIDs: []string{"vsw-1"}, SecurityGroupID: "sg-1"}, Version: "test", Log: logrus.New(),
+		RetryBase: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond},
 		h.cloud, h.kube, translate.Sources{Objects: noObjects{}}, h.recorder)
 	h.p.NotifyPods(context.Background(), func(p *corev1.Pod) {
 		h.mu.Lock()
@@ -210,7 +220,46 @@ func (h *harness) gc(ctx context.Context) {
 	h.p.collect(ctx, insts)
 }
 
+// drain runs every create and delete that is due, then tells virtual-kubelet
+// every queued status, as Run's goroutines would.
+func (h *harness) drain(ctx context.Context) {
+	for h.p.work.Len() > 0 {
+		h.p.processNext(ctx)
+	}
+	for h.p.notices.Len() > 0 {
+		h.p.tellNext()
+	}
+}
+
+// retried waits for the work queue to hand back a pod after its backoff,
+// then drains.
+func (h *harness) retried(t *testing.T, ctx context.Context) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(ctx, time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+		return h.p.work.Len() > 0, nil
+	})
+	if err != nil {
+		t.Fatal("no retry came back from the work queue")
+	}
+	h.drain(ctx)
+}
+
+// create and remove are CreatePod and DeletePod followed by the work they
+// queue.
+func (h *harness) create(ctx context.Context, pod *corev1.Pod) error {
+	err := h.p.CreatePod(ctx, pod)
+	h.drain(ctx)
+	return err
+}
+
+func (h *harness) remove(ctx context.Context, pod *corev1.Pod) error {
+	err := h.p.DeletePod(ctx, pod)
+	h.drain(ctx)
+	return err
+}
+
 func (h *harness) last(name string) *corev1.Pod {
+	h.drain(context.Background())
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.notified[name]
@@ -239,10 +288,10 @@ func TestCreateSyncAnnotateDelete(t *testing.T) {
 	ctx := context.Background()
 	p1 := pod("web")
 	h := newHarness(t, p1)
-	if err := h.p.CreatePod(ctx, p1); err != nil {
+	if err := h.create(ctx, p1); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.p.CreatePod(ctx, p1); err != nil {
+	if err := h.create(ctx, p1); err != nil {
 		t.Fatal(err)
 	}
 	if h.cloud.creates != 1 {
@@ -276,7 +325,7 @@ func TestCreateSyncAnnotateDelete(t *testing.T) {
 		t.Errorf("events:\n%s", ev)
 	}
 
-	if err := h.p.DeletePod(ctx, p1); err != nil {
+	if err := h.remove(ctx, p1); err != nil {
 		t.Fatal(err)
 	}
 	if len(h.cloud.insts) != 0 {
@@ -290,7 +339,7 @@ func TestCreateSyncAnnotateDelete(t *testing.T) {
 	if len(pods) != 0 {
 		t.Fatalf("GetPods lists a deleted pod")
 	}
-	if err := h.p.DeletePod(ctx, p1); err != nil {
+	if err := h.remove(ctx, p1); err != nil {
 		t.Fatalf("second delete: %v", err)
 	}
 }
@@ -304,7 +353,7 @@ func TestRefusedPods(t *testing.T) {
 	ds.OwnerReferences = []metav1.OwnerReference{{Kind: "DaemonSet", Name: "kube-proxy", Controller: &tr}}
 	h := newHarness(t, host, ds)
 	for _, p := range []*corev1.Pod{host, ds} {
-		if err := h.p.CreatePod(ctx, p); err != nil {
+		if err := h.create(ctx, p); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -322,7 +371,7 @@ func TestRefusedPods(t *testing.T) {
 		t.Errorf("events:\n%s", ev)
 	}
 	// Repeated CreatePod calls (virtual-kubelet resyncs) change nothing.
-	_ = h.p.CreatePod(ctx, ds)
+	_ = h.create(ctx, ds)
 	if h.cloud.creates != 0 || h.events() != "" {
 		t.Error("repeated create of a refused pod did something")
 	}
@@ -333,7 +382,7 @@ func TestTransientAndRejectedCreates(t *testing.T) {
 	flaky, bad := pod("flaky"), pod("bad")
 	h := newHarness(t, flaky, bad)
 	h.cloud.createErr = []error{errors.New("Throttling.User"), nil}
-	_ = h.p.CreatePod(ctx, flaky)
+	_ = h.create(ctx, flaky)
 	if s := h.last("flaky"); s != nil && s.Status.Phase == corev1.PodFailed {
 		t.Fatal("a transient error failed the pod")
 	}
@@ -341,46 +390,106 @@ func TestTransientAndRejectedCreates(t *testing.T) {
 	if got.Status.Phase != corev1.PodPending {
 		t.Fatalf("phase %s", got.Status.Phase)
 	}
-	time.Sleep(1100 * time.Millisecond) // first backoff step
-	if err := h.p.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	h.retried(t, ctx) // the pod's first backoff step
 	if h.cloud.creates != 2 || len(h.cloud.insts) != 1 {
 		t.Fatalf("retry: %d creates, %d instances", h.cloud.creates, len(h.cloud.insts))
 	}
 	h.cloud.createErr = []error{errdefs.InvalidInput("InvalidParameter: Cpu")}
-	_ = h.p.CreatePod(ctx, bad)
+	_ = h.create(ctx, bad)
 	if s := h.last("bad").Status; s.Phase != corev1.PodFailed || s.Reason != ReasonECIRejected {
 		t.Fatalf("rejected: %+v", s)
 	}
 }
 
 // A pod being deleted is not among the running pods while the cloud call
-// is under way, and is again if that call fails.
+// is under way, is again if that call fails (its instance still runs), and
+// the delete is retried from the work queue until it succeeds.
 func TestDeletingPodIsNotRunning(t *testing.T) {
 	ctx := context.Background()
 	p1 := pod("going")
 	h := newHarness(t, p1)
-	_ = h.p.CreatePod(ctx, p1)
+	_ = h.create(ctx, p1)
 	gate := make(chan struct{})
 	h.cloud.mu.Lock()
 	h.cloud.deleteGate, h.cloud.deleteErr = gate, errors.New("ServiceUnavailable")
 	h.cloud.mu.Unlock()
-	done := make(chan error)
-	go func() { done <- h.p.DeletePod(ctx, p1) }()
-	err := wait.PollUntilContextTimeout(ctx, 5*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
-		pods, _ := h.p.GetPods(ctx)
-		return len(pods) == 0, nil
-	})
-	if err != nil {
+	if err := h.p.DeletePod(ctx, p1); err != nil {
+		t.Fatal(err)
+	}
+	if pods, _ := h.p.GetPods(ctx); len(pods) != 0 {
 		t.Fatal("a pod being deleted is still listed as running")
 	}
+	done := make(chan struct{})
+	go func() { h.p.processNext(ctx); close(done) }()
 	close(gate)
-	if err := <-done; err == nil {
-		t.Fatal("the failed delete was not reported")
-	}
+	<-done
 	if pods, _ := h.p.GetPods(ctx); len(pods) != 1 {
 		t.Fatalf("after a failed delete: %d running pods, want 1", len(pods))
+	}
+	if err := h.p.DeletePod(ctx, p1); err != nil { // virtual-kubelet asks again
+		t.Fatal(err)
+	}
+	h.cloud.mu.Lock()
+	h.cloud.deleteGate, h.cloud.deleteErr = nil, nil
+	h.cloud.mu.Unlock()
+	h.retried(t, ctx)
+	if len(h.cloud.insts) != 0 {
+		t.Fatal("the failed delete was not retried")
+	}
+	if s := h.last("going").Status; s.Phase != corev1.PodSucceeded {
+		t.Fatalf("after the retried delete: %+v", s)
+	}
+}
+
+// A pod deleted while its create call is in flight loses the instance that
+// call makes: it is deleted, not left for garbage collection.
+func TestDeleteDuringCreateDeletesTheInstance(t *testing.T) {
+	ctx := context.Background()
+	p1 := pod("racy")
+	h := newHarness(t, p1)
+	if err := h.p.CreatePod(ctx, p1); err != nil {
+		t.Fatal(err)
+	}
+	// Start the create by hand and delete the pod before it returns.
+	h.p.mu.Lock()
+	e := h.p.entries[p1.UID]
+	h.p.mu.Unlock()
+	h.cloud.mu.Lock()
+	h.cloud.beforeCreate = func() {
+		if err := h.p.DeletePod(ctx, p1); err != nil {
+			t.Error(err)
+		}
+	}
+	h.cloud.mu.Unlock()
+	h.drain(ctx)
+	h.p.mu.Lock()
+	ph := e.phase
+	h.p.mu.Unlock()
+	if len(h.cloud.insts) != 0 || ph != phaseDeleted {
+		t.Fatalf("after a delete during create: %d instances, phase %s", len(h.cloud.insts), ph)
+	}
+}
+
+// The lifecycle allows only its own moves.
+func TestPhaseTransitions(t *testing.T) {
+	allowed := map[[2]phase]bool{}
+	for from, tos := range transitions {
+		for _, to := range tos {
+			allowed[[2]phase{from, to}] = true
+		}
+	}
+	for from := phaseWaiting; from <= phaseDeleted; from++ {
+		for to := phaseWaiting; to <= phaseDeleted; to++ {
+			e := &entry{phase: from}
+			if got := e.to(to); got != allowed[[2]phase{from, to}] || (got && e.phase != to) || (!got && e.phase != from) {
+				t.Errorf("%s -> %s: moved %v, now %s", from, to, got, e.phase)
+			}
+		}
+	}
+	for _, forbidden := range [][2]phase{{phaseDeleted, phaseRunning}, {phaseFinal, phaseRunning}, {phaseRunning, phaseWaiting}, {phaseDeleting, phaseRunning}} {
+		if can(forbidden[0], forbidden[1]) {
+			t.Errorf("%s -> %s is allowed", forbidden[0], forbidden[1])
+		}
 	}
 }
 
@@ -393,7 +502,7 @@ func TestLostCreateAnswerIsAdopted(t *testing.T) {
 	p1 := pod("lost")
 	h := newHarness(t, p1)
 	h.cloud.lostAnswers = 1
-	_ = h.p.CreatePod(ctx, p1)
+	_ = h.create(ctx, p1)
 	if _, _, err := h.p.Instance("ns", "lost"); err == nil {
 		t.Fatal("an instance id was recorded from a failed call")
 	}
@@ -421,7 +530,7 @@ func TestListErrorsAndVanishedInstances(t *testing.T) {
 	ctx := context.Background()
 	p1 := pod("p")
 	h := newHarness(t, p1)
-	_ = h.p.CreatePod(ctx, p1)
+	_ = h.create(ctx, p1)
 	h.cloud.set("eci-1", func(i *model.Instance) { i.Status = translate.StatusRunning })
 	_ = h.p.Sync(ctx)
 	h.cloud.listErr = errors.New("ServiceUnavailable")
@@ -457,7 +566,7 @@ func TestGCDeletesInstanceOfEndedPodRemovedWithoutDeletePod(t *testing.T) {
 	pods := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	_ = pods.Add(p1)
 	h.p.SetPodLister(corev1listers.NewPodLister(pods))
-	_ = h.p.CreatePod(ctx, p1)
+	_ = h.create(ctx, p1)
 	h.cloud.set("eci-1", func(i *model.Instance) { i.Status = translate.StatusExpired })
 	_ = h.p.Sync(ctx)
 	if s := h.last("spot").Status; s.Phase != corev1.PodFailed {
@@ -483,8 +592,8 @@ func TestGCAndRecover(t *testing.T) {
 	ctx := context.Background()
 	live, gone := pod("live"), pod("gone")
 	h := newHarness(t, live) // "gone" is not in the API server
-	_ = h.p.CreatePod(ctx, live)
-	_ = h.p.CreatePod(ctx, gone)
+	_ = h.create(ctx, live)
+	_ = h.create(ctx, gone)
 	// Another node's instance, returned by a buggy filter: never touched.
 	h.cloud.extra = []*model.Instance{{ID: "eci-other", Tags: map[string]string{translate.TagCluster: "c1", translate.TagNode: "other", translate.TagPodUID: "x"}}}
 
@@ -495,7 +604,7 @@ func TestGCAndRecover(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := h.cloud.creates
-	_ = h2.p.CreatePod(ctx, live)
+	_ = h2.create(ctx, live)
 	if h.cloud.creates != before {
 		t.Fatal("a recovered pod was created again")
 	}
@@ -528,7 +637,7 @@ func TestKubeletAPI(t *testing.T) {
 	ctx := context.Background()
 	p1 := pod("web")
 	h := newHarness(t, p1)
-	_ = h.p.CreatePod(ctx, p1)
+	_ = h.create(ctx, p1)
 	rc, err := h.p.GetContainerLogs(ctx, "ns", "web", "c", api.ContainerLogOpts{})
 	if err != nil {
 		t.Fatal(err)
@@ -570,7 +679,7 @@ func TestMissingObjectIsWaitedFor(t *testing.T) {
 	p1.CreationTimestamp = metav1.Now()
 	p1.Spec.Volumes = []corev1.Volume{{Name: "v", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "later"}}}}}
 	h := newHarness(t, p1)
-	_ = h.p.CreatePod(ctx, p1)
+	_ = h.create(ctx, p1)
 	got, _ := h.p.GetPod(ctx, "ns", "needs-cm")
 	if got.Status.Phase != corev1.PodPending {
 		t.Fatalf("failed at once: %+v", got.Status)
@@ -581,7 +690,7 @@ func TestMissingObjectIsWaitedFor(t *testing.T) {
 	old := pod("old-pod")
 	old.CreationTimestamp = metav1.NewTime(time.Now().Add(-time.Hour))
 	old.Spec.Volumes = p1.Spec.Volumes
-	_ = h.p.CreatePod(ctx, old)
+	_ = h.create(ctx, old)
 	if s := h.last("old-pod"); s == nil || s.Status.Phase != corev1.PodFailed || s.Status.Reason != "MissingConfigMap" {
 		t.Fatalf("after the grace period: %+v", s)
 	}
@@ -593,7 +702,7 @@ func TestRecoveredPodIsReported(t *testing.T) {
 	ctx := context.Background()
 	p1 := pod("adopted")
 	h := newHarness(t, p1)
-	_ = h.p.CreatePod(ctx, p1)
+	_ = h.create(ctx, p1)
 	h.cloud.set("eci-1", func(i *model.Instance) { i.Status = translate.StatusRunning })
 
 	h2 := newHarness(t, p1) // the API server still says Pending
@@ -623,18 +732,13 @@ func TestMissingEnvObjectsAreNoted(t *testing.T) {
 	optional.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "X", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
 		LocalObjectReference: corev1.LocalObjectReference{Name: "gone"}, Key: "x", Optional: &yes}}}}
 	h := newHarness(t, waiting, optional)
-	_ = h.p.CreatePod(ctx, waiting)
-	_ = h.p.CreatePod(ctx, optional)
-	h.p.mu.Lock()
-	h.p.entries[waiting.UID].nextAttempt = time.Time{} // retry now
-	h.p.mu.Unlock()
-	if err := h.p.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	_ = h.create(ctx, waiting)
+	_ = h.create(ctx, optional)
+	h.retried(t, ctx)
 	h.p.mu.Lock()
 	attempts := h.p.entries[waiting.UID].attempts
 	h.p.mu.Unlock()
-	if attempts != 2 {
+	if attempts < 2 { // more if the backoff came round again meanwhile
 		t.Fatalf("%d attempts, want a retry", attempts)
 	}
 	ev := h.events()
@@ -655,7 +759,7 @@ func TestSyncFetchesOnlyChangedInstances(t *testing.T) {
 	p1, p2 := pod("a"), pod("b")
 	h := newHarness(t, p1, p2)
 	for _, p := range []*corev1.Pod{p1, p2} {
-		if err := h.p.CreatePod(ctx, p); err != nil {
+		if err := h.create(ctx, p); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -711,7 +815,7 @@ func TestFullSyncCollectsOrphans(t *testing.T) {
 	ctx := context.Background()
 	p1 := pod("gone")
 	h := newHarness(t, p1)
-	if err := h.p.CreatePod(ctx, p1); err != nil {
+	if err := h.create(ctx, p1); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.kube.CoreV1().Pods("ns").Delete(ctx, "gone", metav1.DeleteOptions{}); err != nil {
@@ -737,7 +841,7 @@ func TestCopiesDropManagedFields(t *testing.T) {
 	p1.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationUpdate,
 		FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{}}`)}}}
 	h := newHarness(t, p1)
-	if err := h.p.CreatePod(ctx, p1); err != nil {
+	if err := h.create(ctx, p1); err != nil {
 		t.Fatal(err)
 	}
 	h.cloud.set("eci-1", func(i *model.Instance) { i.Status = translate.StatusRunning })
@@ -770,7 +874,7 @@ func TestPodsAreKeptAsSkeletons(t *testing.T) {
 	p1.Spec.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
 	h := newHarness(t, p1)
 	h.cloud.createErr = []error{errors.New("ECI is throttling")}
-	if err := h.p.CreatePod(ctx, p1); err != nil {
+	if err := h.create(ctx, p1); err != nil {
 		t.Fatal(err)
 	}
 	// Not created yet: GetPod has the whole spec from the pod as given.
@@ -778,14 +882,7 @@ func TestPodsAreKeptAsSkeletons(t *testing.T) {
 	if err != nil || len(got.Spec.Containers[0].Env) != 1 || len(got.Spec.Volumes) != 1 {
 		t.Fatalf("GetPod before the instance exists: %+v, %v", got, err)
 	}
-	h.p.mu.Lock()
-	for _, e := range h.p.entries {
-		e.nextAttempt = time.Time{}
-	}
-	h.p.mu.Unlock()
-	if err := h.p.Sync(ctx); err != nil { // retries the create
-		t.Fatal(err)
-	}
+	h.retried(t, ctx)
 	if h.cloud.creates != 2 || len(h.cloud.groups) != 1 {
 		t.Fatalf("%d create calls made %d instances, want a failed call and a retry that creates", h.cloud.creates, len(h.cloud.groups))
 	}

@@ -1,0 +1,132 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/sirupsen/logrus"
+	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/vnode-project/vnode/eci/model"
+	"github.com/vnode-project/vnode/provider/translate"
+)
+
+// Recover rebuilds the cache from the cloud and the API server after a
+// restart: every instance of this node whose pod still exists is adopted,
+// so CreatePod will not create it again.
+func (p *Provider) Recover(ctx context.Context) error {
+	insts, err := p.cloud.ListContainerGroups(ctx, p.nodeTags())
+	if err != nil {
+		return fmt.Errorf("listing this node's instances: %w", err)
+	}
+	adopted := 0
+	for _, inst := range insts {
+		if !p.ownedBy(inst) {
+			continue
+		}
+		ns, name, uid := inst.Tags[translate.TagNamespace], inst.Tags[translate.TagPod], types.UID(inst.Tags[translate.TagPodUID])
+		pod, err := p.kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) || (err == nil && pod.UID != uid) {
+			continue // an orphan: GC deletes it
+		}
+		if err != nil {
+			return fmt.Errorf("reading pod %s/%s of instance %s: %w", ns, name, inst.ID, err)
+		}
+		e := &entry{phase: phaseRunning, pod: skeleton(pod), instanceID: inst.ID, seenEvents: map[string]int32{}}
+		e.annotated = pod.Annotations[AnnotationInstanceSpec] != ""
+		for _, ev := range inst.Events {
+			e.seenEvents[eventKey(ev)] = ev.Count // replayed events are not news
+		}
+		// Keep the status the API server has: the first sync reports any
+		// difference (a status computed here would look unchanged).
+		p.mu.Lock()
+		p.entries[uid] = e
+		p.keys[key(ns, name)] = uid
+		p.mu.Unlock()
+		adopted++
+		if pod.Annotations[AnnotationInstanceID] != inst.ID {
+			// Created just before a crash, never annotated.
+			p.annotate(ctx, e, map[string]string{
+				AnnotationInstanceID:  inst.ID,
+				AnnotationClientToken: translate.ClientToken(pod),
+				AnnotationVKVersion:   p.cfg.Version,
+			})
+		}
+	}
+	p.log.WithField("instances", len(insts)).WithField("adopted", adopted).Info("recovered state from ECI")
+	return nil
+}
+
+// collect deletes, given a complete list of this node's instances, those
+// whose pod no longer exists, and forgets deleted pods the API server no
+// longer has. A pod can leave without DeletePod (virtual-kubelet skips the
+// provider for a pod that already ended, e.g. a reclaimed spot
+// instance's), so an instance's entry alone does not keep it.
+func (p *Provider) collect(ctx context.Context, insts []*model.Instance) {
+	for _, inst := range insts {
+		if !p.ownedBy(inst) {
+			continue
+		}
+		ns, name, uid := inst.Tags[translate.TagNamespace], inst.Tags[translate.TagPod], types.UID(inst.Tags[translate.TagPodUID])
+		if p.podCached(ns, name, uid) {
+			continue
+		}
+		// Ask the API server itself, not a cache: deleting a live pod's
+		// instance would be far worse than keeping an orphan a minute more.
+		pod, err := p.kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err == nil && pod.UID == uid {
+			continue // its pod exists; CreatePod or Recover will adopt it
+		}
+		if err != nil && !apierrors.IsNotFound(err) {
+			p.log.WithError(err).WithField("instanceId", inst.ID).Warn("garbage collection: cannot check the pod; keeping the instance")
+			continue
+		}
+		if err := p.cloud.DeleteContainerGroup(ctx, inst.ID); err != nil && !errdefs.IsNotFound(err) {
+			p.log.WithError(err).WithField("instanceId", inst.ID).Warn("garbage collection: deleting an orphaned instance failed")
+			continue
+		}
+		p.mu.Lock()
+		if e := p.entries[uid]; e != nil && e.phase != phaseDeleted {
+			p.moveTo(e, phaseDeleted)
+		}
+		p.mu.Unlock()
+		p.log.WithFields(logrus.Fields{"instanceId": inst.ID, "namespace": ns, "pod": name}).Info("deleted orphaned ECI instance")
+	}
+	// Forget deleted pods once the API server has let them go.
+	p.mu.Lock()
+	var gone []*entry
+	for _, e := range p.entries {
+		if e.phase == phaseDeleted {
+			gone = append(gone, e)
+		}
+	}
+	p.mu.Unlock()
+	for _, e := range gone {
+		_, err := p.kube.CoreV1().Pods(e.pod.Namespace).Get(ctx, e.pod.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			p.mu.Lock()
+			delete(p.entries, e.pod.UID)
+			if p.keys[key(e.pod.Namespace, e.pod.Name)] == e.pod.UID {
+				delete(p.keys, key(e.pod.Namespace, e.pod.Name))
+			}
+			p.mu.Unlock()
+		}
+	}
+}
+
+// podCached tells whether the pod of an instance still exists, from the
+// informer's cache where there is one (so a GC tick costs no API call per
+// instance), else from the provider's own entries.
+func (p *Provider) podCached(ns, name string, uid types.UID) bool {
+	if p.pods != nil {
+		pod, err := p.pods.Pods(ns).Get(name)
+		return err == nil && pod.UID == uid
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := p.entries[uid]
+	return e != nil && e.phase != phaseDeleted
+}

@@ -1,0 +1,286 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/vnode-project/vnode/provider/translate"
+)
+
+// missingObject are refusals that may resolve by themselves.
+var missingObject = map[string]bool{"MissingConfigMap": true, "MissingSecret": true, "MissingConfigMapKey": true, "MissingSecretKey": true, "MissingVolumeKey": true}
+
+// errRetry asks for another attempt after the pod's backoff; what failed
+// was logged and, the first time, recorded as an event.
+var errRetry = errors.New("retry later")
+
+// CreatePod implements node.PodLifecycleHandler: it takes the pod in and
+// queues its create.
+func (p *Provider) CreatePod(_ context.Context, pod *corev1.Pod) error {
+	p.mu.Lock()
+	if e, ok := p.entries[pod.UID]; ok && (e.phase != phaseDeleted || e.instanceID != "") {
+		p.mu.Unlock()
+		return nil // known: created, being created, refused or being deleted
+	}
+	e := &entry{phase: phaseWaiting, pod: skeleton(pod), full: slim(pod), seenEvents: map[string]int32{}}
+	e.pod.Status = pendingStatus(pod, "ContainerCreating")
+	p.entries[pod.UID] = e
+	p.keys[key(pod.Namespace, pod.Name)] = pod.UID
+	if translate.IsDaemonSetPod(pod) {
+		// A node agent has nothing to run on an ECI instance. Staying
+		// Pending (not Failed) keeps the DaemonSet controller from
+		// recreating it in a loop.
+		msg := "DaemonSet pods do not run on virtual nodes; exclude the node with nodeAffinity type NotIn [virtual-kubelet]"
+		p.moveTo(e, phaseFinal)
+		e.full = nil
+		e.pod.Status = pendingStatus(pod, ReasonDaemonSet)
+		e.pod.Status.Reason, e.pod.Status.Message = ReasonDaemonSet, msg
+		p.changed(e)
+		p.mu.Unlock()
+		p.event(pod, corev1.EventTypeWarning, ReasonDaemonSet, msg)
+		p.log.WithFields(logrus.Fields{"namespace": pod.Namespace, "pod": pod.Name}).Info("not running a DaemonSet pod on the virtual node")
+		return nil
+	}
+	p.mu.Unlock()
+	p.work.Add(pod.UID)
+	return nil
+}
+
+// DeletePod implements node.PodLifecycleHandler: it queues the instance's
+// delete; the pod is reported terminated once the instance is gone. It may
+// be called more than once.
+func (p *Provider) DeletePod(_ context.Context, pod *corev1.Pod) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.entries[pod.UID]
+	if !ok {
+		return errdefs.NotFoundf("pod %s/%s is not on this node", pod.Namespace, pod.Name)
+	}
+	switch {
+	case e.phase == phaseDeleting || e.phase == phaseDeleted:
+		return nil
+	case e.phase == phaseDeleteFailed:
+		return nil // already retried with backoff
+	case e.instanceID != "":
+		p.moveTo(e, phaseDeleting)
+		p.work.Add(pod.UID)
+	default:
+		// Nothing runs: a create in flight that makes an instance after
+		// all finds the pod deleted and queues its delete.
+		p.moveTo(e, phaseDeleted)
+		e.full = nil
+		e.pod.Status = terminatedStatus(e.pod)
+		p.changed(e)
+	}
+	return nil
+}
+
+// processNext handles one queued pod. It returns false once the queue is
+// shut down.
+func (p *Provider) processNext(ctx context.Context) bool {
+	uid, quit := p.work.Get()
+	if quit {
+		return false
+	}
+	defer p.work.Done(uid)
+	if err := p.reconcile(ctx, uid); err != nil {
+		p.work.AddRateLimited(uid)
+		return true
+	}
+	p.work.Forget(uid)
+	return true
+}
+
+// reconcile does what the pod's phase asks of the cloud: create its
+// instance or delete it. Running it again, at any time, does no harm.
+func (p *Provider) reconcile(ctx context.Context, uid types.UID) error {
+	p.mu.Lock()
+	e := p.entries[uid]
+	var ph phase
+	if e != nil {
+		ph = e.phase
+	}
+	p.mu.Unlock()
+	switch {
+	case e == nil:
+		return nil
+	case ph == phaseWaiting:
+		return p.create(ctx, e)
+	case ph == phaseDeleting, ph == phaseDeleteFailed:
+		return p.deleteInstance(ctx, e)
+	}
+	return nil
+}
+
+// create translates and creates e's instance. It fails the pod when it
+// cannot run or ECI refuses it, and returns errRetry when it may work later.
+func (p *Provider) create(ctx context.Context, e *entry) error {
+	p.mu.Lock()
+	if e.phase != phaseWaiting || e.full == nil {
+		p.mu.Unlock()
+		return nil
+	}
+	p.moveTo(e, phaseCreating)
+	pod := e.full.DeepCopy()
+	e.attempts++
+	first := e.attempts == 1
+	p.mu.Unlock()
+	log := p.log.WithFields(logrus.Fields{"namespace": pod.Namespace, "pod": pod.Name})
+
+	var notes [][2]string
+	src := p.src
+	src.Note = func(reason, msg string) { notes = append(notes, [2]string{reason, msg}) }
+	g, err := translate.Pod(ctx, pod, p.cfg.Node, src)
+	p.noteOnce(e, pod, notes)
+	if err != nil {
+		u, ok := translate.AsUnsupported(err)
+		switch {
+		case ok && missingObject[u.Reason] && time.Since(pod.CreationTimestamp.Time) < p.cfg.MissingObjectGrace:
+			// A referenced object may be about to appear (kube-root-ca.crt
+			// is published into new namespaces a moment later, informers
+			// lag): wait for it like the kubelet does, then give up.
+			return p.retryLater(e, pod, first, err, log)
+		case ok:
+			p.fail(e, u.Reason, u.Message)
+			log.WithField("reason", u.Reason).Warn("pod cannot run on ECI")
+			return nil
+		}
+		return p.retryLater(e, pod, first, err, log)
+	}
+	id, reqID, err := p.cloud.CreateContainerGroup(ctx, g)
+	if err != nil {
+		p.mu.Lock()
+		adopted := e.instanceID != ""
+		p.mu.Unlock()
+		switch {
+		case adopted:
+			return nil // the sync loop found the instance an earlier call made
+		case errdefs.IsInvalidInput(err):
+			p.fail(e, ReasonECIRejected, "ECI refused the instance: "+err.Error())
+			log.WithError(err).Warn("ECI refused the instance")
+			return nil
+		}
+		return p.retryLater(e, pod, first, err, log)
+	}
+	p.mu.Lock()
+	switch {
+	case e.instanceID != "":
+		// Adopted by a sync meanwhile: that sync annotated it.
+		p.mu.Unlock()
+		return nil
+	case e.phase == phaseDeleted:
+		// Deleted while the call ran: the instance goes too.
+		e.instanceID, e.requestID = id, reqID
+		p.moveTo(e, phaseDeleting)
+		p.mu.Unlock()
+		p.work.Add(e.pod.UID)
+		return nil
+	}
+	e.instanceID, e.requestID, e.full = id, reqID, nil
+	p.moveTo(e, phaseRunning)
+	p.mu.Unlock()
+	log.WithField("instanceId", id).Info("created ECI instance")
+	p.event(pod, corev1.EventTypeNormal, ReasonCreated, "created ECI instance "+id)
+	p.annotate(ctx, e, map[string]string{
+		AnnotationInstanceID:  id,
+		AnnotationRequestID:   reqID,
+		AnnotationClientToken: g.ClientToken,
+		AnnotationVKVersion:   p.cfg.Version,
+	})
+	p.markClaims(ctx, e, pod, id)
+	return nil
+}
+
+// noteOnce records each translation note once, not at every retry while a
+// mandatory object is awaited; an attempt may stop before env (at a volume
+// whose object is not there yet), so a later one may note more.
+func (p *Provider) noteOnce(e *entry, pod *corev1.Pod, notes [][2]string) {
+	var fresh [][2]string
+	p.mu.Lock()
+	for _, n := range notes {
+		if k := n[0] + "\x00" + n[1]; !e.noted[k] {
+			if e.noted == nil {
+				e.noted = map[string]bool{}
+			}
+			e.noted[k] = true
+			fresh = append(fresh, n)
+		}
+	}
+	p.mu.Unlock()
+	for _, n := range fresh {
+		p.event(pod, corev1.EventTypeWarning, n[0], n[1])
+	}
+}
+
+// retryLater puts e back to wait for its next attempt, which the work
+// queue makes after the pod's backoff.
+func (p *Provider) retryLater(e *entry, pod *corev1.Pod, first bool, err error, log logrus.FieldLogger) error {
+	p.mu.Lock()
+	if e.phase == phaseCreating {
+		p.moveTo(e, phaseWaiting)
+	}
+	p.mu.Unlock()
+	log.WithError(err).Warn("creating the ECI instance failed; retrying with backoff")
+	if first {
+		p.event(pod, corev1.EventTypeWarning, ReasonRetrying, "cannot create the ECI instance yet, retrying: "+err.Error())
+	}
+	return errRetry
+}
+
+// fail ends a pod that cannot run: Failed, with reason and event.
+func (p *Provider) fail(e *entry, reason, msg string) {
+	p.mu.Lock()
+	if !p.moveTo(e, phaseFinal) {
+		p.mu.Unlock()
+		return
+	}
+	e.full = nil
+	st := pendingStatus(e.pod, reason)
+	st.Phase, st.Reason, st.Message = corev1.PodFailed, reason, msg
+	for i := range st.ContainerStatuses {
+		st.ContainerStatuses[i].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: reason, Message: msg}}
+	}
+	e.pod.Status = st
+	pod := e.pod
+	p.changed(e)
+	p.mu.Unlock()
+	p.event(pod, corev1.EventTypeWarning, reason, msg)
+}
+
+// deleteInstance deletes e's instance and reports the pod terminated; on
+// failure the pod is listed as running again and the delete retried.
+func (p *Provider) deleteInstance(ctx context.Context, e *entry) error {
+	p.mu.Lock()
+	if e.phase == phaseDeleteFailed {
+		p.moveTo(e, phaseDeleting)
+	}
+	id, pod := e.instanceID, e.pod.DeepCopy()
+	p.mu.Unlock()
+	log := p.log.WithFields(logrus.Fields{"namespace": pod.Namespace, "pod": pod.Name, "instanceId": id})
+	if id != "" {
+		if err := p.cloud.DeleteContainerGroup(ctx, id); err != nil && !errdefs.IsNotFound(err) {
+			p.mu.Lock()
+			p.moveTo(e, phaseDeleteFailed)
+			p.mu.Unlock()
+			log.WithError(err).Warn("deleting the ECI instance failed; retrying with backoff")
+			return fmt.Errorf("deleting ECI instance %s: %w", id, err)
+		}
+		log.Info("deleted ECI instance")
+		p.unmarkClaims(ctx, e, pod, id)
+	}
+	p.mu.Lock()
+	if e.phase != phaseDeleted && p.moveTo(e, phaseDeleted) { // a GC may have been first
+		e.full = nil
+		e.pod.Status = terminatedStatus(e.pod)
+		p.changed(e)
+	}
+	p.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,204 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/vnode-project/vnode/eci/model"
+	"github.com/vnode-project/vnode/provider/translate"
+)
+
+// Sync lists this node's instances' statuses once, fetches the details of
+// those that changed (of all, every GCInterval, then collects garbage),
+// updates every pod's status, replays ECI events and writes annotations.
+// The status list costs one call per 200 instances, so a sync's cost
+// follows what changed, not how many pods run. Creates and deletes are
+// not its business: they have their own queue, so a backlog of either
+// never delays status.
+func (p *Provider) Sync(ctx context.Context) error {
+	p.syncMu.Lock()
+	defer p.syncMu.Unlock()
+	tags := p.nodeTags()
+	// Statuses first: details fetched after them are at least as new.
+	statuses, err := p.cloud.ListStatuses(ctx, tags)
+	if err != nil {
+		// Never taken as "all instances gone": statuses stay as they were.
+		return fmt.Errorf("listing this node's instance statuses: %w", err)
+	}
+	full := p.lastFull.IsZero() || time.Since(p.lastFull) >= p.cfg.GCInterval
+	var insts []*model.Instance
+	if full {
+		insts, err = p.cloud.ListContainerGroups(ctx, tags)
+	} else {
+		var changed []string
+		for _, st := range statuses {
+			if d, ok := p.digests[st.ID]; !ok || d != st.Digest {
+				changed = append(changed, st.ID)
+			}
+		}
+		insts, err = p.cloud.GetContainerGroups(ctx, changed)
+	}
+	if err != nil {
+		return fmt.Errorf("reading this node's instances: %w", err)
+	}
+	p.digests = make(map[string]uint64, len(statuses))
+	present := make(map[string]bool, len(statuses))
+	for _, st := range statuses {
+		p.digests[st.ID] = st.Digest
+		present[st.ID] = true
+	}
+	if full {
+		p.lastFull = time.Now()
+		for _, inst := range insts {
+			present[inst.ID] = true // created after the status list
+		}
+	}
+	p.apply(ctx, present, insts)
+	if full {
+		p.collect(ctx, insts)
+	}
+	return nil
+}
+
+// learnt is what apply found under the lock and acts on after it.
+type learnt struct {
+	events []podEvent
+	annots []podAnnotations
+	// adopted are pods whose instance an earlier create made, found by a
+	// list: their claims are marked.
+	adopted []*entry
+}
+
+type podEvent struct {
+	pod                  *corev1.Pod
+	typ, reason, message string
+}
+
+type podAnnotations struct {
+	e  *entry
+	kv map[string]string
+}
+
+// apply takes in what a sync learnt: present holds every instance of this
+// node, insts the details of those that changed.
+func (p *Provider) apply(ctx context.Context, present map[string]bool, insts []*model.Instance) {
+	byID := make(map[string]*model.Instance, len(insts))
+	byUID := make(map[types.UID]*model.Instance, len(insts))
+	for _, inst := range insts {
+		byID[inst.ID] = inst
+		if p.ownedBy(inst) {
+			byUID[types.UID(inst.Tags[translate.TagPodUID])] = inst
+		}
+	}
+	var out learnt
+	p.mu.Lock()
+	for _, e := range p.entries {
+		p.applyOne(e, present, byID, byUID, &out)
+	}
+	p.mu.Unlock()
+
+	for _, x := range out.events {
+		p.event(x.pod, x.typ, x.reason, x.message)
+	}
+	for _, a := range out.annots {
+		p.annotate(ctx, a.e, a.kv)
+	}
+	for _, e := range out.adopted {
+		p.mu.Lock()
+		pod, id := e.pod.DeepCopy(), e.instanceID
+		p.mu.Unlock()
+		p.markClaims(ctx, e, pod, id)
+	}
+}
+
+// applyOne updates one pod from the sync's findings; mu is held.
+func (p *Provider) applyOne(e *entry, present map[string]bool, byID map[string]*model.Instance, byUID map[types.UID]*model.Instance, out *learnt) {
+	switch e.phase {
+	case phaseDeleted, phaseFinal:
+		return
+	case phaseWaiting, phaseCreating:
+		inst := byUID[e.pod.UID]
+		if inst == nil {
+			return // its create is queued or under way
+		}
+		// An earlier call made the instance but its answer was lost (a
+		// crash, a timeout, or a retry refused as a ClientToken
+		// mismatch): adopt it instead of creating again.
+		e.instanceID, e.full = inst.ID, nil
+		p.moveTo(e, phaseRunning)
+		out.annots = append(out.annots, podAnnotations{e, map[string]string{
+			AnnotationInstanceID:  inst.ID,
+			AnnotationClientToken: translate.ClientToken(e.pod),
+			AnnotationVKVersion:   p.cfg.Version,
+		}})
+		out.adopted = append(out.adopted, e)
+		p.log.WithFields(logrus.Fields{"namespace": e.pod.Namespace, "pod": e.pod.Name, "instanceId": inst.ID}).Info("adopted the ECI instance an earlier create made")
+	}
+	if e.instanceID == "" {
+		return
+	}
+	if !present[e.instanceID] {
+		// Lists are eventually consistent: a fresh instance may be
+		// missing once. Twice, it is gone.
+		e.missed++
+		if e.missed < 2 || e.phase != phaseRunning {
+			return
+		}
+		msg := fmt.Sprintf("ECI instance %s no longer exists (deleted outside Kubernetes, or released)", e.instanceID)
+		p.moveTo(e, phaseFinal)
+		st := terminatedStatus(e.pod)
+		st.Phase, st.Reason, st.Message = corev1.PodFailed, ReasonVanished, msg
+		e.pod.Status = st
+		p.changed(e)
+		out.events = append(out.events, podEvent{e.pod, corev1.EventTypeWarning, ReasonVanished, msg})
+		return
+	}
+	e.missed = 0
+	inst := byID[e.instanceID]
+	if inst == nil {
+		return // unchanged since its details were last fetched
+	}
+	st := translate.PodStatus(e.pod, inst)
+	if !statusEqual(e.pod.Status, st) {
+		e.pod.Status = st
+		p.changed(e)
+	}
+	if translate.IsFinal(inst.Status) && e.phase == phaseRunning {
+		p.moveTo(e, phaseFinal)
+	}
+	for _, ie := range inst.Events {
+		k := eventKey(ie)
+		if e.seenEvents[k] >= ie.Count && ie.Count > 0 {
+			continue
+		}
+		if _, seen := e.seenEvents[k]; seen && ie.Count == 0 {
+			continue
+		}
+		e.seenEvents[k] = ie.Count
+		typ := ie.Type
+		if typ != corev1.EventTypeWarning {
+			typ = corev1.EventTypeNormal
+		}
+		out.events = append(out.events, podEvent{e.pod, typ, ie.Reason, ie.Message})
+	}
+	if !e.annotated && (inst.CPU > 0 || inst.InstanceType != "") {
+		e.annotated = true
+		spec := inst.InstanceType
+		if spec == "" {
+			spec = model.Spec{CPU: inst.CPU, MemoryGi: inst.MemoryGi}.String()
+		}
+		out.annots = append(out.annots, podAnnotations{e, map[string]string{
+			AnnotationInstanceSpec: spec,
+			AnnotationInstanceCPU:  model.FormatFloat(inst.CPU),
+			AnnotationInstanceMem:  model.FormatFloat(inst.MemoryGi) + "Gi",
+			AnnotationInstanceZone: inst.ZoneID,
+		}})
+	}
+}
+
+func eventKey(e model.Event) string { return e.Reason + "\x00" + e.Name + "\x00" + e.Message }
