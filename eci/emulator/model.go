@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vnode-project/vnode/eci/model"
 )
 
 // group is one container group, in the shape DescribeContainerGroups
@@ -574,30 +576,11 @@ func parseVolumes(p params) ([]volume, *apiError) {
 	return out, nil
 }
 
-// soldSpecs is what ECI sells (vCPU -> memory GiB), for rounding.
-var soldSpecs = map[float64][]float64{
-	0.25: {0.5, 1}, 0.5: {1, 2}, 1: {2, 4, 8}, 2: {1, 2, 4, 8, 16}, 4: {2, 4, 8, 16, 32}, 8: {4, 8, 16, 32, 64},
-	12: {12, 24, 48, 96}, 16: {16, 32, 64, 128}, 24: {24, 48, 96, 192}, 32: {32, 64, 128, 256}, 52: {96, 192, 384}, 64: {128, 256, 512},
-}
-
-// roundSpec rounds up to a sold spec as ECI does; ok is false above the largest.
+// roundSpec rounds up to a sold spec as ECI does (model's table of sold
+// specs); ok is false above the largest.
 func roundSpec(cpu, mem float64) (float64, float64, bool) {
-	cpus := make([]float64, 0, len(soldSpecs))
-	for c := range soldSpecs {
-		cpus = append(cpus, c)
-	}
-	sort.Float64s(cpus)
-	for _, c := range cpus {
-		if c+1e-9 < cpu {
-			continue
-		}
-		for _, m := range soldSpecs[c] {
-			if m+1e-9 >= mem {
-				return c, m, true
-			}
-		}
-	}
-	return 0, 0, false
+	s, ok := model.RoundUp(cpu, mem)
+	return s.CPU, s.MemoryGi, ok
 }
 
 // instanceSizes is vCPUs per ECS size suffix, and familyRatios GiB of
