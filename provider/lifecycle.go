@@ -134,10 +134,15 @@ func (p *Provider) create(ctx context.Context, e *entry) error {
 	p.mu.Unlock()
 	log := p.log.WithFields(logrus.Fields{"namespace": pod.Namespace, "pod": pod.Name})
 
+	tokens, err := p.mintTokens(ctx, pod)
+	if err != nil {
+		return p.retryLater(e, pod, first, err, log)
+	}
 	var notes [][2]string
 	src := p.src
+	src.Tokens = tokens
 	src.Note = func(reason, msg string) { notes = append(notes, [2]string{reason, msg}) }
-	g, err := translate.Pod(ctx, pod, p.cfg.Node, src)
+	g, err := translate.Pod(pod, p.cfg.Node, src)
 	p.noteOnce(e, pod, notes)
 	if err != nil {
 		u, ok := translate.AsUnsupported(err)
@@ -196,6 +201,33 @@ func (p *Provider) create(ctx context.Context, e *entry) error {
 	})
 	p.markClaims(ctx, e, pod, id)
 	return nil
+}
+
+// TokenIssuer mints service-account tokens bound to a pod, as the kubelet
+// does for projected volumes (the TokenRequest API).
+type TokenIssuer interface {
+	ServiceAccountToken(ctx context.Context, pod *corev1.Pod, audience string, expirationSeconds int64) (token string, expiry time.Time, err error)
+}
+
+// mintTokens mints the tokens the pod's volumes need, so that translation
+// only reads them.
+func (p *Provider) mintTokens(ctx context.Context, pod *corev1.Pod) (translate.Tokens, error) {
+	reqs := translate.TokenRequests(pod)
+	if len(reqs) == 0 {
+		return nil, nil
+	}
+	if p.cfg.Tokens == nil {
+		return nil, fmt.Errorf("pod %s/%s needs service-account tokens and no token issuer is configured", pod.Namespace, pod.Name)
+	}
+	out := make(translate.Tokens, len(reqs))
+	for _, r := range reqs {
+		tok, exp, err := p.cfg.Tokens.ServiceAccountToken(ctx, pod, r.Audience, r.ExpirationSeconds)
+		if err != nil {
+			return nil, fmt.Errorf("requesting a service-account token for %s/%s (audience %q): %w", pod.Namespace, pod.Spec.ServiceAccountName, r.Audience, err)
+		}
+		out[r] = translate.Token{Value: tok, Expiry: exp}
+	}
+	return out, nil
 }
 
 // noteOnce records each translation note once, not at every retry while a

@@ -70,7 +70,9 @@ type Config struct {
 	// MissingObjectGrace is how long a pod waits for a configMap or secret
 	// it needs before it is failed (default 2m).
 	MissingObjectGrace time.Duration
-	Log                logrus.FieldLogger
+	// Tokens mints the service-account tokens of projected volumes.
+	Tokens TokenIssuer
+	Log    logrus.FieldLogger
 }
 
 // Provider implements virtual-kubelet's PodLifecycleHandler and PodNotifier

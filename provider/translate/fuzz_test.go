@@ -1,7 +1,6 @@
 package translate
 
 import (
-	"context"
 	"encoding/json"
 	"testing"
 
@@ -25,7 +24,7 @@ func FuzzPod(f *testing.F) {
 		if json.Unmarshal(data, &pod) != nil {
 			return
 		}
-		g, err := Pod(context.Background(), &pod, testNode, Sources{Objects: objects(), Tokens: &fakeTokens{}})
+		g, err := Pod(&pod, testNode, Sources{Objects: objects(), Tokens: mintAll(&pod)})
 		if err == nil && g == nil {
 			t.Fatal("nil group without an error")
 		}

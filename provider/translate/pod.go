@@ -1,7 +1,6 @@
 package translate
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -70,7 +69,9 @@ type Claims interface {
 type Sources struct {
 	Objects Objects
 	Claims  Claims
-	Tokens  Tokens
+	// Tokens are the pod's minted service-account tokens (TokenRequests
+	// says which).
+	Tokens Tokens
 	// Note, if set, hears of configMaps and secrets the pod's env names
 	// but that are missing, with virtual-kubelet's event reasons
 	// (OptionalSecretNotFound, MandatoryConfigMapNotFound, ...): an
@@ -87,7 +88,7 @@ func ClientToken(pod *corev1.Pod) string { return "vnode-" + string(pod.UID) }
 // Pod translates a pod bound to the virtual node into the container group
 // ECI should run. An *UnsupportedError says what in the pod to change;
 // other errors are transient (an unreadable secret, an unbound claim).
-func Pod(ctx context.Context, pod *corev1.Pod, node NodeSettings, src Sources) (*model.ContainerGroup, error) {
+func Pod(pod *corev1.Pod, node NodeSettings, src Sources) (*model.ContainerGroup, error) {
 	if err := CheckSupported(pod); err != nil {
 		return nil, err
 	}
@@ -116,7 +117,7 @@ func Pod(ctx context.Context, pod *corev1.Pod, node NodeSettings, src Sources) (
 	if g.Tags, err = tags(pod, node, a[AnnotationCustomTags]); err != nil {
 		return nil, err
 	}
-	if g.Volumes, err = volumes(ctx, pod, src); err != nil {
+	if g.Volumes, err = volumes(pod, src); err != nil {
 		return nil, err
 	}
 	known := map[string]bool{}
@@ -494,7 +495,7 @@ func resolvePort(c *corev1.Container, p intstr.IntOrString) (int32, error) {
 	return 0, unsupported("UnknownPort", "container %s has no port named %q", c.Name, p.StrVal)
 }
 
-func volumes(ctx context.Context, pod *corev1.Pod, src Sources) ([]model.Volume, error) {
+func volumes(pod *corev1.Pod, src Sources) ([]model.Volume, error) {
 	out := make([]model.Volume, 0, len(pod.Spec.Volumes))
 	for i := range pod.Spec.Volumes {
 		v := &pod.Spec.Volumes[i]
@@ -507,7 +508,7 @@ func volumes(ctx context.Context, pod *corev1.Pod, src Sources) ([]model.Volume,
 			}
 			vol.EmptyDir = ed
 		case v.ConfigMap != nil, v.Secret != nil, v.DownwardAPI != nil, v.Projected != nil:
-			files, expiry, err := VolumeFiles(ctx, pod, v, src.Objects, src.Tokens)
+			files, expiry, err := VolumeFiles(pod, v, src.Objects, src.Tokens)
 			if err != nil {
 				return nil, err
 			}

@@ -1,7 +1,6 @@
 package translate
 
 import (
-	"context"
 	"strings"
 	"testing"
 
@@ -53,7 +52,7 @@ func fullPod() *corev1.Pod {
 }
 
 func TestPod(t *testing.T) {
-	g, err := Pod(context.Background(), fullPod(), testNode, Sources{Objects: objects()})
+	g, err := Pod(fullPod(), testNode, Sources{Objects: objects()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,17 +97,16 @@ func TestPod(t *testing.T) {
 }
 
 func TestPodSpecsAndRefusals(t *testing.T) {
-	ctx := context.Background()
 	src := Sources{Objects: objects()}
 	big := fullPod()
 	big.Spec.InitContainers = nil
 	big.Spec.Containers[1].Resources.Limits[corev1.ResourceCPU] = resource.MustParse("70")
-	_, err := Pod(ctx, big, testNode, src)
+	_, err := Pod(big, testNode, src)
 	if u, ok := AsUnsupported(err); !ok || u.Reason != "NoECISpec" || !strings.Contains(u.Message, "64-512Gi") {
 		t.Fatalf("oversized: %v", err)
 	}
 	big.Annotations[AnnotationUseSpecs] = "ecs.c6.16xlarge, 64-128Gi"
-	g, err := Pod(ctx, big, testNode, src)
+	g, err := Pod(big, testNode, src)
 	if err != nil || len(g.InstanceTypes) != 2 || g.CPU != 0 {
 		t.Fatalf("with eci-use-specs: %v %+v", err, g)
 	}
@@ -148,7 +146,7 @@ func TestPodSpecsAndRefusals(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			p := fullPod()
 			tc.mutate(p)
-			_, err := Pod(ctx, p, testNode, src)
+			_, err := Pod(p, testNode, src)
 			if u, ok := AsUnsupported(err); !ok || u.Reason != tc.reason {
 				t.Fatalf("got %v, want %s", err, tc.reason)
 			}

@@ -1,7 +1,6 @@
 package translate
 
 import (
-	"context"
 	"fmt"
 	"path"
 	"sort"
@@ -14,16 +13,58 @@ import (
 	"github.com/vnode-project/vnode/eci/model"
 )
 
-// Tokens issues service-account tokens through the TokenRequest API,
-// bound to the pod.
-type Tokens interface {
-	ServiceAccountToken(ctx context.Context, pod *corev1.Pod, audience string, expirationSeconds int64) (token string, expiry time.Time, err error)
+// TokenRequest is a service-account token a pod's projected volumes need:
+// translation names them (TokenRequests) and the caller mints them, so
+// translating a pod calls out to nothing.
+type TokenRequest struct {
+	Audience          string
+	ExpirationSeconds int64
+}
+
+// Token is a minted service-account token and when it expires.
+type Token struct {
+	Value  string
+	Expiry time.Time
+}
+
+// Tokens are the minted tokens of a pod, by request.
+type Tokens map[TokenRequest]Token
+
+// TokenRequests lists, once each, the tokens the pod's projected volumes
+// need.
+func TokenRequests(pod *corev1.Pod) []TokenRequest {
+	var out []TokenRequest
+	seen := map[TokenRequest]bool{}
+	for _, v := range pod.Spec.Volumes {
+		if v.Projected == nil {
+			continue
+		}
+		for _, src := range v.Projected.Sources {
+			if src.ServiceAccountToken == nil {
+				continue
+			}
+			r := tokenRequest(src.ServiceAccountToken)
+			if !seen[r] {
+				seen[r] = true
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
+func tokenRequest(sat *corev1.ServiceAccountTokenProjection) TokenRequest {
+	r := TokenRequest{Audience: sat.Audience, ExpirationSeconds: DefaultTokenExpiration}
+	if sat.ExpirationSeconds != nil {
+		r.ExpirationSeconds = *sat.ExpirationSeconds
+	}
+	return r
 }
 
 // VolumeFiles returns the files of a configMap, secret, downwardAPI or
 // projected volume, and the earliest expiry of a service-account token in
 // it (zero when none), so the caller can refresh the token before then.
-func VolumeFiles(ctx context.Context, pod *corev1.Pod, v *corev1.Volume, objs Objects, tokens Tokens) ([]model.File, time.Time, error) {
+func VolumeFiles(pod *corev1.Pod, v *corev1.Volume, objs Objects, tokens Tokens) ([]model.File, time.Time, error) {
 	// A plain configMap, secret or downwardAPI volume is a projected
 	// volume of one source.
 	var sources []corev1.VolumeProjection
@@ -39,7 +80,7 @@ func VolumeFiles(ctx context.Context, pod *corev1.Pod, v *corev1.Volume, objs Ob
 	default:
 		return nil, time.Time{}, fmt.Errorf("volume %s is not a configuration volume", v.Name)
 	}
-	files, expiry, err := projectedFiles(ctx, pod, v.Name, sources, tokens, objs)
+	files, expiry, err := projectedFiles(pod, v.Name, sources, tokens, objs)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
@@ -169,7 +210,7 @@ func firstContainer(pod *corev1.Pod) *corev1.Container {
 // names none (1 h); the API server may extend it.
 const DefaultTokenExpiration = int64(3600)
 
-func projectedFiles(ctx context.Context, pod *corev1.Pod, vol string, sources []corev1.VolumeProjection, tokens Tokens, objs Objects) ([]model.File, time.Time, error) {
+func projectedFiles(pod *corev1.Pod, vol string, sources []corev1.VolumeProjection, tokens Tokens, objs Objects) ([]model.File, time.Time, error) {
 	var (
 		out    []model.File
 		expiry time.Time
@@ -188,18 +229,12 @@ func projectedFiles(ctx context.Context, pod *corev1.Pod, vol string, sources []
 			files, err = downwardFiles(pod, vol, src.DownwardAPI.Items)
 		case src.ServiceAccountToken != nil:
 			sat := src.ServiceAccountToken
-			exp := DefaultTokenExpiration
-			if sat.ExpirationSeconds != nil {
-				exp = *sat.ExpirationSeconds
+			tok, ok := tokens[tokenRequest(sat)]
+			if !ok {
+				return nil, time.Time{}, fmt.Errorf("volume %s: no service-account token was minted for audience %q", vol, sat.Audience)
 			}
-			if tokens == nil {
-				return nil, time.Time{}, fmt.Errorf("volume %s: service-account token requested but no token issuer configured", vol)
-			}
-			tok, exp2, terr := tokens.ServiceAccountToken(ctx, pod, sat.Audience, exp)
-			if terr != nil {
-				return nil, time.Time{}, fmt.Errorf("volume %s: requesting service-account token for %s/%s: %w", vol, pod.Namespace, pod.Spec.ServiceAccountName, terr)
-			}
-			files = []model.File{{Path: sat.Path, Content: []byte(tok)}}
+			exp2 := tok.Expiry
+			files = []model.File{{Path: sat.Path, Content: []byte(tok.Value)}}
 			if expiry.IsZero() || exp2.Before(expiry) {
 				expiry = exp2
 			}

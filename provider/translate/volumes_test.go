@@ -1,8 +1,6 @@
 package translate
 
 import (
-	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -10,17 +8,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-type fakeTokens struct {
-	got struct {
-		audience string
-		exp      int64
+// mintAll mints every token the pod's volumes request, as the provider
+// does before translating.
+func mintAll(pod *corev1.Pod) Tokens {
+	out := Tokens{}
+	for _, r := range TokenRequests(pod) {
+		out[r] = Token{Value: "tok-" + r.Audience, Expiry: time.Unix(1000+r.ExpirationSeconds, 0)}
 	}
-	err error
-}
-
-func (f *fakeTokens) ServiceAccountToken(_ context.Context, pod *corev1.Pod, audience string, exp int64) (string, time.Time, error) {
-	f.got.audience, f.got.exp = audience, exp
-	return "tok-" + pod.Spec.ServiceAccountName, time.Unix(1000+exp, 0), f.err
+	return out
 }
 
 func TestVolumeFiles(t *testing.T) {
@@ -55,12 +50,13 @@ func TestVolumeFiles(t *testing.T) {
 			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", Audience: "vault", ExpirationSeconds: &exp}},
 			{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}, Items: []corev1.KeyToPath{{Key: "A", Path: "ca.crt"}}}},
 			{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{{Path: "namespace", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}}}},
-		}}}}, want: map[string]string{"token": "tok-sa", "ca.crt": "1", "namespace": "ns"}},
+		}}}}, want: map[string]string{"token": "tok-vault", "ca.crt": "1", "namespace": "ns"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			tokens := &fakeTokens{}
-			files, expiry, err := VolumeFiles(context.Background(), pod, &tc.vol, objs, tokens)
+			withVol := pod.DeepCopy()
+			withVol.Spec.Volumes = []corev1.Volume{tc.vol}
+			files, expiry, err := VolumeFiles(pod, &tc.vol, objs, mintAll(withVol))
 			if tc.reason != "" {
 				if u, ok := AsUnsupported(err); !ok || u.Reason != tc.reason {
 					t.Fatalf("got %v, want reason %s", err, tc.reason)
@@ -83,8 +79,8 @@ func TestVolumeFiles(t *testing.T) {
 				}
 			}
 			if tc.vol.Projected != nil {
-				if tokens.got.audience != "vault" || tokens.got.exp != 7200 || !expiry.Equal(time.Unix(8200, 0)) {
-					t.Errorf("token request %+v expiry %v", tokens.got, expiry)
+				if !expiry.Equal(time.Unix(8200, 0)) {
+					t.Errorf("expiry %v, want the 7200 s token's", expiry)
 				}
 			}
 			if tc.vol.Secret != nil && len(files) == 1 && files[0].Mode != 0o400 {
@@ -92,10 +88,32 @@ func TestVolumeFiles(t *testing.T) {
 			}
 		})
 	}
-	// A token error is an error (retried by the provider), not an unsupported pod.
+	// A token that was not minted is an error (retried by the provider),
+	// not an unsupported pod.
 	v := corev1.Volume{Name: "t", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token"}}}}}}
-	_, _, err := VolumeFiles(context.Background(), pod, &v, objs, &fakeTokens{err: errors.New("apiserver down")})
+	_, _, err := VolumeFiles(pod, &v, objs, Tokens{})
 	if _, ok := AsUnsupported(err); err == nil || ok {
-		t.Fatalf("token failure: %v", err)
+		t.Fatalf("missing token: %v", err)
+	}
+}
+
+// Each distinct token a pod's volumes need is requested once, with the
+// kubelet's default lifetime when the projection names none.
+func TestTokenRequests(t *testing.T) {
+	hour := int64(3600)
+	day := int64(86400)
+	vol := func(sources ...corev1.VolumeProjection) corev1.Volume {
+		return corev1.Volume{VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: sources}}}
+	}
+	tok := func(aud string, exp *int64) corev1.VolumeProjection {
+		return corev1.VolumeProjection{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: aud, ExpirationSeconds: exp, Path: "t"}}
+	}
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Volumes: []corev1.Volume{
+		vol(tok("", nil)), vol(tok("", &hour), tok("vault", &day)), {Name: "e", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+	}}}
+	got := TokenRequests(pod)
+	want := []TokenRequest{{"", DefaultTokenExpiration}, {"vault", day}}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("TokenRequests = %+v, want %+v", got, want)
 	}
 }

@@ -113,11 +113,10 @@ func Run(ctx context.Context, o Options) error {
 			src := translate.Sources{
 				Objects: listerObjects{pc},
 				Claims:  apiClaims{kube},
-				Tokens:  tokenIssuer{kube},
 			}
 			prov = provider.New(provider.Config{
 				Node: o.Pods, Version: o.Version, SyncInterval: o.SyncInterval, GCInterval: o.GCInterval,
-				LogPollInterval: o.LogPollInterval, Log: log,
+				LogPollInterval: o.LogPollInterval, Tokens: tokenIssuer{kube}, Log: log,
 			}, o.Cloud, kube, src, recorder)
 			prov.SetPodLister(pc.Pods)
 			nodeProvider = nodeobject.NewProvider(pc.Node, o.Checker, 0, log)
