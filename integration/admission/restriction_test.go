@@ -189,16 +189,22 @@ func TestVNodeRestriction(t *testing.T) {
 			return podsOf(clientAs(t, cp, "system:vnodefoo", identity.VNodesGroup))("pa", `{"metadata":{"annotations":{"x":"y"}}}`)
 		}, true},
 		// Pods.
-		{"annotate another node's pod", func() error { return podPatch("pb", `{"metadata":{"annotations":{"k8s.aliyun.com/eci-instance-id":"eci-evil"}}}`) }, true},
+		{"annotate another node's pod", func() error {
+			return podPatch("pb", `{"metadata":{"annotations":{"k8s.aliyun.com/eci-instance-id":"eci-evil"}}}`)
+		}, true},
 		{"annotate an unbound pod", func() error { return podPatch("unbound", `{"metadata":{"annotations":{"x":"y"}}}`) }, true},
-		{"annotate own pod", func() error { return podPatch("pa", `{"metadata":{"annotations":{"k8s.aliyun.com/eci-instance-id":"eci-a"}}}`) }, false},
+		{"annotate own pod", func() error {
+			return podPatch("pa", `{"metadata":{"annotations":{"k8s.aliyun.com/eci-instance-id":"eci-a"}}}`)
+		}, false},
 		{"write another node's pod status", func() error { return podPatch("pb", `{"status":{"message":"hijacked"}}`, "status") }, true},
 		{"write own pod status", func() error { return podPatch("pa", `{"status":{"message":"mine"}}`, "status") }, false},
 		{"delete another node's pod", func() error {
 			return a.CoreV1().Pods(ns).Delete(ctx, "pb", metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
 		}, true},
 		// PVCs.
-		{"mark a claim used by its instance", func() error { return claimPatch(`{"metadata":{"annotations":{"vnode.io/used-by.eci-a":"default/pa"}}}`) }, false},
+		{"mark a claim used by its instance", func() error {
+			return claimPatch(`{"metadata":{"annotations":{"vnode.io/used-by.eci-a":"default/pa"}}}`)
+		}, false},
 		{"unmark it", func() error { return claimPatch(`{"metadata":{"annotations":{"vnode.io/used-by.eci-a":null}}}`) }, false},
 		{"mark a claim used by a pod of another namespace", func() error {
 			return claimPatch(`{"metadata":{"annotations":{"vnode.io/used-by.eci-a":"kube-system/x"}}}`)
