@@ -93,6 +93,12 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 
+	// Started before the node, shut down after it; not awaited: a pod
+	// that needs it waits (is retried) until it has synced.
+	namespaces := newNamespaceCache(kube)
+	namespaces.factory.Start(ctx.Done())
+	defer namespaces.factory.Shutdown()
+
 	var prov *provider.Provider
 	var nodeProvider *nodeobject.Provider
 	mux := http.NewServeMux()
@@ -111,9 +117,10 @@ func Run(ctx context.Context, o Options) error {
 		func(pc nodeutil.ProviderConfig) (nodeutil.Provider, vknode.NodeProvider, error) {
 			nodeobject.Apply(pc.Node, o.Node)
 			src := translate.Sources{
-				Objects: listerObjects{pc},
-				Claims:  apiClaims{kube},
-				Tokens:  tokenIssuer{kube},
+				Objects:    listerObjects{pc},
+				Claims:     apiClaims{kube},
+				Tokens:     tokenIssuer{kube},
+				Namespaces: namespaces,
 			}
 			prov = provider.New(provider.Config{
 				Node: o.Pods, Version: o.Version, SyncInterval: o.SyncInterval, GCInterval: o.GCInterval,
