@@ -96,8 +96,11 @@ func Run(ctx context.Context, o Options) error {
 	// Started before the node, shut down after it; not awaited: a pod
 	// that needs it waits (is retried) until it has synced.
 	namespaces := newNamespaceCache(kube)
-	namespaces.factory.Start(ctx.Done())
-	defer namespaces.factory.Shutdown()
+	nsCtx, stopNamespaces := context.WithCancel(ctx)
+	namespaces.factory.Start(nsCtx.Done())
+	// Shutdown waits for the informer, which stops only with its context
+	// (Run may return before ctx ends).
+	defer func() { stopNamespaces(); namespaces.factory.Shutdown() }()
 
 	var prov *provider.Provider
 	var nodeProvider *nodeobject.Provider
