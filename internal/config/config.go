@@ -60,6 +60,13 @@ type Context struct {
 	// Capacity is what the node advertises (cpu, memory, pods,
 	// ephemeral-storage, nvidia.com/gpu); missing keys take defaults.
 	Capacity map[string]string `json:"capacity,omitempty"`
+	// AllowedPodAnnotations are the pod annotations that choose an
+	// instance's RAM role, security group, vSwitch, resource group or EIP
+	// which every pod on this node may set (a vnode extension; default
+	// none: pods get the context's placement and no RAM role). A YAML list
+	// or a comma-separated string of full keys, e.g.
+	// k8s.aliyun.com/eci-ram-role-name.
+	AllowedPodAnnotations StringList `json:"allowed-pod-annotations,omitempty"`
 }
 
 // Taint is a node taint in the file.
@@ -285,6 +292,11 @@ func (c *Context) Validate() error {
 		case corev1.TaintEffectNoSchedule, corev1.TaintEffectPreferNoSchedule, corev1.TaintEffectNoExecute:
 		default:
 			bad(fmt.Sprintf("taints[%d]", i), "effect %q must be NoSchedule, PreferNoSchedule or NoExecute", t.Effect)
+		}
+	}
+	for _, k := range c.AllowedPodAnnotations {
+		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
+			bad("allowed-pod-annotations", "%q is not an annotation key: %s", k, strings.Join(msgs, "; "))
 		}
 	}
 	if len(c.Tags) > 20 {

@@ -61,6 +61,7 @@ contexts:
   network-type: vpc
   endpoint: http://127.0.0.1:8080
   capacity: {cpu: "64", nvidia.com/gpu: "4"}
+  allowed-pod-annotations: [k8s.aliyun.com/eci-ram-role-name, k8s.aliyun.com/eci-with-eip]
 - name: b
   region-id: cn-beijing
   access-key-id: id
@@ -97,9 +98,15 @@ current-context: a
 	if q := rl[corev1.ResourcePods]; q.Cmp(resource.MustParse("1000")) != 0 {
 		t.Errorf("pods default %s", q.String())
 	}
+	if strings.Join(a.AllowedPodAnnotations, "|") != "k8s.aliyun.com/eci-ram-role-name|k8s.aliyun.com/eci-with-eip" {
+		t.Errorf("allowed-pod-annotations %q", a.AllowedPodAnnotations)
+	}
 	b, err := f.Context("b")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(b.AllowedPodAnnotations) != 0 {
+		t.Errorf("allowed-pod-annotations default %q, want none", b.AllowedPodAnnotations)
 	}
 	if strings.Join(b.VSwitchIDs, "|") != "vsw-1|vsw-2|vsw-3" {
 		t.Errorf("comma-separated vswitches parsed as %q", b.VSwitchIDs)
@@ -132,6 +139,7 @@ func TestBadConfigNamesTheKey(t *testing.T) {
 		{"bad node name", func(c *Context) { c.VNodeName = "Bad_Name" }, "vnode-name"},
 		{"bad taint effect", func(c *Context) { c.Taints = []Taint{{Key: "k", Effect: "Sometimes"}} }, "taints[0]"},
 		{"bad capacity", func(c *Context) { c.Capacity = map[string]string{"cpu": "lots"} }, "capacity.cpu"},
+		{"bad allowed annotation", func(c *Context) { c.AllowedPodAnnotations = []string{"k8s.aliyun.com/ram role"} }, "allowed-pod-annotations"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

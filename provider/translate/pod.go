@@ -57,6 +57,9 @@ type NodeSettings struct {
 	Tags            map[string]string
 	ClusterDNS      []string
 	ClusterDomain   string
+	// AllowedAnnotations are the GuardedAnnotations every pod may set
+	// (the config's allowed-pod-annotations).
+	AllowedAnnotations []string
 }
 
 // Claims gives PVCs and the PVs they are bound to. Listers satisfy it.
@@ -72,6 +75,9 @@ type Sources struct {
 	// Tokens are the pod's minted service-account tokens (TokenRequests
 	// says which).
 	Tokens Tokens
+	// Namespaces gives the pod's namespace, whose
+	// NamespaceAllowedAnnotations may allow GuardedAnnotations.
+	Namespaces Namespaces
 	// Note, if set, hears of configMaps and secrets the pod's env names
 	// but that are missing, with virtual-kubelet's event reasons
 	// (OptionalSecretNotFound, MandatoryConfigMapNotFound, ...): an
@@ -90,6 +96,9 @@ func ClientToken(pod *corev1.Pod) string { return "vnode-" + string(pod.UID) }
 // other errors are transient (an unreadable secret, an unbound claim).
 func Pod(pod *corev1.Pod, node NodeSettings, src Sources) (*model.ContainerGroup, error) {
 	if err := CheckSupported(pod); err != nil {
+		return nil, err
+	}
+	if err := checkAllowed(pod, node, src.Namespaces); err != nil {
 		return nil, err
 	}
 	a := pod.Annotations

@@ -14,6 +14,9 @@ var testNode = NodeSettings{
 	ClusterName: "c1", NodeName: "cn-hangzhou.vnd-1",
 	VSwitchIDs: []string{"vsw-a", "vsw-b"}, SecurityGroupID: "sg-1", ResourceGroupID: "rg-1",
 	Tags: map[string]string{"team": "blue"}, ClusterDNS: []string{"10.0.0.10"}, ClusterDomain: "cluster.local",
+	// These tests are about parsing: the admin allows every guarded key
+	// (allow_test.go tests the guard).
+	AllowedAnnotations: GuardedAnnotations,
 }
 
 func fullPod() *corev1.Pod {

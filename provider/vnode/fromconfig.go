@@ -87,6 +87,9 @@ func FromContext(cc *config.Context, s Settings) (Options, error) {
 	if err != nil {
 		return Options{}, err
 	}
+	if err := translate.CheckAllowList(cc.AllowedPodAnnotations); err != nil {
+		return Options{}, fmt.Errorf("context %q: %w", cc.Name, err)
+	}
 	var taints []corev1.Taint
 	for _, t := range cc.Taints {
 		taints = append(taints, corev1.Taint{Key: t.Key, Value: t.Value, Effect: corev1.TaintEffect(t.Effect)})
@@ -100,6 +103,7 @@ func FromContext(cc *config.Context, s Settings) (Options, error) {
 		Pods: translate.NodeSettings{
 			ClusterName: cluster, NodeName: name, VSwitchIDs: cc.VSwitchIDs, SecurityGroupID: cc.SecurityGroupID,
 			ResourceGroupID: cc.ResourceGroupID, Tags: cc.Tags, ClusterDNS: s.ClusterDNS, ClusterDomain: s.ClusterDomain,
+			AllowedAnnotations: cc.AllowedPodAnnotations,
 		},
 		Cloud: client, Checker: client, Kube: s.Kube, Listener: s.Listener,
 		ClientCAFile: s.ClientCAFile, CertFile: s.CertFile, KeyFile: s.KeyFile,

@@ -93,6 +93,15 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 
+	// Started before the node, shut down after it; not awaited: a pod
+	// that needs it waits (is retried) until it has synced.
+	namespaces := newNamespaceCache(kube)
+	nsCtx, stopNamespaces := context.WithCancel(ctx)
+	namespaces.factory.Start(nsCtx.Done())
+	// Shutdown waits for the informer, which stops only with its context
+	// (Run may return before ctx ends).
+	defer func() { stopNamespaces(); namespaces.factory.Shutdown() }()
+
 	var prov *provider.Provider
 	var nodeProvider *nodeobject.Provider
 	mux := http.NewServeMux()
@@ -111,8 +120,9 @@ func Run(ctx context.Context, o Options) error {
 		func(pc nodeutil.ProviderConfig) (nodeutil.Provider, vknode.NodeProvider, error) {
 			nodeobject.Apply(pc.Node, o.Node)
 			src := translate.Sources{
-				Objects: listerObjects{pc},
-				Claims:  apiClaims{kube},
+				Objects:    listerObjects{pc},
+				Claims:     apiClaims{kube},
+				Namespaces: namespaces,
 			}
 			prov = provider.New(provider.Config{
 				Node: o.Pods, Version: o.Version, SyncInterval: o.SyncInterval, GCInterval: o.GCInterval,
