@@ -13,6 +13,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 )
 
 // fileStamp identifies a file's content cheaply between reloads.
@@ -134,3 +136,31 @@ func (c *CABundle) Pool() (*x509.CertPool, error) {
 	c.pool, c.pem, c.st = pool, data, st
 	return c.pool, nil
 }
+
+// The CABundle is also the client CA of the Kubernetes authenticators
+// (k8s.io/apiserver's CAContentProvider), so the kubelet API reloads its
+// client CA the same way as every other vnode listener.
+
+// Name identifies the bundle in the authenticators' logs.
+func (c *CABundle) Name() string { return c.File }
+
+// CurrentCABundleContent is the bundle's PEM, re-read if the file changed.
+func (c *CABundle) CurrentCABundleContent() []byte {
+	_, _ = c.Pool() // a failed reload keeps the last good bundle
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pem
+}
+
+// VerifyOptions verifies client certificates against the current bundle.
+func (c *CABundle) VerifyOptions() (x509.VerifyOptions, bool) {
+	pool, err := c.Pool()
+	if err != nil {
+		return x509.VerifyOptions{}, false
+	}
+	return x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, true
+}
+
+// AddListener does nothing: the bundle is checked on every use, so there
+// is no change to announce.
+func (c *CABundle) AddListener(dynamiccertificates.Listener) {}

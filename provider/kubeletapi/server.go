@@ -1,14 +1,14 @@
 package kubeletapi
 
 import (
-	"context"
 	"crypto/tls"
 	"fmt"
 	"net/http"
 
+	"github.com/vnode-project/vnode/internal/certs"
+
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	"k8s.io/apiserver/pkg/apis/apiserver"
-	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -36,16 +36,17 @@ type ServerConfig struct {
 
 // Secure wraps routes with authentication and authorisation (/healthz
 // stays open for probes) and returns the TLS config to serve them with.
-// The returned function starts the file watchers; run it with a context
-// that lives as long as the server.
-func Secure(cfg ServerConfig, routes http.Handler) (http.Handler, *tls.Config, func(context.Context), error) {
-	ca, err := dynamiccertificates.NewDynamicCAContentFromFile("kubelet-client-ca", cfg.ClientCAFile)
+// The client CA and the serving pair are re-read when their files change
+// (internal/certs, as every vnode listener does), so a rotated
+// kubelet-serving certificate takes effect without a restart.
+func Secure(cfg ServerConfig, routes http.Handler) (http.Handler, *tls.Config, error) {
+	ca, err := certs.NewCABundle(cfg.ClientCAFile)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("loading client CA %s: %w", cfg.ClientCAFile, err)
+		return nil, nil, fmt.Errorf("loading client CA %s: %w", cfg.ClientCAFile, err)
 	}
-	serving, err := dynamiccertificates.NewDynamicServingContentFromFiles("kubelet-serving", cfg.CertFile, cfg.KeyFile)
+	serving, err := certs.NewKeyPair(cfg.CertFile, cfg.KeyFile)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("loading serving certificate %s: %w", cfg.CertFile, err)
+		return nil, nil, fmt.Errorf("loading serving certificate %s: %w", cfg.CertFile, err)
 	}
 	auth, err := nodeutil.WebhookAuth(cfg.Client, cfg.NodeName, func(c *nodeutil.WebhookAuthConfig) error {
 		c.AuthnConfig.ClientCertificateCAContentProvider = ca
@@ -55,7 +56,7 @@ func Secure(cfg ServerConfig, routes http.Handler) (http.Handler, *tls.Config, f
 		return nil
 	})
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("setting up webhook authentication: %w", err)
+		return nil, nil, fmt.Errorf("setting up webhook authentication: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
@@ -65,20 +66,9 @@ func Secure(cfg ServerConfig, routes http.Handler) (http.Handler, *tls.Config, f
 		MinVersion: tls.VersionTLS12,
 		// Verified by the x509 authenticator against the (reloadable) CA,
 		// so a token caller needs no certificate and a foreign one gets 401.
-		ClientAuth: tls.RequestClientCert,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			certPEM, keyPEM := serving.CurrentCertKeyContent()
-			pair, err := tls.X509KeyPair(certPEM, keyPEM)
-			if err != nil {
-				return nil, fmt.Errorf("serving certificate: %w", err)
-			}
-			return &pair, nil
-		},
-		CipherSuites: nodeutil.DefaultServerCiphers(),
+		ClientAuth:     tls.RequestClientCert,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return serving.Get() },
+		CipherSuites:   nodeutil.DefaultServerCiphers(),
 	}
-	run := func(ctx context.Context) {
-		go ca.Run(ctx, 1)
-		go serving.Run(ctx, 1)
-	}
-	return mux, tlsCfg, run, nil
+	return mux, tlsCfg, nil
 }

@@ -47,14 +47,13 @@ func TestSecureKubeletAPI(t *testing.T) {
 	routes := http.NewServeMux()
 	routes.HandleFunc("/pods", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "pods of "+node) })
 	routes.HandleFunc("/stats/summary", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "{}") })
-	h, tlsCfg, run, err := Secure(ServerConfig{
+	h, tlsCfg, err := Secure(ServerConfig{
 		NodeName: node, Client: kubernetes.NewForConfigOrDie(vnodeCfg),
 		ClientCAFile: cp.PKI.CACertPath, CertFile: serving.CertPath, KeyFile: serving.KeyPath,
 	}, routes)
 	if err != nil {
 		t.Fatal(err)
 	}
-	run(ctx)
 	l, err := tls.Listen("tcp", "127.0.0.1:0", tlsCfg)
 	if err != nil {
 		t.Fatal(err)
@@ -152,14 +151,13 @@ func TestSecureKubeletAPI(t *testing.T) {
 	// With Anonymous, a caller without credentials is system:anonymous and
 	// gets what RBAC grants that user, nothing more; a bad certificate is
 	// still refused.
-	ah, atls, arun, err := Secure(ServerConfig{
+	ah, atls, err := Secure(ServerConfig{
 		NodeName: node, Client: kubernetes.NewForConfigOrDie(vnodeCfg),
 		ClientCAFile: cp.PKI.CACertPath, CertFile: serving.CertPath, KeyFile: serving.KeyPath, Anonymous: true,
 	}, routes)
 	if err != nil {
 		t.Fatal(err)
 	}
-	arun(ctx)
 	al, err := tls.Listen("tcp", "127.0.0.1:0", atls)
 	if err != nil {
 		t.Fatal(err)

@@ -154,14 +154,13 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("recovering state: %w", err)
 	}
 
-	handler, tlsCfg, runCerts, err := kubeletapi.Secure(kubeletapi.ServerConfig{
+	handler, tlsCfg, err := kubeletapi.Secure(kubeletapi.ServerConfig{
 		NodeName: o.NodeName, Client: kube, ClientCAFile: o.ClientCAFile, CertFile: o.CertFile, KeyFile: o.KeyFile,
 		Anonymous: o.AnonymousAuth,
 	}, mux)
 	if err != nil {
 		return err
 	}
-	runCerts(ctx)
 	srv := &http.Server{Handler: handler, TLSConfig: tlsCfg, ReadHeaderTimeout: 30 * time.Second}
 	go func() {
 		if err := srv.ServeTLS(o.Listener, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
