@@ -29,6 +29,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 )
 
 // Keys of the Secret. ca.crt may hold two CAs while the CA rotates.
@@ -353,29 +354,38 @@ func minTime(a, b time.Time) time.Time {
 
 // syncCABundle writes bundle into every webhook of the configuration that
 // has a different one. Replicas all write the Secret's bundle, so they
-// agree; a conflict is retried at the next sync.
+// agree; a conflict with another replica's write is retried on a fresh
+// read (which then usually has nothing left to change).
 func (m *Manager) syncCABundle(ctx context.Context, bundle []byte) error {
 	if m.WebhookConfig == "" {
 		return nil
 	}
 	api := m.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
-	cfg, err := api.Get(ctx, m.WebhookConfig, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", m.WebhookConfig, err)
-	}
-	changed := false
-	for i := range cfg.Webhooks {
-		if !bytes.Equal(cfg.Webhooks[i].ClientConfig.CABundle, bundle) {
-			cfg.Webhooks[i].ClientConfig.CABundle = slices.Clone(bundle)
-			changed = true
+	updated := false
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cfg, err := api.Get(ctx, m.WebhookConfig, metav1.GetOptions{})
+		if err != nil {
+			return err
 		}
-	}
-	if !changed {
-		return nil
-	}
-	if _, err := api.Update(ctx, cfg, metav1.UpdateOptions{}); err != nil {
+		changed := false
+		for i := range cfg.Webhooks {
+			if !bytes.Equal(cfg.Webhooks[i].ClientConfig.CABundle, bundle) {
+				cfg.Webhooks[i].ClientConfig.CABundle = slices.Clone(bundle)
+				changed = true
+			}
+		}
+		if !changed {
+			return nil
+		}
+		_, err = api.Update(ctx, cfg, metav1.UpdateOptions{})
+		updated = err == nil
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("updating the caBundle of MutatingWebhookConfiguration %s: %w", m.WebhookConfig, err)
 	}
-	m.Log.WithField("webhookConfiguration", m.WebhookConfig).Info("caBundle updated")
+	if updated {
+		m.Log.WithField("webhookConfiguration", m.WebhookConfig).Info("caBundle updated")
+	}
 	return nil
 }
