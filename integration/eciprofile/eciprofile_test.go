@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/internal/identity"
 )
 
@@ -28,7 +29,7 @@ const initialSelectors = `[
 // ones change or stop the webhook.
 func TestECIProfile(t *testing.T) {
 	ctx := context.Background()
-	e := newEnv(ctx, t)
+	e := newEnv(ctx, t, controlplane.Options{})
 	e.registerNodes(ctx, t, "1")
 	e.setConfigMap(ctx, t, map[string]string{"selectors": initialSelectors, "vSwitchIds": "vsw-test1", "securityGroupId": "sg-test1"})
 	hook := e.startWebhook(ctx, t)

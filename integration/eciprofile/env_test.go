@@ -54,9 +54,9 @@ func moduleRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-func newEnv(ctx context.Context, tb testing.TB) *env {
+func newEnv(ctx context.Context, tb testing.TB, opts controlplane.Options) *env {
 	tb.Helper()
-	cp := controlplane.StartForTest(tb, controlplane.Options{})
+	cp := controlplane.StartForTest(tb, opts)
 	e := &env{cp: cp, client: cp.Client}
 	var err error
 	if e.dyn, err = dynamic.NewForConfig(cp.AdminConfig); err != nil {
@@ -122,7 +122,10 @@ func (e *env) startWebhook(ctx context.Context, tb testing.TB) *runningHook {
 	}
 
 	log := logrus.New()
-	log.SetLevel(logrus.DebugLevel)
+	// Debug names every mutated pod: useful in tests, noise in benchmarks.
+	if _, bench := tb.(*testing.B); !bench {
+		log.SetLevel(logrus.DebugLevel)
+	}
 	log.SetOutput(tbWriter{tb})
 	hctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel

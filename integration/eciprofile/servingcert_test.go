@@ -17,6 +17,7 @@ import (
 
 	"github.com/vnode-project/vnode/eciprofile/servingcert"
 	"github.com/vnode-project/vnode/eciprofile/webhook"
+	"github.com/vnode-project/vnode/integration/controlplane"
 )
 
 // TestServingCertificate: replicas starting together share one CA and
@@ -26,7 +27,7 @@ import (
 // what allows (or refuses) each write.
 func TestServingCertificate(t *testing.T) {
 	ctx := context.Background()
-	e := newEnv(ctx, t)
+	e := newEnv(ctx, t, controlplane.Options{})
 	client, err := kubernetes.NewForConfig(e.saConfig)
 	if err != nil {
 		t.Fatal(err)
