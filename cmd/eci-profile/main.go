@@ -7,15 +7,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vnode-project/vnode/cmd/internal/cli"
 	"github.com/vnode-project/vnode/eciprofile/webhook"
@@ -97,7 +94,7 @@ func run(parent context.Context, o options) error {
 		return err
 	}
 	defer stop()
-	restCfg, err := restConfig(o.kubeconfig)
+	restCfg, err := cli.RESTConfig(o.kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -112,18 +109,18 @@ func run(parent context.Context, o options) error {
 			return fmt.Errorf("--cert-host: empty name")
 		}
 	}
-	webhookL, err := listen(o.listenAddr, "--listen-addr")
+	webhookL, err := cli.Listen(o.listenAddr, "--listen-addr")
 	if err != nil {
 		return err
 	}
 	if webhookL == nil {
 		return fmt.Errorf("--listen-addr must not be empty")
 	}
-	metricsL, err := listen(o.metricsAddr, "--metrics-addr")
+	metricsL, err := cli.Listen(o.metricsAddr, "--metrics-addr")
 	if err != nil {
 		return err
 	}
-	healthL, err := listen(o.healthAddr, "--health-addr")
+	healthL, err := cli.Listen(o.healthAddr, "--health-addr")
 	if err != nil {
 		return err
 	}
@@ -145,30 +142,4 @@ func run(parent context.Context, o options) error {
 		WebhookListener: webhookL, MetricsListener: metricsL, HealthListener: healthL,
 		MetricsCert: metricsCert, MetricsClientCA: metricsCA, Log: logrus.NewEntry(logger),
 	})
-}
-
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig == "" {
-		cfg, err := rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("loading in-cluster config (or pass --kubeconfig): %w", err)
-		}
-		return cfg, nil
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return nil, fmt.Errorf("loading kubeconfig %s: %w", kubeconfig, err)
-	}
-	return cfg, nil
-}
-
-func listen(addr, flag string) (net.Listener, error) {
-	if addr == "" {
-		return nil, nil
-	}
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", flag, err)
-	}
-	return l, nil
 }
