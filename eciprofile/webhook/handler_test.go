@@ -20,7 +20,7 @@ import (
 	"github.com/vnode-project/vnode/eciprofile/profile"
 )
 
-func testHandler(t *testing.T, set func() *profile.Set) *handler {
+func testHandler(t testing.TB, set func() *profile.Set) *handler {
 	t.Helper()
 	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	if err := idx.Add(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apps", Labels: map[string]string{"eci": "true"}}}); err != nil {
@@ -100,5 +100,36 @@ func TestErrorsAdmitUnchanged(t *testing.T) {
 	h := testHandler(t, good)
 	if code, _ := post(t, h, []byte("not json")); code != http.StatusBadRequest || testutil.ToFloat64(h.m.errors.WithLabelValues("bad-request")) != 1 {
 		t.Fatalf("garbage: status %d", code)
+	}
+}
+
+// BenchmarkHandler is the handler's own cost for a matched pod (decode,
+// match, mutate, patch, encode), without TLS or the API server.
+func BenchmarkHandler(b *testing.B) {
+	p, err := profile.ParseConfigMap(map[string]string{"vSwitchIds": "vsw-1",
+		"selectors": `[{"name":"ns","namespaceSelector":{"matchLabels":{"eci":"true"}},"effect":{"annotations":{"k8s.aliyun.com/eci-use-specs":"2-4Gi"}}}]`})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var rules []profile.Rule
+	for i := range 5 {
+		s := &profile.Selector{ObjectMeta: metav1.ObjectMeta{Name: "s" + string(rune('a'+i))},
+			Spec: profile.SelectorSpec{ObjectLabels: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "bench"}}}}
+		r, err := profile.ParseSelector(s)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rules = append(rules, r)
+	}
+	set := profile.NewSet(rules, p)
+	h := testHandler(b, func() *profile.Set { return set })
+	body := review("apps", []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","labels":{"app":"bench"}},"spec":{"containers":[{"name":"c","image":"i","resources":{"requests":{"cpu":"100m"}}}]}}`))
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, MutatePath, bytes.NewReader(body)))
+		if rec.Code != http.StatusOK {
+			b.Fatal(rec.Code)
+		}
 	}
 }

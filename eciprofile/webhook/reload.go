@@ -56,6 +56,7 @@ type reloader struct {
 	profile  *profile.Profile
 	goodSels map[string]profile.Rule
 	reported map[types.UID]string // object -> resourceVersion last given an event
+	cmUID    types.UID
 }
 
 func newReloader(cmNamespace, cmName string, configMaps corelisters.ConfigMapLister, selectors cache.GenericLister,
@@ -149,6 +150,10 @@ func (r *reloader) reloadConfigMap() error {
 		return fmt.Errorf("reading ConfigMap %s/%s from the cache: %w", r.cmNamespace, r.cmName, err)
 	}
 	p, perr := profile.ParseConfigMap(cm.Data)
+	if r.cmUID != cm.UID {
+		delete(r.reported, r.cmUID)
+		r.cmUID = cm.UID
+	}
 	fresh := r.reported[cm.UID] != cm.ResourceVersion
 	r.reported[cm.UID] = cm.ResourceVersion
 	log := r.log.WithFields(logrus.Fields{"configMap": r.cmNamespace + "/" + r.cmName, "resourceVersion": cm.ResourceVersion})
@@ -208,6 +213,18 @@ func (r *reloader) reloadSelectors() error {
 		if !seen[name] {
 			delete(r.goodSels, name)
 			r.log.WithField("selector", name).Info("Selector deleted")
+		}
+	}
+	// Forget deleted objects (the ConfigMap's entry is kept: it is one).
+	live := map[types.UID]bool{}
+	for _, o := range objs {
+		if u, ok := o.(*unstructured.Unstructured); ok {
+			live[u.GetUID()] = true
+		}
+	}
+	for uid := range r.reported {
+		if !live[uid] && uid != r.cmUID {
+			delete(r.reported, uid)
 		}
 	}
 	return nil
