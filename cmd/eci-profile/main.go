@@ -44,6 +44,7 @@ type options struct {
 	metricsCert      string
 	metricsKey       string
 	metricsClientCA  string
+	clientCA         string
 	logLevel         string
 }
 
@@ -83,6 +84,7 @@ unchanged; it never denies.`,
 	f.StringVar(&o.metricsCert, "metrics-cert", "", "serving certificate of /metrics, reloaded when it changes (default: self-signed)")
 	f.StringVar(&o.metricsKey, "metrics-key", "", "its key (default: in the certificate file)")
 	f.StringVar(&o.metricsClientCA, "metrics-client-ca", "", "CA bundle of scrapers' client certificates (optional)")
+	f.StringVar(&o.clientCA, "client-ca-file", "", "CA bundle of the client certificate the API servers present to webhooks (their AdmissionConfiguration kubeconfig); when set, the webhook port refuses every other caller")
 	f.StringVar(&o.healthAddr, "health-addr", ":8081", "address of /healthz and /readyz (open; empty disables)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
@@ -136,8 +138,15 @@ func run(parent context.Context, o options) error {
 			return fmt.Errorf("--metrics-client-ca: %w", err)
 		}
 	}
+	var clientCA *certs.CABundle
+	if o.clientCA != "" {
+		if clientCA, err = certs.NewCABundle(o.clientCA); err != nil {
+			return fmt.Errorf("--client-ca-file: %w", err)
+		}
+	}
 	return webhook.Run(ctx, webhook.Config{
-		REST: restCfg, Namespace: o.namespace, SecretName: o.secretName, WebhookConfig: o.webhookConfig,
+		ClientCA: clientCA,
+		REST:     restCfg, Namespace: o.namespace, SecretName: o.secretName, WebhookConfig: o.webhookConfig,
 		CertHosts: hosts, CertSyncInterval: o.certSyncInterval, Resync: o.resync,
 		WebhookListener: webhookL, MetricsListener: metricsL, HealthListener: healthL,
 		MetricsCert: metricsCert, MetricsClientCA: metricsCA, Log: logrus.NewEntry(logger),

@@ -79,6 +79,11 @@ type Config struct {
 	HealthListener  net.Listener
 	MetricsCert     *certs.KeyPair
 	MetricsClientCA *certs.CABundle
+	// ClientCA, if set, makes the webhook port require a client
+	// certificate it signed: the one the API servers present to webhooks
+	// (their AdmissionConfiguration's kubeconfig). Unset, the port answers
+	// anyone who reaches it (with only the patch for the pod they send).
+	ClientCA *certs.CABundle
 	// Registry receives the metrics (default: a new one).
 	Registry *prometheus.Registry
 
@@ -248,13 +253,32 @@ func Run(ctx context.Context, cfg Config) error {
 	go certMgr.Run(ctx, cfg.CertSyncInterval)
 	// Serving before the caches sync answers "unchanged" at once rather
 	// than leaving the API server waiting for its timeout.
-	serve(cfg.WebhookListener, mux, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certMgr.GetCertificate}, "webhook")
+	serve(cfg.WebhookListener, mux, webhookTLS(certMgr, cfg.ClientCA), "webhook")
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return nil
 	}
 	go rl.run(ctx)
 	<-ctx.Done()
 	return nil
+}
+
+// webhookTLS serves the Secret's certificate and, with a client CA,
+// demands a client certificate it signed (re-read on each handshake, so a
+// rotated CA file applies without a restart).
+func webhookTLS(certMgr *servingcert.Manager, clientCA *certs.CABundle) *tls.Config {
+	base := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certMgr.GetCertificate}
+	if clientCA == nil {
+		return base
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		pool, err := clientCA.Pool()
+		if err != nil {
+			return nil, fmt.Errorf("reading the webhook client CA: %w", err)
+		}
+		c := base.Clone()
+		c.ClientCAs, c.ClientAuth = pool, tls.RequireAndVerifyClientCert
+		return c, nil
+	}}
 }
 
 // closedChan makes WaitForCacheSync a non-blocking check.

@@ -1,8 +1,10 @@
 package eciprofile
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/http"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/vnode-project/vnode/eciprofile/webhook"
 	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/internal/identity"
 )
@@ -236,6 +239,54 @@ func TestECIProfile(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusUnauthorized {
 			t.Fatalf("anonymous /metrics: %s", resp.Status)
+		}
+	})
+
+	t.Run("the webhook port refuses callers without the API server's client certificate", func(t *testing.T) {
+		mwc, err := e.client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, webhook.DefaultWebhookConfig, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(mwc.Webhooks[0].ClientConfig.CABundle)
+		body := []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"x","operation":"CREATE","namespace":"apps","resource":{"version":"v1","resource":"pods"},"object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"i"}]}}}}`)
+		call := func(pair *controlplane.CertPair) error {
+			cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+			if pair != nil {
+				cert, err := tls.X509KeyPair(pair.CertPEM, pair.KeyPEM)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg.Certificates = []tls.Certificate{cert}
+			}
+			c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
+			resp, err := c.Post(hook.url, "application/json", bytes.NewReader(body))
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%w: %s", errStatus, resp.Status)
+			}
+			return nil
+		}
+		// Even system:masters' certificate (the cluster CA) is no webhook caller.
+		masters, err := e.cp.PKI.ClientCert("intruder", "intruder", "system:masters")
+		if err != nil {
+			t.Fatal(err)
+		}
+		apiserver, err := e.webhookClientCA.ClientCert("caller", "kube-apiserver")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := call(nil); err == nil {
+			t.Error("a caller without a client certificate was answered")
+		}
+		if err := call(masters); err == nil {
+			t.Error("a caller with a cluster-CA certificate was answered")
+		}
+		if err := call(apiserver); err != nil {
+			t.Errorf("the API server's kind of certificate was refused: %v", err)
 		}
 	})
 

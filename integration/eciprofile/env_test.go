@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/vnode-project/vnode/eciprofile/webhook"
 	"github.com/vnode-project/vnode/integration/controlplane"
+	"github.com/vnode-project/vnode/internal/certs"
 	"github.com/vnode-project/vnode/internal/identity"
 )
 
@@ -46,6 +48,9 @@ type env struct {
 	dyn    dynamic.Interface
 	// saConfig authenticates as eci-profile's service account.
 	saConfig *rest.Config
+	// webhookClientCA signs the only client certificate the webhook
+	// accepts: the one kube-apiserver presents to webhooks.
+	webhookClientCA *controlplane.PKI
 	hook     *runningHook
 }
 
@@ -56,8 +61,10 @@ func moduleRoot() string {
 
 func newEnv(ctx context.Context, tb testing.TB, opts controlplane.Options) *env {
 	tb.Helper()
+	ca, flags := webhookClientAuth(tb)
+	opts.ExtraAPIServerFlags = append(opts.ExtraAPIServerFlags, flags...)
 	cp := controlplane.StartForTest(tb, opts)
-	e := &env{cp: cp, client: cp.Client}
+	e := &env{cp: cp, client: cp.Client, webhookClientCA: ca}
 	var err error
 	if e.dyn, err = dynamic.NewForConfig(cp.AdminConfig); err != nil {
 		tb.Fatal(err)
@@ -73,6 +80,42 @@ func newEnv(ctx context.Context, tb testing.TB, opts controlplane.Options) *env 
 	e.saConfig = &rest.Config{Host: cp.APIServerURL, BearerToken: tr.Status.Token,
 		TLSClientConfig: rest.TLSClientConfig{CAData: cp.PKI.CAPEM()}, QPS: 50, Burst: 100}
 	return e
+}
+
+// webhookClientAuth makes a CA of its own for webhook callers and the
+// AdmissionConfiguration that has kube-apiserver present a certificate from
+// it to every webhook (user "*"), as a hardened cluster would.
+func webhookClientAuth(tb testing.TB) (*controlplane.PKI, []string) {
+	tb.Helper()
+	dir := tb.TempDir()
+	ca, err := controlplane.NewCA(dir, "webhook-client-ca")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pair, err := ca.ClientCert("apiserver-webhook-client", "kube-apiserver")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	kubeconfig := filepath.Join(dir, "webhook-client.kubeconfig")
+	admission := filepath.Join(dir, "admission.yaml")
+	files := map[string]string{
+		kubeconfig: fmt.Sprintf("apiVersion: v1\nkind: Config\nusers:\n- name: '*'\n  user:\n    client-certificate: %s\n    client-key: %s\n", pair.CertPath, pair.KeyPath),
+		admission: fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+- name: MutatingAdmissionWebhook
+  configuration:
+    apiVersion: apiserver.config.k8s.io/v1
+    kind: WebhookAdmissionConfiguration
+    kubeConfigFile: %s
+`, kubeconfig),
+	}
+	for path, content := range files {
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return ca, []string{"--admission-control-config-file=" + admission}
 }
 
 func (e *env) kubectl(ctx context.Context, tb testing.TB, args ...string) {
@@ -105,6 +148,10 @@ func (e *env) startWebhook(ctx context.Context, tb testing.TB) *runningHook {
 		return l
 	}
 	wl, ml, hl := listen(), listen(), listen()
+	clientCA, err := certs.NewCABundle(e.webhookClientCA.CACertPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	h := &runningHook{url: "https://" + wl.Addr().String() + webhook.MutatePath, registry: prometheus.NewRegistry(),
 		health: "http://" + hl.Addr().String(), metrics: "https://" + ml.Addr().String() + "/metrics", done: make(chan error, 1)}
 
@@ -132,7 +179,7 @@ func (e *env) startWebhook(ctx context.Context, tb testing.TB) *runningHook {
 	go func() {
 		h.done <- webhook.Run(hctx, webhook.Config{REST: e.saConfig, Namespace: ownNamespace, WebhookConfig: webhook.DefaultWebhookConfig,
 			CertHosts: []string{"127.0.0.1"}, CertSyncInterval: 2 * time.Second, Resync: time.Minute,
-			WebhookListener: wl, MetricsListener: ml, HealthListener: hl, Registry: h.registry, Log: log})
+			WebhookListener: wl, MetricsListener: ml, HealthListener: hl, Registry: h.registry, ClientCA: clientCA, Log: log})
 	}()
 	tb.Cleanup(func() { h.stop(tb) })
 	e.hook = h
