@@ -51,7 +51,7 @@ type env struct {
 	// webhookClientCA signs the only client certificate the webhook
 	// accepts: the one kube-apiserver presents to webhooks.
 	webhookClientCA *controlplane.PKI
-	hook     *runningHook
+	hook            *runningHook
 }
 
 func moduleRoot() string {
