@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 
@@ -25,9 +27,12 @@ const maxReview = 4 << 20
 type handler struct {
 	set        func() *profile.Set
 	namespaces corelisters.NamespaceLister
-	excluded   map[string]bool
-	m          *metrics
-	log        logrus.FieldLogger
+	// getNamespace reads a namespace the cache has not seen yet (created
+	// an instant before its first pod); nil: cache only.
+	getNamespace func(ctx context.Context, name string) (*corev1.Namespace, error)
+	excluded     map[string]bool
+	m            *metrics
+	log          logrus.FieldLogger
 }
 
 // errReason tags an error with its metrics reason.
@@ -70,7 +75,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	req := review.Request
 	resp := &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
-	patch, err := h.safeMutate(req)
+	patch, err := h.safeMutate(r.Context(), req)
 	switch {
 	case err != nil:
 		result = resultError
@@ -96,16 +101,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // safeMutate turns a panic into an error: a bug admits the pod unchanged.
-func (h *handler) safeMutate(req *admissionv1.AdmissionRequest) (patch []byte, err error) {
+func (h *handler) safeMutate(ctx context.Context, req *admissionv1.AdmissionRequest) (patch []byte, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			patch, err = nil, fail("panic", "panic while mutating: %v", p)
 		}
 	}()
-	return h.mutate(req)
+	return h.mutate(ctx, req)
 }
 
-func (h *handler) mutate(req *admissionv1.AdmissionRequest) ([]byte, error) {
+func (h *handler) mutate(ctx context.Context, req *admissionv1.AdmissionRequest) ([]byte, error) {
 	if req.Operation != admissionv1.Create || req.Resource.Group != "" || req.Resource.Resource != "pods" || req.SubResource != "" {
 		return nil, nil
 	}
@@ -121,8 +126,11 @@ func (h *handler) mutate(req *admissionv1.AdmissionRequest) ([]byte, error) {
 		return nil, fail("not-loaded", "no selectors loaded yet")
 	}
 	ns, err := h.namespaces.Get(req.Namespace)
+	if apierrors.IsNotFound(err) && h.getNamespace != nil {
+		ns, err = h.getNamespace(ctx, req.Namespace)
+	}
 	if err != nil {
-		return nil, fail("namespace", "reading namespace %q from the cache: %w", req.Namespace, err)
+		return nil, fail("namespace", "reading namespace %q: %w", req.Namespace, err)
 	}
 	d := set.Decide(ns.Labels, &pod)
 	if len(d.Matches) == 0 && d.Defaults == nil {

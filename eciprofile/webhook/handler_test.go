@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +13,7 @@ import (
 	"github.com/sirupsen/logrus"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -29,7 +31,14 @@ func testHandler(t testing.TB, set func() *profile.Set) *handler {
 	m := newMetrics(prometheus.NewRegistry(), func() float64 { return 0 }, func() float64 { return 0 })
 	log := logrus.New()
 	log.SetOutput(&bytes.Buffer{})
-	return &handler{set: set, namespaces: corelisters.NewNamespaceLister(idx), m: m, log: log,
+	// The API has one namespace the cache has not seen yet.
+	get := func(_ context.Context, name string) (*corev1.Namespace, error) {
+		if name == "fresh" {
+			return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"eci": "true"}}}, nil
+		}
+		return nil, apierrors.NewNotFound(corev1.Resource("namespaces"), name)
+	}
+	return &handler{set: set, namespaces: corelisters.NewNamespaceLister(idx), getNamespace: get, m: m, log: log,
 		excluded: map[string]bool{"kube-system": true}}
 }
 
@@ -73,9 +82,10 @@ func TestErrorsAdmitUnchanged(t *testing.T) {
 		patch  bool
 	}{
 		{name: "mutated", set: good, ns: "apps", raw: pod, patch: true},
+		{name: "namespace not cached yet", set: good, ns: "fresh", raw: pod, patch: true},
 		{name: "excluded namespace", set: good, ns: "kube-system", raw: pod},
 		{name: "undecodable pod", set: good, ns: "apps", raw: []byte(`{"spec":5}`), reason: "decode"},
-		{name: "namespace not in cache", set: good, ns: "gone", raw: pod, reason: "namespace"},
+		{name: "namespace nowhere", set: good, ns: "gone", raw: pod, reason: "namespace"},
 		{name: "not loaded", set: func() *profile.Set { return nil }, ns: "apps", raw: pod, reason: "not-loaded"},
 		{name: "panic", set: func() *profile.Set { panic("boom") }, ns: "apps", raw: pod, reason: "panic"},
 	} {

@@ -174,6 +174,9 @@ func Run(ctx context.Context, cfg Config) error {
 	defer dynFactory.Shutdown()
 
 	h := &handler{set: rl.Set, namespaces: nsLister, m: m, log: log.WithField("component", "admission"),
+		getNamespace: func(ctx context.Context, name string) (*corev1.Namespace, error) {
+			return client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		},
 		excluded: map[string]bool{"kube-system": true, cfg.Namespace: true}}
 	mux := http.NewServeMux()
 	mux.Handle(MutatePath, h)
