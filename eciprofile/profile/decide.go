@@ -58,8 +58,9 @@ type Decision struct {
 }
 
 // Decide finds the selectors matching a pod: the one winning Selector, then
-// every ConfigMap selector in order. ConfigMap selectors without labels
-// apply only to pods going to virtual nodes anyway.
+// every ConfigMap selector in order. ConfigMap selectors without labels,
+// and the ConfigMap's ECI defaults, apply only to pods that may run on
+// virtual nodes.
 func (s *Set) Decide(nsLabels map[string]string, pod *corev1.Pod) Decision {
 	var d Decision
 	for i := range s.selectors {
@@ -83,7 +84,7 @@ func (s *Set) Decide(nsLabels map[string]string, pod *corev1.Pod) Decision {
 			d.Matches = append(d.Matches, Match{Form: FormConfigMap, Rule: r})
 		}
 	}
-	if d.Policy == VirtualNodeOnly || pod.Spec.NodeSelector[identity.NodeTypeLabel] == identity.NodeTypeVirtual {
+	if d.Policy.MayUseVirtualNodes() || pod.Spec.NodeSelector[identity.NodeTypeLabel] == identity.NodeTypeVirtual {
 		for _, r := range effectOnly {
 			d.Matches = append(d.Matches, Match{Form: FormConfigMap, Rule: r})
 		}
@@ -92,6 +93,12 @@ func (s *Set) Decide(nsLabels map[string]string, pod *corev1.Pod) Decision {
 		}
 	}
 	return d
+}
+
+// MayUseVirtualNodes reports whether the policy lets a pod run on a
+// virtual node.
+func (p Policy) MayUseVirtualNodes() bool {
+	return p == VirtualNodeOnly || p == NormalNodePrefer || p == Fair
 }
 
 // Apply mutates pod as d says, add-only: a value the pod already has, or an

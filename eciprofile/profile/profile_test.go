@@ -229,6 +229,12 @@ func TestDecideAndApply(t *testing.T) {
 			if !check(pod) {
 				t.Errorf("%s: pod spec %+v", policy, pod.Spec)
 			}
+			// Defaults go to every pod that may run on a virtual node.
+			pod = &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: web}}
+			NewSet([]Rule{mustRule(t, "s", 0, policy, web, nil)}, cm).Decide(nil, pod).Apply(pod)
+			if got, want := pod.Annotations["k8s.aliyun.com/eci-vswitch"] != "", policy != "normalNodeOnly"; got != want {
+				t.Errorf("%s: defaults applied %t, want %t", policy, got, want)
+			}
 		}
 	})
 }
