@@ -184,7 +184,7 @@ func Run(ctx context.Context, cfg Config) error {
 		switch {
 		case !certMgr.Loaded():
 			return errors.New("no serving certificate yet")
-		case !cache.WaitForCacheSync(closedChan(), synced...):
+		case !allSynced(synced):
 			return errors.New("caches not synced")
 		case !rl.Loaded():
 			return errors.New("selectors not loaded yet")
@@ -284,9 +284,11 @@ func webhookTLS(certMgr *servingcert.Manager, clientCA *certs.CABundle) *tls.Con
 	}}
 }
 
-// closedChan makes WaitForCacheSync a non-blocking check.
-func closedChan() <-chan struct{} {
-	c := make(chan struct{})
-	close(c)
-	return c
+func allSynced(synced []cache.InformerSynced) bool {
+	for _, f := range synced {
+		if !f() {
+			return false
+		}
+	}
+	return true
 }
