@@ -43,7 +43,7 @@ func TestRBACLeastPrivilege(t *testing.T) {
 		{false, "create", "", "events", "apps", ""},
 	} {
 		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: user,
-			Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ownNamespace, "system:authenticated"},
+			Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + ownNamespace, "system:authenticated"},
 			ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: tc.verb, Group: tc.group, Resource: tc.resource, Namespace: tc.ns, Name: tc.nm}}}
 		got, err := e.client.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
 		if err != nil {
