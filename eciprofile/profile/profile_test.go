@@ -170,6 +170,19 @@ func TestDecideAndApply(t *testing.T) {
 			t.Fatal("a second Apply changed the pod again: not idempotent")
 		}
 	})
+	t.Run("a selector with namespace and object selectors needs both", func(t *testing.T) {
+		for _, tc := range []struct {
+			ns   map[string]string
+			tier string
+			want bool
+		}{{eciNS, "x", true}, {eciNS, "y", false}, {map[string]string{}, "x", false}} {
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"tier": tc.tier}}}
+			NewSet(nil, cm).Decide(tc.ns, pod).Apply(pod)
+			if got := pod.Annotations["both"] == "1"; got != tc.want {
+				t.Errorf("namespace %v tier %s: matched %t, want %t", tc.ns, tc.tier, got, tc.want)
+			}
+		}
+	})
 	t.Run("pod's own nodeSelector and toleration win", func(t *testing.T) {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
 			Spec: corev1.PodSpec{NodeSelector: map[string]string{"type": "edge"}, Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}}}}
