@@ -34,7 +34,7 @@ func (s *Server) ServeProxy(l net.Listener) error {
 			auth = tls.NoClientCert
 		}
 		l = tls.NewListener(batchListener{l}, serverTLS(s.cfg.ProxyCert, s.cfg.ProxyCA, []string{"http/1.1"}, auth))
-	} else if _, ok := l.(*net.UnixListener); ok {
+	} else if l.Addr().Network() == "unix" { // net.Listen("unix") or ListenUnix
 		local = true
 	} else {
 		return errors.New("refusing to serve CONNECT on a plain TCP listener: configure a proxy certificate")
