@@ -69,29 +69,24 @@ func TestPortClass(t *testing.T) {
 }
 
 func TestPortConfigBadValueKeepsLastGood(t *testing.T) {
-	pol := NewPortPolicy(DefaultPorts())
-	var reported []error
-	pc := &PortConfig{Policy: pol, Log: testLog(t), Report: func(_ *corev1.ConfigMap, err error) { reported = append(reported, err) }}
-	cm := func(rv string, data map[string]string) *corev1.ConfigMap {
-		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ConfigMapNamespace, Name: ConfigMapName, ResourceVersion: rv}, Data: data}
-	}
-	if err := pc.Apply(cm("1", map[string]string{KeyHTTPProxyPorts: "9100"})); err != nil {
+	pol, pc, reported := newTestPortConfig(t)
+	if err := pc.Apply(portCM("1", map[string]string{KeyHTTPProxyPorts: "9100"})); err != nil {
 		t.Fatal(err)
 	}
 	if pol.Get().Class(9100, 0) != PortHTTP {
 		t.Fatal("good configuration not applied")
 	}
-	err := pc.Apply(cm("2", map[string]string{KeyHTTPProxyPorts: "9100,nine"}))
-	if err == nil || len(reported) != 1 || !errors.Is(reported[0], err) && reported[0].Error() != err.Error() {
-		t.Fatalf("bad configuration: err %v, reported %v", err, reported)
+	err := pc.Apply(portCM("2", map[string]string{KeyHTTPProxyPorts: "9100,nine"}))
+	if err == nil || len(*reported) != 1 || !errors.Is((*reported)[0], err) && (*reported)[0].Error() != err.Error() {
+		t.Fatalf("bad configuration: err %v, reported %v", err, *reported)
 	}
 	if pol.Get().Class(9100, 0) != PortHTTP {
 		t.Fatal("a bad configuration dropped the last good one")
 	}
 	// The same bad version seen again (a resync) is not reported twice.
-	_ = pc.Apply(cm("2", map[string]string{KeyHTTPProxyPorts: "9100,nine"}))
-	if len(reported) != 1 {
-		t.Fatalf("reported %d times", len(reported))
+	_ = pc.Apply(portCM("2", map[string]string{KeyHTTPProxyPorts: "9100,nine"}))
+	if len(*reported) != 1 {
+		t.Fatalf("reported %d times", len(*reported))
 	}
 	if err := pc.Apply(nil); err != nil || pol.Get().Class(9100, 0) != PortRefused || pol.Get().Class(10266, 0) != PortLocalhost {
 		t.Fatalf("deleting the ConfigMap: %v, policy %s", err, pol.Get())
@@ -102,25 +97,34 @@ func TestPortConfigBadValueKeepsLastGood(t *testing.T) {
 // one wins was Class's order, silently) is refused, naming the port and
 // both keys, and the last good configuration stays in force.
 func TestPortConfigOverlapKeepsLastGood(t *testing.T) {
-	pol := NewPortPolicy(DefaultPorts())
-	var reported []error
-	pc := &PortConfig{Policy: pol, Log: testLog(t), Report: func(_ *corev1.ConfigMap, err error) { reported = append(reported, err) }}
-	cm := func(rv string, data map[string]string) *corev1.ConfigMap {
-		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ConfigMapNamespace, Name: ConfigMapName, ResourceVersion: rv}, Data: data}
-	}
-	if err := pc.Apply(cm("1", map[string]string{KeyHTTPSProxyPorts: "9443", KeyLocalhostPorts: "10266"})); err != nil {
+	pol, pc, reported := newTestPortConfig(t)
+	if err := pc.Apply(portCM("1", map[string]string{KeyHTTPSProxyPorts: "9443", KeyLocalhostPorts: "10266"})); err != nil {
 		t.Fatal(err)
 	}
-	err := pc.Apply(cm("2", map[string]string{KeyHTTPSProxyPorts: "9443", KeyLocalhostPorts: "10266, 9443"}))
-	if err == nil || len(reported) != 1 {
-		t.Fatalf("overlap accepted: err %v, reported %v", err, reported)
+	err := pc.Apply(portCM("2", map[string]string{KeyHTTPSProxyPorts: "9443", KeyLocalhostPorts: "10266, 9443"}))
+	if err == nil || len(*reported) != 1 {
+		t.Fatalf("overlap accepted: err %v, reported %v", err, *reported)
 	}
 	for _, want := range []string{"9443", KeyHTTPSProxyPorts, KeyLocalhostPorts} {
-		if !strings.Contains(reported[0].Error(), want) {
-			t.Errorf("report %q does not name %s", reported[0], want)
+		if !strings.Contains((*reported)[0].Error(), want) {
+			t.Errorf("report %q does not name %s", (*reported)[0], want)
 		}
 	}
 	if got := pol.Get(); got.Class(9443, 0) != PortNode || !slices.Equal(got.Localhost, []int{10266}) {
 		t.Fatalf("the overlap replaced the last good configuration: %s", got)
 	}
+}
+
+// newTestPortConfig is a PortConfig on the default ports that collects
+// what it reports.
+func newTestPortConfig(t *testing.T) (*PortPolicy, *PortConfig, *[]error) {
+	pol := NewPortPolicy(DefaultPorts())
+	var reported []error
+	pc := &PortConfig{Policy: pol, Log: testLog(t), Report: func(_ *corev1.ConfigMap, err error) { reported = append(reported, err) }}
+	return pol, pc, &reported
+}
+
+// portCM is version rv of the port ConfigMap.
+func portCM(rv string, data map[string]string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ConfigMapNamespace, Name: ConfigMapName, ResourceVersion: rv}, Data: data}
 }

@@ -57,6 +57,26 @@ func (e *env) connectAnswer(target string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
+// through CONNECTs to target and round-trips msg, or fails the test.
+func (e *env) through(target, msg string) {
+	e.t.Helper()
+	status, c := e.connect(target)
+	if status != http.StatusOK {
+		e.t.Fatalf("CONNECT %s: status %d", target, status)
+	}
+	roundTrip(e.t, c, msg)
+}
+
+// startVNodeAgents runs a virtual node's agent for each node, its dials
+// tagged with the node's name, and waits for their sessions.
+func (e *env) startVNodeAgents(dials *dialLog, nodes ...string) {
+	e.t.Helper()
+	for _, n := range nodes {
+		e.startAgent(e.ca.pair(e.t, "system:vnode:"+n, "system:vnodes"), dials.tag(n))
+		e.waitSession(n)
+	}
+}
+
 // dialLog records which agent dialed what, to tell sessions apart.
 type dialLog struct {
 	mu sync.Mutex
@@ -91,17 +111,10 @@ func TestAddressClaimedByTwoNodesIsRefused(t *testing.T) {
 	ix.upsert(nodeObj("thief", true, internalIP("127.0.0.1")))
 	e := newEnv(t, ix, allow(echo.port()))
 	var dials dialLog
-	for _, n := range []string{"victim", "thief"} {
-		e.startAgent(e.ca.pair(t, "system:vnode:"+n, "system:vnodes"), dials.tag(n))
-		e.waitSession(n)
-	}
+	e.startVNodeAgents(&dials, "victim", "thief")
 	port := strconv.Itoa(echo.port())
 	for _, n := range []string{"victim", "thief", "victim"} {
-		status, c := e.connect(n + ":" + port)
-		if status != http.StatusOK {
-			t.Fatalf("CONNECT %s: status %d", n, status)
-		}
-		roundTrip(t, c, "by name")
+		e.through(n+":"+port, "by name")
 		if got := dials.last(); got != n {
 			t.Fatalf("CONNECT %s was carried by %s's agent", n, got)
 		}
@@ -120,11 +133,7 @@ func TestAddressClaimedByTwoNodesIsRefused(t *testing.T) {
 
 	// Once the thief drops the address, the victim has it alone again.
 	ix.upsert(nodeObj("thief", true, internalIP("127.0.0.2")))
-	if status, c := e.connect("127.0.0.1:" + port); status != http.StatusOK {
-		t.Fatalf("after the clash ended: status %d", status)
-	} else {
-		roundTrip(t, c, "by address")
-	}
+	e.through("127.0.0.1:"+port, "by address")
 	if got := dials.last(); got != "victim" {
 		t.Fatalf("the victim's address was carried by %s's agent", got)
 	}
@@ -141,16 +150,9 @@ func TestNodeNameCannotBeClaimedAsAnAddress(t *testing.T) {
 	ix.upsert(nodeObj("127.0.0.2", true))
 	e := newEnv(t, ix, allow(echo.port()))
 	var dials dialLog
-	for _, n := range []string{"victim", "thief"} {
-		e.startAgent(e.ca.pair(t, "system:vnode:"+n, "system:vnodes"), dials.tag(n))
-		e.waitSession(n)
-	}
+	e.startVNodeAgents(&dials, "victim", "thief")
 	port := strconv.Itoa(echo.port())
-	if status, c := e.connect("victim:" + port); status != http.StatusOK {
-		t.Fatalf("CONNECT victim: status %d", status)
-	} else {
-		roundTrip(t, c, "by name")
-	}
+	e.through("victim:"+port, "by name")
 	if got := dials.last(); got != "victim" {
 		t.Fatalf("CONNECT victim was carried by %s's agent", got)
 	}
@@ -200,11 +202,7 @@ func TestVNodeIdentityCannotServeRealNode(t *testing.T) {
 		return counterValue(e.metrics.Replacements) == 1
 	})
 	for range 3 {
-		status, c := e.connect("edge1:" + port)
-		if status != http.StatusOK {
-			t.Fatalf("CONNECT edge1: status %d", status)
-		}
-		roundTrip(t, c, "real")
+		e.through("edge1:"+port, "real")
 		if got := dials.last(); got != "kubelet" {
 			t.Fatalf("edge1 carried by the %s's agent", got)
 		}
@@ -237,11 +235,7 @@ func TestNodeLabelCheckedWhenRouting(t *testing.T) {
 		t.Fatalf("a real Node named late: status %d, want 503", status)
 	}
 	ix.upsert(nodeObj("late", true, internalIP("127.0.0.1")))
-	if status, c := e.connect("late:" + port); status != http.StatusOK {
-		t.Fatalf("once labelled virtual: status %d", status)
-	} else {
-		roundTrip(t, c, "virtual")
-	}
+	e.through("late:"+port, "virtual")
 	ix.upsert(nodeObj("late", false, internalIP("127.0.0.1")))
 	if status, _ := e.connectAnswer("late:" + port); status != http.StatusServiceUnavailable {
 		t.Fatalf("label removed: status %d, want 503", status)
