@@ -51,7 +51,10 @@ func newCommand() *cobra.Command {
 edge-tunnel-agents (the node served is the one their certificate names) and
 serves HTTP CONNECT nodeIP-or-name:port to kube-apiserver's egress selector
 (egress "cluster", HTTPConnect over TLS with a client certificate, or a unix
-socket). Ports come from ConfigMap kube-system/edge-tunnel-server-cfg.`,
+socket). A node name always routes; an address routes only when exactly one
+Node lists it (a clash is refused naming both nodes: reach such nodes by name,
+kube-apiserver --kubelet-preferred-address-types=Hostname,...). Ports come
+from ConfigMap kube-system/edge-tunnel-server-cfg.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
