@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -50,8 +51,9 @@ func (s StaticNodes) Node(name string) (Target, bool) {
 // Claimants implements NodeResolver.
 func (s StaticNodes) Claimants(addr string) []Target {
 	var out []Target
+	addr = canonicalAddr(addr)
 	for _, t := range s {
-		if t.IP != "" && t.IP == addr {
+		if t.IP != "" && canonicalAddr(t.IP) == addr {
 			out = append(out, t)
 		}
 	}
@@ -111,8 +113,8 @@ func (ix *NodeIndex) upsert(o any) {
 		Virtual: identity.IsVirtualNode(n.Labels)}
 	var addrs []string
 	for _, a := range n.Status.Addresses {
-		if a.Address != "" && !slices.Contains(addrs, a.Address) {
-			addrs = append(addrs, a.Address)
+		if c := canonicalAddr(a.Address); c != "" && !slices.Contains(addrs, c) {
+			addrs = append(addrs, c)
 		}
 		if a.Type == corev1.NodeInternalIP && t.IP == "" {
 			t.IP = a.Address
@@ -166,6 +168,7 @@ func (ix *NodeIndex) Node(name string) (Target, bool) {
 
 // Claimants implements NodeResolver.
 func (ix *NodeIndex) Claimants(addr string) []Target {
+	addr = canonicalAddr(addr)
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	out := make([]Target, 0, len(ix.byAddr[addr]))
@@ -174,4 +177,14 @@ func (ix *NodeIndex) Claimants(addr string) []Target {
 	}
 	slices.SortFunc(out, func(a, b Target) int { return strings.Compare(a.Node, b.Node) })
 	return out
+}
+
+// canonicalAddr writes an IP address one way (fd00:0::1 and fd00::1, or
+// ::ffff:10.0.0.1 and 10.0.0.1, are one address: two nodes listing them
+// clash); anything else (a host name) is returned as it is.
+func canonicalAddr(s string) string {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap().String()
+	}
+	return s
 }

@@ -241,3 +241,28 @@ func TestNodeLabelCheckedWhenRouting(t *testing.T) {
 		t.Fatalf("label removed: status %d, want 503", status)
 	}
 }
+
+// One address written two ways is one address: both writers claim it.
+func TestNodeIndexComparesAddressesCanonically(t *testing.T) {
+	ix := newNodeIndex()
+	ix.upsert(nodeObj("n1", true, internalIP("fd00::1")))
+	ix.upsert(nodeObj("n2", true, internalIP("fd00:0::1")))
+	ix.upsert(nodeObj("n3", true, internalIP("::ffff:10.0.0.1")))
+	ix.upsert(nodeObj("n4", true, internalIP("10.0.0.1"), corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: "10.0.0.1"}))
+	names := func(addr string) string {
+		var out []string
+		for _, c := range ix.Claimants(addr) {
+			out = append(out, c.Node)
+		}
+		return strings.Join(out, ",")
+	}
+	for addr, want := range map[string]string{"fd00:0:0::1": "n1,n2", "10.0.0.1": "n3,n4", "::ffff:10.0.0.1": "n3,n4", "10.0.0.2": ""} {
+		if got := names(addr); got != want {
+			t.Errorf("claimants of %s: %q, want %q", addr, got, want)
+		}
+	}
+	ix.delete("n1")
+	if got := names("fd00::1"); got != "n2" {
+		t.Errorf("after n1 is deleted, claimants of fd00::1: %q", got)
+	}
+}
