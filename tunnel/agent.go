@@ -79,7 +79,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	}
 	node := "?"
 	if cert.Leaf != nil {
-		if n, err := NodeOf(cert.Leaf, DefaultIdentities()); err == nil {
+		if n, _, err := NodeOf(cert.Leaf, DefaultIdentities()); err == nil {
 			node = n
 		}
 	}

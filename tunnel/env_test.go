@@ -30,7 +30,7 @@ type env struct {
 	agentAddr string
 	proxyAddr string
 	requester *tls.Config
-	nodes     StaticNodes
+	nodes     NodeResolver
 	ports     *PortPolicy
 }
 
@@ -48,7 +48,7 @@ func (w testWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func newEnv(t testing.TB, nodes StaticNodes, ports Ports) *env {
+func newEnv(t testing.TB, nodes NodeResolver, ports Ports) *env {
 	t.Helper()
 	e := &env{t: t, ca: newTestCA(t, "tunnel"), nodes: nodes, ports: NewPortPolicy(ports)}
 	reqCert := e.ca.pair(t, "kube-apiserver-egress")

@@ -7,8 +7,8 @@ import (
 // Metrics of a server or an agent. Each instance has its own, registered on
 // the registerer it was given (no global state).
 type Metrics struct {
-	Sessions       *prometheus.GaugeVec   // by node
-	Replacements   prometheus.Counter     // sessions replaced by a newer one for the same node
+	Sessions       *prometheus.GaugeVec   // by node and identity
+	Replacements   prometheus.Counter     // sessions replaced by a newer one for the same node and identity
 	Streams        *prometheus.GaugeVec   // open streams, by port class
 	DialDuration   prometheus.Histogram   // until the agent answered
 	DialFailures   *prometheus.CounterVec // by reason
@@ -25,14 +25,14 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	const ns = "vnode_tunnel"
 	m := &Metrics{
-		Sessions:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "sessions", Help: "Agent sessions per node on this server."}, []string{"node"}),
-		Replacements:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "session_replacements_total", Help: "Sessions replaced by a newer session for the same node."}),
+		Sessions:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "sessions", Help: "Agent sessions per node and identity (certificate CN prefix) on this server."}, []string{"node", "identity"}),
+		Replacements:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "session_replacements_total", Help: "Sessions replaced by a newer session for the same node and identity."}),
 		Streams:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "streams", Help: "Open tunneled streams by port class."}, []string{"class"}),
 		DialDuration:   prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "dial_duration_seconds", Help: "Time from stream open to the agent's dial answer.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 		DialFailures:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dial_failures_total", Help: "Failed dials by reason."}, []string{"reason"}),
 		Bytes:          prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "bytes_total", Help: "Bytes tunneled by direction."}, []string{"direction"}),
 		Stalls:         prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "flow_control_stalls_total", Help: "Writes into a stream that waited over 50ms for its window (the reader was slow)."}),
-		Refused:        prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "requests_refused_total", Help: "Requests refused before any dial, by reason."}, []string{"reason"}),
+		Refused:        prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "requests_refused_total", Help: "Requests refused before any dial, by reason (address_clash: an address two nodes claim; identity_not_allowed: the node's only session is of an identity that may not serve it)."}, []string{"reason"}),
 		AgentRejected:  prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "agent_rejected_total", Help: "Agent connections refused, by reason."}, []string{"reason"}),
 		PendingDials:   prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "pending_dials", Help: "Dials waiting for the agent's answer."}),
 		AgentSessions:  prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "agent_server_sessions", Help: "Agent side: sessions held to server replicas."}),

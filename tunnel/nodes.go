@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,51 +14,68 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/vnode-project/vnode/internal/identity"
 )
 
-// Target is the node a CONNECT host names.
+// Target is what routing knows of one Node.
 type Target struct {
 	Node        string
 	IP          string // the node's InternalIP (or first address); "" if it has none
 	KubeletPort int    // 0 if unknown
+	// Virtual says the Node is labelled type=virtual-kubelet: only a
+	// virtual node's identity may serve it, and only it may serve one.
+	Virtual bool
 }
 
-// NodeResolver maps a CONNECT host (a node IP, a node name or a Hostname
-// address) to its node.
+// NodeResolver says what the Node objects say. It decides nothing: the
+// routing rule (Server.route) does, from these facts.
 type NodeResolver interface {
-	Resolve(host string) (Target, bool)
+	// Node returns the node called name.
+	Node(name string) (Target, bool)
+	// Claimants returns every node that lists addr among its addresses,
+	// sorted by name.
+	Claimants(addr string) []Target
 }
 
-// StaticNodes resolves from a fixed table, keyed by node name; each target's
-// IP resolves to it too. Tests and clusters without API access use it.
+// StaticNodes is a fixed table keyed by node name; each target's IP is its
+// one address. Tests and clusters without API access use it.
 type StaticNodes map[string]Target
 
-// Resolve implements NodeResolver.
-func (s StaticNodes) Resolve(host string) (Target, bool) {
-	if t, ok := s[host]; ok {
-		return t, true
-	}
+// Node implements NodeResolver.
+func (s StaticNodes) Node(name string) (Target, bool) {
+	t, ok := s[name]
+	return t, ok
+}
+
+// Claimants implements NodeResolver.
+func (s StaticNodes) Claimants(addr string) []Target {
+	var out []Target
+	addr = canonicalAddr(addr)
 	for _, t := range s {
-		if t.IP != "" && t.IP == host {
-			return t, true
+		if t.IP != "" && canonicalAddr(t.IP) == addr {
+			out = append(out, t)
 		}
 	}
-	return Target{}, false
+	slices.SortFunc(out, func(a, b Target) int { return strings.Compare(a.Node, b.Node) })
+	return out
 }
 
 // NodeIndex follows Node objects with an informer and indexes them by
-// name and every address, so both nodeIP:port and nodeName:port route.
+// name and by every address. An address may be listed by several nodes
+// (edge sites behind NAT reuse private addresses, and a node may write
+// any address into its own status): the index keeps every claimant.
 type NodeIndex struct {
 	mu     sync.RWMutex
 	byName map[string]Target
-	byAddr map[string]string // address -> node name
-	addrs  map[string][]string
+	byAddr map[string]map[string]struct{} // address -> names of the nodes listing it
+	addrs  map[string][]string            // node name -> its addresses
 	synced cache.InformerSynced
 }
 
 // NewNodeIndex starts the informer; it stops with ctx.
 func NewNodeIndex(ctx context.Context, client kubernetes.Interface, resync time.Duration) (*NodeIndex, error) {
-	ix := &NodeIndex{byName: map[string]Target{}, byAddr: map[string]string{}, addrs: map[string][]string{}}
+	ix := newNodeIndex()
 	f := informers.NewSharedInformerFactory(client, resync)
 	inf := f.Core().V1().Nodes().Informer()
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -77,6 +97,10 @@ func NewNodeIndex(ctx context.Context, client kubernetes.Interface, resync time.
 	return ix, nil
 }
 
+func newNodeIndex() *NodeIndex {
+	return &NodeIndex{byName: map[string]Target{}, byAddr: map[string]map[string]struct{}{}, addrs: map[string][]string{}}
+}
+
 // HasSynced says whether the first list has been indexed (readiness).
 func (ix *NodeIndex) HasSynced() bool { return ix.synced != nil && ix.synced() }
 
@@ -85,10 +109,13 @@ func (ix *NodeIndex) upsert(o any) {
 	if !ok {
 		return
 	}
-	t := Target{Node: n.Name, KubeletPort: int(n.Status.DaemonEndpoints.KubeletEndpoint.Port)}
+	t := Target{Node: n.Name, KubeletPort: int(n.Status.DaemonEndpoints.KubeletEndpoint.Port),
+		Virtual: identity.IsVirtualNode(n.Labels)}
 	var addrs []string
 	for _, a := range n.Status.Addresses {
-		addrs = append(addrs, a.Address)
+		if c := canonicalAddr(a.Address); c != "" && !slices.Contains(addrs, c) {
+			addrs = append(addrs, c)
+		}
 		if a.Type == corev1.NodeInternalIP && t.IP == "" {
 			t.IP = a.Address
 		}
@@ -107,7 +134,10 @@ func (ix *NodeIndex) upsert(o any) {
 	ix.byName[n.Name] = t
 	ix.addrs[n.Name] = addrs
 	for _, a := range addrs {
-		ix.byAddr[a] = n.Name
+		if ix.byAddr[a] == nil {
+			ix.byAddr[a] = map[string]struct{}{}
+		}
+		ix.byAddr[a][n.Name] = struct{}{}
 	}
 }
 
@@ -119,7 +149,8 @@ func (ix *NodeIndex) delete(name string) {
 
 func (ix *NodeIndex) dropLocked(name string) {
 	for _, a := range ix.addrs[name] {
-		if ix.byAddr[a] == name {
+		delete(ix.byAddr[a], name)
+		if len(ix.byAddr[a]) == 0 {
 			delete(ix.byAddr, a)
 		}
 	}
@@ -127,16 +158,33 @@ func (ix *NodeIndex) dropLocked(name string) {
 	delete(ix.byName, name)
 }
 
-// Resolve implements NodeResolver.
-func (ix *NodeIndex) Resolve(host string) (Target, bool) {
+// Node implements NodeResolver.
+func (ix *NodeIndex) Node(name string) (Target, bool) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	if t, ok := ix.byName[host]; ok {
-		return t, true
+	t, ok := ix.byName[name]
+	return t, ok
+}
+
+// Claimants implements NodeResolver.
+func (ix *NodeIndex) Claimants(addr string) []Target {
+	addr = canonicalAddr(addr)
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	out := make([]Target, 0, len(ix.byAddr[addr]))
+	for name := range ix.byAddr[addr] {
+		out = append(out, ix.byName[name])
 	}
-	if name, ok := ix.byAddr[host]; ok {
-		t, ok := ix.byName[name]
-		return t, ok
+	slices.SortFunc(out, func(a, b Target) int { return strings.Compare(a.Node, b.Node) })
+	return out
+}
+
+// canonicalAddr writes an IP address one way (fd00:0::1 and fd00::1, or
+// ::ffff:10.0.0.1 and 10.0.0.1, are one address: two nodes listing them
+// clash); anything else (a host name) is returned as it is.
+func canonicalAddr(s string) string {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap().String()
 	}
-	return Target{}, false
+	return s
 }

@@ -59,6 +59,11 @@ func DefaultPorts() Ports {
 func ParsePorts(data map[string]string) (Ports, error) {
 	var p Ports
 	var err error
+	// Every list the admin set, by key, to refuse a port set twice: which
+	// class wins would otherwise be decided silently by Class's order.
+	// Defaults are not compared (localhost-proxy-ports' default includes
+	// 10250, which an admin may well list as an https port).
+	var dnat []int
 	if p.HTTP, err = parsePortList(data[KeyHTTPProxyPorts]); err != nil {
 		return Ports{}, fmt.Errorf("%s: %w", KeyHTTPProxyPorts, err)
 	}
@@ -91,13 +96,28 @@ func ParsePorts(data map[string]string) (Ports, error) {
 			if err != nil || rp != insecureProxyPort {
 				return Ports{}, fmt.Errorf("%s: %q: the right side must be %d (the server's HTTP port)", KeyDNATPortsPair, pair, insecureProxyPort)
 			}
-			p.HTTP = appendUnique(p.HTTP, lp)
+			dnat = appendUnique(dnat, lp)
 		}
 	}
-	for _, h := range p.HTTP {
-		if contains(p.HTTPS, h) {
-			return Ports{}, fmt.Errorf("port %d is both in %s and %s", h, KeyHTTPProxyPorts, KeyHTTPSProxyPorts)
+	type keyed struct {
+		key   string
+		ports []int
+	}
+	set := []keyed{{KeyHTTPProxyPorts, p.HTTP}, {KeyHTTPSProxyPorts, p.HTTPS}, {KeyDNATPortsPair, dnat}}
+	if _, ok := data[KeyLocalhostPorts]; ok {
+		set = append(set, keyed{KeyLocalhostPorts, p.Localhost})
+	}
+	for i, a := range set {
+		for _, b := range set[i+1:] {
+			for _, port := range a.ports {
+				if contains(b.ports, port) {
+					return Ports{}, fmt.Errorf("port %d is in both %s and %s: a port has one way to be reached", port, a.key, b.key)
+				}
+			}
 		}
+	}
+	for _, lp := range dnat {
+		p.HTTP = appendUnique(p.HTTP, lp)
 	}
 	for k := range data {
 		switch k {

@@ -3,6 +3,7 @@ package tunnel
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -28,6 +29,14 @@ func TestParsePorts(t *testing.T) {
 		{name: "not a number", data: map[string]string{KeyHTTPProxyPorts: "http"}, wantErr: true},
 		{name: "out of range", data: map[string]string{KeyHTTPSProxyPorts: "70000"}, wantErr: true},
 		{name: "both http and https", data: map[string]string{KeyHTTPProxyPorts: "9100", KeyHTTPSProxyPorts: "9100"}, wantErr: true},
+		{name: "both https and localhost", data: map[string]string{KeyHTTPSProxyPorts: "10250", KeyLocalhostPorts: "10250, 10266"}, wantErr: true},
+		{name: "both http and localhost", data: map[string]string{KeyHTTPProxyPorts: "9100", KeyLocalhostPorts: "9100"}, wantErr: true},
+		{name: "both dnat and https", data: map[string]string{KeyDNATPortsPair: "9443=10264", KeyHTTPSProxyPorts: "9443"}, wantErr: true},
+		{name: "both dnat and http", data: map[string]string{KeyDNATPortsPair: "9100=10264", KeyHTTPProxyPorts: "9100"}, wantErr: true},
+		// The default localhost list is not the admin's: an https port it
+		// also holds is no clash.
+		{name: "https and the default localhost", data: map[string]string{KeyHTTPSProxyPorts: "10250"},
+			https: []int{10250}, local: []int{10250, 10255, 10266, 10267}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := ParsePorts(tc.data)
@@ -60,31 +69,62 @@ func TestPortClass(t *testing.T) {
 }
 
 func TestPortConfigBadValueKeepsLastGood(t *testing.T) {
-	pol := NewPortPolicy(DefaultPorts())
-	var reported []error
-	pc := &PortConfig{Policy: pol, Log: testLog(t), Report: func(_ *corev1.ConfigMap, err error) { reported = append(reported, err) }}
-	cm := func(rv string, data map[string]string) *corev1.ConfigMap {
-		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ConfigMapNamespace, Name: ConfigMapName, ResourceVersion: rv}, Data: data}
-	}
-	if err := pc.Apply(cm("1", map[string]string{KeyHTTPProxyPorts: "9100"})); err != nil {
+	pol, pc, reported := newTestPortConfig(t)
+	if err := pc.Apply(portCM("1", map[string]string{KeyHTTPProxyPorts: "9100"})); err != nil {
 		t.Fatal(err)
 	}
 	if pol.Get().Class(9100, 0) != PortHTTP {
 		t.Fatal("good configuration not applied")
 	}
-	err := pc.Apply(cm("2", map[string]string{KeyHTTPProxyPorts: "9100,nine"}))
-	if err == nil || len(reported) != 1 || !errors.Is(reported[0], err) && reported[0].Error() != err.Error() {
-		t.Fatalf("bad configuration: err %v, reported %v", err, reported)
+	err := pc.Apply(portCM("2", map[string]string{KeyHTTPProxyPorts: "9100,nine"}))
+	if err == nil || len(*reported) != 1 || !errors.Is((*reported)[0], err) && (*reported)[0].Error() != err.Error() {
+		t.Fatalf("bad configuration: err %v, reported %v", err, *reported)
 	}
 	if pol.Get().Class(9100, 0) != PortHTTP {
 		t.Fatal("a bad configuration dropped the last good one")
 	}
 	// The same bad version seen again (a resync) is not reported twice.
-	_ = pc.Apply(cm("2", map[string]string{KeyHTTPProxyPorts: "9100,nine"}))
-	if len(reported) != 1 {
-		t.Fatalf("reported %d times", len(reported))
+	_ = pc.Apply(portCM("2", map[string]string{KeyHTTPProxyPorts: "9100,nine"}))
+	if len(*reported) != 1 {
+		t.Fatalf("reported %d times", len(*reported))
 	}
 	if err := pc.Apply(nil); err != nil || pol.Get().Class(9100, 0) != PortRefused || pol.Get().Class(10266, 0) != PortLocalhost {
 		t.Fatalf("deleting the ConfigMap: %v, policy %s", err, pol.Get())
 	}
+}
+
+// A port in two keys (https-proxy-ports and localhost-proxy-ports: which
+// one wins was Class's order, silently) is refused, naming the port and
+// both keys, and the last good configuration stays in force.
+func TestPortConfigOverlapKeepsLastGood(t *testing.T) {
+	pol, pc, reported := newTestPortConfig(t)
+	if err := pc.Apply(portCM("1", map[string]string{KeyHTTPSProxyPorts: "9443", KeyLocalhostPorts: "10266"})); err != nil {
+		t.Fatal(err)
+	}
+	err := pc.Apply(portCM("2", map[string]string{KeyHTTPSProxyPorts: "9443", KeyLocalhostPorts: "10266, 9443"}))
+	if err == nil || len(*reported) != 1 {
+		t.Fatalf("overlap accepted: err %v, reported %v", err, *reported)
+	}
+	for _, want := range []string{"9443", KeyHTTPSProxyPorts, KeyLocalhostPorts} {
+		if !strings.Contains((*reported)[0].Error(), want) {
+			t.Errorf("report %q does not name %s", (*reported)[0], want)
+		}
+	}
+	if got := pol.Get(); got.Class(9443, 0) != PortNode || !slices.Equal(got.Localhost, []int{10266}) {
+		t.Fatalf("the overlap replaced the last good configuration: %s", got)
+	}
+}
+
+// newTestPortConfig is a PortConfig on the default ports that collects
+// what it reports.
+func newTestPortConfig(t *testing.T) (*PortPolicy, *PortConfig, *[]error) {
+	pol := NewPortPolicy(DefaultPorts())
+	var reported []error
+	pc := &PortConfig{Policy: pol, Log: testLog(t), Report: func(_ *corev1.ConfigMap, err error) { reported = append(reported, err) }}
+	return pol, pc, &reported
+}
+
+// portCM is version rv of the port ConfigMap.
+func portCM(rv string, data map[string]string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ConfigMapNamespace, Name: ConfigMapName, ResourceVersion: rv}, Data: data}
 }

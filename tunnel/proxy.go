@@ -34,7 +34,7 @@ func (s *Server) ServeProxy(l net.Listener) error {
 			auth = tls.NoClientCert
 		}
 		l = tls.NewListener(batchListener{l}, serverTLS(s.cfg.ProxyCert, s.cfg.ProxyCA, []string{"http/1.1"}, auth))
-	} else if _, ok := l.(*net.UnixListener); ok {
+	} else if l.Addr().Network() == "unix" { // net.Listen("unix") or ListenUnix
 		local = true
 	} else {
 		return errors.New("refusing to serve CONNECT on a plain TCP listener: configure a proxy certificate")
@@ -90,12 +90,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, log, http.StatusBadRequest, "bad_target", fmt.Sprintf("%q is not host:port", target))
 		return
 	}
-	t, ok := s.cfg.Nodes.Resolve(host)
-	if !ok {
-		s.refuse(w, log, http.StatusNotFound, "unknown_node", fmt.Sprintf("%s is not a known node name or address", host))
+	t, sess, ref := s.route(host)
+	if ref != nil {
+		if t.Node != "" {
+			log = log.WithField("node", t.Node)
+		}
+		s.refuse(w, log, ref.code, ref.reason, ref.msg)
 		return
 	}
-	log = log.WithField("node", t.Node)
+	log = log.WithFields(logrus.Fields{"node": t.Node, "session": sess.id})
 	class := s.cfg.Ports.Get().Class(port, t.KubeletPort)
 	dialHost := host
 	switch class {
@@ -112,11 +115,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.refuse(w, log, http.StatusBadGateway, "no_address", fmt.Sprintf("node %s has no address", t.Node))
 			return
 		}
-	}
-	sess := s.reg.get(t.Node)
-	if sess == nil {
-		s.refuse(w, log, http.StatusServiceUnavailable, "no_session", fmt.Sprintf("node %s has no tunnel session on this server", t.Node))
-		return
 	}
 	select {
 	case s.pending <- struct{}{}:
@@ -187,7 +185,7 @@ func (s *Server) dialVia(ctx context.Context, sess *session, host string, port i
 	}
 	st, err := sess.mux.OpenStream()
 	if err != nil {
-		return fail("session", http.StatusServiceUnavailable, fmt.Errorf("opening a stream to node %s: %w", sess.node, err))
+		return fail("session", http.StatusServiceUnavailable, fmt.Errorf("opening a stream to node %s: %w", sess.key.node, err))
 	}
 	// A requester that gives up ends the dial too.
 	stop := context.AfterFunc(ctx, func() { _ = st.Close() })
@@ -197,25 +195,25 @@ func (s *Server) dialVia(ctx context.Context, sess *session, host string, port i
 	var resp dialResponse
 	if err := writeFrame(st, req); err != nil {
 		_ = st.Close()
-		return fail("session", http.StatusBadGateway, fmt.Errorf("asking node %s to dial: %w", sess.node, err))
+		return fail("session", http.StatusBadGateway, fmt.Errorf("asking node %s to dial: %w", sess.key.node, err))
 	}
 	if err := readFrame(st, &resp); err != nil {
 		_ = st.Close()
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			return fail("timeout", http.StatusGatewayTimeout, fmt.Errorf("node %s did not answer the dial in %s", sess.node, s.cfg.DialTimeout))
+			return fail("timeout", http.StatusGatewayTimeout, fmt.Errorf("node %s did not answer the dial in %s", sess.key.node, s.cfg.DialTimeout))
 		}
-		return fail("session", http.StatusBadGateway, fmt.Errorf("reading node %s's dial answer: %w", sess.node, err))
+		return fail("session", http.StatusBadGateway, fmt.Errorf("reading node %s's dial answer: %w", sess.key.node, err))
 	}
 	if resp.Error != "" {
 		_ = st.Close()
 		switch resp.Code {
 		case codeRefused:
-			return fail("agent_refused", http.StatusForbidden, fmt.Errorf("node %s refused: %s", sess.node, resp.Error))
+			return fail("agent_refused", http.StatusForbidden, fmt.Errorf("node %s refused: %s", sess.key.node, resp.Error))
 		case codeTimeout:
-			return fail("timeout", http.StatusGatewayTimeout, fmt.Errorf("node %s: %s", sess.node, resp.Error))
+			return fail("timeout", http.StatusGatewayTimeout, fmt.Errorf("node %s: %s", sess.key.node, resp.Error))
 		}
-		return fail("dial", http.StatusBadGateway, fmt.Errorf("node %s: %s", sess.node, resp.Error))
+		return fail("dial", http.StatusBadGateway, fmt.Errorf("node %s: %s", sess.key.node, resp.Error))
 	}
 	_ = st.SetDeadline(time.Time{})
 	m.DialDuration.Observe(time.Since(start).Seconds())

@@ -183,7 +183,7 @@ func (s *Server) handleAgent(c *tls.Conn) {
 	}
 	// The handshake verified the chain; the node comes from the
 	// certificate alone.
-	node, err := NodeOf(st.PeerCertificates[0], s.cfg.Identities)
+	node, id, err := NodeOf(st.PeerCertificates[0], s.cfg.Identities)
 	if err != nil {
 		reject("identity", err)
 		return
@@ -193,13 +193,17 @@ func (s *Server) handleAgent(c *tls.Conn) {
 		reject("session", fmt.Errorf("starting the agent session: %w", err))
 		return
 	}
-	sess := &session{node: node, mux: mux, remote: c.RemoteAddr().String(), since: time.Now()}
+	// A session of another identity for the same node has its own key:
+	// it never displaces this one, nor this one it (the routing rule picks
+	// the one allowed to serve the node). The same identity reconnecting
+	// replaces its older session.
+	sess := &session{key: sessionKey{node: node, identity: id.Prefix}, mux: mux, remote: c.RemoteAddr().String(), since: time.Now()}
 	old := s.reg.add(sess)
-	log = log.WithFields(logrus.Fields{"node": node, "session": sess.id})
-	s.cfg.Metrics.Sessions.WithLabelValues(node).Set(1)
+	log = log.WithFields(logrus.Fields{"node": node, "identity": id.Prefix, "session": sess.id})
+	s.cfg.Metrics.Sessions.WithLabelValues(node, id.Prefix).Set(1)
 	if old != nil {
 		s.cfg.Metrics.Replacements.Inc()
-		log.WithFields(logrus.Fields{"replaced": old.id, "replaced_remote": old.remote}).Info("newer agent session replaces the older one")
+		log.WithFields(logrus.Fields{"replaced": old.id, "replaced_remote": old.remote}).Info("newer agent session replaces the older one of the same identity")
 		_ = old.mux.Close()
 	} else {
 		log.Info("agent session registered")
@@ -219,13 +223,21 @@ func (s *Server) handleAgent(c *tls.Conn) {
 	}()
 	<-mux.CloseChan()
 	if s.reg.remove(sess) {
-		s.cfg.Metrics.Sessions.DeleteLabelValues(node)
+		s.cfg.Metrics.Sessions.DeleteLabelValues(node, id.Prefix)
 		log.Info("agent session ended")
 	}
 }
 
-// HasSession says whether node has an agent session here.
-func (s *Server) HasSession(node string) bool { return s.reg.get(node) != nil }
+// HasSession says whether node has an agent session here, of any
+// identity (whether it may serve the node is the routing rule's call).
+func (s *Server) HasSession(node string) bool {
+	for _, id := range s.cfg.Identities {
+		if s.reg.get(sessionKey{node: node, identity: id.Prefix}) != nil {
+			return true
+		}
+	}
+	return false
+}
 
 // Ready says whether the server is serving on at least one listener.
 func (s *Server) Ready() bool {

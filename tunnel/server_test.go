@@ -14,7 +14,7 @@ import (
 )
 
 func loopNode(name string) StaticNodes {
-	return StaticNodes{name: {Node: name, IP: "127.0.0.1"}}
+	return StaticNodes{name: {Node: name, IP: "127.0.0.1", Virtual: true}}
 }
 
 // allow makes the echo port a node port.
@@ -39,7 +39,7 @@ func TestConnectRoutesByIPAndName(t *testing.T) {
 
 func TestAgentIdentityComesFromCertificate(t *testing.T) {
 	echo := newEchoServer(t)
-	nodes := StaticNodes{"n1": {Node: "n1", IP: "127.0.0.1"}, "n2": {Node: "n2", IP: "127.0.0.2"}}
+	nodes := StaticNodes{"n1": {Node: "n1", IP: "127.0.0.1", Virtual: true}, "n2": {Node: "n2", IP: "127.0.0.2"}}
 	e := newEnv(t, nodes, allow(echo.port()))
 	port := strconv.Itoa(echo.port())
 
@@ -95,7 +95,7 @@ func TestLocalhostPortsDialLoopbackOnly(t *testing.T) {
 	echo := newEchoServer(t)
 	// The node's address is not loopback and is never dialed: a localhost
 	// port goes to 127.0.0.1 on the node, whatever host was asked for.
-	nodes := StaticNodes{"n1": {Node: "n1", IP: "10.231.69.10"}}
+	nodes := StaticNodes{"n1": {Node: "n1", IP: "10.231.69.10", Virtual: true}}
 	e := newEnv(t, nodes, Ports{Localhost: []int{echo.port()}})
 	var mu sync.Mutex
 	var dialed []string
@@ -126,7 +126,7 @@ func TestLocalhostPortsDialLoopbackOnly(t *testing.T) {
 
 func TestAgentRefusesAddressesNotItsOwn(t *testing.T) {
 	echo := newEchoServer(t)
-	nodes := StaticNodes{"n1": {Node: "n1", IP: "10.231.69.10"}}
+	nodes := StaticNodes{"n1": {Node: "n1", IP: "10.231.69.10", Virtual: true}}
 	e := newEnv(t, nodes, allow(echo.port()))
 	e.startAgent(e.ca.pair(t, "system:vnode:n1", "system:vnodes"), func(c *AgentConfig) { c.Addresses = []string{"10.231.69.11"} })
 	e.waitSession("n1")

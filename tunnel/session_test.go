@@ -54,7 +54,7 @@ func TestNewerSessionReplacesOlder(t *testing.T) {
 	if want := []string{"first", "second", "second", "second"}; len(by) != 4 || by[0] != want[0] || by[1] != want[1] || by[3] != want[3] {
 		t.Fatalf("dials by %v, want %v", by, want)
 	}
-	if counterValue(e.metrics.Sessions.WithLabelValues("n1")) != 1 {
+	if counterValue(e.metrics.Sessions.WithLabelValues("n1", "system:vnode:")) != 1 {
 		t.Fatal("sessions gauge for n1 is not 1")
 	}
 }

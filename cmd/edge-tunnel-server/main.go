@@ -51,7 +51,10 @@ func newCommand() *cobra.Command {
 edge-tunnel-agents (the node served is the one their certificate names) and
 serves HTTP CONNECT nodeIP-or-name:port to kube-apiserver's egress selector
 (egress "cluster", HTTPConnect over TLS with a client certificate, or a unix
-socket). Ports come from ConfigMap kube-system/edge-tunnel-server-cfg.`,
+socket). A node name always routes; an address routes only when exactly one
+Node lists it (a clash is refused naming both nodes: reach such nodes by name,
+kube-apiserver --kubelet-preferred-address-types=Hostname,...). Ports come
+from ConfigMap kube-system/edge-tunnel-server-cfg.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -61,7 +64,7 @@ socket). Ports come from ConfigMap kube-system/edge-tunnel-server-cfg.`,
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster config)")
 	f.StringVar(&o.agentAddr, "agent-addr", ":10262", "address agents dial")
 	f.StringVar(&o.proxyAddr, "proxy-addr", ":10263", "address of the TLS CONNECT listener (empty disables)")
-	f.StringVar(&o.unixSocket, "unix-socket", "", "path of a unix socket CONNECT listener for a co-located kube-apiserver (mode 0600)")
+	f.StringVar(&o.unixSocket, "unix-socket", "", "path of a unix socket CONNECT listener for a co-located kube-apiserver: created 0600 in a directory of its own, which must be 0700 and owned by the server's user (created so if missing)")
 	f.StringVar(&o.meta, "meta-addr", ":10265", "HTTPS address of /metrics (authenticated), /healthz and /readyz (open); served with --agent-cert (empty disables)")
 	f.StringVar(&o.metricsCA, "metrics-ca", "", "CA bundle of client certificates admitted to /metrics (bearer tokens are always checked with TokenReview and a SubjectAccessReview for get /metrics)")
 	f.StringVar(&o.agentCert, "agent-cert", "", "certificate agents see (reloaded when the file changes)")
@@ -112,12 +115,8 @@ func run(parent context.Context, o options) error {
 		}
 	}
 	if o.unixSocket != "" {
-		_ = os.Remove(o.unixSocket) // a stale socket from a previous run
-		if ro.UnixListener, err = net.Listen("unix", o.unixSocket); err != nil {
+		if ro.UnixListener, err = tunnel.ListenUnix(o.unixSocket); err != nil {
 			return fmt.Errorf("--unix-socket: %w", err)
-		}
-		if err := os.Chmod(o.unixSocket, 0o600); err != nil {
-			return fmt.Errorf("restricting %s: %w", o.unixSocket, err)
 		}
 	}
 	if o.meta != "" {

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -40,6 +41,10 @@ type Options struct {
 	// EgressSelectorConfigFile is passed to kube-apiserver as
 	// --egress-selector-config-file when set.
 	EgressSelectorConfigFile string
+	// KubeletPreferredAddressTypes is kube-apiserver's
+	// --kubelet-preferred-address-types (default "InternalIP,Hostname"; a
+	// repeated list flag would append, not replace, so it is an option).
+	KubeletPreferredAddressTypes string
 	// ExtraAPIServerFlags and ExtraControllerManagerFlags are appended.
 	ExtraAPIServerFlags         []string
 	ExtraControllerManagerFlags []string
@@ -182,7 +187,7 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 		"--kubelet-client-certificate=" + cp.KubeletClient.CertPath,
 		"--kubelet-client-key=" + cp.KubeletClient.KeyPath,
 		"--kubelet-certificate-authority=" + cp.PKI.CACertPath,
-		"--kubelet-preferred-address-types=InternalIP,Hostname",
+		"--kubelet-preferred-address-types=" + cmp.Or(opts.KubeletPreferredAddressTypes, "InternalIP,Hostname"),
 		"--requestheader-client-ca-file=" + frontProxy.CACertPath,
 		"--requestheader-allowed-names=front-proxy-client",
 		"--requestheader-username-headers=X-Remote-User",

@@ -120,14 +120,20 @@ func TestReplicaFailoverAndAgentRestart(t *testing.T) {
 	// A node with the agent in its own process is Ready only while the
 	// agent holds a session: with both replicas gone it turns False with
 	// the reason, and True again once a replica is back.
-	const embedded = "vn-embedded"
+	// It has an address of its own on the edge host: two nodes listing the
+	// same address are reached only by name, and the node proxy here goes
+	// by InternalIP.
+	const embedded, embeddedIP = "vn-embedded", "10.231.61.3"
+	if err := e.edge.AddAddress(embeddedIP + "/32"); err != nil {
+		t.Fatal(err)
+	}
 	cert, err := e.cp.PKI.ClientCert("embedded-"+embedded, "system:vnode:"+embedded, "system:vnodes")
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.startNodeWith(t, embedded, 10251, &vnode.TunnelOptions{
+	e.startNodeOn(t, e.edge, embeddedIP, embedded, 10251, &vnode.TunnelOptions{
 		Server: net.JoinHostPort(serverName, e.agentPort()), CAFile: e.tca.CACertPath, CertFile: cert.CertPath, KeyFile: cert.KeyPath,
-		Addresses: []string{nodeIP}, Dial: e.edge.Dial, DialTarget: e.edge.Dial, Resolve: e.resolveReplicas,
+		Addresses: []string{embeddedIP}, Dial: e.edge.Dial, DialTarget: e.edge.Dial, Resolve: e.resolveReplicas,
 		MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, CheckInterval: 100 * time.Millisecond})
 	ready := func(status corev1.ConditionStatus, reason string) func() bool {
 		return func() bool {

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/integration/netns"
 	"github.com/vnode-project/vnode/internal/certs"
+	"github.com/vnode-project/vnode/internal/identity"
 	"github.com/vnode-project/vnode/provider/nodeobject"
 	"github.com/vnode-project/vnode/provider/translate"
 	"github.com/vnode-project/vnode/provider/vnode"
@@ -126,22 +128,26 @@ const replicaBIP = "10.231.62.1"
 // name the agent resolves to every replica.
 const serverName = "edge-tunnel-server"
 
-func newEnv(t *testing.T) *env {
+// envOptions vary the environment.
+type envOptions struct {
+	// preferredAddressTypes is kube-apiserver's
+	// --kubelet-preferred-address-types (default InternalIP,Hostname).
+	preferredAddressTypes string
+}
+
+func newEnv(t *testing.T) *env { return newEnvWith(t, envOptions{}) }
+
+func newEnvWith(t *testing.T, o envOptions) *env {
 	t.Helper()
 	log := logrus.New()
 	log.SetLevel(logrus.WarnLevel)
 	e := &env{log: logrus.NewEntry(log)}
 
-	// The edge host, and no route from here to the node's address: the
-	// cluster cannot dial the node, the node can dial out.
-	e.edge = netns.New(t, edgeSubnet)
-	if err := e.edge.AddAddress(nodeIP + "/32"); err != nil {
-		t.Fatal(err)
-	}
+	// No route from here to the node's address: the cluster cannot dial
+	// the node, the node can dial out.
 	for _, args := range [][]string{
 		{"route", "replace", "unreachable", nodeNet},
 		{"addr", "replace", replicaBIP + "/32", "dev", "lo"},
-		{"-n", e.edge.Name, "route", "replace", replicaBIP + "/32", "via", e.edge.HostIP.String()},
 	} {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			t.Fatalf("ip %v: %v: %s", args, err, out)
@@ -151,6 +157,7 @@ func newEnv(t *testing.T) *env {
 		_ = exec.Command("ip", "route", "del", "unreachable", nodeNet).Run()
 		_ = exec.Command("ip", "addr", "del", replicaBIP+"/32", "dev", "lo").Run()
 	})
+	e.edge = e.newEdgeHost(t, edgeSubnet)
 
 	// The tunnel's own CA: the server's certificates and kube-apiserver's
 	// egress client certificate. Agents use cluster certificates.
@@ -200,7 +207,8 @@ egressSelections:
 `, e.lb.addr(), tca.CACertPath, egress.CertPath, egress.KeyPath)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e.cp = controlplane.StartForTest(t, controlplane.Options{EgressSelectorConfigFile: egressCfg})
+	e.cp = controlplane.StartForTest(t, controlplane.Options{EgressSelectorConfigFile: egressCfg,
+		KubeletPreferredAddressTypes: o.preferredAddressTypes})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, args := range [][]string{{"apply", "-k", repoPath("manifests", "vnode")}, {"apply", "-f", repoPath("manifests", "tunnel", "rbac.yaml")}} {
@@ -240,6 +248,29 @@ egressSelections:
 	return e
 }
 
+// newEdgeHost makes an edge host: a network namespace whose loopback holds
+// the node's address nodeIP (every edge host the same one, as NAT-ed edge
+// sites reuse private addresses), with routes out to both replicas. It
+// must come after replica A's address exists (newEnv's first edge host
+// makes it).
+func (e *env) newEdgeHost(t *testing.T, subnet int) *netns.Host {
+	t.Helper()
+	h := netns.New(t, subnet)
+	if err := h.AddAddress(nodeIP + "/32"); err != nil {
+		t.Fatal(err)
+	}
+	routes := [][]string{{"-n", h.Name, "route", "replace", replicaBIP + "/32", "via", h.HostIP.String()}}
+	if e.edge != nil { // replica A listens on the first edge host's link address
+		routes = append(routes, []string{"-n", h.Name, "route", "replace", e.edge.HostIP.String() + "/32", "via", h.HostIP.String()})
+	}
+	for _, args := range routes {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	return h
+}
+
 // agentPort is the port both replicas take agents on.
 func (e *env) agentPort() string {
 	_, p, _ := net.SplitHostPort(e.server.agentAddr)
@@ -255,7 +286,13 @@ func (e *env) resolveReplicas(context.Context, string) ([]string, error) {
 // nodeCert is the node's cluster client certificate, system:vnode:<node>.
 func (e *env) nodeCert(t *testing.T, node string) *certs.KeyPair {
 	t.Helper()
-	cert, err := e.cp.PKI.ClientCert("agent-"+node, "system:vnode:"+node, "system:vnodes")
+	return e.clientCert(t, identity.VNodeUser(node), identity.VNodesGroup)
+}
+
+// clientCert is a cluster client certificate for user in group.
+func (e *env) clientCert(t *testing.T, user, group string) *certs.KeyPair {
+	t.Helper()
+	cert, err := e.cp.PKI.ClientCert("agent-"+strings.ReplaceAll(user, ":", "-"), user, group)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,6 +309,8 @@ type agentRun struct {
 	t      *testing.T
 	e      *env
 	node   string
+	host   *netns.Host    // the edge host it runs on
+	cert   *certs.KeyPair // its client certificate
 	agent  *tun.Agent
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -281,7 +320,13 @@ type agentRun struct {
 // namespace, with the node's client certificate, to every replica.
 func (e *env) startAgent(t *testing.T, node string) *agentRun {
 	t.Helper()
-	r := &agentRun{t: t, e: e, node: node}
+	return e.startAgentOn(t, e.edge, node, e.nodeCert(t, node))
+}
+
+// startAgentOn runs an agent on edge host h with certificate cert.
+func (e *env) startAgentOn(t *testing.T, h *netns.Host, node string, cert *certs.KeyPair) *agentRun {
+	t.Helper()
+	r := &agentRun{t: t, e: e, node: node, host: h, cert: cert}
 	r.start()
 	t.Cleanup(r.stop)
 	return r
@@ -295,8 +340,8 @@ func (r *agentRun) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := tun.NewAgent(tun.AgentConfig{Server: net.JoinHostPort(serverName, e.agentPort()), Cert: e.nodeCert(t, r.node), CA: ca,
-		Resolve: e.resolveReplicas, Addresses: []string{nodeIP}, Dial: e.edge.Dial, DialTarget: e.edge.Dial,
+	a, err := tun.NewAgent(tun.AgentConfig{Server: net.JoinHostPort(serverName, e.agentPort()), Cert: r.cert, CA: ca,
+		Resolve: e.resolveReplicas, Addresses: []string{nodeIP}, Dial: r.host.Dial, DialTarget: r.host.Dial,
 		MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, DrainTimeout: time.Second,
 		Log: e.log.WithField("side", "agent"), Metrics: tun.NewMetrics(prometheus.NewRegistry())})
 	if err != nil {
@@ -335,15 +380,22 @@ func (e *env) startNode(t *testing.T, name string) {
 // host's own address and port; with tunnel, its agent runs in-process.
 func (e *env) startNodeWith(t *testing.T, name string, port int, tunnel *vnode.TunnelOptions) {
 	t.Helper()
+	e.startNodeOn(t, e.edge, nodeIP, name, port, tunnel)
+}
+
+// startNodeOn runs a virtual node whose kubelet API listens on edge host
+// h's address ip (nodeIP, or one added to h), its InternalIP.
+func (e *env) startNodeOn(t *testing.T, h *netns.Host, ip, name string, port int, tunnel *vnode.TunnelOptions) {
+	t.Helper()
 	cfg, err := e.cp.UserConfig("system:vnode:"+name, "system:vnodes")
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := e.edge.ListenOn(nodeIP, port)
+	l, err := h.ListenOn(ip, port)
 	if err != nil {
 		t.Fatal(err)
 	}
-	serving, err := e.cp.PKI.ServingCert("kubelet-"+name, []string{name}, []net.IP{net.ParseIP(nodeIP)})
+	serving, err := e.cp.PKI.ServingCert("kubelet-"+name, []string{name}, []net.IP{net.ParseIP(ip)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,7 +410,7 @@ func (e *env) startNodeWith(t *testing.T, name string, port int, tunnel *vnode.T
 	go func() {
 		done <- vnode.Run(ctx, vnode.Options{
 			NodeName: name,
-			Node: nodeobject.Config{Name: name, Region: "cn-hangzhou", Zones: []string{"cn-hangzhou-a"}, InternalIP: nodeIP,
+			Node: nodeobject.Config{Name: name, Region: "cn-hangzhou", Zones: []string{"cn-hangzhou-a"}, InternalIP: ip,
 				KubeletPort: int32(port), KubeletVersion: "v1.35.4-vnode",
 				Capacity: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100"), corev1.ResourceMemory: resource.MustParse("1Ti"), corev1.ResourcePods: resource.MustParse("100")}},
 			Pods: translate.NodeSettings{ClusterName: "tunnel", NodeName: name, VSwitchIDs: []string{"vsw-t"}, SecurityGroupID: "sg-t",

@@ -78,7 +78,7 @@ func runChild() error {
 		return err
 	}
 	srv, err := tunnel.NewServer(tunnel.ServerConfig{AgentCert: serverPair, AgentCA: ca, ProxyCert: serverPair, ProxyCA: ca,
-		Nodes: tunnel.StaticNodes{"n1": {Node: "n1", IP: "127.0.0.1"}}, Ports: tunnel.NewPortPolicy(tunnel.Ports{HTTPS: ports}),
+		Nodes: tunnel.StaticNodes{"n1": {Node: "n1", IP: "127.0.0.1", Virtual: true}}, Ports: tunnel.NewPortPolicy(tunnel.Ports{HTTPS: ports}),
 		MaxPendingDials: 4096, Log: logrus.NewEntry(log)})
 	if err != nil {
 		return err

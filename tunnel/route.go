@@ -1,0 +1,103 @@
+package tunnel
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+)
+
+// refusal is why the routing rule carries a CONNECT nowhere: the status
+// answered, the reason counted (requests_refused_total) and the message.
+type refusal struct {
+	code   int
+	reason string
+	msg    string
+}
+
+// route is the tunnel's one routing rule: which node a CONNECT host names
+// and which session may carry it there.
+//
+//   - A host that is a node's name (not an IP address) names that node,
+//     whatever addresses other nodes list: routing by name always works.
+//   - Otherwise the host names the node that lists it among its addresses
+//     (a node of that name, if the host is an IP address, claims it too),
+//     but only if exactly one node does. Two claimants are refused, naming
+//     both, never guessed: NAT-ed edge sites reuse addresses, and a node
+//     may write any address into its own status.
+//   - The node is then carried only by a session allowed to serve it
+//     (sessionFor), or refused.
+func (s *Server) route(host string) (Target, *session, *refusal) {
+	t, r := s.nodeFor(host)
+	if r != nil {
+		return Target{}, nil, r
+	}
+	sess, r := s.sessionFor(t)
+	if r != nil {
+		return t, nil, r
+	}
+	return t, sess, nil
+}
+
+// nodeFor applies the naming half of the rule.
+func (s *Server) nodeFor(host string) (Target, *refusal) {
+	isIP := net.ParseIP(host) != nil
+	byName, named := s.cfg.Nodes.Node(host)
+	if named && !isIP {
+		return byName, nil
+	}
+	claimants := s.cfg.Nodes.Claimants(host)
+	if named && !containsNode(claimants, host) {
+		claimants = append(claimants, byName)
+	}
+	switch len(claimants) {
+	case 0:
+		return Target{}, &refusal{http.StatusNotFound, "unknown_node", fmt.Sprintf("%s is not a known node name or address", host)}
+	case 1:
+		return claimants[0], nil
+	}
+	names := make([]string, len(claimants))
+	for i, c := range claimants {
+		names[i] = c.Node
+	}
+	slices.Sort(names)
+	return Target{}, &refusal{http.StatusConflict, "address_clash", fmt.Sprintf(
+		"address %s is claimed by nodes %s: refusing to guess; reach them by node name (kube-apiserver --kubelet-preferred-address-types=Hostname,...)",
+		host, strings.Join(names, " and "))}
+}
+
+// sessionFor applies the carrying half: the session allowed to serve t.
+// Today that is t's own session, of the identity t's kind requires
+// (system:vnode:<name> for a Node labelled type=virtual-kubelet,
+// system:node:<name> otherwise), checked against the Node as it is now,
+// not as it was when the session came: a virtual node's certificate may
+// be approved before its Node exists. A network domain's gateway session
+// is to be one more case here.
+func (s *Server) sessionFor(t Target) (*session, *refusal) {
+	var others []string
+	for _, id := range s.cfg.Identities {
+		sess := s.reg.get(sessionKey{node: t.Node, identity: id.Prefix})
+		switch {
+		case sess == nil:
+		case id.Virtual == t.Virtual:
+			return sess, nil
+		default:
+			others = append(others, fmt.Sprintf("%s%s may only serve %s", id.Prefix, t.Node, id.kindOf()))
+		}
+	}
+	if len(others) > 0 {
+		return nil, &refusal{http.StatusServiceUnavailable, "identity_not_allowed", fmt.Sprintf(
+			"node %s has no tunnel session on this server from an identity allowed to serve it (%s)", t.Node, strings.Join(others, "; "))}
+	}
+	return nil, &refusal{http.StatusServiceUnavailable, "no_session", fmt.Sprintf("node %s has no tunnel session on this server", t.Node)}
+}
+
+func containsNode(ts []Target, name string) bool {
+	for _, t := range ts {
+		if t.Node == name {
+			return true
+		}
+	}
+	return false
+}
