@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vnode-project/vnode/internal/backoff"
+
 	"github.com/hashicorp/yamux"
 	"github.com/sirupsen/logrus"
 
@@ -181,7 +183,8 @@ func (a *Agent) resolve(ctx context.Context) ([]string, error) {
 // no longer among the server's addresses.
 func (a *Agent) maintain(ctx context.Context, ip string) {
 	log := a.cfg.Log.WithField("server", net.JoinHostPort(ip, a.port))
-	b := backoff{min: a.cfg.MinBackoff, max: a.cfg.MaxBackoff}
+	bo := backoff.Policy{Base: a.cfg.MinBackoff, Max: a.cfg.MaxBackoff}
+	failures := 0
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := a.session(ctx, ip, log)
@@ -191,9 +194,10 @@ func (a *Agent) maintain(ctx context.Context, ip string) {
 		// A session that lasted a while was a success: start over at the
 		// shortest wait.
 		if time.Since(start) > a.cfg.MaxBackoff {
-			b.reset()
+			failures = 0
 		}
-		wait := b.next()
+		failures++
+		wait := bo.Delay(failures)
 		log.WithError(err).WithField("retry_in", wait.Round(time.Millisecond)).Warn("tunnel session ended")
 		select {
 		case <-ctx.Done():
