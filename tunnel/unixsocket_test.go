@@ -48,11 +48,11 @@ func TestUnixSocketPrivateUnderPermissiveUmask(t *testing.T) {
 	if l.Addr().Network() != "unix" || l.Addr().String() != path {
 		t.Fatalf("listener address %s %s", l.Addr().Network(), l.Addr())
 	}
-	go func() {
+	go func(l net.Listener) {
 		if c, err := l.Accept(); err == nil {
 			_ = c.Close()
 		}
-	}()
+	}(l)
 	c, err := net.Dial("unix", path)
 	if err != nil {
 		t.Fatalf("dialing the socket: %v", err)
@@ -73,11 +73,12 @@ func TestUnixSocketPrivateUnderPermissiveUmask(t *testing.T) {
 	}
 	stale.SetUnlinkOnClose(false)
 	_ = stale.Close()
-	if l, err = ListenUnix(path); err != nil {
+	again, err := ListenUnix(path)
+	if err != nil {
 		t.Fatalf("over a stale socket: %v", err)
 	}
 	check()
-	_ = l.Close()
+	_ = again.Close()
 }
 
 // A socket directory others can reach is refused, not changed: the old
