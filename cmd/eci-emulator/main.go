@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vnode-project/vnode/cmd/internal/cli"
+
 	"github.com/vnode-project/vnode/internal/version"
 
 	"github.com/sirupsen/logrus"
@@ -19,12 +21,7 @@ import (
 	"github.com/vnode-project/vnode/eci/emulator"
 )
 
-func main() {
-	if err := newCommand().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "eci-emulator:", err)
-		os.Exit(1)
-	}
-}
+func main() { cli.Execute(newCommand()) }
 
 func newCommand() *cobra.Command {
 	var (

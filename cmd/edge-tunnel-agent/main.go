@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/vnode-project/vnode/internal/version"
@@ -23,12 +22,7 @@ import (
 	"github.com/vnode-project/vnode/tunnel"
 )
 
-func main() {
-	if err := newCommand().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "edge-tunnel-agent:", err)
-		os.Exit(1)
-	}
-}
+func main() { cli.Execute(newCommand()) }
 
 type options struct {
 	server, serverName     string

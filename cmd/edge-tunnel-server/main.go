@@ -7,26 +7,18 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"time"
 
 	"github.com/vnode-project/vnode/internal/version"
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vnode-project/vnode/cmd/internal/cli"
 	"github.com/vnode-project/vnode/tunnel"
 )
 
-func main() {
-	if err := newCommand().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "edge-tunnel-server:", err)
-		os.Exit(1)
-	}
-}
+func main() { cli.Execute(newCommand()) }
 
 type options struct {
 	kubeconfig                             string
@@ -97,7 +89,7 @@ func run(parent context.Context, o options) error {
 	if o.proxyCert == "" {
 		o.proxyCert, o.proxyKey = o.agentCert, o.agentKey
 	}
-	kube, err := restConfig(o.kubeconfig)
+	kube, err := cli.RESTConfig(o.kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -125,19 +117,4 @@ func run(parent context.Context, o options) error {
 		}
 	}
 	return tunnel.RunServer(ctx, ro)
-}
-
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig == "" {
-		c, err := rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("in-cluster config (or pass --kubeconfig): %w", err)
-		}
-		return c, nil
-	}
-	c, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return nil, fmt.Errorf("loading %s: %w", kubeconfig, err)
-	}
-	return c, nil
 }

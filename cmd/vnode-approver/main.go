@@ -7,8 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os"
 	"time"
 
 	"github.com/vnode-project/vnode/internal/identity"
@@ -17,20 +15,13 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vnode-project/vnode/approver"
 	"github.com/vnode-project/vnode/cmd/internal/cli"
 	"github.com/vnode-project/vnode/internal/certs"
 )
 
-func main() {
-	if err := newCommand().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "vnode-approver:", err)
-		os.Exit(1)
-	}
-}
+func main() { cli.Execute(newCommand()) }
 
 type options struct {
 	kubeconfig      string
@@ -119,17 +110,17 @@ func run(parent context.Context, o options) error {
 		return errors.New("--max-expiration must be at least 10m (the API server's minimum expirationSeconds)")
 	}
 
-	restCfg, err := restConfig(o.kubeconfig)
+	restCfg, err := cli.RESTConfig(o.kubeconfig)
 	if err != nil {
 		return err
 	}
 	restCfg.QPS, restCfg.Burst = o.kubeAPIQPS, o.kubeAPIBurst
 
-	metricsL, err := listen(o.metricsAddr, "--metrics-addr")
+	metricsL, err := cli.Listen(o.metricsAddr, "--metrics-addr")
 	if err != nil {
 		return err
 	}
-	healthL, err := listen(o.healthAddr, "--health-addr")
+	healthL, err := cli.Listen(o.healthAddr, "--health-addr")
 	if err != nil {
 		return err
 	}
@@ -176,30 +167,4 @@ func cacheTTL(flag time.Duration) time.Duration {
 		return -1
 	}
 	return flag
-}
-
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig == "" {
-		cfg, err := rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("loading in-cluster config (or pass --kubeconfig): %w", err)
-		}
-		return cfg, nil
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return nil, fmt.Errorf("loading kubeconfig %s: %w", kubeconfig, err)
-	}
-	return cfg, nil
-}
-
-func listen(addr, flag string) (net.Listener, error) {
-	if addr == "" {
-		return nil, nil
-	}
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", flag, err)
-	}
-	return l, nil
 }

@@ -3,20 +3,14 @@
 package main
 
 import (
-	"fmt"
-	"os"
+	"github.com/vnode-project/vnode/cmd/internal/cli"
 
 	"github.com/vnode-project/vnode/internal/version"
 
 	"github.com/spf13/cobra"
 )
 
-func main() {
-	if err := newCommand().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "vnode-kubelet:", err)
-		os.Exit(1)
-	}
-}
+func main() { cli.Execute(newCommand()) }
 
 func newCommand() *cobra.Command {
 	var o options

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
 )
 
 // Start returns a context that ends on SIGINT or SIGTERM (stop releases
@@ -24,4 +25,13 @@ func Start(parent context.Context, level string) (ctx context.Context, stop cont
 	logger.SetLevel(lvl)
 	ctx, stop = signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
 	return ctx, stop, logger, nil
+}
+
+// Execute runs a binary's root command and exits non-zero, naming the
+// binary, when it fails.
+func Execute(cmd *cobra.Command) {
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, cmd.Name()+":", err)
+		os.Exit(1)
+	}
 }
