@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vnode-project/vnode/internal/identity"
-
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/vnode-project/vnode/internal/identity"
 )
 
 // fakeClock is a settable clock for CachedReviewer.

@@ -14,14 +14,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vnode-project/vnode/internal/identity"
-
 	authorizationv1 "k8s.io/api/authorization/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/vnode-project/vnode/internal/identity"
 )
 
 // The identity a virtual node's certificate carries.

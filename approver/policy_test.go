@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vnode-project/vnode/internal/identity"
-
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vnode-project/vnode/internal/identity"
 )
 
 type policyCase struct {

@@ -13,11 +13,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/vnode-project/vnode/internal/backoff"
-
 	"github.com/hashicorp/yamux"
 	"github.com/sirupsen/logrus"
 
+	"github.com/vnode-project/vnode/internal/backoff"
 	"github.com/vnode-project/vnode/internal/certs"
 )
 

@@ -11,14 +11,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vnode-project/vnode/cmd/internal/cli"
-
-	"github.com/vnode-project/vnode/internal/version"
-
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
+	"github.com/vnode-project/vnode/cmd/internal/cli"
 	"github.com/vnode-project/vnode/eci/emulator"
+	"github.com/vnode-project/vnode/internal/version"
 )
 
 func main() { cli.Execute(newCommand()) }

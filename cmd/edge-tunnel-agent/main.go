@@ -11,14 +11,13 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/vnode-project/vnode/internal/version"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
 	"github.com/vnode-project/vnode/cmd/internal/cli"
 	"github.com/vnode-project/vnode/internal/certs"
+	"github.com/vnode-project/vnode/internal/version"
 	"github.com/vnode-project/vnode/tunnel"
 )
 

@@ -9,12 +9,11 @@ import (
 	"net"
 	"time"
 
-	"github.com/vnode-project/vnode/internal/version"
-
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
 	"github.com/vnode-project/vnode/cmd/internal/cli"
+	"github.com/vnode-project/vnode/internal/version"
 	"github.com/vnode-project/vnode/tunnel"
 )
 

@@ -9,16 +9,14 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/vnode-project/vnode/internal/identity"
-
-	"github.com/vnode-project/vnode/internal/version"
-
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
 	"github.com/vnode-project/vnode/approver"
 	"github.com/vnode-project/vnode/cmd/internal/cli"
 	"github.com/vnode-project/vnode/internal/certs"
+	"github.com/vnode-project/vnode/internal/identity"
+	"github.com/vnode-project/vnode/internal/version"
 )
 
 func main() { cli.Execute(newCommand()) }

@@ -3,11 +3,10 @@
 package main
 
 import (
-	"github.com/vnode-project/vnode/cmd/internal/cli"
-
-	"github.com/vnode-project/vnode/internal/version"
-
 	"github.com/spf13/cobra"
+
+	"github.com/vnode-project/vnode/cmd/internal/cli"
+	"github.com/vnode-project/vnode/internal/version"
 )
 
 func main() { cli.Execute(newCommand()) }

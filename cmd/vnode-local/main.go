@@ -9,12 +9,11 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/vnode-project/vnode/internal/version"
-
 	"github.com/spf13/cobra"
 
 	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/integration/local"
+	"github.com/vnode-project/vnode/internal/version"
 )
 
 func main() {

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vnode-project/vnode/internal/identity"
-
 	"github.com/sirupsen/logrus"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -24,6 +22,7 @@ import (
 
 	vnapprover "github.com/vnode-project/vnode/approver"
 	"github.com/vnode-project/vnode/integration/controlplane"
+	"github.com/vnode-project/vnode/internal/identity"
 	"github.com/vnode-project/vnode/provider/bootstrap"
 )
 

@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vnode-project/vnode/internal/identity"
-
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -28,6 +26,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/vnode-project/vnode/integration/controlplane"
+	"github.com/vnode-project/vnode/internal/identity"
 )
 
 const (

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vnode-project/vnode/internal/identity"
-
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -26,6 +24,7 @@ import (
 	"github.com/vnode-project/vnode/eci/emulator/emulatortest"
 	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/integration/netns"
+	"github.com/vnode-project/vnode/internal/identity"
 	"github.com/vnode-project/vnode/provider/nodeobject"
 	"github.com/vnode-project/vnode/provider/translate"
 	"github.com/vnode-project/vnode/provider/vnode"

@@ -15,10 +15,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/vnode-project/vnode/internal/identity"
-
-	"github.com/vnode-project/vnode/internal/version"
-
 	"github.com/sirupsen/logrus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -26,6 +22,8 @@ import (
 	"github.com/vnode-project/vnode/eci/emulator"
 	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/internal/config"
+	"github.com/vnode-project/vnode/internal/identity"
+	"github.com/vnode-project/vnode/internal/version"
 	"github.com/vnode-project/vnode/provider/vnode"
 )
 

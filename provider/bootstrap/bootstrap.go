@@ -22,8 +22,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vnode-project/vnode/internal/identity"
-
 	"github.com/sirupsen/logrus"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
@@ -33,6 +31,8 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/client-go/util/certificate"
 	"k8s.io/client-go/util/connrotation"
+
+	"github.com/vnode-project/vnode/internal/identity"
 )
 
 // Identity of virtual nodes.

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vnode-project/vnode/internal/identity"
-
 	"github.com/sirupsen/logrus"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -22,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/vnode-project/vnode/integration/controlplane"
+	"github.com/vnode-project/vnode/internal/identity"
 )
 
 // A virtual node with only a bootstrap kubeconfig gets a client certificate

@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/vnode-project/vnode/internal/certs"
-
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	"k8s.io/apiserver/pkg/apis/apiserver"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/vnode-project/vnode/internal/certs"
 )
 
 // ServerConfig secures the kubelet API (:10250) the way a kubelet does.

@@ -11,11 +11,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vnode-project/vnode/internal/identity"
-
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vnode-project/vnode/internal/identity"
 )
 
 // Well-known labels and the taint every vnode carries.

@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vnode-project/vnode/internal/identity"
-
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/vnode-project/vnode/internal/identity"
 )
 
 func TestApply(t *testing.T) {
