@@ -259,7 +259,9 @@ func (c *Controller) Reconcile(ctx context.Context, name string) error {
 			kind = "bootstrap"
 		}
 		c.metrics.approved.WithLabelValues(kind).Inc()
-		c.opts.Recorder.Event(csr, corev1.EventTypeNormal, "Approved", d.Message)
+		// No event: the Approved condition already carries the reason and
+		// message, and an event per approval doubled the API writes of a
+		// burst. Denials, which an admin must see, get one.
 		log.WithField("kind", kind).Info("approved CSR")
 		return nil
 	}

@@ -368,8 +368,18 @@ func testAdversarial(ctx context.Context, t *testing.T, e *env) {
 		t.Run(c.name, func(t *testing.T) { verifyCase(ctx, t, e.cp.Client, c, results[i]) })
 	}
 	t.Run("events recorded", func(t *testing.T) {
-		checkEvent(ctx, t, e.cp.Client, cases[0].csrName(), corev1.EventTypeNormal, "Approved")
+		// Denials get a Warning event; approvals are recorded on the
+		// CSR's Approved condition only (one API write per approval).
 		checkEvent(ctx, t, e.cp.Client, advCase{name: "CN system:vnodefoo"}.csrName(), corev1.EventTypeWarning, "Denied")
+		evs, err := e.cp.Client.CoreV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + cases[0].csrName()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs.Items {
+			if ev.Source.Component == vnapprover.Component {
+				t.Errorf("an approval wrote an event: %s %s %q", ev.Type, ev.Reason, ev.Message)
+			}
+		}
 	})
 	e.checkApproverLog(t)
 }

@@ -57,7 +57,7 @@ const (
 //
 // kube-controller-manager does one SubjectAccessReview and one approval
 // write per CSR; vnode-approver one approval write (its access review is
-// cached per requestor identity) and one event. Each control plane starts
+// cached per requestor identity) and no event (its denials get one). Each control plane starts
 // when its first sub-benchmark runs and stops after its last; the
 // requestors are not rate limited.
 //
