@@ -9,15 +9,9 @@ import (
 	"strings"
 	"sync"
 	"time"
-)
 
-// percentEncode is the RFC 3986 encoding Alibaba Cloud signs with.
-func percentEncode(s string) string {
-	e := url.QueryEscape(s)
-	e = strings.ReplaceAll(e, "+", "%20")
-	e = strings.ReplaceAll(e, "*", "%2A")
-	return strings.ReplaceAll(e, "%7E", "~")
-}
+	"github.com/vnode-project/vnode/eci/model"
+)
 
 // stringToSign builds the RPC string to sign from every parameter but
 // Signature, empty values included.
@@ -31,9 +25,9 @@ func stringToSign(method string, params url.Values) string {
 	sort.Strings(keys)
 	parts := make([]string, 0, len(keys))
 	for _, k := range keys {
-		parts = append(parts, percentEncode(k)+"="+percentEncode(params.Get(k)))
+		parts = append(parts, model.PercentEncode(k)+"="+model.PercentEncode(params.Get(k)))
 	}
-	return method + "&%2F&" + percentEncode(strings.Join(parts, "&"))
+	return method + "&%2F&" + model.PercentEncode(strings.Join(parts, "&"))
 }
 
 // sign is base64(HMAC-SHA1(secret + "&", stringToSign)).
