@@ -3,6 +3,7 @@ package emulator
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -441,7 +442,9 @@ func (e *Emulator) authenticate(method string, p params) *apiError {
 		return errf(http.StatusNotFound, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
 	}
 	sts := stringToSign(method, url.Values(p))
-	if sign(secret, sts) != p.get("Signature") {
+	// Constant time: a comparison that stops at the first differing byte
+	// tells a caller, by its timing, how much of a forged signature is right.
+	if subtle.ConstantTimeCompare([]byte(sign(secret, sts)), []byte(p.get("Signature"))) != 1 {
 		return errf(http.StatusBadRequest, "SignatureDoesNotMatch", "Specified signature is not matched with our calculation. server string to sign is:"+sts)
 	}
 	ts, err := time.Parse(timeFormat, p.get("Timestamp"))
@@ -914,7 +917,7 @@ func (e *Emulator) describeRegions(params) (map[string]any, *apiError) {
 
 // serveAdmin is the fault and state control for tests.
 func (e *Emulator) serveAdmin(w http.ResponseWriter, r *http.Request) {
-	if e.cfg.AdminToken == "" || r.Header.Get("Authorization") != "Bearer "+e.cfg.AdminToken {
+	if e.cfg.AdminToken == "" || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+e.cfg.AdminToken)) != 1 {
 		http.Error(w, "unauthorized", http.StatusUnauthorized)
 		return
 	}
