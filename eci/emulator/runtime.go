@@ -1,14 +1,13 @@
 package emulator
 
 import (
-	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -437,15 +436,22 @@ func (l *lineStamper) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	data := append(l.partial, p...)
 	l.partial = nil
+	// One write per chunk the process wrote, not one per line.
+	var out bytes.Buffer
 	for {
-		i := strings.IndexByte(string(data), '\n')
+		i := bytes.IndexByte(data, '\n')
 		if i < 0 {
 			break
 		}
-		if _, err := fmt.Fprintf(l.w, "%s %s\n", time.Now().UTC().Format(time.RFC3339Nano), data[:i]); err != nil {
+		out.WriteString(time.Now().UTC().Format(time.RFC3339Nano))
+		out.WriteByte(' ')
+		out.Write(data[:i+1])
+		data = data[i+1:]
+	}
+	if out.Len() > 0 {
+		if _, err := l.w.Write(out.Bytes()); err != nil {
 			return 0, err
 		}
-		data = data[i+1:]
 	}
 	l.partial = append([]byte(nil), data...)
 	return len(p), nil
@@ -458,25 +464,6 @@ func (l *lineStamper) flush() {
 		fmt.Fprintf(l.w, "%s %s\n", time.Now().UTC().Format(time.RFC3339Nano), l.partial)
 		l.partial = nil
 	}
-}
-
-// readLog returns a container's timestamped log lines.
-func (r *processRuntime) readLog(g *group, c string, previous bool) ([]string, error) {
-	f, err := os.Open(r.logPath(g, c, previous))
-	if err != nil {
-		if os.IsNotExist(err) {
-			return nil, nil
-		}
-		return nil, err
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
-	return lines, sc.Err()
 }
 
 // privateDir makes dir and its missing parents 0700, and makes dir 0700 if
