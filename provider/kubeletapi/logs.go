@@ -122,6 +122,7 @@ func forward(ctx context.Context, src LogSource, req LogRequest, cur *cursor, ea
 			parsed = parsed[:len(parsed)-1]
 		}
 		lines := cur.fresh(parsed)
+		cur.own()
 		if err := each(lines); err != nil {
 			return err
 		}
@@ -272,13 +273,27 @@ func newCursor() *cursor { return &cursor{atTS: map[string]int{}} }
 func (c *cursor) clone() *cursor {
 	out := &cursor{last: c.last, atTS: make(map[string]int, len(c.atTS))}
 	for k, v := range c.atTS {
-		out.atTS[k] = v
+		out.atTS[strings.Clone(k)] = v
 	}
 	return out
 }
 
+// own copies the remembered lines out of the page they were sliced from,
+// so the cursor does not keep a whole page alive after it.
+func (c *cursor) own() {
+	owned := make(map[string]int, len(c.atTS))
+	for k, v := range c.atTS {
+		owned[strings.Clone(k)] = v
+	}
+	c.atTS = owned
+}
+
+// fresh returns the lines not sent before, in place: lines is reused.
+// Its maps are cleared, not remade, for each new timestamp: with one line
+// per timestamp, as most logs have, remaking them was most of what paging
+// allocated.
 func (c *cursor) fresh(lines []line) []line {
-	var out []line
+	out := lines[:0]
 	counts := map[string]int{}
 	for _, ln := range lines {
 		switch {
@@ -292,8 +307,10 @@ func (c *cursor) fresh(lines []line) []line {
 			c.atTS[ln.raw] = counts[ln.raw]
 		default:
 			c.last = ln.ts
-			c.atTS = map[string]int{ln.raw: 1}
-			counts = map[string]int{ln.raw: 1}
+			clear(c.atTS)
+			c.atTS[ln.raw] = 1
+			clear(counts)
+			counts[ln.raw] = 1
 		}
 		out = append(out, ln)
 	}
@@ -305,9 +322,8 @@ func parse(content string) []line {
 		return nil
 	}
 	content = strings.TrimSuffix(content, "\n")
-	parts := strings.Split(content, "\n")
-	out := make([]line, 0, len(parts))
-	for _, raw := range parts {
+	out := make([]line, 0, strings.Count(content, "\n")+1)
+	for raw := range strings.SplitSeq(content, "\n") {
 		tsStr, text, _ := strings.Cut(raw, " ")
 		ts, err := time.Parse(time.RFC3339Nano, tsStr)
 		if err != nil {
