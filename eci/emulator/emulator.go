@@ -67,7 +67,7 @@ type Fault struct {
 type Emulator struct {
 	cfg     Config
 	log     logrus.FieldLogger
-	nonces  nonces
+	nonces  *nonces
 	runtime runtime
 
 	tls     *tlsFiles // nil: plain http
@@ -131,8 +131,13 @@ func New(cfg Config) (*Emulator, error) {
 		}
 		e.tls = t
 	}
+	var err error
+	if e.nonces, err = openNonces(cfg.DataDir, time.Now()); err != nil {
+		return nil, fmt.Errorf("eciemulator: %w", err)
+	}
 	e.persist = newPersister(filepath.Join(cfg.DataDir, stateFile), e.log)
 	if err := e.load(); err != nil {
+		_ = e.nonces.close()
 		return nil, fmt.Errorf("eciemulator: loading the state in %s: %w", cfg.DataDir, err)
 	}
 	go e.persist.run(e.encodeState)
@@ -228,6 +233,9 @@ func (e *Emulator) close() error {
 	}
 	e.mu.Unlock()
 	err := e.persist.close(e.encodeState)
+	if nerr := e.nonces.close(); err == nil {
+		err = nerr
+	}
 	for _, g := range groups {
 		e.runtime.stop(g, 0)
 	}
@@ -454,7 +462,12 @@ func (e *Emulator) authenticate(method string, p params) *apiError {
 	if d := time.Since(ts); d > maxSkew || d < -maxSkew {
 		return errf(http.StatusBadRequest, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired.")
 	}
-	if !e.nonces.use(p.get("SignatureNonce"), time.Now()) {
+	fresh, err := e.nonces.use(p.get("SignatureNonce"), time.Now())
+	if err != nil {
+		e.log.WithError(err).Error("recording a signature nonce")
+		return errf(http.StatusServiceUnavailable, "ServiceUnavailable", "The request has failed due to a temporary failure of the server.")
+	}
+	if !fresh {
 		return errf(http.StatusBadRequest, "SignatureNonceUsed", "Specified signature nonce was used already.")
 	}
 	return nil
