@@ -127,10 +127,19 @@ func TestLogStreamsAreCapped(t *testing.T) {
 	release := make(chan struct{})
 	var started sync.WaitGroup
 	started.Add(2)
+	var inFlight atomic.Int32
+	var hold atomic.Bool
+	hold.Store(true)
 	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/containerLogs/") {
-			started.Done()
-			<-release
+			// The first two hold their slots until released; one past
+			// the limit must never get here, and is answered at once if
+			// it does, so the test fails instead of hanging.
+			if inFlight.Add(1) <= 2 && hold.Load() {
+				started.Done()
+				<-release
+			}
+			defer inFlight.Add(-1)
 		}
 		_, _ = w.Write([]byte("ok"))
 	})
@@ -165,13 +174,13 @@ func TestLogStreamsAreCapped(t *testing.T) {
 	if resp, _ := get("/stats/summary"); resp.StatusCode != http.StatusOK {
 		t.Errorf("other paths limited: %d", resp.StatusCode)
 	}
+	hold.Store(false)
 	close(release)
 	for range 2 {
 		if code := <-done; code != http.StatusOK {
 			t.Errorf("a stream within the limit got %d", code)
 		}
 	}
-	started.Add(1) // the next stream reaches the handler
 	if resp, _ := get("/containerLogs/ns/p/c"); resp.StatusCode != http.StatusOK {
 		t.Errorf("after the streams ended: %d", resp.StatusCode)
 	}
