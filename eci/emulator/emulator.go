@@ -31,9 +31,11 @@ type Config struct {
 	Region      string   // default cn-hangzhou
 	Zones       []string // default <region>-a, <region>-b
 	Runtime     string   // "process" (default) or "sim"
-	// DataDir keeps the state (state.json), process sandboxes and logs;
+	// DataDir keeps the state (state.json), the journal of recent
+	// signature nonces (nonces.journal), process sandboxes and logs;
 	// default a temporary dir. A new emulator on the same DataDir carries
-	// on with the groups, virtual nodes and image caches it left.
+	// on with the groups, virtual nodes and image caches it left, and
+	// still refuses requests replayed from before it started.
 	DataDir    string
 	Delays     Delays
 	AdminToken string // bearer token of /admin/; empty disables it
