@@ -26,6 +26,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +39,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/time/rate"
+
+	"github.com/vnode-project/vnode/eci/model"
 )
 
 // Version is the ECI API version.
@@ -266,10 +270,16 @@ func KindOf(err error) Kind {
 	return KindUnknown
 }
 
-func classify(action string, err error) *Error {
+// classify turns what the SDK returned for a call with params p into an
+// *Error whose text is safe to show in events, pod statuses and logs (see
+// redact): the SDK's own error, which quotes ECI's message whole, is not
+// kept.
+func classify(action string, err error, p map[string]string) *Error {
 	var se *sdkerrors.ServerError
 	if errors.As(err, &se) {
-		e := &Error{Action: action, Code: se.ErrorCode(), Message: se.Message(), RequestID: se.RequestId(), HTTPStatus: se.HttpStatus(), Err: err}
+		msg := redact(se.Message(), p)
+		e := &Error{Action: action, Code: se.ErrorCode(), Message: msg, RequestID: se.RequestId(), HTTPStatus: se.HttpStatus(),
+			Err: errors.New(msg)}
 		code := e.Code
 		switch {
 		case strings.HasPrefix(code, "Throttling") || code == "Degrade.Api":
@@ -289,8 +299,68 @@ func classify(action string, err error) *Error {
 		}
 		return e
 	}
-	// Client errors from the SDK are transport failures or timeouts.
-	return &Error{Action: action, Kind: KindTransport, Err: err}
+	// Client errors from the SDK are transport failures or timeouts; the
+	// net/http error in them quotes the request URL, query and all.
+	return &Error{Action: action, Kind: KindTransport, Err: errors.New(redact(err.Error(), p))}
+}
+
+// echoMarkers start the part of an ECI message that repeats the request:
+// on SignatureDoesNotMatch the message ends with the whole string the
+// server signed, every parameter value in it (env values resolved from
+// Secrets, secret volume contents, registry passwords).
+var echoMarkers = []string{"string to sign is:", "stringtosign"}
+
+// urlQuery is a URL's query string, as net/http quotes it in an error.
+var urlQuery = regexp.MustCompile(`(https?://[^\s?"]*)\?[^\s"]*`)
+
+// redactedText replaces request content in an error message.
+const redactedText = "[request content removed]"
+
+// minRedactLen: shorter parameter values (1, true, Never) are not hunted
+// in messages; they would mangle the message and carry no secret.
+const minRedactLen = 4
+
+// redact removes from msg everything that quotes the request p: the text
+// after an echo marker, a URL's query string, and every parameter value
+// (as sent, and in the two percent-encodings of a string to sign), except
+// the names ECI's messages identify resources by. The code and request id
+// say the rest.
+func redact(msg string, p map[string]string) string {
+	lower := strings.ToLower(msg)
+	for _, m := range echoMarkers {
+		if i := strings.Index(lower, m); i >= 0 {
+			msg, lower = msg[:i+len(m)]+" "+redactedText, lower[:i+len(m)]
+		}
+	}
+	msg = urlQuery.ReplaceAllString(msg, "$1?"+redactedText)
+	// Longest first, so a value containing another is removed whole.
+	values := make([]string, 0, len(p))
+	for k, v := range p {
+		if len(v) >= minRedactLen && !identifying(k) {
+			values = append(values, v, url.QueryEscape(v), model.PercentEncode(v), model.PercentEncode(model.PercentEncode(v)))
+		}
+	}
+	sort.Slice(values, func(i, j int) bool { return len(values[i]) > len(values[j]) })
+	for _, v := range values {
+		msg = strings.ReplaceAll(msg, v, redactedText)
+	}
+	return msg
+}
+
+// identifying parameters name resources; ECI's messages quote them
+// ("The specified container group eci-... is not found") and they are no
+// secret.
+var identifyingParams = map[string]bool{
+	"Action": true, "Version": true, "RegionId": true, "ZoneId": true, "ContainerGroupId": true, "ContainerGroupIds": true,
+	"ContainerGroupName": true, "ContainerName": true, "VSwitchId": true, "SecurityGroupId": true, "VirtualNodeId": true,
+	"VirtualNodeIds": true, "VirtualNodeName": true, "ImageCacheId": true, "ImageCacheName": true, "ResourceGroupId": true,
+	"AccessKeyId": true, "VkClientVersion": true,
+}
+
+func identifying(key string) bool {
+	// Container.N.Name, Container.N.Image, Volume.N.Name...
+	return identifyingParams[key] || strings.HasSuffix(key, ".Image") ||
+		(strings.HasSuffix(key, ".Name") && (strings.HasPrefix(key, "Container.") || strings.HasPrefix(key, "InitContainer.") || strings.HasPrefix(key, "Volume.")) && strings.Count(key, ".") == 2)
 }
 
 // call sends one action with params, retrying what may succeed later, and
@@ -394,7 +464,7 @@ func (c *Client) once(ctx context.Context, action string, p map[string]string) (
 	select {
 	case r := <-done:
 		if r.err != nil {
-			return nil, classify(action, r.err)
+			return nil, classify(action, r.err, req.QueryParams)
 		}
 		return r.body, nil
 	case <-ctx.Done():

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -89,15 +88,7 @@ func createParams(g *model.ContainerGroup) flat {
 	if g.ActiveDeadlineSeconds != nil {
 		p.int("ActiveDeadlineSeconds", *g.ActiveDeadlineSeconds)
 	}
-	keys := make([]string, 0, len(g.Tags))
-	for k := range g.Tags {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for i, k := range keys {
-		p[fmt.Sprintf("Tag.%d.Key", i+1)] = k
-		p[fmt.Sprintf("Tag.%d.Value", i+1)] = g.Tags[k]
-	}
+	setTags(p, g.Tags)
 	for i, r := range g.RegistryCredentials {
 		pre := fmt.Sprintf("ImageRegistryCredential.%d.", i+1)
 		p.set(pre+"Server", r.Server)

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/vnode-project/vnode/eci/model"
 )
 
 // VirtualNodeSpec is what CreateVirtualNode and UpdateVirtualNode take
@@ -123,7 +125,10 @@ func (s VirtualNodeSpec) mutable(p flat) {
 }
 
 // setTags writes Tag.N.Key/Value in key order, so equal maps make equal
-// requests (ClientToken idempotency compares them).
+// requests (ClientToken idempotency compares them). Values go through
+// model.TagValue, for tags set and tags selected by alike: a name over
+// ECI's 128 characters is hashed, never cut (TagValue of a TagValue is
+// itself, so a caller that already applied it is unaffected).
 func setTags(p flat, tags map[string]string) {
 	keys := make([]string, 0, len(tags))
 	for k := range tags {
@@ -132,7 +137,7 @@ func setTags(p flat, tags map[string]string) {
 	sort.Strings(keys)
 	for i, k := range keys {
 		p[fmt.Sprintf("Tag.%d.Key", i+1)] = k
-		p[fmt.Sprintf("Tag.%d.Value", i+1)] = tags[k]
+		p[fmt.Sprintf("Tag.%d.Value", i+1)] = model.TagValue(tags[k])
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/vnode-project/vnode/internal/config"
 	"github.com/vnode-project/vnode/internal/version"
 	"github.com/vnode-project/vnode/provider/bootstrap"
+	"github.com/vnode-project/vnode/provider/kubeletapi"
 	"github.com/vnode-project/vnode/provider/vnode"
 )
 
@@ -47,6 +48,7 @@ type options struct {
 	kubeAPIQPS          float32
 	kubeAPIBurst        int
 	memoryLimit         string
+	maxLogStreams       int
 }
 
 func (o *options) addFlags(cmd *cobra.Command) {
@@ -74,6 +76,7 @@ func (o *options) addFlags(cmd *cobra.Command) {
 	f.IntVar(&o.kubeAPIBurst, "kube-api-burst", 100, "API client burst")
 	f.BoolVar(&o.profiling, "profiling", true, "serve Go's profiles at /debug/pprof/ on the kubelet API, to callers allowed nodes/proxy (the kubelet's enableProfilingHandler)")
 	f.BoolVar(&o.anonymousAuth, "anonymous-auth", false, "admit kubelet API requests without credentials as system:anonymous, still authorised by SubjectAccessReview (needed for pods/<node-pod>/proxy)")
+	f.IntVar(&o.maxLogStreams, "max-log-streams", kubeletapi.DefaultMaxLogStreams, "kubectl logs served at once; more are answered 429 Too Many Requests")
 	f.StringVar(&o.tunnelCA, "tunnel-ca", "", "CA bundle verifying the tunnel servers (required with --tunnel-server)")
 	f.StringVar(&o.memoryLimit, "memory-limit", "auto", "soft memory limit for Go's collector (as GOMEMLIMIT, which wins if set): a quantity such as 270Mi, auto for 90% of the container's memory limit if it has one, or 0 for none")
 }
@@ -125,6 +128,7 @@ func run(parent context.Context, o options) error {
 	}
 	opts.AnonymousAuth = o.anonymousAuth
 	opts.Profiling = o.profiling
+	opts.MaxLogStreams = o.maxLogStreams
 	if opts.Tunnel, err = tunnelOptions(o, cc, kube); err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package emulator
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -30,9 +31,11 @@ type Config struct {
 	Region      string   // default cn-hangzhou
 	Zones       []string // default <region>-a, <region>-b
 	Runtime     string   // "process" (default) or "sim"
-	// DataDir keeps the state (state.json), process sandboxes and logs;
+	// DataDir keeps the state (state.json), the journal of recent
+	// signature nonces (nonces.journal), process sandboxes and logs;
 	// default a temporary dir. A new emulator on the same DataDir carries
-	// on with the groups, virtual nodes and image caches it left.
+	// on with the groups, virtual nodes and image caches it left, and
+	// still refuses requests replayed from before it started.
 	DataDir    string
 	Delays     Delays
 	AdminToken string // bearer token of /admin/; empty disables it
@@ -66,7 +69,7 @@ type Fault struct {
 type Emulator struct {
 	cfg     Config
 	log     logrus.FieldLogger
-	nonces  nonces
+	nonces  *nonces
 	runtime runtime
 
 	tls     *tlsFiles // nil: plain http
@@ -130,8 +133,13 @@ func New(cfg Config) (*Emulator, error) {
 		}
 		e.tls = t
 	}
+	var err error
+	if e.nonces, err = openNonces(cfg.DataDir, time.Now()); err != nil {
+		return nil, fmt.Errorf("eciemulator: %w", err)
+	}
 	e.persist = newPersister(filepath.Join(cfg.DataDir, stateFile), e.log)
 	if err := e.load(); err != nil {
+		_ = e.nonces.close()
 		return nil, fmt.Errorf("eciemulator: loading the state in %s: %w", cfg.DataDir, err)
 	}
 	go e.persist.run(e.encodeState)
@@ -227,6 +235,9 @@ func (e *Emulator) close() error {
 	}
 	e.mu.Unlock()
 	err := e.persist.close(e.encodeState)
+	if nerr := e.nonces.close(); err == nil {
+		err = nerr
+	}
 	for _, g := range groups {
 		e.runtime.stop(g, 0)
 	}
@@ -441,7 +452,9 @@ func (e *Emulator) authenticate(method string, p params) *apiError {
 		return errf(http.StatusNotFound, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
 	}
 	sts := stringToSign(method, url.Values(p))
-	if sign(secret, sts) != p.get("Signature") {
+	// Constant time: a comparison that stops at the first differing byte
+	// tells a caller, by its timing, how much of a forged signature is right.
+	if subtle.ConstantTimeCompare([]byte(sign(secret, sts)), []byte(p.get("Signature"))) != 1 {
 		return errf(http.StatusBadRequest, "SignatureDoesNotMatch", "Specified signature is not matched with our calculation. server string to sign is:"+sts)
 	}
 	ts, err := time.Parse(timeFormat, p.get("Timestamp"))
@@ -451,7 +464,12 @@ func (e *Emulator) authenticate(method string, p params) *apiError {
 	if d := time.Since(ts); d > maxSkew || d < -maxSkew {
 		return errf(http.StatusBadRequest, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired.")
 	}
-	if !e.nonces.use(p.get("SignatureNonce"), time.Now()) {
+	fresh, err := e.nonces.use(p.get("SignatureNonce"), time.Now())
+	if err != nil {
+		e.log.WithError(err).Error("recording a signature nonce")
+		return errf(http.StatusServiceUnavailable, "ServiceUnavailable", "The request has failed due to a temporary failure of the server.")
+	}
+	if !fresh {
 		return errf(http.StatusBadRequest, "SignatureNonceUsed", "Specified signature nonce was used already.")
 	}
 	return nil
@@ -914,7 +932,7 @@ func (e *Emulator) describeRegions(params) (map[string]any, *apiError) {
 
 // serveAdmin is the fault and state control for tests.
 func (e *Emulator) serveAdmin(w http.ResponseWriter, r *http.Request) {
-	if e.cfg.AdminToken == "" || r.Header.Get("Authorization") != "Bearer "+e.cfg.AdminToken {
+	if e.cfg.AdminToken == "" || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+e.cfg.AdminToken)) != 1 {
 		http.Error(w, "unauthorized", http.StatusUnauthorized)
 		return
 	}

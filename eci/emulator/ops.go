@@ -40,7 +40,8 @@ func (e *Emulator) container(p params) (*group, *container, *apiError) {
 
 // describeLog implements DescribeContainerLog with kubelet semantics: lines
 // from StartTime (or SinceSeconds ago), the last Tail of them, then at most
-// LimitBytes; LastTime reads the previous instance of the container.
+// LimitBytes (and never more than ECI's 1 MB); LastTime reads the previous
+// instance of the container.
 func (e *Emulator) describeLog(p params) (map[string]any, *apiError) {
 	g, c, apiErr := e.container(p)
 	if apiErr != nil {
@@ -86,32 +87,9 @@ func (e *Emulator) describeLog(p params) (map[string]any, *apiError) {
 	if !ok {
 		return map[string]any{"ContainerName": c.Name, "Content": ""}, nil
 	}
-	lines, err := pr.readLog(g, c.Name, previous)
+	content, err := readLogPage(pr.logPath(g, c.Name, previous), logQuery{from: from, tail: tail, limit: limit, timestamps: stamps})
 	if err != nil {
 		return nil, errf(0, "InternalError", "reading the log: "+err.Error())
-	}
-	var sel []string
-	for _, l := range lines {
-		tsStr, text, _ := strings.Cut(l, " ")
-		ts, err := time.Parse(time.RFC3339Nano, tsStr)
-		if err != nil || ts.Before(from) {
-			continue
-		}
-		if stamps {
-			sel = append(sel, l)
-		} else {
-			sel = append(sel, text)
-		}
-	}
-	if tail > 0 && len(sel) > tail {
-		sel = sel[len(sel)-tail:]
-	}
-	content := ""
-	if len(sel) > 0 {
-		content = strings.Join(sel, "\n") + "\n"
-	}
-	if limit > 0 && len(content) > limit {
-		content = content[:limit]
 	}
 	return map[string]any{"ContainerName": c.Name, "Content": content}, nil
 }

@@ -1,14 +1,13 @@
 package emulator
 
 import (
-	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -117,7 +116,7 @@ func argv(c *container) []string {
 }
 
 func (r *processRuntime) start(g *group) {
-	if err := os.MkdirAll(filepath.Join(r.sandbox(g), "logs"), 0o755); err != nil {
+	if err := privateDir(filepath.Join(r.sandbox(g), "logs")); err != nil {
 		r.e.log.WithError(err).Error("creating a sandbox")
 		return
 	}
@@ -125,14 +124,20 @@ func (r *processRuntime) start(g *group) {
 	r.e.mu.Lock()
 	inits, containers, volumes := g.InitContainers, g.Containers, g.Volumes
 	r.e.mu.Unlock()
-	// Configuration volumes become files in the sandbox.
+	// Configuration volumes become files in the sandbox. They hold secret
+	// volumes' contents and the containers run as the emulator's user, so
+	// they are the user's alone, whatever DataDir's mode and the umask.
 	for _, v := range volumes {
 		dir := filepath.Join(r.sandbox(g), "volumes", v.Name)
-		_ = os.MkdirAll(dir, 0o755)
 		for _, f := range v.ConfigFile {
 			p := filepath.Join(dir, f.Path)
-			_ = os.MkdirAll(filepath.Dir(p), 0o755)
-			_ = os.WriteFile(p, f.Content, 0o644)
+			if err := privateDir(filepath.Dir(p)); err != nil {
+				r.e.log.WithError(err).WithField("volume", v.Name).Error("creating a volume directory")
+				continue
+			}
+			if err := writePrivateFile(p, f.Content); err != nil {
+				r.e.log.WithError(err).WithField("volume", v.Name).Error("writing a volume file")
+			}
 		}
 	}
 	r.mu.Lock()
@@ -260,7 +265,14 @@ func (r *processRuntime) spawn(g *group, c *container) (*proc, error) {
 	cmd.Dir = r.workdir(g, c)
 	cmd.Env = r.env(g, c)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	logf, err := os.OpenFile(r.logPath(g, c.Name, false), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	// A log may print secrets: the user's alone, like the volume files.
+	logf, err := os.OpenFile(r.logPath(g, c.Name, false), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err == nil {
+		err = logf.Chmod(0o600) // a log an older emulator left 0644
+		if err != nil {
+			logf.Close()
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -424,15 +436,22 @@ func (l *lineStamper) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	data := append(l.partial, p...)
 	l.partial = nil
+	// One write per chunk the process wrote, not one per line.
+	var out bytes.Buffer
 	for {
-		i := strings.IndexByte(string(data), '\n')
+		i := bytes.IndexByte(data, '\n')
 		if i < 0 {
 			break
 		}
-		if _, err := fmt.Fprintf(l.w, "%s %s\n", time.Now().UTC().Format(time.RFC3339Nano), data[:i]); err != nil {
+		out.WriteString(time.Now().UTC().Format(time.RFC3339Nano))
+		out.WriteByte(' ')
+		out.Write(data[:i+1])
+		data = data[i+1:]
+	}
+	if out.Len() > 0 {
+		if _, err := l.w.Write(out.Bytes()); err != nil {
 			return 0, err
 		}
-		data = data[i+1:]
 	}
 	l.partial = append([]byte(nil), data...)
 	return len(p), nil
@@ -447,21 +466,29 @@ func (l *lineStamper) flush() {
 	}
 }
 
-// readLog returns a container's timestamped log lines.
-func (r *processRuntime) readLog(g *group, c string, previous bool) ([]string, error) {
-	f, err := os.Open(r.logPath(g, c, previous))
+// privateDir makes dir and its missing parents 0700, and makes dir 0700 if
+// it already was there with a wider mode.
+func privateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o700)
+}
+
+// writePrivateFile writes data to path with mode 0600, also when path
+// already exists with a wider mode (os.WriteFile keeps an existing mode).
+func writePrivateFile(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
-		if os.IsNotExist(err) {
-			return nil, nil
-		}
-		return nil, err
+		return err
 	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
 	}
-	return lines, sc.Err()
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -1,10 +1,14 @@
 package kubeletapi
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
@@ -52,71 +56,63 @@ type line struct {
 
 // Stream returns the container's log per opts. With Follow it streams new
 // lines until the container terminates or ctx ends (the client went away).
+//
+// Memory stays bounded whatever the log's size: the log is read one ECI
+// page (at most MaxLimitBytes) at a time and each page is written out
+// before the next is asked for, the client's reading pacing the reads. A
+// tail longer than ECI serves in one call is found in two passes, the
+// first only counting lines (see tail). The first call to ECI is made
+// before Stream returns, so an error (no such instance, refused
+// credentials) is the request's answer, not a cut stream.
 func (l *Logs) Stream(ctx context.Context, instanceID, container string, opts api.ContainerLogOpts) (io.ReadCloser, error) {
 	since := opts.SinceTime
 	if opts.SinceSeconds > 0 {
 		since = time.Now().Add(-time.Duration(opts.SinceSeconds) * time.Second)
 	}
-	limit := opts.LimitBytes
-	if opts.Follow && !opts.Previous {
-		limit = 0 // the cursor must reach the end before following
-	}
-	first, err := l.readAll(ctx, LogRequest{InstanceID: instanceID, Container: container, Since: since, Previous: opts.Previous}, opts.Tail, limit)
-	if err != nil {
+	req := LogRequest{InstanceID: instanceID, Container: container, Since: since, Previous: opts.Previous}
+	src := &firstCall{LogSource: l.Source, done: make(chan error, 1)}
+	pr, pw := io.Pipe()
+	go func() {
+		w := &lineWriter{bw: bufio.NewWriterSize(pw, 32<<10), timestamps: opts.Timestamps, remaining: opts.LimitBytes}
+		err := l.produce(ctx, src, req, opts, w)
+		src.report(err) // when it failed before its first call
+		pw.CloseWithError(nilIfLimit(err))
+	}()
+	if err := <-src.done; err != nil {
+		pr.Close()
 		return nil, err
 	}
-	pr, pw := io.Pipe()
-	w := &limitWriter{w: pw, remaining: opts.LimitBytes}
-	emit := func(ls []line) error {
-		for _, ln := range ls {
-			s := ln.text
-			if opts.Timestamps {
-				s = ln.raw
-			}
-			if err := w.writeLine(s); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	go func() {
-		if err := emit(first); err != nil {
-			pw.CloseWithError(nilIfLimit(err))
-			return
-		}
-		if !opts.Follow || opts.Previous {
-			pw.Close()
-			return
-		}
-		pw.CloseWithError(nilIfLimit(l.follow(ctx, instanceID, container, first, emit)))
-	}()
 	return pr, nil
 }
 
-// readAll pages forward from req.Since through every line (ECI returns at
-// most MaxLimitBytes a call) and keeps the last tail lines (tail <= 0: all).
-// A tail within ECI's limit is one call. Without a tail, paging stops once
-// the lines hold limit bytes (limit <= 0: no limit): --limit-bytes of a
-// large log must not read all of it.
-func (l *Logs) readAll(ctx context.Context, req LogRequest, tail, limit int) ([]line, error) {
-	if tail > 0 && tail <= MaxTailLines {
-		req.Tail = tail
-		content, err := l.Source.ContainerLog(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		return parse(content), nil
+// produce writes the lines opts select, then follows.
+func (l *Logs) produce(ctx context.Context, src LogSource, req LogRequest, opts api.ContainerLogOpts, w *lineWriter) error {
+	cur := newCursor()
+	follow := opts.Follow && !opts.Previous
+	var err error
+	if opts.Tail > 0 {
+		err = l.tail(ctx, src, req, opts.Tail, cur, w, follow)
+	} else {
+		err = forward(ctx, src, req, cur, w.lines)
 	}
-	var (
-		out   []line
-		seen  = newCursor()
-		bytes int
-	)
+	if err != nil || !follow {
+		return err
+	}
+	return l.follow(ctx, src, req, cur, w)
+}
+
+// forward pages from the cursor (or req.Since before any line) to the end
+// of the log, handing each page's new lines to each.
+func forward(ctx context.Context, src LogSource, req LogRequest, cur *cursor, each func([]line) error) error {
+	req.Tail = 0
+	req.LimitBytes = MaxLimitBytes
 	for {
-		req.LimitBytes = MaxLimitBytes
-		content, err := l.Source.ContainerLog(ctx, req)
+		if !cur.last.IsZero() {
+			req.Since = cur.last
+		}
+		content, err := src.ContainerLog(ctx, req)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		full := len(content) >= MaxLimitBytes*9/10
 		parsed := parse(content)
@@ -125,34 +121,101 @@ func (l *Logs) readAll(ctx context.Context, req LogRequest, tail, limit int) ([]
 			// line's timestamp, brings it whole.
 			parsed = parsed[:len(parsed)-1]
 		}
-		lines := seen.fresh(parsed)
-		out = append(out, lines...)
-		if tail > 0 && len(out) > tail {
-			out = out[len(out)-tail:]
-		}
-		if tail <= 0 && limit > 0 {
-			for _, ln := range lines {
-				bytes += len(ln.text) + 1 // the shortest form a line is written in
-			}
-			if bytes >= limit {
-				return out, nil
-			}
+		lines := cur.fresh(parsed)
+		cur.own()
+		if err := each(lines); err != nil {
+			return err
 		}
 		// A short page is the end; a full one continues from its last line.
 		if !full || len(lines) == 0 {
-			return out, nil
+			return nil
 		}
-		req.Since = seen.last
 	}
 }
 
-func (l *Logs) follow(ctx context.Context, instanceID, container string, first []line, emit func([]line) error) error {
+// errTailDone ends the second pass of a tail once it has written its lines.
+var errTailDone = errors.New("tail written")
+
+// tail writes the last n lines. Up to MaxTailLines ECI serves them in one
+// call. More (or more than one answer holds) take two passes over the
+// log, so memory never holds n lines: the first counts the lines and
+// keeps, for the pages that may hold the first line wanted, the cursor
+// they start at; the second restarts at the right page and writes from
+// the (count-n)th line on. Following, the second pass writes up to the
+// log's end; otherwise it stops after n lines, though the log grew.
+func (l *Logs) tail(ctx context.Context, src LogSource, req LogRequest, n int, cur *cursor, w *lineWriter, follow bool) error {
+	if n <= MaxTailLines {
+		r := req
+		r.Tail, r.LimitBytes = n, MaxLimitBytes
+		content, err := src.ContainerLog(ctx, r)
+		if err != nil {
+			return err
+		}
+		if len(content) < MaxLimitBytes*9/10 {
+			return w.lines(cur.fresh(parse(content)))
+		}
+	}
+	type mark struct {
+		at     *cursor
+		before int // lines before the page this cursor starts
+	}
+	count := 0
+	marks := []mark{{newCursor(), 0}}
+	counter := newCursor()
+	err := forward(ctx, src, req, counter, func(ls []line) error {
+		count += len(ls)
+		marks = append(marks, mark{counter.clone(), count})
+		// The first line wanted is at count-n or later: a page that
+		// starts before a later mark that is itself not past it is of no
+		// use.
+		for len(marks) >= 2 && marks[1].before <= count-n {
+			marks = marks[1:]
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	start := max(0, count-n)
+	m := marks[0]
+	for _, x := range marks {
+		if x.before <= start {
+			m = x
+		}
+	}
+	*cur = *m.at
+	i, sent := m.before, 0
+	err = forward(ctx, src, req, cur, func(ls []line) error {
+		if i+len(ls) <= start {
+			i += len(ls)
+			return nil
+		}
+		from := max(0, start-i)
+		i += len(ls)
+		ls = ls[from:]
+		if !follow && len(ls) > n-sent {
+			ls = ls[:n-sent]
+		}
+		sent += len(ls)
+		if err := w.lines(ls); err != nil {
+			return err
+		}
+		if !follow && sent >= n {
+			return errTailDone
+		}
+		return nil
+	})
+	if errors.Is(err, errTailDone) {
+		return nil
+	}
+	return err
+}
+
+func (l *Logs) follow(ctx context.Context, src LogSource, req LogRequest, cur *cursor, w *lineWriter) error {
 	poll := l.Poll
 	if poll <= 0 {
 		poll = time.Second
 	}
-	cur := newCursor()
-	cur.fresh(first)
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	for {
@@ -169,26 +232,33 @@ func (l *Logs) follow(ctx context.Context, instanceID, container string, first [
 			}
 		}
 		// Ask from the last line seen (inclusive: lines sharing its
-		// timestamp may be new) and drop what was already sent.
-		req := LogRequest{InstanceID: instanceID, Container: container, Since: cur.last}
-		if cur.last.IsZero() {
-			req.Since = time.Time{}
-		}
-		lines, err := l.readAll(ctx, req, 0, 0)
-		if err != nil {
+		// timestamp may be new); the cursor drops what was already sent.
+		if err := forward(ctx, src, req, cur, w.lines); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("following the log: %w", err)
-		}
-		if err := emit(cur.fresh(lines)); err != nil {
-			return err
 		}
 		if done {
 			return nil
 		}
 	}
 }
+
+// firstCall reports the outcome of the first call through it on done.
+type firstCall struct {
+	LogSource
+	once sync.Once
+	done chan error
+}
+
+func (f *firstCall) ContainerLog(ctx context.Context, req LogRequest) (string, error) {
+	content, err := f.LogSource.ContainerLog(ctx, req)
+	f.report(err)
+	return content, err
+}
+
+func (f *firstCall) report(err error) { f.once.Do(func() { f.done <- err }) }
 
 // cursor remembers the newest timestamp sent and how many lines with
 // exactly that timestamp were sent, so overlapping reads never double a
@@ -200,8 +270,30 @@ type cursor struct {
 
 func newCursor() *cursor { return &cursor{atTS: map[string]int{}} }
 
+func (c *cursor) clone() *cursor {
+	out := &cursor{last: c.last, atTS: make(map[string]int, len(c.atTS))}
+	for k, v := range c.atTS {
+		out.atTS[strings.Clone(k)] = v
+	}
+	return out
+}
+
+// own copies the remembered lines out of the page they were sliced from,
+// so the cursor does not keep a whole page alive after it.
+func (c *cursor) own() {
+	owned := make(map[string]int, len(c.atTS))
+	for k, v := range c.atTS {
+		owned[strings.Clone(k)] = v
+	}
+	c.atTS = owned
+}
+
+// fresh returns the lines not sent before, in place: lines is reused.
+// Its maps are cleared, not remade, for each new timestamp: with one line
+// per timestamp, as most logs have, remaking them was most of what paging
+// allocated.
 func (c *cursor) fresh(lines []line) []line {
-	var out []line
+	out := lines[:0]
 	counts := map[string]int{}
 	for _, ln := range lines {
 		switch {
@@ -215,8 +307,10 @@ func (c *cursor) fresh(lines []line) []line {
 			c.atTS[ln.raw] = counts[ln.raw]
 		default:
 			c.last = ln.ts
-			c.atTS = map[string]int{ln.raw: 1}
-			counts = map[string]int{ln.raw: 1}
+			clear(c.atTS)
+			c.atTS[ln.raw] = 1
+			clear(counts)
+			counts[ln.raw] = 1
 		}
 		out = append(out, ln)
 	}
@@ -228,9 +322,8 @@ func parse(content string) []line {
 		return nil
 	}
 	content = strings.TrimSuffix(content, "\n")
-	parts := strings.Split(content, "\n")
-	out := make([]line, 0, len(parts))
-	for _, raw := range parts {
+	out := make([]line, 0, strings.Count(content, "\n")+1)
+	for raw := range strings.SplitSeq(content, "\n") {
 		tsStr, text, _ := strings.Cut(raw, " ")
 		ts, err := time.Parse(time.RFC3339Nano, tsStr)
 		if err != nil {
@@ -245,33 +338,93 @@ func parse(content string) []line {
 	return out
 }
 
-// limitWriter enforces kubectl's --limit-bytes over the whole stream.
-type limitWriter struct {
-	w         *io.PipeWriter
-	remaining int // 0: unlimited
-	limited   bool
+// lineWriter writes lines, with or without their timestamps, buffered
+// and flushed after each page, and enforces kubectl's --limit-bytes over
+// the whole stream.
+type lineWriter struct {
+	bw         *bufio.Writer
+	timestamps bool
+	remaining  int // 0: unlimited
+	limited    bool
 }
 
-var errLimit = fmt.Errorf("limit reached")
+var errLimit = errors.New("limit reached")
 
-func (l *limitWriter) writeLine(s string) error {
-	b := append([]byte(s), '\n')
-	if l.remaining > 0 || l.limited {
-		l.limited = true
-		if len(b) >= l.remaining {
-			_, _ = l.w.Write(b[:l.remaining])
-			l.remaining = 0
+func (w *lineWriter) lines(ls []line) error {
+	for _, ln := range ls {
+		s := ln.text
+		if w.timestamps {
+			s = ln.raw
+		}
+		if err := w.line(s); err != nil {
+			if errors.Is(err, errLimit) {
+				if ferr := w.bw.Flush(); ferr != nil {
+					return ferr
+				}
+			}
+			return err
+		}
+	}
+	return w.bw.Flush()
+}
+
+func (w *lineWriter) line(s string) error {
+	if w.remaining > 0 || w.limited {
+		w.limited = true
+		if len(s)+1 >= w.remaining {
+			if len(s) >= w.remaining {
+				_, _ = w.bw.WriteString(s[:w.remaining])
+			} else {
+				_, _ = w.bw.WriteString(s)
+				_ = w.bw.WriteByte('\n')
+			}
+			w.remaining = 0
 			return errLimit
 		}
-		l.remaining -= len(b)
+		w.remaining -= len(s) + 1
 	}
-	_, err := l.w.Write(b)
-	return err
+	if _, err := w.bw.WriteString(s); err != nil {
+		return err
+	}
+	return w.bw.WriteByte('\n')
 }
 
 func nilIfLimit(err error) error {
-	if err == errLimit {
+	if errors.Is(err, errLimit) {
 		return nil
 	}
 	return err
+}
+
+// DefaultMaxLogStreams is how many `kubectl logs` a node serves at once
+// unless told otherwise. Each holds at most a page or two (a few MiB), and
+// a -f stream asks ECI every poll interval, from a DescribeContainerLog
+// quota of 500 calls a minute that exec and restarts share: a few dozen
+// followers already use it up.
+const DefaultMaxLogStreams = 32
+
+// LimitLogStreams serves at most max /containerLogs/ requests at once
+// (max <= 0: DefaultMaxLogStreams); one more is answered 429 Too Many
+// Requests at once, saying so and to retry, instead of queueing. Wrap the
+// routes inside authentication, so only callers allowed to read logs can
+// take a slot.
+func LimitLogStreams(max int, next http.Handler) http.Handler {
+	if max <= 0 {
+		max = DefaultMaxLogStreams
+	}
+	slots := make(chan struct{}, max)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/containerLogs/") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		select {
+		case slots <- struct{}{}:
+			defer func() { <-slots }()
+			next.ServeHTTP(w, r)
+		default:
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, fmt.Sprintf("this node already serves %d log streams, its limit (--max-log-streams); retry later", max), http.StatusTooManyRequests)
+		}
+	})
 }

@@ -24,7 +24,6 @@ const (
 	TagPod       = "vnode.io/pod"
 	TagPodUID    = "vnode.io/pod-uid"
 	maxTags      = 20
-	maxTagValue  = 128
 )
 
 // Pod annotations read at creation (Alibaba's documented names).
@@ -189,17 +188,13 @@ func tags(pod *corev1.Pod, node NodeSettings, custom string) (map[string]string,
 			t[k] = v
 		}
 	}
-	trim := func(s string) string {
-		if len(s) > maxTagValue {
-			return s[:maxTagValue]
-		}
-		return s
-	}
 	// Ours last: they identify the instance and must not be overridden.
-	t[TagCluster] = trim(node.ClusterName)
-	t[TagNode] = trim(node.NodeName)
-	t[TagNamespace] = trim(pod.Namespace)
-	t[TagPod] = trim(pod.Name)
+	// model.TagValue hashes a name past ECI's 128 characters; whoever
+	// selects or compares by these tags must use it too.
+	t[TagCluster] = model.TagValue(node.ClusterName)
+	t[TagNode] = model.TagValue(node.NodeName)
+	t[TagNamespace] = model.TagValue(pod.Namespace)
+	t[TagPod] = model.TagValue(pod.Name)
 	t[TagPodUID] = string(pod.UID)
 	if len(t) > maxTags {
 		return nil, unsupported("TooManyTags", "ECI allows %d tags per instance; the node config and %s add %d", maxTags, AnnotationCustomTags, len(t))

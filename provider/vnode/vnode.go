@@ -68,6 +68,9 @@ type Options struct {
 	// Profiling serves net/http/pprof at /debug/pprof/ on the kubelet
 	// API, behind its authentication and the nodes/proxy authorization.
 	Profiling bool
+	// MaxLogStreams caps concurrent kubectl logs on the node (more get
+	// 429); 0 means kubeletapi.DefaultMaxLogStreams.
+	MaxLogStreams int
 }
 
 // Run runs the virtual node until ctx ends.
@@ -157,7 +160,7 @@ func Run(ctx context.Context, o Options) error {
 	handler, tlsCfg, err := kubeletapi.Secure(kubeletapi.ServerConfig{
 		NodeName: o.NodeName, Client: kube, ClientCAFile: o.ClientCAFile, CertFile: o.CertFile, KeyFile: o.KeyFile,
 		Anonymous: o.AnonymousAuth,
-	}, mux)
+	}, kubeletapi.LimitLogStreams(o.MaxLogStreams, mux))
 	if err != nil {
 		return err
 	}
