@@ -6,8 +6,10 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/vnode-project/vnode/eci/model"
@@ -28,14 +30,15 @@ func (p *Provider) Recover(ctx context.Context) error {
 			continue
 		}
 		ns, name, uid := inst.Tags[translate.TagNamespace], inst.Tags[translate.TagPod], types.UID(inst.Tags[translate.TagPodUID])
-		pod, err := p.kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) || (err == nil && pod.UID != uid) {
+		pod, err := p.podOf(ctx, ns, name, uid)
+		if apierrors.IsNotFound(err) {
 			continue // an orphan: GC deletes it
 		}
 		if err != nil {
 			return fmt.Errorf("reading pod %s/%s of instance %s: %w", ns, name, inst.ID, err)
 		}
 		e := &entry{phase: phaseRunning, pod: skeleton(pod), instanceID: inst.ID, seenEvents: map[string]int32{}}
+		ns, name = pod.Namespace, pod.Name // the tag may hold a hashed name
 		e.annotated = pod.Annotations[AnnotationInstanceSpec] != ""
 		for _, ev := range inst.Events {
 			e.seenEvents[eventKey(ev)] = ev.Count // replayed events are not news
@@ -76,11 +79,11 @@ func (p *Provider) collect(ctx context.Context, insts []*model.Instance) {
 		}
 		// Ask the API server itself, not a cache: deleting a live pod's
 		// instance would be far worse than keeping an orphan a minute more.
-		pod, err := p.kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-		if err == nil && pod.UID == uid {
+		_, err := p.podOf(ctx, ns, name, uid)
+		if err == nil {
 			continue // its pod exists; CreatePod or Recover will adopt it
 		}
-		if err != nil && !apierrors.IsNotFound(err) {
+		if !apierrors.IsNotFound(err) {
 			p.log.WithError(err).WithField("instanceId", inst.ID).Warn("garbage collection: cannot check the pod; keeping the instance")
 			continue
 		}
@@ -115,6 +118,32 @@ func (p *Provider) collect(ctx context.Context, insts []*model.Instance) {
 			p.mu.Unlock()
 		}
 	}
+}
+
+// podOf reads, from the API server, the pod with this UID that an
+// instance's tags name. A pod name longer than a tag holds was hashed into
+// its tag (model.TagValue), so such a pod is found among this node's pods
+// in its namespace instead. The error is NotFound when no such pod exists.
+func (p *Provider) podOf(ctx context.Context, ns, nameTag string, uid types.UID) (*corev1.Pod, error) {
+	pod, err := p.kube.CoreV1().Pods(ns).Get(ctx, nameTag, metav1.GetOptions{})
+	switch {
+	case err == nil && pod.UID == uid:
+		return pod, nil
+	case err != nil && !apierrors.IsNotFound(err):
+		return nil, fmt.Errorf("reading pod %s/%s: %w", ns, nameTag, err)
+	case len(nameTag) < model.MaxTagValue:
+		return nil, apierrors.NewNotFound(corev1.Resource("pods"), nameTag)
+	}
+	list, err := p.kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("spec.nodeName", p.cfg.Node.NodeName).String()})
+	if err != nil {
+		return nil, fmt.Errorf("listing this node's pods in %s: %w", ns, err)
+	}
+	for i := range list.Items {
+		if list.Items[i].UID == uid {
+			return &list.Items[i], nil
+		}
+	}
+	return nil, apierrors.NewNotFound(corev1.Resource("pods"), nameTag)
 }
 
 // podCached tells whether the pod of an instance still exists, from the

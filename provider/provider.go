@@ -159,7 +159,10 @@ func (p *Provider) nodeTags() map[string]string {
 // ownedBy double-checks an instance's tags client-side: a list filter bug
 // must never let GC touch another node's or cluster's instance.
 func (p *Provider) ownedBy(inst *model.Instance) bool {
-	return inst.Tags[translate.TagCluster] == p.cfg.Node.ClusterName && inst.Tags[translate.TagNode] == p.cfg.Node.NodeName && inst.Tags[translate.TagPodUID] != ""
+	// Tags hold model.TagValue of a name (hashed when over ECI's 128
+	// characters): compare like with like.
+	return inst.Tags[translate.TagCluster] == model.TagValue(p.cfg.Node.ClusterName) &&
+		inst.Tags[translate.TagNode] == model.TagValue(p.cfg.Node.NodeName) && inst.Tags[translate.TagPodUID] != ""
 }
 
 // NotifyPods implements node.PodNotifier.

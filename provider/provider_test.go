@@ -946,3 +946,30 @@ func TestSkeletonKeepsClaims(t *testing.T) {
 		t.Fatal("the skeleton shares the pod's claims")
 	}
 }
+
+// A pod whose name is longer than a tag holds has a hashed name tag: a
+// restarted provider still adopts its instance, and garbage collection
+// keeps it while the pod lives.
+func TestLongPodNameIsRecoveredAndKept(t *testing.T) {
+	ctx := context.Background()
+	long := pod(strings.Repeat("a-very-long-pod-name-", 10)) // 210 characters
+	h := newHarness(t, long)
+	if err := h.create(ctx, long); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.cloud.groups[0].Tags[translate.TagPod]; got == long.Name || len(got) > model.MaxTagValue {
+		t.Fatalf("name tag %q is not the hashed name", got)
+	}
+	h2 := newHarness(t, long)
+	h2.cloud, h2.p.cloud = h.cloud, h.cloud
+	if err := h2.p.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if id, _, err := h2.p.Instance("ns", long.Name); err != nil || id != "eci-1" {
+		t.Fatalf("the long-named pod's instance was not adopted: %q, %v", id, err)
+	}
+	h2.gc(ctx)
+	if len(h.cloud.deletes) != 0 {
+		t.Fatalf("GC deleted %v, the instance of a live pod with a long name", h.cloud.deletes)
+	}
+}

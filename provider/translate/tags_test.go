@@ -1,7 +1,6 @@
 package translate
 
 import (
-	"context"
 	"strings"
 	"testing"
 
@@ -21,7 +20,7 @@ func TestLongNamesAreHashedIntoTags(t *testing.T) {
 		node.NodeName = nodeName
 		pod := fullPod()
 		pod.Name = prefix + "pod"
-		g, err := Pod(context.Background(), pod, node, Sources{Objects: objects()})
+		g, err := Pod(pod, node, Sources{Objects: objects()})
 		if err != nil {
 			t.Fatal(err)
 		}
