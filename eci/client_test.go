@@ -18,7 +18,6 @@ import (
 	"github.com/vnode-project/vnode/eci/emulator"
 	"github.com/vnode-project/vnode/eci/emulator/emulatortest"
 	"github.com/vnode-project/vnode/eci/model"
-	"github.com/vnode-project/vnode/provider/kubeletapi"
 	"github.com/vnode-project/vnode/provider/translate"
 )
 
@@ -97,7 +96,7 @@ func TestCreateListLogsExecDelete(t *testing.T) {
 	}
 	var content string
 	for !strings.Contains(content, "\n") {
-		content, err = c.ContainerLog(ctx, kubeletapi.LogRequest{InstanceID: gid, Container: "app"})
+		content, err = c.ContainerLog(ctx, model.LogRequest{InstanceID: gid, Container: "app"})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/vnode-project/vnode/eci/model"
-	"github.com/vnode-project/vnode/provider/kubeletapi"
 )
 
 // flat builds a request's flattened parameters, ECI's way: lists as
@@ -486,7 +485,7 @@ func (c *Client) ExecCommand(ctx context.Context, id, container string, cmd []st
 
 // ContainerLog implements kubeletapi.LogSource, always with timestamps (the
 // log layer needs them to page and follow without gaps or doubles).
-func (c *Client) ContainerLog(ctx context.Context, req kubeletapi.LogRequest) (string, error) {
+func (c *Client) ContainerLog(ctx context.Context, req model.LogRequest) (string, error) {
 	p := flat{"ContainerGroupId": req.InstanceID, "ContainerName": req.Container, "Timestamps": "true"}
 	if req.Tail > 0 {
 		p.int("Tail", int64(req.Tail))
@@ -508,7 +507,7 @@ func (c *Client) ContainerLog(ctx context.Context, req kubeletapi.LogRequest) (s
 }
 
 // InstanceMetrics implements kubeletapi.MetricsSource.
-func (c *Client) InstanceMetrics(ctx context.Context, ids []string) (map[string]kubeletapi.InstanceSample, error) {
+func (c *Client) InstanceMetrics(ctx context.Context, ids []string) (map[string]model.InstanceSample, error) {
 	b, _ := json.Marshal(ids)
 	var out struct {
 		MonitorDatas []struct {
@@ -531,14 +530,14 @@ func (c *Client) InstanceMetrics(ctx context.Context, ids []string) (map[string]
 	if err := c.call(ctx, "DescribeMultiContainerGroupMetric", flat{"ContainerGroupIds": string(b), "MetricType": "summary"}, &out); err != nil {
 		return nil, err
 	}
-	res := map[string]kubeletapi.InstanceSample{}
+	res := map[string]model.InstanceSample{}
 	for _, d := range out.MonitorDatas {
 		if len(d.Records) == 0 {
 			continue
 		}
 		r := d.Records[len(d.Records)-1]
-		s := kubeletapi.InstanceSample{Time: parseTime(r.Timestamp), Containers: map[string]kubeletapi.Usage{},
-			Usage: kubeletapi.Usage{CPUUsageNanoCores: r.CPU.UsageNanoCores, CPUUsageCoreNanoSeconds: r.CPU.UsageCoreNanoSeconds,
+		s := model.InstanceSample{Time: parseTime(r.Timestamp), Containers: map[string]model.Usage{},
+			Usage: model.Usage{CPUUsageNanoCores: r.CPU.UsageNanoCores, CPUUsageCoreNanoSeconds: r.CPU.UsageCoreNanoSeconds,
 				MemoryWorkingSetBytes: r.Memory.WorkingSet, MemoryUsageBytes: r.Memory.UsageBytes, MemoryRSSBytes: r.Memory.Rss, MemoryAvailableBytes: r.Memory.AvailableBytes}}
 		for _, i := range r.Network.Interfaces {
 			s.RxBytes += i.RxBytes
@@ -547,7 +546,7 @@ func (c *Client) InstanceMetrics(ctx context.Context, ids []string) (map[string]
 			s.TxErrors += i.TxErrors
 		}
 		for _, ct := range r.Containers {
-			s.Containers[ct.Name] = kubeletapi.Usage{CPUUsageNanoCores: ct.CPU.UsageNanoCores, CPUUsageCoreNanoSeconds: ct.CPU.UsageCoreNanoSeconds,
+			s.Containers[ct.Name] = model.Usage{CPUUsageNanoCores: ct.CPU.UsageNanoCores, CPUUsageCoreNanoSeconds: ct.CPU.UsageCoreNanoSeconds,
 				MemoryWorkingSetBytes: ct.Memory.WorkingSet, MemoryUsageBytes: ct.Memory.UsageBytes, MemoryRSSBytes: ct.Memory.Rss}
 		}
 		res[d.ContainerGroupID] = s

@@ -28,7 +28,6 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/vnode-project/vnode/eci/model"
-	"github.com/vnode-project/vnode/provider/kubeletapi"
 	"github.com/vnode-project/vnode/provider/translate"
 )
 
@@ -621,14 +620,14 @@ func (m *memCloud) ExecCommand(_ context.Context, id, container string, cmd []st
 	return "", errors.New("memCloud has no exec sessions")
 }
 
-func (m *memCloud) ContainerLog(_ context.Context, req kubeletapi.LogRequest) (string, error) {
+func (m *memCloud) ContainerLog(_ context.Context, req model.LogRequest) (string, error) {
 	return "2026-01-01T00:00:00Z hello from " + req.InstanceID + "/" + req.Container + "\n", nil
 }
 
-func (m *memCloud) InstanceMetrics(_ context.Context, ids []string) (map[string]kubeletapi.InstanceSample, error) {
-	out := map[string]kubeletapi.InstanceSample{}
+func (m *memCloud) InstanceMetrics(_ context.Context, ids []string) (map[string]model.InstanceSample, error) {
+	out := map[string]model.InstanceSample{}
 	for _, id := range ids {
-		out[id] = kubeletapi.InstanceSample{Time: time.Now(), Usage: kubeletapi.Usage{CPUUsageCoreNanoSeconds: 1e9, MemoryWorkingSetBytes: 1 << 20}}
+		out[id] = model.InstanceSample{Time: time.Now(), Usage: model.Usage{CPUUsageCoreNanoSeconds: 1e9, MemoryWorkingSetBytes: 1 << 20}}
 	}
 	return out, nil
 }

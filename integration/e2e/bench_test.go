@@ -41,7 +41,6 @@ import (
 	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/internal/config"
 	"github.com/vnode-project/vnode/provider"
-	"github.com/vnode-project/vnode/provider/kubeletapi"
 	"github.com/vnode-project/vnode/provider/nodeobject"
 	"github.com/vnode-project/vnode/provider/translate"
 	"github.com/vnode-project/vnode/provider/vnode"
@@ -451,14 +450,14 @@ func (m *memCloud) ExecCommand(context.Context, string, string, []string, bool, 
 	return "", errdefs.InvalidInput("the in-memory cloud runs nothing to exec into")
 }
 
-func (m *memCloud) ContainerLog(context.Context, kubeletapi.LogRequest) (string, error) {
+func (m *memCloud) ContainerLog(context.Context, model.LogRequest) (string, error) {
 	m.count("DescribeContainerLog")
 	return "", nil
 }
 
-func (m *memCloud) InstanceMetrics(context.Context, []string) (map[string]kubeletapi.InstanceSample, error) {
+func (m *memCloud) InstanceMetrics(context.Context, []string) (map[string]model.InstanceSample, error) {
 	m.count("DescribeMultiContainerGroupMetric")
-	return map[string]kubeletapi.InstanceSample{}, nil
+	return map[string]model.InstanceSample{}, nil
 }
 
 func (m *memCloud) Check(context.Context) error { return nil }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
+
+	"github.com/vnode-project/vnode/eci/model"
 )
 
 // ECI's per-call limits on DescribeContainerLog.
@@ -20,22 +22,12 @@ const (
 	MaxLimitBytes = 1 << 20
 )
 
-// LogRequest is one DescribeContainerLog call.
-type LogRequest struct {
-	InstanceID string
-	Container  string
-	Tail       int       // 0: no tail
-	Since      time.Time // zero: from the start
-	LimitBytes int       // 0: ECI's default
-	Previous   bool      // the previous instance of the container (LastTime)
-}
-
 // LogSource reads container logs with kubelet semantics: lines from Since
 // (inclusive) on, the last Tail of them when Tail > 0, then at most
 // LimitBytes from the start of that; every line carries its RFC 3339
 // timestamp ("2006-01-02T15:04:05.999999999Z text").
 type LogSource interface {
-	ContainerLog(ctx context.Context, req LogRequest) (string, error)
+	ContainerLog(ctx context.Context, req model.LogRequest) (string, error)
 }
 
 // Logs implements kubectl logs on top of a LogSource.
@@ -69,7 +61,7 @@ func (l *Logs) Stream(ctx context.Context, instanceID, container string, opts ap
 	if opts.SinceSeconds > 0 {
 		since = time.Now().Add(-time.Duration(opts.SinceSeconds) * time.Second)
 	}
-	req := LogRequest{InstanceID: instanceID, Container: container, Since: since, Previous: opts.Previous}
+	req := model.LogRequest{InstanceID: instanceID, Container: container, Since: since, Previous: opts.Previous}
 	src := &firstCall{LogSource: l.Source, done: make(chan error, 1)}
 	pr, pw := io.Pipe()
 	go func() {
@@ -86,7 +78,7 @@ func (l *Logs) Stream(ctx context.Context, instanceID, container string, opts ap
 }
 
 // produce writes the lines opts select, then follows.
-func (l *Logs) produce(ctx context.Context, src LogSource, req LogRequest, opts api.ContainerLogOpts, w *lineWriter) error {
+func (l *Logs) produce(ctx context.Context, src LogSource, req model.LogRequest, opts api.ContainerLogOpts, w *lineWriter) error {
 	cur := newCursor()
 	follow := opts.Follow && !opts.Previous
 	var err error
@@ -103,7 +95,7 @@ func (l *Logs) produce(ctx context.Context, src LogSource, req LogRequest, opts 
 
 // forward pages from the cursor (or req.Since before any line) to the end
 // of the log, handing each page's new lines to each.
-func forward(ctx context.Context, src LogSource, req LogRequest, cur *cursor, each func([]line) error) error {
+func forward(ctx context.Context, src LogSource, req model.LogRequest, cur *cursor, each func([]line) error) error {
 	req.Tail = 0
 	req.LimitBytes = MaxLimitBytes
 	for {
@@ -143,7 +135,7 @@ var errTailDone = errors.New("tail written")
 // they start at; the second restarts at the right page and writes from
 // the (count-n)th line on. Following, the second pass writes up to the
 // log's end; otherwise it stops after n lines, though the log grew.
-func (l *Logs) tail(ctx context.Context, src LogSource, req LogRequest, n int, cur *cursor, w *lineWriter, follow bool) error {
+func (l *Logs) tail(ctx context.Context, src LogSource, req model.LogRequest, n int, cur *cursor, w *lineWriter, follow bool) error {
 	if n <= MaxTailLines {
 		r := req
 		r.Tail, r.LimitBytes = n, MaxLimitBytes
@@ -211,7 +203,7 @@ func (l *Logs) tail(ctx context.Context, src LogSource, req LogRequest, n int, c
 	return err
 }
 
-func (l *Logs) follow(ctx context.Context, src LogSource, req LogRequest, cur *cursor, w *lineWriter) error {
+func (l *Logs) follow(ctx context.Context, src LogSource, req model.LogRequest, cur *cursor, w *lineWriter) error {
 	poll := l.Poll
 	if poll <= 0 {
 		poll = time.Second
@@ -252,7 +244,7 @@ type firstCall struct {
 	done chan error
 }
 
-func (f *firstCall) ContainerLog(ctx context.Context, req LogRequest) (string, error) {
+func (f *firstCall) ContainerLog(ctx context.Context, req model.LogRequest) (string, error) {
 	content, err := f.LogSource.ContainerLog(ctx, req)
 	f.report(err)
 	return content, err

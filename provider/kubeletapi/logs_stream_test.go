@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
+
+	"github.com/vnode-project/vnode/eci/model"
 )
 
 // genLog is a LogSource over a log of n lines, one per millisecond, that
@@ -28,7 +30,7 @@ func (g *genLog) lineAt(i int) string {
 	return t0.Add(time.Duration(i)*time.Millisecond).Format(time.RFC3339Nano) + fmt.Sprintf(" line %08d %s", i, strings.Repeat("x", 80))
 }
 
-func (g *genLog) ContainerLog(_ context.Context, req LogRequest) (string, error) {
+func (g *genLog) ContainerLog(_ context.Context, req model.LogRequest) (string, error) {
 	g.calls.Add(1)
 	first := 0
 	if !req.Since.IsZero() {
@@ -115,7 +117,7 @@ func TestLogsFirstErrorIsReturned(t *testing.T) {
 
 type failingLog struct{}
 
-func (failingLog) ContainerLog(context.Context, LogRequest) (string, error) {
+func (failingLog) ContainerLog(context.Context, model.LogRequest) (string, error) {
 	return "", fmt.Errorf("InvalidContainerGroup.NotFound")
 }
 

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
+
+	"github.com/vnode-project/vnode/eci/model"
 )
 
 // memLog is a LogSource over an in-memory, growing log with kubelet
@@ -17,7 +19,7 @@ import (
 type memLog struct {
 	mu    sync.Mutex
 	lines []string // timestamped
-	calls []LogRequest
+	calls []model.LogRequest
 	done  bool
 }
 
@@ -27,7 +29,7 @@ func (m *memLog) add(ts time.Time, text string) {
 	m.mu.Unlock()
 }
 
-func (m *memLog) ContainerLog(_ context.Context, req LogRequest) (string, error) {
+func (m *memLog) ContainerLog(_ context.Context, req model.LogRequest) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls = append(m.calls, req)

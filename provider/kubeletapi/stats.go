@@ -12,34 +12,18 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 	"k8s.io/utils/ptr"
+
+	"github.com/vnode-project/vnode/eci/model"
 )
 
 // MaxMetricBatch is how many instances one DescribeMultiContainerGroupMetric
 // call may name.
 const MaxMetricBatch = 20
 
-// Usage is CPU and memory at one time.
-type Usage struct {
-	CPUUsageNanoCores       uint64
-	CPUUsageCoreNanoSeconds uint64
-	MemoryWorkingSetBytes   uint64
-	MemoryUsageBytes        uint64
-	MemoryRSSBytes          uint64
-	MemoryAvailableBytes    uint64
-}
-
-// InstanceSample is one ECI instance's latest metrics.
-type InstanceSample struct {
-	Time time.Time
-	Usage
-	RxBytes, TxBytes, RxErrors, TxErrors uint64
-	Containers                           map[string]Usage
-}
-
 // MetricsSource reads the latest metrics of at most MaxMetricBatch
 // instances; instances it has no data for are absent from the map.
 type MetricsSource interface {
-	InstanceMetrics(ctx context.Context, instanceIDs []string) (map[string]InstanceSample, error)
+	InstanceMetrics(ctx context.Context, instanceIDs []string) (map[string]model.InstanceSample, error)
 }
 
 // RunningPod is a pod with its instance, for stats.
@@ -59,11 +43,11 @@ type Stats struct {
 
 	mu      sync.Mutex
 	at      time.Time
-	samples map[string]InstanceSample
+	samples map[string]model.InstanceSample
 	asked   map[string]bool // instances read in this TTL window
 }
 
-func (s *Stats) collect(ctx context.Context) (map[string]InstanceSample, []RunningPod, error) {
+func (s *Stats) collect(ctx context.Context) (map[string]model.InstanceSample, []RunningPod, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock() // one collection at a time; callers in a burst share it
 	ttl := s.TTL
@@ -100,7 +84,7 @@ func (s *Stats) collect(ctx context.Context) (map[string]InstanceSample, []Runni
 		return nil, nil, err
 	}
 	// A new map each time: callers read the one they got without the lock.
-	merged := make(map[string]InstanceSample, len(ids))
+	merged := make(map[string]model.InstanceSample, len(ids))
 	if fresh {
 		for id, v := range s.samples {
 			merged[id] = v
@@ -119,8 +103,8 @@ func (s *Stats) collect(ctx context.Context) (map[string]InstanceSample, []Runni
 }
 
 // fetch reads the metrics of ids, MaxMetricBatch a call, calls in parallel.
-func (s *Stats) fetch(ctx context.Context, ids []string) (map[string]InstanceSample, error) {
-	samples := make(map[string]InstanceSample, len(ids))
+func (s *Stats) fetch(ctx context.Context, ids []string) (map[string]model.InstanceSample, error) {
+	samples := make(map[string]model.InstanceSample, len(ids))
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
@@ -159,7 +143,7 @@ func (s *Stats) Summary(ctx context.Context) (*statsv1alpha1.Summary, error) {
 		return nil, err
 	}
 	now := metav1.Now()
-	var node Usage
+	var node model.Usage
 	var rx, tx uint64
 	out := &statsv1alpha1.Summary{}
 	for _, p := range pods {
@@ -205,11 +189,11 @@ func (s *Stats) Summary(ctx context.Context) (*statsv1alpha1.Summary, error) {
 	return out, nil
 }
 
-func cpuStats(t metav1.Time, u Usage) *statsv1alpha1.CPUStats {
+func cpuStats(t metav1.Time, u model.Usage) *statsv1alpha1.CPUStats {
 	return &statsv1alpha1.CPUStats{Time: t, UsageNanoCores: ptr.To(u.CPUUsageNanoCores), UsageCoreNanoSeconds: ptr.To(u.CPUUsageCoreNanoSeconds)}
 }
 
-func memStats(t metav1.Time, u Usage) *statsv1alpha1.MemoryStats {
+func memStats(t metav1.Time, u model.Usage) *statsv1alpha1.MemoryStats {
 	m := &statsv1alpha1.MemoryStats{Time: t, WorkingSetBytes: ptr.To(u.MemoryWorkingSetBytes), UsageBytes: ptr.To(u.MemoryUsageBytes), RSSBytes: ptr.To(u.MemoryRSSBytes)}
 	if u.MemoryAvailableBytes > 0 {
 		m.AvailableBytes = ptr.To(u.MemoryAvailableBytes)

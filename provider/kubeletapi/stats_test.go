@@ -11,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/vnode-project/vnode/eci/model"
 )
 
 type countingSource struct {
@@ -19,7 +21,7 @@ type countingSource struct {
 	fail    bool
 }
 
-func (c *countingSource) InstanceMetrics(_ context.Context, ids []string) (map[string]InstanceSample, error) {
+func (c *countingSource) InstanceMetrics(_ context.Context, ids []string) (map[string]model.InstanceSample, error) {
 	c.mu.Lock()
 	c.batches = append(c.batches, append([]string(nil), ids...))
 	fail := c.fail
@@ -27,13 +29,13 @@ func (c *countingSource) InstanceMetrics(_ context.Context, ids []string) (map[s
 	if fail {
 		return nil, errors.New("Throttling.User")
 	}
-	out := map[string]InstanceSample{}
+	out := map[string]model.InstanceSample{}
 	for _, id := range ids {
 		if id == "eci-missing" {
 			continue
 		}
-		out[id] = InstanceSample{Time: t0, Usage: Usage{CPUUsageNanoCores: 100, CPUUsageCoreNanoSeconds: 2e9, MemoryWorkingSetBytes: 1 << 20},
-			RxBytes: 10, Containers: map[string]Usage{"app": {CPUUsageCoreNanoSeconds: 1e9, MemoryWorkingSetBytes: 512}}}
+		out[id] = model.InstanceSample{Time: t0, Usage: model.Usage{CPUUsageNanoCores: 100, CPUUsageCoreNanoSeconds: 2e9, MemoryWorkingSetBytes: 1 << 20},
+			RxBytes: 10, Containers: map[string]model.Usage{"app": {CPUUsageCoreNanoSeconds: 1e9, MemoryWorkingSetBytes: 512}}}
 	}
 	return out, nil
 }
