@@ -7,8 +7,8 @@
 // read from the raw JSON, so fields the structs lack are kept.
 //
 // Calls carry a deadline, are rate-limited per action class to ECI's
-// published quotas, and are retried with exponential backoff and full
-// jitter on throttling (HTTP 400 Throttling*, which the SDK never retries),
+// published quotas, and are retried with exponential backoff and jitter
+// (internal/backoff) on throttling (HTTP 400 Throttling*, which the SDK never retries),
 // 5xx and transport errors. Errors come back as *Error with a Kind, and as
 // virtual-kubelet's errdefs (NotFound, InvalidInput) where those apply.
 //
@@ -22,7 +22,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -41,6 +40,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/vnode-project/vnode/eci/model"
+	"github.com/vnode-project/vnode/internal/backoff"
 )
 
 // Version is the ECI API version.
@@ -397,9 +397,7 @@ func (c *Client) call(ctx context.Context, action string, p map[string]string, o
 		if !err.Retryable() || attempt >= c.cfg.Retry.Attempts {
 			return err
 		}
-		// Full jitter: uniform in [0, min(max, base*2^attempt)].
-		ceiling := min(c.cfg.Retry.Max, c.cfg.Retry.Base<<min(attempt, 20))
-		sleep := time.Duration(rand.Int64N(int64(ceiling) + 1))
+		sleep := backoff.Policy{Base: c.cfg.Retry.Base, Max: c.cfg.Retry.Max}.Delay(attempt)
 		c.m.retries.WithLabelValues(action).Inc()
 		log.WithFields(logrus.Fields{"code": err.Code, "kind": err.Kind.String(), "attempt": attempt, "backoff": sleep}).Debug("retrying ECI call")
 		select {
