@@ -15,7 +15,6 @@ import (
 
 	"github.com/vnode-project/vnode/cmd/internal/cli"
 	"github.com/vnode-project/vnode/eciprofile/webhook"
-	"github.com/vnode-project/vnode/internal/certs"
 	"github.com/vnode-project/vnode/internal/version"
 )
 
@@ -120,23 +119,17 @@ func run(parent context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	var metricsCert *certs.KeyPair
-	if o.metricsCert != "" {
-		if metricsCert, err = certs.NewKeyPair(o.metricsCert, o.metricsKey); err != nil {
-			return fmt.Errorf("--metrics-cert: %w", err)
-		}
+	metricsCert, err := cli.KeyPair(o.metricsCert, o.metricsKey, "--metrics-cert")
+	if err != nil {
+		return err
 	}
-	var metricsCA *certs.CABundle
-	if o.metricsClientCA != "" {
-		if metricsCA, err = certs.NewCABundle(o.metricsClientCA); err != nil {
-			return fmt.Errorf("--metrics-client-ca: %w", err)
-		}
+	metricsCA, err := cli.CABundle(o.metricsClientCA, "--metrics-client-ca")
+	if err != nil {
+		return err
 	}
-	var clientCA *certs.CABundle
-	if o.clientCA != "" {
-		if clientCA, err = certs.NewCABundle(o.clientCA); err != nil {
-			return fmt.Errorf("--client-ca-file: %w", err)
-		}
+	clientCA, err := cli.CABundle(o.clientCA, "--client-ca-file")
+	if err != nil {
+		return err
 	}
 	return webhook.Run(ctx, webhook.Config{
 		ClientCA: clientCA,

@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/vnode-project/vnode/approver"
 	"github.com/vnode-project/vnode/cmd/internal/cli"
-	"github.com/vnode-project/vnode/internal/certs"
 	"github.com/vnode-project/vnode/internal/identity"
 	"github.com/vnode-project/vnode/internal/version"
 )
@@ -122,17 +120,13 @@ func run(parent context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	var metricsCert *certs.KeyPair
-	if o.metricsCert != "" {
-		if metricsCert, err = certs.NewKeyPair(o.metricsCert, o.metricsKey); err != nil {
-			return fmt.Errorf("--metrics-cert: %w", err)
-		}
+	metricsCert, err := cli.KeyPair(o.metricsCert, o.metricsKey, "--metrics-cert")
+	if err != nil {
+		return err
 	}
-	var metricsCA *certs.CABundle
-	if o.metricsClientCA != "" {
-		if metricsCA, err = certs.NewCABundle(o.metricsClientCA); err != nil {
-			return fmt.Errorf("--metrics-client-ca: %w", err)
-		}
+	metricsCA, err := cli.CABundle(o.metricsClientCA, "--metrics-client-ca")
+	if err != nil {
+		return err
 	}
 	return approver.Run(ctx, approver.Config{
 		REST: restCfg,

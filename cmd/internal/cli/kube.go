@@ -6,6 +6,8 @@ import (
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/vnode-project/vnode/internal/certs"
 )
 
 // RESTConfig loads kubeconfig, or the in-cluster config when it is "".
@@ -34,4 +36,28 @@ func Listen(addr, flag string) (net.Listener, error) {
 		return nil, fmt.Errorf("%s: %w", flag, err)
 	}
 	return l, nil
+}
+
+// KeyPair loads the certificate and key a flag names; none ("") is nil.
+func KeyPair(certFile, keyFile, flag string) (*certs.KeyPair, error) {
+	if certFile == "" {
+		return nil, nil
+	}
+	pair, err := certs.NewKeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flag, err)
+	}
+	return pair, nil
+}
+
+// CABundle loads the CA bundle a flag names; none ("") is nil.
+func CABundle(file, flag string) (*certs.CABundle, error) {
+	if file == "" {
+		return nil, nil
+	}
+	ca, err := certs.NewCABundle(file)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flag, err)
+	}
+	return ca, nil
 }
