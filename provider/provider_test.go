@@ -617,6 +617,11 @@ func TestGCAndRecover(t *testing.T) {
 }
 
 func (m *memCloud) ExecCommand(_ context.Context, id, container string, cmd []string, tty, stdin bool) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.insts[id]; !ok {
+		return "", errdefs.NotFoundf("InvalidInstanceId.NotFound: %s", id)
+	}
 	return "", errors.New("memCloud has no exec sessions")
 }
 
@@ -972,3 +977,31 @@ func TestLongPodNameIsRecoveredAndKept(t *testing.T) {
 		t.Fatalf("GC deleted %v, the instance of a live pod with a long name", h.cloud.deletes)
 	}
 }
+
+// Exec on an instance that vanished behind the provider's back keeps the
+// cloud's NotFound through the provider's wrap, which virtual-kubelet
+// reads through Cause(): the caller gets 404, not 500.
+func TestExecOnVanishedInstanceIsNotFound(t *testing.T) {
+	ctx := context.Background()
+	p1 := pod("gone")
+	h := newHarness(t, p1)
+	if err := h.create(ctx, p1); err != nil {
+		t.Fatal(err)
+	}
+	h.cloud.mu.Lock()
+	delete(h.cloud.insts, "eci-1")
+	h.cloud.mu.Unlock()
+	err := h.p.RunInContainer(ctx, "ns", "gone", "c", []string{"true"}, noIO{})
+	if !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "starting exec in ns/gone") {
+		t.Fatalf("exec on a vanished instance: %v (NotFound %v), want a NotFound that says what was being done", err, errdefs.IsNotFound(err))
+	}
+}
+
+// noIO is an exec with no streams and no terminal.
+type noIO struct{}
+
+func (noIO) Stdin() io.Reader            { return nil }
+func (noIO) Stdout() io.WriteCloser      { return nil }
+func (noIO) Stderr() io.WriteCloser      { return nil }
+func (noIO) TTY() bool                   { return false }
+func (noIO) Resize() <-chan api.TermSize { return nil }
