@@ -113,6 +113,11 @@ func New(cfg Config) (*Emulator, error) {
 		}
 		cfg.DataDir = d
 	}
+	// Everything below writes into DataDir (the nonce journal, the state,
+	// TLS files): it must exist first, private, whoever calls.
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating the data directory %s: %w", cfg.DataDir, err)
+	}
 	e := &Emulator{cfg: cfg, log: cfg.Logger, groups: map[string]*group{}, tokens: map[string]*tokenRecord{},
 		vnodes: map[string]*virtualNode{}, caches: map[string]*imageCache{},
 		calls: map[string]int{}, sessions: map[string]*execSession{}}

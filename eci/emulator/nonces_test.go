@@ -114,3 +114,18 @@ func TestNonceJournalPrunesByWindow(t *testing.T) {
 	use(n2, "mid", at, false)
 	use(n2, "new", at, false)
 }
+
+// A data directory that does not exist yet is made, not an error: the
+// local system hands the emulator a path under its own fresh directory.
+func TestNewDataDirIsCreated(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "not", "yet")
+	e, err := New(Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim", DataDir: dir})
+	if err != nil {
+		t.Fatalf("an emulator on a new data directory: %v", err)
+	}
+	defer e.Close()
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("data directory: %v, mode %v; want 0700", err, fi.Mode())
+	}
+}
