@@ -115,6 +115,7 @@ type applier struct {
 	mapper  meta.RESTMapper
 	dry     bool
 	out     io.Writer
+	removed map[string]bool // what remove already deleted, by describe()
 }
 
 func (a *admin) applier(g *globals) *applier {
@@ -177,6 +178,13 @@ func (ap *applier) apply(ctx context.Context, objs []*unstructured.Unstructured)
 func (ap *applier) remove(ctx context.Context, objs []*unstructured.Unstructured) error {
 	for i := len(objs) - 1; i >= 0; i-- {
 		u := objs[i]
+		if ap.removed[describe(u)] {
+			continue
+		}
+		if ap.removed == nil {
+			ap.removed = map[string]bool{}
+		}
+		ap.removed[describe(u)] = true
 		if ap.dry {
 			fmt.Fprintf(ap.out, "would delete %s\n", describe(u))
 			continue

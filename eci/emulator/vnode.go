@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
@@ -298,13 +299,45 @@ func (e *Emulator) deleteVirtualNode(p params) (map[string]any, *apiError) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if _, ok := e.vnodes[id]; !ok {
+	v, ok := e.vnodes[id]
+	if !ok {
 		return nil, virtualNodeNotFound(id)
+	}
+	// ECI refuses while the node still has instances: those a node's
+	// vnode-kubelet created carry its Kubernetes name in nodeTag.
+	if n := e.instancesOfLocked(v); n > 0 {
+		return nil, errf(http.StatusBadRequest, "IncorrectStatus",
+			fmt.Sprintf("The virtual node %q still has %d instance(s); delete them (drain the node) first.", id, n))
 	}
 	delete(e.vnodes, id)
 	e.vnOrder = removeID(e.vnOrder, id)
 	e.persist.otherChangedLocked()
 	return map[string]any{}, nil
+}
+
+// nodeTag is the tag vnode-kubelet puts on every instance with its node's
+// name (provider/translate.TagNode; a test checks they agree).
+const nodeTag = "vnode.io/node"
+
+// nodeNames are the Kubernetes names a virtual node goes by: VNodectl's
+// <region>.<id>, and its own name.
+func (v *virtualNode) nodeNames() []string {
+	return []string{v.RegionID + "." + v.VirtualNodeID, v.VirtualNodeName}
+}
+
+// instancesOfLocked counts the container groups of virtual node v.
+func (e *Emulator) instancesOfLocked(v *virtualNode) int {
+	names := v.nodeNames()
+	n := 0
+	for _, g := range e.groups {
+		for _, t := range g.Tags {
+			if t.Key == nodeTag && slices.Contains(names, t.Value) {
+				n++
+				break
+			}
+		}
+	}
+	return n
 }
 
 func isIP(s string) bool {
