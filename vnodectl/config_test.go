@@ -19,7 +19,7 @@ func run(t *testing.T, args ...string) (string, error) {
 	cmd := NewCommand(&out, &errOut)
 	cmd.SetArgs(args)
 	err := cmd.Execute()
-	return out.String() + errOut.String(), err
+	return out.String(), err
 }
 
 // isolate points HOME, VNODE_CONFIG and KUBECONFIG into a temporary
