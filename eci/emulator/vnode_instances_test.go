@@ -20,7 +20,9 @@ func TestNodeTagIsTheProvidersTag(t *testing.T) {
 func TestDeleteVirtualNodeRefusedWithInstances(t *testing.T) {
 	_, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "sim", Delays: Delays{VirtualNode: time.Millisecond}})
 	c := sdkClient(t, ep, testID, testSecret)
-	call := func(action string, q map[string]string) (map[string]any, error) { return commonCall(c, "http", action, q) }
+	call := func(action string, q map[string]string) (map[string]any, error) {
+		return commonCall(c, "http", action, q)
+	}
 	r, err := call("CreateVirtualNode", map[string]string{"VSwitchId": "vsw-1", "SecurityGroupId": "sg-1", "ClientToken": "t1"})
 	if err != nil {
 		t.Fatal(err)
