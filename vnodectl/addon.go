@@ -33,7 +33,7 @@ type addon struct {
 
 var addons = []addon{
 	{name: "vnode-approver", dir: "approver", namespace: vnodeNamespace, deployment: "vnode-approver", lease: "vnode-approver"},
-	{name: "eci-profile", dir: "eci-profile", namespace: "kube-system", deployment: "eci-profile", lease: "eci-profile"},
+	{name: "eci-profile", dir: "eci-profile", namespace: vnodeNamespace, deployment: "eci-profile"},
 	{name: "edge-tunnel", dir: "tunnel", namespace: "kube-system", deployment: "edge-tunnel-server"},
 }
 

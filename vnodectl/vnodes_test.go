@@ -3,7 +3,6 @@ package vnodectl
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -30,22 +29,13 @@ current-context: c
 func cloudEnv(t *testing.T) (endpoint string, kubeconfig string) {
 	t.Helper()
 	path := isolate(t)
-	_, ep := emulatortest.StartForTest(t, emulator.Config{Credentials: map[string]string{"AKID": "TOPSECRET"}, Runtime: "sim",
+	_, ep := emulatortest.StartForTest(t, emulator.Config{Credentials: map[string]string{"AKID": "TOPSECRET", "AKID2": "TOPSECRET2"}, Runtime: "sim",
 		Delays: emulator.Delays{VirtualNode: time.Millisecond}})
 	kubeconfig = filepath.Join(filepath.Dir(path), "deploy", "kubeconfig")
 	writeFile(t, kubeconfig, bootstrapKubeconfig)
-	writeFile(t, path, fmt.Sprintf(`kind: vnode
-contexts:
-  - name: default
-    region-id: cn-hangzhou
-    access-key-id: AKID
-    access-key-secret: TOPSECRET
-    vswitch-id: vsw-abc
-    security-group-id: sg-abc
-    kubeconfig: %s
-    endpoint: http://%s
-current-context: default
-`, kubeconfig, ep))
+	// twoContexts' default context, pointed at the emulator.
+	writeFile(t, path, strings.Replace(twoContexts, "    kubeconfig: ~/.vnode/deploy/kubeconfig\n  - name: other",
+		"    kubeconfig: ~/.vnode/deploy/kubeconfig\n    endpoint: http://"+ep+"\n  - name: other", 1))
 	return "http://" + ep, kubeconfig
 }
 
@@ -98,7 +88,7 @@ func TestVNodeCreateListDescribeUpdateDelete(t *testing.T) {
 		{[]string{"describe", "nope"}, "is not a VNode id"},
 		{[]string{"update", id}, "nothing to update"},
 		{[]string{"delete", "vnd-nope"}, "not found"},
-		{[]string{"create", "--context", "other"}, `context "other" not found`},
+		{[]string{"create", "--context", "nope"}, `context "nope" not found`},
 	} {
 		out, err := run(t, c.args...)
 		if c.want == "" {
