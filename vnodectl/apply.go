@@ -196,7 +196,7 @@ func (ap *applier) remove(ctx context.Context, objs []*unstructured.Unstructured
 			}
 			return err
 		}
-		policy := metav1.DeletePropagationForeground
+		policy := metav1.DeletePropagationBackground
 		err = ri.Delete(ctx, u.GetName(), metav1.DeleteOptions{PropagationPolicy: &policy})
 		switch {
 		case apierrors.IsNotFound(err):

@@ -201,10 +201,12 @@ func TestClusterSetupValidateCleanBootstrap(t *testing.T) {
 	}
 }
 
-// The ServiceAccount mode: a long-lived token bound to the same role.
+// The ServiceAccount mode: a long-lived token bound to the same role. The
+// add-on comes first here, in the seed's own order.
 func TestClusterSetupServiceAccountMode(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
+	e.mustVnode(t, "addon", "enable", "vnode-approver")
 	out := e.mustVnode(t, e.setupArgs()...)
 	if !strings.Contains(out, "NOT rotated") {
 		t.Fatalf("setup does not say the token is not rotated:\n%s", out)
@@ -228,10 +230,13 @@ func TestClusterSetupServiceAccountMode(t *testing.T) {
 	}
 	e.mustVnode(t, "cluster", "clean")
 	e.nothingCreated(t, ctx, "after clean")
-	waitFor(t, ctx, "the ServiceAccount to go", func() bool {
-		_, err := e.cp.Client.CoreV1().ServiceAccounts("vnode-system").Get(ctx, "vnode", metav1.GetOptions{})
+	waitFor(t, ctx, "the vnode-system namespace to go", func() bool {
+		_, err := e.cp.Client.CoreV1().Namespaces().Get(ctx, "vnode-system", metav1.GetOptions{})
 		return apierrors.IsNotFound(err)
 	})
+	if _, err := e.cp.Client.RbacV1().ClusterRoleBindings().Get(ctx, "vnode:approver", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the approver's binding survived clean: %v", err)
+	}
 }
 
 func (e *env) kubeProxy(t *testing.T, ctx context.Context) {
