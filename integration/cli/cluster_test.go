@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vnode-project/vnode/integration/controlplane"
 )
@@ -228,6 +229,34 @@ func TestClusterSetupServiceAccountMode(t *testing.T) {
 			t.Errorf("validate lacks %q", want)
 		}
 	}
+
+	// A kubeconfig whose CA did not sign the API server's certificate.
+	good, err := os.ReadFile(e.deployKubeconfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCA, err := controlplane.NewCA(t.TempDir(), "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := clientcmd.Load(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range kc.Clusters {
+		c.CertificateAuthorityData = otherCA.CAPEM()
+	}
+	if err := clientcmd.WriteToFile(*kc, e.deployKubeconfig()); err != nil {
+		t.Fatal(err)
+	}
+	out, err = e.vnode(t, "cluster", "validate")
+	if err == nil || !strings.Contains(out, "[FAIL] the API server "+e.cp.APIServerURL+" answers with the kubeconfig's CA") || !strings.Contains(out, "--cluster-ca-path") {
+		t.Fatalf("validate with a CA that does not match: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(e.deployKubeconfig(), good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	e.mustVnode(t, "cluster", "clean")
 	e.nothingCreated(t, ctx, "after clean")
 	waitFor(t, ctx, "the vnode-system namespace to go", func() bool {
