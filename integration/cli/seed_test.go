@@ -20,12 +20,15 @@ import (
 	"github.com/vnode-project/vnode/eci/emulator/vnodehost"
 )
 
-// Seed 004's whole procedure in TLS bootstrap mode, against the emulator
-// hosting a real vnode-kubelet: config default, edit, addon enable
-// vnode-approver, cluster setup, validate, create --wait, list, a pod
+// Seed 004's whole procedure, against the emulator hosting a real
+// vnode-kubelet: config default, edit, (bootstrap: addon enable
+// vnode-approver), cluster setup, validate, create --wait, list, a pod
 // with the seed's nodeSelector and toleration runs, delete refused with
 // instances and accepted after, clean.
-func TestSeedProcedureBootstrap(t *testing.T) {
+func TestSeedProcedureBootstrap(t *testing.T)      { seedProcedure(t, true) }
+func TestSeedProcedureServiceAccount(t *testing.T) { seedProcedure(t, false) }
+
+func seedProcedure(t *testing.T, bootstrap bool) {
 	e := newEnv(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -54,9 +57,13 @@ func TestSeedProcedureBootstrap(t *testing.T) {
 	}
 	e.mustVnode(t, "config")
 
-	e.mustVnode(t, "addon", "enable", "vnode-approver")
-	e.runApprover(t)
-	e.mustVnode(t, e.setupArgs(bootstrapFlags()...)...)
+	if bootstrap {
+		e.mustVnode(t, "addon", "enable", "vnode-approver")
+		e.runApprover(t)
+		e.mustVnode(t, e.setupArgs(bootstrapFlags()...)...)
+	} else {
+		e.mustVnode(t, e.setupArgs()...)
+	}
 	waitFor(t, ctx, "validate to pass", func() bool {
 		_, err := e.vnode(t, "cluster", "validate")
 		return err == nil
@@ -72,7 +79,16 @@ func TestSeedProcedureBootstrap(t *testing.T) {
 		t.Fatalf("list: %q, want Ready and schedulable", row)
 	}
 
-	// The node's certificate came from a CSR vnode-approver approved.
+	if bootstrap {
+		e.approvedCSR(t, ctx)
+	}
+	e.podRunsThenDelete(t, ctx, id[1], nodeName)
+}
+
+// approvedCSR: the node's certificate came from a CSR vnode-approver
+// approved.
+func (e *env) approvedCSR(t *testing.T, ctx context.Context) {
+	t.Helper()
 	csrs, err := e.cp.Client.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -88,6 +104,10 @@ func TestSeedProcedureBootstrap(t *testing.T) {
 	if !approved {
 		t.Fatal("no CSR of the bootstrap token was approved and signed")
 	}
+}
+
+func (e *env) podRunsThenDelete(t *testing.T, ctx context.Context, id, nodeName string) {
+	t.Helper()
 
 	// A pod with the seed's nodeSelector and toleration.
 	pod := &corev1.Pod{
@@ -106,7 +126,7 @@ func TestSeedProcedureBootstrap(t *testing.T) {
 		return err == nil && p.Spec.NodeName == nodeName && p.Status.Phase == corev1.PodRunning
 	})
 
-	if _, err := e.vnode(t, "delete", id[1]); err == nil || !strings.Contains(err.Error(), "kubectl drain "+nodeName) {
+	if _, err := e.vnode(t, "delete", id); err == nil || !strings.Contains(err.Error(), "kubectl drain "+nodeName) {
 		t.Fatalf("delete with a running pod: %v", err)
 	}
 	if err := e.cp.Client.CoreV1().Pods("default").Delete(ctx, "on-eci", metav1.DeleteOptions{}); err != nil {
@@ -117,7 +137,7 @@ func TestSeedProcedureBootstrap(t *testing.T) {
 		_, err := e.cp.Client.CoreV1().Pods("default").Get(ctx, "on-eci", metav1.GetOptions{})
 		return apierrors.IsNotFound(err)
 	})
-	e.mustVnode(t, "delete", id[1])
+	e.mustVnode(t, "delete", id)
 	e.mustVnode(t, "cluster", "clean")
 	e.nothingCreated(t, ctx, "after clean")
 }
