@@ -56,6 +56,24 @@ type VirtualNode struct {
 		Key   string `json:"Key"`
 		Value string `json:"Value"`
 	} `json:"Tags"`
+	Events []VirtualNodeEvent `json:"Events"`
+}
+
+// VirtualNodeEvent is one event ECI records on a virtual node.
+type VirtualNodeEvent struct {
+	Count          int    `json:"Count"`
+	FirstTimestamp string `json:"FirstTimestamp"`
+	LastTimestamp  string `json:"LastTimestamp"`
+	Message        string `json:"Message"`
+	Name           string `json:"Name"`
+	Reason         string `json:"Reason"`
+	Type           string `json:"Type"`
+}
+
+// CreatedVirtualNode is CreateVirtualNode's answer.
+type CreatedVirtualNode struct {
+	RequestID     string `json:"RequestId"`
+	VirtualNodeID string `json:"VirtualNodeId"`
 }
 
 // VirtualNodeFilter narrows DescribeVirtualNodes; zero fields match all.
@@ -68,8 +86,15 @@ type VirtualNodeFilter struct {
 
 // CreateVirtualNode creates a virtual node and returns its id.
 func (c *Client) CreateVirtualNode(ctx context.Context, s VirtualNodeSpec) (string, error) {
+	out, err := c.CreateVirtualNodeRequest(ctx, s)
+	return out.VirtualNodeID, err
+}
+
+// CreateVirtualNodeRequest creates a virtual node and returns ECI's whole
+// answer (the request id too, which `vnode create` prints).
+func (c *Client) CreateVirtualNodeRequest(ctx context.Context, s VirtualNodeSpec) (CreatedVirtualNode, error) {
 	if s.ClientToken == "" {
-		return "", &Error{Action: "CreateVirtualNode", Kind: KindInvalidInput, Err: fmt.Errorf("a ClientToken is required so that a retried create never makes a second node")}
+		return CreatedVirtualNode{}, &Error{Action: "CreateVirtualNode", Kind: KindInvalidInput, Err: fmt.Errorf("a ClientToken is required so that a retried create never makes a second node")}
 	}
 	p := flat{}
 	p.set("VSwitchId", s.VSwitchID)
@@ -86,13 +111,11 @@ func (c *Client) CreateVirtualNode(ctx context.Context, s VirtualNodeSpec) (stri
 		p[fmt.Sprintf("Taint.%d.Effect", i+1)] = t.Effect
 	}
 	s.mutable(p)
-	var out struct {
-		ID string `json:"VirtualNodeId"`
-	}
+	var out CreatedVirtualNode
 	if err := c.call(ctx, "CreateVirtualNode", p, &out); err != nil {
-		return "", err
+		return CreatedVirtualNode{}, err
 	}
-	return out.ID, nil
+	return out, nil
 }
 
 // UpdateVirtualNode changes what UpdateVirtualNode may change: the name,

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
@@ -48,6 +49,12 @@ type virtualNodeConfig struct {
 	EnablePublicNetwork bool    `json:"EnablePublicNetwork,omitempty"`
 	TLSBootstrapEnabled bool    `json:"TlsBootstrapEnabled,omitempty"`
 	Taints              []taint `json:"Taints,omitempty"`
+	// AccessKeyID is the account that created the node: a hosted node
+	// calls back with its credentials.
+	AccessKeyID string `json:"AccessKeyId,omitempty"`
+	// Hosted: a host runs the node and reports its status, instead of
+	// the node turning Ready after Delays.VirtualNode.
+	Hosted bool `json:"Hosted,omitempty"`
 }
 
 type taint struct {
@@ -114,7 +121,8 @@ func (e *Emulator) createVirtualNode(p params) (map[string]any, *apiError) {
 // network, name and tags.
 func (e *Emulator) parseVirtualNodeConfig(p params) (virtualNodeConfig, *apiError) {
 	cfg := virtualNodeConfig{ZoneID: p.get("ZoneId"), ClusterDNS: p.get("ClusterDNS"), ClusterDomain: p.get("ClusterDomain"),
-		CustomResources: p.get("CustomResources"), KubeConfig: p.get("KubeConfig"), EipInstanceID: p.get("EipInstanceId")}
+		CustomResources: p.get("CustomResources"), KubeConfig: p.get("KubeConfig"), EipInstanceID: p.get("EipInstanceId"),
+		AccessKeyID: p.get("AccessKeyId")}
 	if cfg.ZoneID != "" && !slices.Contains(e.cfg.Zones, cfg.ZoneID) {
 		return cfg, invalidParam("ZoneId", "zone "+cfg.ZoneID+" is not in region "+e.cfg.Region)
 	}
@@ -183,7 +191,7 @@ func (e *Emulator) virtualNodeLifecycle(id string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	v, ok := e.vnodes[id]
-	if !ok || v.Status != "Pending" || e.closed {
+	if !ok || v.Status != "Pending" || e.closed || v.Config.Hosted {
 		return
 	}
 	v.Status = "Ready"
@@ -298,8 +306,15 @@ func (e *Emulator) deleteVirtualNode(p params) (map[string]any, *apiError) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if _, ok := e.vnodes[id]; !ok {
+	v, ok := e.vnodes[id]
+	if !ok {
 		return nil, virtualNodeNotFound(id)
+	}
+	// ECI refuses while the node still has instances: those a node's
+	// vnode-kubelet created carry its Kubernetes name in nodeTag.
+	if n := e.instancesOfLocked(v); n > 0 {
+		return nil, errf(http.StatusBadRequest, "IncorrectStatus",
+			fmt.Sprintf("The virtual node %q still has %d instance(s); delete them (drain the node) first.", id, n))
 	}
 	delete(e.vnodes, id)
 	e.vnOrder = removeID(e.vnOrder, id)
@@ -307,6 +322,91 @@ func (e *Emulator) deleteVirtualNode(p params) (map[string]any, *apiError) {
 	return map[string]any{}, nil
 }
 
+// nodeTag is the tag vnode-kubelet puts on every instance with its node's
+// name (provider/translate.TagNode; a test checks they agree).
+const nodeTag = "vnode.io/node"
+
+// nodeNames are the Kubernetes names a virtual node goes by: VNodectl's
+// <region>.<id>, and its own name.
+func (v *virtualNode) nodeNames() []string {
+	return []string{v.RegionID + "." + v.VirtualNodeID, v.VirtualNodeName}
+}
+
+// instancesOfLocked counts the container groups of virtual node v.
+func (e *Emulator) instancesOfLocked(v *virtualNode) int {
+	names := v.nodeNames()
+	n := 0
+	for _, g := range e.groups {
+		for _, t := range g.Tags {
+			if t.Key == nodeTag && slices.Contains(names, t.Value) {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
 func isIP(s string) bool {
 	return s != "" && net.ParseIP(s) != nil
+}
+
+// VirtualNodeToHost is what a host needs to run a virtual node as the
+// cloud does: a vnode-kubelet that joins the cluster with the kubeconfig
+// given to CreateVirtualNode and calls back with the creator's account.
+type VirtualNodeToHost struct {
+	ID, Region, NodeName       string
+	VSwitchID, SecurityGroupID string
+	ZoneID                     string
+	KubeConfig                 []byte
+	TLSBootstrap               bool
+	AccessKeyID                string
+	AccessKeySecret            string
+	ClusterDNS, ClusterDomain  string
+	Status                     string
+}
+
+// HostVirtualNodes claims every virtual node that was given a kubeconfig:
+// from now on its status is what the host reports (ReportVirtualNode).
+// Deleted nodes are absent, so the host stops them.
+func (e *Emulator) HostVirtualNodes() []VirtualNodeToHost {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []VirtualNodeToHost
+	for _, id := range e.vnOrder {
+		v := e.vnodes[id]
+		kc, err := base64.StdEncoding.DecodeString(v.Config.KubeConfig)
+		if err != nil || len(kc) == 0 {
+			continue
+		}
+		if !v.Config.Hosted {
+			v.Config.Hosted = true
+			e.persist.otherChangedLocked()
+		}
+		out = append(out, VirtualNodeToHost{
+			ID: id, Region: v.RegionID, NodeName: v.RegionID + "." + id, VSwitchID: v.VSwitchID, SecurityGroupID: v.SecurityGroupID,
+			ZoneID: v.Config.ZoneID, KubeConfig: kc, TLSBootstrap: v.Config.TLSBootstrapEnabled, AccessKeyID: v.Config.AccessKeyID,
+			AccessKeySecret: e.cfg.Credentials[v.Config.AccessKeyID], ClusterDNS: v.Config.ClusterDNS, ClusterDomain: v.Config.ClusterDomain,
+			Status: v.Status,
+		})
+	}
+	return out
+}
+
+// ReportVirtualNode sets a hosted node's status (Pending, Ready or
+// Failed) with an event saying why; an unchanged status records nothing.
+func (e *Emulator) ReportVirtualNode(id, status, reason, message string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	v, ok := e.vnodes[id]
+	if !ok || (v.Status == status && reason == "") {
+		return
+	}
+	typ := "Normal"
+	if status == "Failed" {
+		typ = "Warning"
+	}
+	v.Status = status
+	v.Events = addEvent(v.Events, id, typ, reason, message)
+	e.persist.otherChangedLocked()
 }

@@ -1,0 +1,310 @@
+// Package vnodehost plays the cloud's side of CreateVirtualNode for the
+// ECI emulator: each virtual node given a kubeconfig runs as a real
+// vnode-kubelet process that joins the cluster with it (TLS bootstrap or
+// ServiceAccount), named <region>.<vnd-id> and pointed back at the
+// emulator with the creating account's credentials. The node is Pending
+// until its Node is Ready, Failed (with an event) when the process exits;
+// a deleted node's process is stopped. Run it again on the same emulator
+// state after a restart and it starts the nodes again.
+package vnodehost
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/vnode-project/vnode/eci/emulator"
+	"github.com/vnode-project/vnode/internal/config"
+)
+
+// Config configures a host.
+type Config struct {
+	Emulator *emulator.Emulator
+	// Endpoint is the emulator's address as the nodes reach it.
+	Endpoint string
+	// Binary is vnode-kubelet; default: the one beside this executable,
+	// then PATH.
+	Binary string
+	// Dir keeps each node's files and log (Dir/<vnd-id>/).
+	Dir      string
+	Interval time.Duration // default 500ms
+	Log      logrus.FieldLogger
+}
+
+// Host runs the emulator's virtual nodes.
+type Host struct {
+	cfg   Config
+	nodes map[string]*node
+}
+
+type node struct {
+	info  emulator.VirtualNodeToHost
+	dir   string
+	cmd   *exec.Cmd
+	done  chan struct{}
+	ready bool
+}
+
+// New checks cfg and finds vnode-kubelet.
+func New(cfg Config) (*Host, error) {
+	if cfg.Emulator == nil || cfg.Endpoint == "" || cfg.Dir == "" {
+		return nil, errors.New("vnodehost: Emulator, Endpoint and Dir are required")
+	}
+	if cfg.Binary == "" {
+		bin, err := findBinary()
+		if err != nil {
+			return nil, err
+		}
+		cfg.Binary = bin
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 500 * time.Millisecond
+	}
+	if cfg.Log == nil {
+		cfg.Log = logrus.New()
+	}
+	return &Host{cfg: cfg, nodes: map[string]*node{}}, nil
+}
+
+func findBinary() (string, error) {
+	if self, err := os.Executable(); err == nil {
+		bin := filepath.Join(filepath.Dir(self), "vnode-kubelet")
+		if st, err := os.Stat(bin); err == nil && !st.IsDir() {
+			return bin, nil
+		}
+	}
+	bin, err := exec.LookPath("vnode-kubelet")
+	if err != nil {
+		return "", errors.New("vnodehost: vnode-kubelet is neither beside this executable nor on PATH")
+	}
+	return bin, nil
+}
+
+// Run hosts the nodes until ctx ends, then stops them.
+func (h *Host) Run(ctx context.Context) error {
+	t := time.NewTicker(h.cfg.Interval)
+	defer t.Stop()
+	for {
+		h.reconcile(ctx)
+		select {
+		case <-ctx.Done():
+			for id := range h.nodes {
+				h.stop(id)
+			}
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (h *Host) reconcile(ctx context.Context) {
+	want := map[string]bool{}
+	for _, v := range h.cfg.Emulator.HostVirtualNodes() {
+		want[v.ID] = true
+		n, running := h.nodes[v.ID]
+		if !running {
+			if v.Status == "Failed" {
+				continue
+			}
+			if err := h.start(v); err != nil {
+				h.cfg.Emulator.ReportVirtualNode(v.ID, "Failed", "StartFailed", err.Error())
+			}
+			continue
+		}
+		select {
+		case <-n.done:
+			h.cfg.Emulator.ReportVirtualNode(v.ID, "Failed", "NodeExited", "vnode-kubelet exited: "+lastLines(filepath.Join(n.dir, "vnode-kubelet.log"), 3))
+			delete(h.nodes, v.ID)
+			continue
+		default:
+		}
+		if !n.ready && nodeReady(ctx, n) {
+			n.ready = true
+			h.cfg.Emulator.ReportVirtualNode(v.ID, "Ready", "NodeReady", "Node "+v.NodeName+" is Ready in the cluster")
+		}
+	}
+	for id := range h.nodes {
+		if !want[id] {
+			h.stop(id)
+		}
+	}
+}
+
+// start writes the node's files and starts its vnode-kubelet.
+func (h *Host) start(v emulator.VirtualNodeToHost) error {
+	dir := filepath.Join(h.cfg.Dir, v.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	kc, err := clientcmd.Load(v.KubeConfig)
+	if err != nil {
+		return fmt.Errorf("the kubeconfig does not parse: %w", err)
+	}
+	var ca []byte
+	for _, c := range kc.Clusters {
+		ca = c.CertificateAuthorityData
+	}
+	if len(ca) == 0 {
+		return errors.New("the kubeconfig carries no cluster CA")
+	}
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	files := map[string][]byte{"ca.crt": ca}
+	args := []string{"--config", filepath.Join(dir, "config"), "--nodename", v.NodeName, "--node-ip", "127.0.0.1",
+		"--client-ca-file", filepath.Join(dir, "ca.crt"), "--tls-cert-file", filepath.Join(dir, "tls.crt"), "--tls-private-key-file", filepath.Join(dir, "tls.key"),
+		"--memory-limit", "0", "--sync-interval", "1s"}
+	if v.TLSBootstrap {
+		files["bootstrap-kubeconfig"] = v.KubeConfig
+		args = append(args, "--bootstrap-kubeconfig", filepath.Join(dir, "bootstrap-kubeconfig"))
+	} else {
+		files["kubeconfig"] = v.KubeConfig
+	}
+	if v.ClusterDNS != "" {
+		args = append(args, "--cluster-dns", v.ClusterDNS)
+	}
+	if v.ClusterDomain != "" {
+		args = append(args, "--cluster-domain", v.ClusterDomain)
+	}
+	certPEM, keyPEM, err := servingPair(v.NodeName)
+	if err != nil {
+		return err
+	}
+	files["tls.crt"], files["tls.key"] = certPEM, keyPEM
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			return err
+		}
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	args = append(args, "--listen", "127.0.0.1:"+strconv.Itoa(port))
+	f := &config.File{Kind: config.Kind, CurrentContext: "cloud", Contexts: []config.Context{{
+		Name: "cloud", RegionID: v.Region, AccessKeyID: v.AccessKeyID, AccessKeySecret: v.AccessKeySecret,
+		VSwitchIDs: strings.Split(v.VSwitchID, ","), ZoneIDs: config.StringList{v.ZoneID}, SecurityGroupID: v.SecurityGroupID,
+		Kubeconfig: kubeconfig, Endpoint: h.cfg.Endpoint, VirtualNodeID: v.ID,
+	}}}
+	if err := f.Save(filepath.Join(dir, "config")); err != nil {
+		return err
+	}
+	logFile, err := os.OpenFile(filepath.Join(dir, "vnode-kubelet.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(h.cfg.Binary, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("starting %s: %w", h.cfg.Binary, err)
+	}
+	n := &node{info: v, dir: dir, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		logFile.Close()
+		close(n.done)
+	}()
+	h.nodes[v.ID] = n
+	h.cfg.Emulator.ReportVirtualNode(v.ID, "Pending", "Starting", "vnode-kubelet started, joining the cluster as "+v.NodeName)
+	h.cfg.Log.WithFields(logrus.Fields{"virtualNode": v.ID, "node": v.NodeName, "pid": cmd.Process.Pid}).Info("hosting virtual node")
+	return nil
+}
+
+// stop ends a node's process: SIGTERM, then SIGKILL after 10s.
+func (h *Host) stop(id string) {
+	n := h.nodes[id]
+	delete(h.nodes, id)
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.done:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
+		<-n.done
+	}
+}
+
+// nodeReady asks the cluster, with the node's own credentials (the
+// bootstrapped kubeconfig, or the ServiceAccount's), whether its Node is Ready.
+func nodeReady(ctx context.Context, n *node) bool {
+	data, err := os.ReadFile(filepath.Join(n.dir, "kubeconfig"))
+	if err != nil {
+		return false
+	}
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(data)
+	if err != nil {
+		return false
+	}
+	cfg.Timeout = 5 * time.Second
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return false
+	}
+	node, err := client.CoreV1().Nodes().Get(ctx, n.info.NodeName, metav1.GetOptions{})
+	if err != nil {
+		return false
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func servingPair(name string) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().AddDate(1, 0, 0), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, DNSNames: []string{name}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func lastLines(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "(no log)"
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], " | ")
+}

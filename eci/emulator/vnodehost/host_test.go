@@ -1,0 +1,136 @@
+package vnodehost
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/vnode-project/vnode/eci"
+	"github.com/vnode-project/vnode/eci/emulator"
+	"github.com/vnode-project/vnode/eci/emulator/emulatortest"
+)
+
+const kubeconfig = `apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1", certificate-authority-data: ` + "Y2E=" + `}}]
+users: [{name: u, user: {token: abcdef.0123456789abcdef}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`
+
+// script writes an executable shell script standing in for vnode-kubelet.
+func script(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "vnode-kubelet")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func startHost(t *testing.T, em *emulator.Emulator, ep, bin, dir string) context.CancelFunc {
+	t.Helper()
+	h, err := New(Config{Emulator: em, Endpoint: "http://" + ep, Binary: bin, Dir: dir, Interval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = h.Run(ctx); close(done) }()
+	stop := func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stop
+}
+
+func waitNode(t *testing.T, c *eci.Client, id string, cond func(eci.VirtualNode) bool) eci.VirtualNode {
+	t.Helper()
+	var got eci.VirtualNode
+	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		vs, err := c.ListVirtualNodes(ctx, eci.VirtualNodeFilter{IDs: []string{id}})
+		if err != nil || len(vs) != 1 {
+			return false, nil
+		}
+		got = vs[0]
+		return cond(got), nil
+	})
+	if err != nil {
+		t.Fatalf("virtual node %s: %+v", id, got)
+	}
+	return got
+}
+
+func create(t *testing.T, ep string) (*eci.Client, string) {
+	t.Helper()
+	c, err := eci.New(eci.Config{RegionID: "cn-hangzhou", Endpoint: "http://" + ep, AccessKeyID: "AKID", AccessKeySecret: "SECRET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := c.CreateVirtualNode(context.Background(), eci.VirtualNodeSpec{VSwitchID: "vsw-1", SecurityGroupID: "sg-1",
+		KubeConfig: []byte(kubeconfig), TLSBootstrapEnabled: true, ClientToken: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, id
+}
+
+// A node whose vnode-kubelet exits is Failed, with its last log line.
+func TestExitedNodeIsFailed(t *testing.T) {
+	em, ep := emulatortest.StartForTest(t, emulator.Config{Credentials: map[string]string{"AKID": "SECRET"}, Runtime: "sim", Delays: emulator.Delays{VirtualNode: time.Hour}})
+	startHost(t, em, ep, script(t, `echo "cannot reach the API server: $*"; exit 1`), t.TempDir())
+	c, id := create(t, ep)
+	v := waitNode(t, c, id, func(v eci.VirtualNode) bool { return v.Status == "Failed" })
+	last := v.Events[len(v.Events)-1]
+	if last.Reason != "NodeExited" || !strings.Contains(last.Message, "cannot reach the API server") || !strings.Contains(last.Message, "--bootstrap-kubeconfig") {
+		t.Fatalf("events: %+v", v.Events)
+	}
+}
+
+// A host on the emulator's state after a restart starts its nodes again;
+// a deleted node's process is stopped.
+func TestNodesRestartWithTheEmulatorAndStopOnDelete(t *testing.T) {
+	data := t.TempDir()
+	cfg := emulator.Config{Credentials: map[string]string{"AKID": "SECRET"}, Runtime: "sim", DataDir: data, Delays: emulator.Delays{VirtualNode: time.Hour}}
+	marks := t.TempDir()
+	bin := script(t, `touch "`+marks+`/started.$$"; trap 'touch "`+marks+`/stopped.$$"; exit 0' TERM; while :; do sleep 0.05; done`)
+	count := func(prefix string) int {
+		m, _ := filepath.Glob(filepath.Join(marks, prefix+".*"))
+		return len(m)
+	}
+	em, ep, stopEm, err := emulator.StartLocal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopHost := startHost(t, em, ep, bin, t.TempDir())
+	c, id := create(t, ep)
+	waitNode(t, c, id, func(v eci.VirtualNode) bool { return v.Status == "Pending" && len(v.Events) >= 2 })
+	waitCount(t, func() bool { return count("started") == 1 })
+	stopHost()
+	stopEm()
+	waitCount(t, func() bool { return count("stopped") == 1 })
+
+	em, ep = emulatortest.StartForTest(t, cfg)
+	startHost(t, em, ep, bin, t.TempDir())
+	waitCount(t, func() bool { return count("started") == 2 })
+	c, err = eci.New(eci.Config{RegionID: "cn-hangzhou", Endpoint: "http://" + ep, AccessKeyID: "AKID", AccessKeySecret: "SECRET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteVirtualNode(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	waitCount(t, func() bool { return count("stopped") == 2 })
+}
+
+func waitCount(t *testing.T, cond func() bool) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return cond(), nil
+	}); err != nil {
+		t.Fatal("condition never held")
+	}
+}
