@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 
 	"github.com/vnode-project/vnode/cmd/internal/cli"
 	"github.com/vnode-project/vnode/eci/emulator"
+	"github.com/vnode-project/vnode/eci/emulator/vnodehost"
 	"github.com/vnode-project/vnode/internal/version"
 )
 
@@ -24,8 +26,8 @@ func main() { cli.Execute(newCommand()) }
 func newCommand() *cobra.Command {
 	var (
 		listen, id, secret, runtime, dataDir, region, adminToken string
-		tlsCert, tlsKey                                          string
-		useTLS                                                   bool
+		tlsCert, tlsKey, vnodeKubelet                            string
+		useTLS, hostNodes                                        bool
 		delays                                                   emulator.Delays
 	)
 	cmd := &cobra.Command{
@@ -58,6 +60,16 @@ func newCommand() *cobra.Command {
 			if f := e.CertFile(); f != "" {
 				logger.WithField("certificate", f).Info("serving https; clients trust this certificate")
 			}
+			if hostNodes {
+				host, err := vnodehost.New(vnodehost.Config{Emulator: e, Endpoint: e.Scheme() + "://" + l.Addr().String(),
+					Binary: vnodeKubelet, Dir: filepath.Join(e.DataDir(), "vnodes"), Log: logger})
+				if err != nil {
+					// Pods still run; only CreateVirtualNode's nodes wait.
+					logger.WithError(err).Warn("not hosting virtual nodes: those created with a kubeconfig stay Pending (--vnode-kubelet names the binary)")
+				} else {
+					go func() { _ = host.Run(ctx) }()
+				}
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "listening on %s://%s\n", e.Scheme(), l.Addr())
 			return e.Serve(ctx, l)
 		},
@@ -77,5 +89,7 @@ func newCommand() *cobra.Command {
 	f.BoolVar(&useTLS, "tls", false, "serve https, with a self-signed certificate for 127.0.0.1 and localhost made in <data-dir>/tls unless --tls-cert/--tls-key are given")
 	f.StringVar(&tlsCert, "tls-cert", "", "PEM certificate to serve https with (implies --tls; needs --tls-key)")
 	f.StringVar(&tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.BoolVar(&hostNodes, "host-virtual-nodes", true, "run each virtual node created with a kubeconfig as a local vnode-kubelet process, as the cloud runs it")
+	f.StringVar(&vnodeKubelet, "vnode-kubelet", "", "the vnode-kubelet binary hosted virtual nodes run (default: the one beside eci-emulator, then PATH)")
 	return cmd
 }

@@ -150,6 +150,10 @@ func New(cfg Config) (*Emulator, error) {
 	return e, nil
 }
 
+// DataDir is where the emulator keeps its state (the one it was given, or
+// the temporary one it made).
+func (e *Emulator) DataDir() string { return e.cfg.DataDir }
+
 // Scheme is "https" when the emulator serves TLS, else "http".
 func (e *Emulator) Scheme() string {
 	if e.tls != nil {
