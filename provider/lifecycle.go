@@ -18,7 +18,7 @@ import (
 var missingObject = map[string]bool{"MissingConfigMap": true, "MissingSecret": true, "MissingConfigMapKey": true, "MissingSecretKey": true, "MissingVolumeKey": true}
 
 // errRetry asks for another attempt after the pod's backoff; what failed
-// was logged and, the first time, recorded as an event.
+// was logged and, the first time for each cause, recorded as an event.
 var errRetry = errors.New("retry later")
 
 // CreatePod implements node.PodLifecycleHandler: it takes the pod in and
@@ -130,13 +130,12 @@ func (p *Provider) create(ctx context.Context, e *entry) error {
 	p.moveTo(e, phaseCreating)
 	pod := e.full.DeepCopy()
 	e.attempts++
-	first := e.attempts == 1
 	p.mu.Unlock()
 	log := p.log.WithFields(logrus.Fields{"namespace": pod.Namespace, "pod": pod.Name})
 
 	tokens, err := p.mintTokens(ctx, pod)
 	if err != nil {
-		return p.retryLater(e, pod, first, err, log)
+		return p.retryLater(e, pod, "tokens", err, log)
 	}
 	var notes [][2]string
 	src := p.src
@@ -151,13 +150,13 @@ func (p *Provider) create(ctx context.Context, e *entry) error {
 			// A referenced object may be about to appear (kube-root-ca.crt
 			// is published into new namespaces a moment later, informers
 			// lag): wait for it like the kubelet does, then give up.
-			return p.retryLater(e, pod, first, err, log)
+			return p.retryLater(e, pod, u.Reason, err, log)
 		case ok:
 			p.fail(e, u.Reason, u.Message)
 			log.WithField("reason", u.Reason).Warn("pod cannot run on ECI")
 			return nil
 		}
-		return p.retryLater(e, pod, first, err, log)
+		return p.retryLater(e, pod, "translation", err, log)
 	}
 	id, reqID, err := p.cloud.CreateContainerGroup(ctx, g)
 	if err != nil {
@@ -172,7 +171,7 @@ func (p *Provider) create(ctx context.Context, e *entry) error {
 			log.WithError(err).Warn("ECI refused the instance")
 			return nil
 		}
-		return p.retryLater(e, pod, first, err, log)
+		return p.retryLater(e, pod, "cloud", err, log)
 	}
 	p.mu.Lock()
 	switch {
@@ -252,14 +251,25 @@ func (p *Provider) noteOnce(e *entry, pod *corev1.Pod, notes [][2]string) {
 }
 
 // retryLater puts e back to wait for its next attempt, which the work
-// queue makes after the pod's backoff.
-func (p *Provider) retryLater(e *entry, pod *corev1.Pod, first bool, err error, log logrus.FieldLogger) error {
+// queue makes after the pod's backoff. The first failure of each cause
+// (a missing object, minting tokens, translation, the cloud) becomes an
+// event, so a pod that waited for a secret still shows why ECI then
+// refuses it, and a retry loop does not flood the pod's events.
+func (p *Provider) retryLater(e *entry, pod *corev1.Pod, cause string, err error, log logrus.FieldLogger) error {
 	p.mu.Lock()
 	if e.phase == phaseCreating {
 		p.moveTo(e, phaseWaiting)
 	}
+	k := "retry\x00" + cause
+	first := !e.noted[k]
+	if first {
+		if e.noted == nil {
+			e.noted = map[string]bool{}
+		}
+		e.noted[k] = true
+	}
 	p.mu.Unlock()
-	log.WithError(err).Warn("creating the ECI instance failed; retrying with backoff")
+	log.WithError(err).WithField("cause", cause).Warn("creating the ECI instance failed; retrying with backoff")
 	if first {
 		p.event(pod, corev1.EventTypeWarning, ReasonRetrying, "cannot create the ECI instance yet, retrying: "+err.Error())
 	}

@@ -1005,3 +1005,41 @@ func (noIO) Stdout() io.WriteCloser      { return nil }
 func (noIO) Stderr() io.WriteCloser      { return nil }
 func (noIO) TTY() bool                   { return false }
 func (noIO) Resize() <-chan api.TermSize { return nil }
+
+// A pod that first waits for a secret and is then refused by the cloud
+// gets an event for each cause, once each, however often it is retried.
+func TestEachRetryCauseIsRecordedOnce(t *testing.T) {
+	ctx := context.Background()
+	p1 := pod("waits")
+	p1.CreationTimestamp = metav1.Now()
+	p1.Spec.Volumes = []corev1.Volume{{Name: "v", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "later"}}}}
+	h := newHarness(t, p1)
+	if err := h.create(ctx, p1); err != nil {
+		t.Fatal(err)
+	}
+	h.retried(t, ctx) // still missing
+	h.p.src.Objects = secretNamed{"later"}
+	h.cloud.mu.Lock()
+	h.cloud.createErr = []error{errors.New("SignatureDoesNotMatch: the AccessKey secret is wrong"), errors.New("SignatureDoesNotMatch: the AccessKey secret is wrong")}
+	h.cloud.mu.Unlock()
+	h.retried(t, ctx)
+	h.retried(t, ctx)
+	ev := h.events()
+	if strings.Count(ev, ReasonRetrying) != 2 || strings.Count(ev, "MissingSecret") != 1 || strings.Count(ev, "SignatureDoesNotMatch") != 1 {
+		t.Fatalf("want one retry event for the missing secret and one for the cloud's refusal:\n%s", ev)
+	}
+}
+
+// secretNamed has one secret, with one key.
+type secretNamed struct{ name string }
+
+func (s secretNamed) ConfigMap(ns, name string) (*corev1.ConfigMap, error) {
+	return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "configmaps"}, name)
+}
+
+func (s secretNamed) Secret(ns, name string) (*corev1.Secret, error) {
+	if name != s.name {
+		return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "secrets"}, name)
+	}
+	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Data: map[string][]byte{"k": []byte("v")}}, nil
+}
