@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/vnode-project/vnode/eci/emulator"
 	"github.com/vnode-project/vnode/eci/emulator/emulatortest"
@@ -58,15 +60,14 @@ current-context: emulator
 	if err != nil {
 		t.Fatal(err)
 	}
-	created.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
-	if created, err = e.cp.Client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	markReady(ctx, t, e, created.Name)
 	if r := row(); !regexp.MustCompile(id + `\s+.*\s+Ready\s+true\s+cn-hangzhou-a$`).MatchString(r) {
 		t.Fatalf("a Ready Node: %q, want Ready true cn-hangzhou-a", r)
 	}
-	created.Spec.Unschedulable = true
-	if _, err := e.cp.Client.CoreV1().Nodes().Update(ctx, created, metav1.UpdateOptions{}); err != nil {
+	// Cordon with a patch: the node lifecycle controller writes the new
+	// Node too (taints), and an update of this copy could conflict.
+	cordon := []byte(`{"spec":{"unschedulable":true}}`)
+	if _, err := e.cp.Client.CoreV1().Nodes().Patch(ctx, created.Name, types.MergePatchType, cordon, metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if r := row(); !regexp.MustCompile(`\s+false\s+cn-hangzhou-a$`).MatchString(r) {
@@ -99,12 +100,25 @@ current-context: emulator
 	if n2, err = e.cp.Client.CoreV1().Nodes().Create(ctx, n2, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	n2.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
-	if _, err := e.cp.Client.CoreV1().Nodes().UpdateStatus(ctx, n2, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	markReady(ctx, t, e, n2.Name)
 	r := <-done
 	if r.err != nil || !strings.Contains(r.out, "VNode "+second+": Ready; Node cn-hangzhou."+second+": Ready") || !strings.Contains(r.out, "Normal NodeReady") {
 		t.Fatalf("create --wait: %v\n%s", r.err, r.out)
+	}
+}
+
+// markReady reports the Node Ready with a status patch: the node lifecycle
+// controller writes a new Node too (taints), so an update of a copy read
+// before it could conflict.
+func markReady(ctx context.Context, t *testing.T, e *env, name string) {
+	t.Helper()
+	now := metav1.Now()
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{{
+		Type: corev1.NodeReady, Status: corev1.ConditionTrue, LastHeartbeatTime: now, LastTransitionTime: now}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cp.Client.CoreV1().Nodes().Patch(ctx, name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+		t.Fatal(err)
 	}
 }
