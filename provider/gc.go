@@ -148,14 +148,19 @@ func (p *Provider) podOf(ctx context.Context, ns, nameTag string, uid types.UID)
 
 // podCached tells whether the pod of an instance still exists, from the
 // informer's cache where there is one (so a GC tick costs no API call per
-// instance), else from the provider's own entries.
-func (p *Provider) podCached(ns, name string, uid types.UID) bool {
+// instance), else from the provider's own entries. The pod's name comes
+// from its entry when there is one: a name tag may hold a hashed name.
+func (p *Provider) podCached(ns, nameTag string, uid types.UID) bool {
+	p.mu.Lock()
+	e := p.entries[uid]
+	name, alive := nameTag, e != nil && e.phase != phaseDeleted
+	if e != nil {
+		name = e.pod.Name
+	}
+	p.mu.Unlock()
 	if p.pods != nil {
 		pod, err := p.pods.Pods(ns).Get(name)
 		return err == nil && pod.UID == uid
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	e := p.entries[uid]
-	return e != nil && e.phase != phaseDeleted
+	return alive
 }

@@ -976,6 +976,21 @@ func TestLongPodNameIsRecoveredAndKept(t *testing.T) {
 	if len(h.cloud.deletes) != 0 {
 		t.Fatalf("GC deleted %v, the instance of a live pod with a long name", h.cloud.deletes)
 	}
+	// With the informer's cache, a GC tick asks the API server nothing
+	// about a pod the provider knows, however long its name.
+	pods := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	_ = pods.Add(long)
+	h2.p.SetPodLister(corev1listers.NewPodLister(pods))
+	h2.kube.ClearActions()
+	h2.gc(ctx)
+	for _, a := range h2.kube.Actions() {
+		if a.GetResource().Resource == "pods" {
+			t.Errorf("a GC tick with the pod cached called the API server: %s pods", a.GetVerb())
+		}
+	}
+	if len(h.cloud.deletes) != 0 {
+		t.Fatalf("GC deleted %v", h.cloud.deletes)
+	}
 }
 
 // Exec on an instance that vanished behind the provider's back keeps the
