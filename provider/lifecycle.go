@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/vnode-project/vnode/eci/model"
 	"github.com/vnode-project/vnode/provider/translate"
 )
 
@@ -133,16 +134,21 @@ func (p *Provider) create(ctx context.Context, e *entry) error {
 	p.mu.Unlock()
 	log := p.log.WithFields(logrus.Fields{"namespace": pod.Namespace, "pod": pod.Name})
 
-	tokens, err := p.mintTokens(ctx, pod)
-	if err != nil {
-		return p.retryLater(e, pod, "tokens", err, log)
+	// A pod ECI cannot run is refused before any token is minted for it.
+	var g *model.ContainerGroup
+	err := translate.CheckSupported(pod)
+	if err == nil {
+		var tokens translate.Tokens
+		if tokens, err = p.mintTokens(ctx, pod); err != nil {
+			return p.retryLater(e, pod, "tokens", err, log)
+		}
+		var notes [][2]string
+		src := p.src
+		src.Tokens = tokens
+		src.Note = func(reason, msg string) { notes = append(notes, [2]string{reason, msg}) }
+		g, err = translate.Pod(pod, p.cfg.Node, src)
+		p.noteOnce(e, pod, notes)
 	}
-	var notes [][2]string
-	src := p.src
-	src.Tokens = tokens
-	src.Note = func(reason, msg string) { notes = append(notes, [2]string{reason, msg}) }
-	g, err := translate.Pod(pod, p.cfg.Node, src)
-	p.noteOnce(e, pod, notes)
 	if err != nil {
 		u, ok := translate.AsUnsupported(err)
 		switch {

@@ -347,6 +347,10 @@ func TestRefusedPods(t *testing.T) {
 	ctx := context.Background()
 	host := pod("host")
 	host.Spec.HostNetwork = true
+	// It asks for a token too: refused first, it is never minted one (the
+	// harness has no token issuer, so minting would only ever retry).
+	host.Spec.Volumes = []corev1.Volume{{Name: "token", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token"}}}}}}}
 	ds := pod("ds")
 	tr := true
 	ds.OwnerReferences = []metav1.OwnerReference{{Kind: "DaemonSet", Name: "kube-proxy", Controller: &tr}}
