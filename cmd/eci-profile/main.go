@@ -32,11 +32,7 @@ type options struct {
 	certSyncInterval time.Duration
 	resync           time.Duration
 	listenAddr       string
-	metricsAddr      string
-	healthAddr       string
-	metricsCert      string
-	metricsKey       string
-	metricsClientCA  string
+	meta             cli.MetaFlags
 	clientCA         string
 	logLevel         string
 }
@@ -73,12 +69,8 @@ unchanged; it never denies.`,
 	f.DurationVar(&o.certSyncInterval, "cert-sync-interval", time.Minute, "how often the Secret and caBundle are re-read and renewal checked")
 	f.DurationVar(&o.resync, "resync", 10*time.Minute, "informer resync period")
 	f.StringVar(&o.listenAddr, "listen-addr", ":9443", "address of the webhook (HTTPS, path "+webhook.MutatePath+")")
-	f.StringVar(&o.metricsAddr, "metrics-addr", ":8443", "address of /metrics over HTTPS, for a client certificate from --metrics-client-ca or a bearer token allowed to get /metrics (empty disables)")
-	f.StringVar(&o.metricsCert, "metrics-cert", "", "serving certificate of /metrics, reloaded when it changes (default: self-signed)")
-	f.StringVar(&o.metricsKey, "metrics-key", "", "its key (default: in the certificate file)")
-	f.StringVar(&o.metricsClientCA, "metrics-client-ca", "", "CA bundle of scrapers' client certificates (optional)")
+	o.meta.AddFlags(f, ":8081")
 	f.StringVar(&o.clientCA, "client-ca-file", "", "CA bundle of the client certificate the API servers present to webhooks (their AdmissionConfiguration kubeconfig); when set, the webhook port refuses every other caller")
-	f.StringVar(&o.healthAddr, "health-addr", ":8081", "address of /healthz and /readyz (open; empty disables)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
@@ -111,19 +103,7 @@ func run(parent context.Context, o options) error {
 	if webhookL == nil {
 		return fmt.Errorf("--listen-addr must not be empty")
 	}
-	metricsL, err := cli.Listen(o.metricsAddr, "--metrics-addr")
-	if err != nil {
-		return err
-	}
-	healthL, err := cli.Listen(o.healthAddr, "--health-addr")
-	if err != nil {
-		return err
-	}
-	metricsCert, err := cli.KeyPair(o.metricsCert, o.metricsKey, "--metrics-cert")
-	if err != nil {
-		return err
-	}
-	metricsCA, err := cli.CABundle(o.metricsClientCA, "--metrics-client-ca")
+	meta, err := o.meta.Open()
 	if err != nil {
 		return err
 	}
@@ -135,7 +115,7 @@ func run(parent context.Context, o options) error {
 		ClientCA: clientCA,
 		REST:     restCfg, Namespace: o.namespace, SecretName: o.secretName, WebhookConfig: o.webhookConfig,
 		CertHosts: hosts, CertSyncInterval: o.certSyncInterval, Resync: o.resync,
-		WebhookListener: webhookL, MetricsListener: metricsL, HealthListener: healthL,
-		MetricsCert: metricsCert, MetricsClientCA: metricsCA, Log: logrus.NewEntry(logger),
+		WebhookListener: webhookL, MetricsListener: meta.Metrics, HealthListener: meta.Health,
+		MetricsCert: meta.MetricsCert, MetricsClientCA: meta.MetricsClientCA, Log: logrus.NewEntry(logger),
 	})
 }

@@ -20,28 +20,24 @@ import (
 func main() { cli.Execute(newCommand()) }
 
 type options struct {
-	kubeconfig      string
-	kubeAPIQPS      float32
-	kubeAPIBurst    int
-	workers         int
-	accessCacheTTL  time.Duration
-	maxExpiration   time.Duration
-	bootstrapGroup  string
-	deny            bool
-	dryRun          bool
-	resync          time.Duration
-	leaderElect     bool
-	leaseNamespace  string
-	leaseName       string
-	leaseDuration   time.Duration
-	renewDeadline   time.Duration
-	retryPeriod     time.Duration
-	metricsAddr     string
-	healthAddr      string
-	metricsCert     string
-	metricsKey      string
-	metricsClientCA string
-	logLevel        string
+	kubeconfig     string
+	kubeAPIQPS     float32
+	kubeAPIBurst   int
+	workers        int
+	accessCacheTTL time.Duration
+	maxExpiration  time.Duration
+	bootstrapGroup string
+	deny           bool
+	dryRun         bool
+	resync         time.Duration
+	leaderElect    bool
+	leaseNamespace string
+	leaseName      string
+	leaseDuration  time.Duration
+	renewDeadline  time.Duration
+	retryPeriod    time.Duration
+	meta           cli.MetaFlags
+	logLevel       string
 }
 
 func newCommand() *cobra.Command {
@@ -81,11 +77,7 @@ are ignored.`,
 	f.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "Lease duration")
 	f.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader retries renewing before giving up")
 	f.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "how often candidates try to acquire or renew")
-	f.StringVar(&o.metricsAddr, "metrics-addr", ":8443", "address of /metrics over HTTPS, for a client certificate from --metrics-client-ca or a bearer token allowed to get /metrics (empty disables)")
-	f.StringVar(&o.metricsCert, "metrics-cert", "", "serving certificate of /metrics, reloaded when it changes (default: self-signed)")
-	f.StringVar(&o.metricsKey, "metrics-key", "", "its key (default: in the certificate file)")
-	f.StringVar(&o.metricsClientCA, "metrics-client-ca", "", "CA bundle of scrapers' client certificates (optional)")
-	f.StringVar(&o.healthAddr, "health-addr", "127.0.0.1:8081", "address of /healthz and /readyz (open; empty disables)")
+	o.meta.AddFlags(f, "127.0.0.1:8081")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
@@ -112,19 +104,7 @@ func run(parent context.Context, o options) error {
 	}
 	restCfg.QPS, restCfg.Burst = o.kubeAPIQPS, o.kubeAPIBurst
 
-	metricsL, err := cli.Listen(o.metricsAddr, "--metrics-addr")
-	if err != nil {
-		return err
-	}
-	healthL, err := cli.Listen(o.healthAddr, "--health-addr")
-	if err != nil {
-		return err
-	}
-	metricsCert, err := cli.KeyPair(o.metricsCert, o.metricsKey, "--metrics-cert")
-	if err != nil {
-		return err
-	}
-	metricsCA, err := cli.CABundle(o.metricsClientCA, "--metrics-client-ca")
+	meta, err := o.meta.Open()
 	if err != nil {
 		return err
 	}
@@ -144,10 +124,10 @@ func run(parent context.Context, o options) error {
 		LeaseDuration:   o.leaseDuration,
 		RenewDeadline:   o.renewDeadline,
 		RetryPeriod:     o.retryPeriod,
-		MetricsListener: metricsL,
-		MetricsCert:     metricsCert,
-		MetricsClientCA: metricsCA,
-		HealthListener:  healthL,
+		MetricsListener: meta.Metrics,
+		MetricsCert:     meta.MetricsCert,
+		MetricsClientCA: meta.MetricsClientCA,
+		HealthListener:  meta.Health,
 		Log:             logrus.NewEntry(logger),
 	})
 }
