@@ -27,6 +27,7 @@ import (
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 
+	"github.com/vnode-project/vnode/internal/config"
 	"github.com/vnode-project/vnode/internal/identity"
 )
 
@@ -348,32 +349,10 @@ func writeKubeconfig(path, server string, caPEM []byte, token string) error {
 	if err != nil {
 		return fmt.Errorf("encoding the node's kubeconfig: %w", err)
 	}
-	return writeSecretFile(path, data)
+	return config.WriteSecretFile(path, data)
 }
 
 // writeSecretFile writes data to path 0600 through a temporary file.
-func writeSecretFile(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("creating %s: %w", filepath.Dir(path), err)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".kubeconfig-*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
-}
-
 func newCleanCommand(g *globals) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{

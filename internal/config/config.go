@@ -192,17 +192,32 @@ func (f *File) Save(path string) error {
 	if err != nil {
 		return fmt.Errorf("encoding vnode config: %w", err)
 	}
+	return WriteSecretFile(path, data)
+}
+
+// WriteSecretFile writes a file that holds a secret (the config file, a
+// node's kubeconfig): 0600, in a directory made 0700 if missing, replaced
+// at once so a reader never sees half of it.
+func WriteSecretFile(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("creating %s: %w", filepath.Dir(path), err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return fmt.Errorf("writing vnode config %s: %w", path, err)
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("replacing vnode config %s: %w", path, err)
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	return os.Chmod(path, 0o600)
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("replacing %s: %w", path, err)
+	}
+	return nil
 }
 
 // Context returns the named context, or the current one when name is "".
