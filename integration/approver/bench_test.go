@@ -52,10 +52,12 @@ const (
 //     nodeclient RBAC, at its defaults (20 QPS, burst 30 per controller);
 //   - kcm-csrapproving-qps50 and kcm-csrapproving-qps<N>: the same at
 //     vnode-approver's old budget and at its default one;
-//   - floor: no approver; the benchmark approves each CSR (custom signer,
-//     never signed) as soon as its watch sees it, as the admin, with no
-//     client-side limit and as many writers as there are creators. It is
-//     what the API server itself allows on this machine.
+//   - floor: no approver running; the benchmark approves each of the same
+//     CSRs (same signer, so kube-controller-manager signs them as for
+//     vnode-approver and the API server does the same writes) as soon as
+//     its watch sees it, as the admin, with no client-side limit and as
+//     many writers as there are creators. It is what the API server itself
+//     allows on this machine.
 //
 // kube-controller-manager does one SubjectAccessReview and one approval
 // write per CSR; vnode-approver one approval write (its access review is
@@ -92,9 +94,14 @@ func BenchmarkApproval(b *testing.B) {
 	targets := []benchTarget{
 		vnodeTarget("vnode-approver", strings.Fields(os.Getenv("VNODE_BENCH_APPROVER_ARGS"))...),
 		vnodeTarget("vnode-approver-qps50", "--kube-api-qps=50", "--kube-api-burst=100"),
-		{name: "floor", setup: func(b *testing.B) (kubernetes.Interface, kubernetes.Interface) {
+		{name: "floor", signed: true, setup: func(b *testing.B) (kubernetes.Interface, kubernetes.Interface) {
+			// The same CSRs, signed by the same signer: only the approver
+			// is missing, so the API server does the same writes.
+			if vn.approver != nil {
+				vn.stopApprover(b)
+			}
 			return unthrottled(b, vn.cp.AdminConfig), unthrottled(b, tokenFor(ctx, b, vn.cp, "benchv", bootstrapGroup))
-		}, signer: floorSigner, request: vnodeRequest, approveAll: true},
+		}, signer: certificatesv1.KubeAPIServerClientSignerName, request: vnodeRequest, approveAll: true},
 		kcmTarget(ctx, b, "kcm-csrapproving"),
 		kcmTarget(ctx, b, "kcm-csrapproving-qps50", "--kube-api-qps=50", "--kube-api-burst=100"),
 		kcmTarget(ctx, b, fmt.Sprintf("kcm-csrapproving-qps%d", vnapprover.DefaultKubeAPIQPS),
@@ -112,9 +119,6 @@ func BenchmarkApproval(b *testing.B) {
 		vn.checkApproverLog(b)
 	}
 }
-
-// floorSigner is a signer nobody signs for or approves: the floor target's.
-const floorSigner = "vnode.test/bench-floor"
 
 // tokenFor creates bootstrap token id on cp once and returns its config.
 func tokenFor(ctx context.Context, b *testing.B, cp *controlplane.ControlPlane, id string, groups ...string) *rest.Config {
