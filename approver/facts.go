@@ -101,3 +101,25 @@ func (n NodeIndexer) NodeLabels(name string) (map[string]string, bool, error) {
 	}
 	return m.GetLabels(), true, nil
 }
+
+// NodeLister answers NodeReader from the API server, not a cache: a node
+// asks for its serving certificate right after registering its Node, and a
+// denial is final. It lists by name (the approver may list Nodes, not get
+// them); serving CSRs are one per node and rotation, so the reads are few.
+type NodeLister struct {
+	Client kubernetes.Interface
+}
+
+// GetNode implements NodeReader.
+func (l NodeLister) GetNode(ctx context.Context, name string) (*corev1.Node, error) {
+	list, err := l.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String()})
+	if err != nil {
+		return nil, fmt.Errorf("listing node %s: %w", name, err)
+	}
+	for i := range list.Items {
+		if list.Items[i].Name == name {
+			return &list.Items[i], nil
+		}
+	}
+	return nil, apierrors.NewNotFound(corev1.Resource("nodes"), name)
+}

@@ -190,4 +190,20 @@ func (f fakeNodes) NodeLabels(name string) (map[string]string, bool, error) {
 	return l, ok, nil
 }
 
+// fakeRegistered answers NodeReader from Nodes as the API server has them.
+type fakeRegistered struct {
+	nodes map[string]*corev1.Node
+	err   error
+}
+
+func (f fakeRegistered) GetNode(_ context.Context, name string) (*corev1.Node, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	if n, ok := f.nodes[name]; ok {
+		return n, nil
+	}
+	return nil, apierrors.NewNotFound(corev1.Resource("nodes"), name)
+}
+
 var errUnavailable = errors.New("service unavailable")
