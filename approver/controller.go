@@ -104,8 +104,8 @@ func NewController(client kubernetes.Interface, csrs certinformers.CertificateSi
 		csrs:   csrs.Lister(),
 		synced: []cache.InformerSynced{csrs.Informer().HasSynced, tokens.Informer().HasSynced, nodes.HasSynced},
 		facts: Facts{
-			Access:  access,
-			Secrets: SecretLister{Lister: tokens.Lister(), Client: client},
+			Access:     access,
+			Secrets:    SecretLister{Lister: tokens.Lister(), Client: client},
 			Nodes:      NodeIndexer{Store: nodes.GetStore()},
 			Registered: NodeLister{Client: client},
 		},

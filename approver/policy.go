@@ -72,8 +72,8 @@ const (
 	CheckToken        Check = "bootstrap-token"
 	CheckAccessReview Check = "access-review"
 	// kubelet-serving CSRs only (serving.go).
-	CheckNodeNotFound  Check = "node-not-found"
-	CheckUnregistered  Check = "unregistered-address"
+	CheckNodeNotFound Check = "node-not-found"
+	CheckUnregistered Check = "unregistered-address"
 )
 
 // Why a CSR was ignored.
