@@ -75,13 +75,6 @@ func Start(ctx context.Context, cfg Config) (*Client, error) {
 		cfg.Log = logrus.New()
 	}
 	log := cfg.Log.WithField("node", cfg.NodeName)
-	if err := os.MkdirAll(cfg.CertDir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating certificate directory %s: %w", cfg.CertDir, err)
-	}
-	store, err := certificate.NewFileStore(pairName, cfg.CertDir, cfg.CertDir, "", "")
-	if err != nil {
-		return nil, fmt.Errorf("opening certificate store %s: %w", cfg.CertDir, err)
-	}
 
 	// The server and CA come from the bootstrap kubeconfig, or, on a
 	// restart without it, from the kubeconfig written last time.
@@ -100,7 +93,8 @@ func Start(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Lifetime > 0 {
 		lifetime = &cfg.Lifetime
 	}
-	c.manager, err = certificate.NewManager(&certificate.Config{
+	var store certificate.FileStore
+	c.manager, store, err = newManager(cfg.CertDir, &certificate.Config{
 		Name: pairName,
 		ClientsetFn: func(current *tls.Certificate) (kubernetes.Interface, error) {
 			if current == nil {
@@ -122,11 +116,10 @@ func Start(ctx context.Context, cfg Config) (*Client, error) {
 		},
 		SignerName:                   SignerName,
 		Usages:                       []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageClientAuth},
-		CertificateStore:             store,
 		RequestedCertificateLifetime: lifetime,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("creating certificate manager: %w", err)
+		return nil, err
 	}
 	c.manager.Start()
 	go c.closeConnsOnRotation(log)
@@ -150,6 +143,25 @@ func Start(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	log.WithField("notAfter", c.Certificate().NotAfter).Info("client certificate ready")
 	return c, nil
+}
+
+// newManager is client-go's certificate manager for cfg with its pair kept
+// in certDir (created 0700; the pair files are 0600) as cfg.Name: the one
+// mechanism behind the node's client and serving certificates.
+func newManager(certDir string, cfg *certificate.Config) (certificate.Manager, certificate.FileStore, error) {
+	if err := os.MkdirAll(certDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("creating certificate directory %s: %w", certDir, err)
+	}
+	store, err := certificate.NewFileStore(cfg.Name, certDir, certDir, "", "")
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening certificate store %s: %w", certDir, err)
+	}
+	cfg.CertificateStore = store
+	m, err := certificate.NewManager(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("creating the %s certificate manager: %w", cfg.Name, err)
+	}
+	return m, store, nil
 }
 
 // RESTConfig authenticates with the current certificate, picking up renewals.

@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/vnode-project/vnode/provider"
+	"github.com/vnode-project/vnode/provider/bootstrap"
 	"github.com/vnode-project/vnode/provider/kubeletapi"
 	"github.com/vnode-project/vnode/provider/nodeobject"
 	"github.com/vnode-project/vnode/provider/translate"
@@ -50,12 +51,19 @@ type Options struct {
 	Listener net.Listener
 	// ClientCAFile, CertFile, KeyFile secure the kubelet API.
 	ClientCAFile, CertFile, KeyFile string
-	Version                         string
-	SyncInterval                    time.Duration
-	GCInterval                      time.Duration
-	LogPollInterval                 time.Duration
-	Workers                         int
-	Log                             *logrus.Entry
+	// RotateServerCertificates, instead of CertFile and KeyFile, requests
+	// the kubelet API's certificate by a kubernetes.io/kubelet-serving CSR
+	// as the node (Kube) once its Node is registered, keeps it in CertDir
+	// and renews it (the kubelet's --rotate-server-certificates). Until it
+	// is signed the kubelet API refuses handshakes.
+	RotateServerCertificates bool
+	CertDir                  string
+	Version                  string
+	SyncInterval             time.Duration
+	GCInterval               time.Duration
+	LogPollInterval          time.Duration
+	Workers                  int
+	Log                      *logrus.Entry
 	// Ready, if set, is closed once the node is registered and serving.
 	Ready chan<- struct{}
 	// Tunnel, if set, runs the edge tunnel agent in-process, and the
@@ -157,10 +165,19 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("recovering state: %w", err)
 	}
 
-	handler, tlsCfg, err := kubeletapi.Secure(kubeletapi.ServerConfig{
+	apiCfg := kubeletapi.ServerConfig{
 		NodeName: o.NodeName, Client: kube, ClientCAFile: o.ClientCAFile, CertFile: o.CertFile, KeyFile: o.KeyFile,
 		Anonymous: o.AnonymousAuth,
-	}, kubeletapi.LimitLogStreams(o.MaxLogStreams, mux))
+	}
+	var serving *bootstrap.Serving
+	if o.RotateServerCertificates {
+		if serving, err = newServing(o, log); err != nil {
+			return err
+		}
+		defer serving.Stop()
+		apiCfg.GetCertificate = serving.GetCertificate
+	}
+	handler, tlsCfg, err := kubeletapi.Secure(apiCfg, kubeletapi.LimitLogStreams(o.MaxLogStreams, mux))
 	if err != nil {
 		return err
 	}
@@ -184,6 +201,11 @@ func Run(ctx context.Context, o Options) error {
 	go func() { errc <- n.Run(ctx) }()
 	select {
 	case <-n.Ready():
+		if serving != nil {
+			// Now that the Node carries its addresses, the approver can
+			// check the CSR's against them.
+			serving.Start()
+		}
 		log.WithField("address", o.Listener.Addr().String()).Info("virtual node ready")
 		if o.Ready != nil {
 			close(o.Ready)
@@ -196,6 +218,21 @@ func Run(ctx context.Context, o Options) error {
 		return nil
 	}
 	return err
+}
+
+// newServing is the kubelet-serving certificate of the node: its name and
+// the address it registers.
+func newServing(o Options, log logrus.FieldLogger) (*bootstrap.Serving, error) {
+	if o.CertDir == "" {
+		return nil, errors.New("rotating the serving certificate needs a certificate directory")
+	}
+	ip := net.ParseIP(o.Node.InternalIP)
+	if ip == nil {
+		return nil, fmt.Errorf("the node's address %q is not an IP address; the serving certificate names it", o.Node.InternalIP)
+	}
+	return bootstrap.NewServing(bootstrap.ServingConfig{
+		NodeName: o.NodeName, IPs: []net.IP{ip}, CertDir: o.CertDir, Client: o.Kube, Log: log,
+	})
 }
 
 // listerObjects reads configMaps and secrets from virtual-kubelet's informers.
