@@ -25,6 +25,7 @@ type policyCase struct {
 	check  Check  // for Deny
 	ignore string // for Ignore
 	boot   bool   // for Approve: bootstrap rather than renewal
+	serve  bool   // for Approve: a serving certificate
 }
 
 // testFacts is a cluster with token abcdef (vnode group, valid, allowed by
@@ -249,6 +250,15 @@ func TestEvaluate(t *testing.T) {
 		{name: "retry/Node lookup failed", csr: csrOf(vn1, vnodeUser("vn-1"), usagesDSCA), facts: func(f *testFacts) { f.nodes.err = errUnavailable }, want: Retry},
 	}
 
+	if adversarial := runPolicyCases(t, cases); adversarial < 25 {
+		t.Fatalf("only %d adversarial cases", adversarial)
+	}
+}
+
+// runPolicyCases evaluates each case as a subtest and returns how many
+// are not approvals.
+func runPolicyCases(t *testing.T, cases []policyCase) int {
+	t.Helper()
 	adversarial := 0
 	for _, tc := range cases {
 		if tc.want != Approve {
@@ -277,8 +287,8 @@ func TestEvaluate(t *testing.T) {
 					t.Fatalf("ignored as %q, want %q", d.IgnoreReason, tc.ignore)
 				}
 			case Approve:
-				if d.Bootstrap != tc.boot {
-					t.Fatalf("bootstrap %v, want %v", d.Bootstrap, tc.boot)
+				if d.Bootstrap != tc.boot || d.Serving != tc.serve {
+					t.Fatalf("bootstrap %v serving %v, want %v %v", d.Bootstrap, d.Serving, tc.boot, tc.serve)
 				}
 				// Bootstrap approvals must have asked RBAC; renewals need not.
 				if asked := len(f.access.calls) > 0; asked != tc.boot {
@@ -295,9 +305,7 @@ func TestEvaluate(t *testing.T) {
 			}
 		})
 	}
-	if adversarial < 25 {
-		t.Fatalf("only %d adversarial cases", adversarial)
-	}
+	return adversarial
 }
 
 // The SubjectAccessReview carries the requestor exactly as recorded.

@@ -1,7 +1,6 @@
 package approver
 
 import (
-	"context"
 	"net"
 	"net/url"
 	"testing"
@@ -40,10 +39,10 @@ func TestEvaluateServing(t *testing.T) {
 	kubelet := UserInfo{Username: "system:node:worker-1", Groups: []string{identity.NodesGroup, "system:authenticated"}}
 
 	cases := []policyCase{
-		{name: "good/ECDSA P-256, name and IP", csr: serving(good, self, usagesServing), want: Approve},
-		{name: "good/RSA 2048 with key encipherment", csr: serving(withKey(good, "rsa2048"), self, usagesServingRSA), want: Approve},
-		{name: "good/registered DNS address", csr: serving(with(good, func(r *request) { r.dns = append(r.dns, "vn-existing.internal") }), self, usagesServing), want: Approve},
-		{name: "good/IP only", csr: serving(with(good, func(r *request) { r.dns = nil }), self, usagesServing), want: Approve},
+		{name: "good/ECDSA P-256, name and IP", csr: serving(good, self, usagesServing), want: Approve, serve: true},
+		{name: "good/RSA 2048 with key encipherment", csr: serving(withKey(good, "rsa2048"), self, usagesServingRSA), want: Approve, serve: true},
+		{name: "good/registered DNS address", csr: serving(with(good, func(r *request) { r.dns = append(r.dns, "vn-existing.internal") }), self, usagesServing), want: Approve, serve: true},
+		{name: "good/IP only", csr: serving(with(good, func(r *request) { r.dns = nil }), self, usagesServing), want: Approve, serve: true},
 
 		// Not ours: a real kubelet's serving CSR, for its real node.
 		{name: "ignore/a kubelet's own serving CSR", csr: serving(servingRequest("worker-1", "10.0.0.9"), kubelet, usagesServing), want: Ignore, ignore: IgnoreNotOurs},
@@ -98,30 +97,5 @@ func TestEvaluateServing(t *testing.T) {
 		{name: "retry/Node read failed", csr: serving(good, self, usagesServing), facts: func(f *testFacts) { f.registered.err = errUnavailable }, want: Retry},
 		{name: "retry/Node cache failed for a stranger", csr: serving(good, UserInfo{Username: "alice"}, usagesServing), facts: func(f *testFacts) { f.nodes.err = errUnavailable }, want: Retry},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			f := newTestFacts()
-			if tc.facts != nil {
-				tc.facts(f)
-			}
-			d := tc.policy.Evaluate(context.Background(), tc.csr(t), f.facts())
-			if d.Verdict != tc.want {
-				t.Fatalf("verdict %s (check %q, ignore %q: %s, err %v), want %s", d.Verdict, d.Check, d.IgnoreReason, d.Message, d.Err, tc.want)
-			}
-			switch tc.want {
-			case Deny:
-				if d.Check != tc.check {
-					t.Fatalf("denied by %q (%s), want %q", d.Check, d.Message, tc.check)
-				}
-			case Ignore:
-				if d.IgnoreReason != tc.ignore {
-					t.Fatalf("ignored as %q, want %q", d.IgnoreReason, tc.ignore)
-				}
-			case Approve:
-				if !d.Serving || len(f.access.calls) > 0 {
-					t.Fatalf("serving %v, access reviews %q", d.Serving, f.access.calls)
-				}
-			}
-		})
-	}
+	runPolicyCases(t, cases)
 }

@@ -187,23 +187,32 @@ func (c *Client) Stop() {
 // closeConnsOnRotation drops connections made with an old certificate so
 // the next request handshakes with the new one.
 func (c *Client) closeConnsOnRotation(log logrus.FieldLogger) {
+	onRotation(c.stop, c.Certificate, func(cur, last *x509.Certificate) {
+		if last != nil {
+			log.WithField("notAfter", cur.NotAfter).Info("client certificate renewed; reconnecting with it")
+			c.conns.CloseAll()
+		}
+	})
+}
+
+// onRotation calls f with each new certificate current returns (last is
+// nil the first time) until stop closes. The certificate manager has no
+// notification of its own, so it polls each second.
+func onRotation(stop <-chan struct{}, current func() *x509.Certificate, f func(cur, last *x509.Certificate)) {
 	var last *x509.Certificate
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		select {
-		case <-c.stop:
+		case <-stop:
 			return
 		case <-t.C:
 		}
-		cur := c.Certificate()
+		cur := current()
 		if cur == nil || (last != nil && cur.Equal(last)) {
 			continue
 		}
-		if last != nil {
-			log.WithField("notAfter", cur.NotAfter).Info("client certificate renewed; reconnecting with it")
-			c.conns.CloseAll()
-		}
+		f(cur, last)
 		last = cur
 	}
 }

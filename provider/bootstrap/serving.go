@@ -128,30 +128,21 @@ func (s *Serving) Stop() {
 // logChanges says when the kubelet API gets its first certificate and
 // each renewal (the manager logs its CSRs through klog).
 func (s *Serving) logChanges() {
-	var last *x509.Certificate
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-		}
-		cur := s.manager.Current()
-		if cur == nil || cur.Leaf == nil || (last != nil && cur.Leaf.Equal(last)) {
-			continue
-		}
+	onRotation(s.stop, s.leaf, func(cur, last *x509.Certificate) {
 		msg := "kubelet API serving certificate ready"
 		if last != nil {
 			msg = "kubelet API serving certificate renewed"
 		}
-		s.log.WithField("notAfter", cur.Leaf.NotAfter).Info(msg)
-		last = cur.Leaf
-	}
+		s.log.WithField("notAfter", cur.NotAfter).Info(msg)
+	})
 }
 
-// Current is the pair served now, or nil before the first is signed.
-func (s *Serving) Current() *tls.Certificate { return s.manager.Current() }
+func (s *Serving) leaf() *x509.Certificate {
+	if cur := s.manager.Current(); cur != nil {
+		return cur.Leaf
+	}
+	return nil
+}
 
 // ErrNoServingCertificate is what a TLS handshake fails with before the
 // first serving certificate is signed.

@@ -1,15 +1,10 @@
 package bootstrap
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -22,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/vnode-project/vnode/internal/certs"
 	"github.com/vnode-project/vnode/internal/identity"
 	"github.com/vnode-project/vnode/provider/kubeletapi"
 )
@@ -37,24 +33,17 @@ func (f *fakeManager) Stop()                     {}
 func (f *fakeManager) ServerHealthy() bool       { return true }
 func (f *fakeManager) Current() *tls.Certificate { return f.cur.Load() }
 
-func selfSigned(t *testing.T, serial int64) (*tls.Certificate, *x509.Certificate) {
+func selfSigned(t *testing.T) (*tls.Certificate, *x509.Certificate) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	pair, err := certs.SelfSignedPair(identity.NodeUserPrefix + "vn-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: identity.NodeUserPrefix + "vn-1"},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	cert, err := pair.Get()
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, leaf
+	return cert, cert.Leaf
 }
 
 // The kubelet API serves the certificate manager's current pair on each
@@ -62,7 +51,7 @@ func selfSigned(t *testing.T, serial int64) (*tls.Certificate, *x509.Certificate
 // renewed one, without a restart.
 func TestKubeletAPIServesTheRenewedCertificate(t *testing.T) {
 	dir := t.TempDir()
-	_, caLeaf := selfSigned(t, 99)
+	_, caLeaf := selfSigned(t)
 	caFile := filepath.Join(dir, "ca.crt")
 	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caLeaf.Raw}), 0o600); err != nil {
 		t.Fatal(err)
@@ -98,15 +87,15 @@ func TestKubeletAPIServesTheRenewedCertificate(t *testing.T) {
 	if _, err := s.GetCertificate(nil); !errors.Is(err, ErrNoServingCertificate) {
 		t.Fatalf("GetCertificate before signing: %v", err)
 	}
-	for _, serial := range []int64{1, 2} {
-		pair, leaf := selfSigned(t, serial)
+	for _, what := range []string{"first", "renewed"} {
+		pair, leaf := selfSigned(t)
 		m.cur.Store(pair)
 		got, err := served()
 		if err != nil {
-			t.Fatalf("handshake with certificate %d: %v", serial, err)
+			t.Fatalf("handshake with the %s certificate: %v", what, err)
 		}
 		if !got.Equal(leaf) {
-			t.Fatalf("served serial %s, want %d", got.SerialNumber, serial)
+			t.Fatalf("served serial %s, want the %s certificate's %s", got.SerialNumber, what, leaf.SerialNumber)
 		}
 	}
 }
