@@ -42,9 +42,10 @@ type ServerConfig struct {
 
 // Secure wraps routes with authentication and authorisation (/healthz
 // stays open for probes) and returns the TLS config to serve them with.
-// The client CA and the serving pair are re-read when their files change
-// (internal/certs, as every vnode listener does), so a rotated
-// kubelet-serving certificate takes effect without a restart.
+// The client CA and a serving pair in files are re-read when the files
+// change (internal/certs, as every vnode listener does); a pair from
+// GetCertificate is asked for on every handshake. Either way a renewed
+// certificate takes effect without a restart.
 func Secure(cfg ServerConfig, routes http.Handler) (http.Handler, *tls.Config, error) {
 	ca, err := certs.NewCABundle(cfg.ClientCAFile)
 	if err != nil {
