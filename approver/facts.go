@@ -123,3 +123,15 @@ func (l NodeLister) GetNode(ctx context.Context, name string) (*corev1.Node, err
 	}
 	return nil, apierrors.NewNotFound(corev1.Resource("nodes"), name)
 }
+
+// ListNodes implements NodeReader, from the API server's watch cache
+// (resourceVersion 0): whether another Node claims an address changes
+// rarely, and a full quorum read of every Node per serving CSR would cost
+// a large cluster more than it gains.
+func (l NodeLister) ListNodes(ctx context.Context) ([]corev1.Node, error) {
+	list, err := l.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	return list.Items, nil
+}

@@ -74,6 +74,7 @@ const (
 	// kubelet-serving CSRs only (serving.go).
 	CheckNodeNotFound Check = "node-not-found"
 	CheckUnregistered Check = "unregistered-address"
+	CheckForeign      Check = "address-of-another-node"
 )
 
 // Why a CSR was ignored.
@@ -181,10 +182,13 @@ type Facts struct {
 	Now time.Time
 }
 
-// NodeReader returns a Node as the API server has it now, or an error
-// apierrors.IsNotFound recognises when there is none.
+// NodeReader reads Nodes as the API server has them now.
 type NodeReader interface {
+	// GetNode returns Node name, or an error apierrors.IsNotFound
+	// recognises when there is none.
 	GetNode(ctx context.Context, name string) (*corev1.Node, error)
+	// ListNodes returns every Node.
+	ListNodes(ctx context.Context) ([]corev1.Node, error)
 }
 
 // Policy is the configurable part of the rules.

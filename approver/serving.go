@@ -100,6 +100,13 @@ func (p Policy) evaluateServing(ctx context.Context, csr *certificatesv1.Certifi
 	if err := checkRegistered(req, n); err != nil {
 		return deny(CheckUnregistered, err.Error())
 	}
+	nodes, err := facts.Registered.ListNodes(ctx)
+	if err != nil {
+		return retryLater(fmt.Errorf("listing nodes: %w", err))
+	}
+	if err := checkNotForeign(req, node, nodes); err != nil {
+		return deny(CheckForeign, err.Error())
+	}
 	return Decision{Verdict: Approve, Serving: true,
 		Message: fmt.Sprintf("Auto-approving kubelet-serving certificate of virtual node %s (DNS %q, IP %v) requested by %s", node, req.DNSNames, req.IPAddresses, csr.Spec.Username)}
 }
@@ -145,9 +152,9 @@ func checkServingRequestor(user UserInfo, node string) error {
 	return nil
 }
 
-// checkRegistered: every DNS name is the node's name or a DNS address its
-// Node registered, and every IP an IP address it registered.
-func checkRegistered(req *x509.CertificateRequest, n *corev1.Node) error {
+// nodeAddresses are the names (its own and its DNS-type addresses) and IP
+// addresses Node n answers to.
+func nodeAddresses(n *corev1.Node) (sets.Set[string], []net.IP) {
 	names := sets.New(n.Name)
 	var ips []net.IP
 	for _, a := range n.Status.Addresses {
@@ -160,6 +167,13 @@ func checkRegistered(req *x509.CertificateRequest, n *corev1.Node) error {
 			}
 		}
 	}
+	return names, ips
+}
+
+// checkRegistered: every DNS name is the node's name or a DNS address its
+// Node registered, and every IP an IP address it registered.
+func checkRegistered(req *x509.CertificateRequest, n *corev1.Node) error {
+	names, ips := nodeAddresses(n)
 	for _, d := range req.DNSNames {
 		if !names.Has(d) {
 			return fmt.Errorf("DNS name %q is neither node %s's name nor an address its Node registered (%q)", d, n.Name, sets.List(names))
@@ -168,6 +182,31 @@ func checkRegistered(req *x509.CertificateRequest, n *corev1.Node) error {
 	for _, ip := range req.IPAddresses {
 		if !slices.ContainsFunc(ips, ip.Equal) {
 			return fmt.Errorf("IP address %s is not an address node %s registered (%v)", ip, n.Name, ips)
+		}
+	}
+	return nil
+}
+
+// checkNotForeign: no other Node answers to a name or address in the
+// request. A node writes its own status.addresses, so registering is no
+// proof of owning an address; a certificate the API server trusts for
+// another node's address would let this node pose as that node's kubelet.
+func checkNotForeign(req *x509.CertificateRequest, node string, nodes []corev1.Node) error {
+	for i := range nodes {
+		other := &nodes[i]
+		if other.Name == node {
+			continue
+		}
+		names, ips := nodeAddresses(other)
+		for _, d := range req.DNSNames {
+			if names.Has(d) {
+				return fmt.Errorf("DNS name %q is also node %s's", d, other.Name)
+			}
+		}
+		for _, ip := range req.IPAddresses {
+			if slices.ContainsFunc(ips, ip.Equal) {
+				return fmt.Errorf("IP address %s is also registered by node %s", ip, other.Name)
+			}
 		}
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/vnode-project/vnode/internal/identity"
 )
@@ -22,6 +23,13 @@ func servingRequest(node string, ips ...string) request {
 		r.ips = append(r.ips, net.ParseIP(ip))
 	}
 	return r
+}
+
+// claim adds addrs to the addresses Node node registered.
+func claim(f *testFacts, node string, addrs ...corev1.NodeAddress) {
+	n := f.registered.nodes[node].DeepCopy()
+	n.Status.Addresses = append(n.Status.Addresses, addrs...)
+	f.registered.nodes[node] = n
 }
 
 func serving(r request, u UserInfo, usages []certificatesv1.KeyUsage, edit ...func(*certificatesv1.CertificateSigningRequest)) func(t *testing.T) *certificatesv1.CertificateSigningRequest {
@@ -62,6 +70,22 @@ func TestEvaluateServing(t *testing.T) {
 		{name: "deny/URI SAN", csr: serving(with(good, func(r *request) {
 			r.uris = []*url.URL{{Scheme: "spiffe", Host: "cluster.local", Path: "/ns/kube-system/sa/admin"}}
 		}), self, usagesServing), want: Deny, check: CheckSANs},
+
+		// A node writes its own addresses: one another node has too is
+		// refused, so is a hostname that is another node's name.
+		{name: "deny/IP of a real node claimed as its own", csr: serving(servingRequest("vn-existing", "10.0.0.9"), self, usagesServing),
+			facts: func(f *testFacts) {
+				claim(f, "vn-existing", corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "10.0.0.9"})
+			},
+			want: Deny, check: CheckForeign},
+		{name: "deny/hostname that is a real node's name", csr: serving(with(good, func(r *request) { r.dns = append(r.dns, "worker-1") }), self, usagesServing),
+			facts: func(f *testFacts) {
+				claim(f, "vn-existing", corev1.NodeAddress{Type: corev1.NodeHostName, Address: "worker-1"})
+			},
+			want: Deny, check: CheckForeign},
+		{name: "retry/Node list failed", csr: serving(good, self, usagesServing), facts: func(f *testFacts) {
+			f.registered = fakeRegistered{nodes: f.registered.nodes, listErr: errUnavailable}
+		}, want: Retry},
 
 		// Nodes.
 		{name: "deny/a non-virtual node, asked by a virtual node", csr: serving(servingRequest("worker-1", "10.0.0.9"), vnodeUser("worker-1"), usagesServing), want: Deny, check: CheckNode},

@@ -81,8 +81,12 @@ func withEmail(r request, e ...string) request { r.emails = e; return r }
 
 func withURI(r request, u ...*url.URL) request { r.uris = u; return r }
 
-// servingIP is the address virtual node vn-serve registers.
-const servingIP = "10.1.0.1"
+// servingIP is the address virtual node vn-serve registers; workerIP is
+// real node worker-1's, which virtual node vn-claim registers as well.
+const (
+	servingIP = "10.1.0.1"
+	workerIP  = "10.1.0.9"
+)
 
 // servingRequest is a kubelet-serving request for node's name and ips.
 func servingRequest(node string, ips ...string) request {
@@ -178,6 +182,7 @@ func adversarialCases() []advCase {
 		{name: "serving CN of another node", as: "vn-serve", signer: serving, req: servingRequest("vn-renew"), usages: usagesServing, want: denied, check: vnapprover.CheckRequestor},
 		{name: "serving DNS SAN of another node", as: "vn-serve", signer: serving, req: withDNS(srv, "worker-1"), usages: usagesServing, want: denied, check: vnapprover.CheckUnregistered},
 		{name: "serving IP the Node did not register", as: "vn-serve", signer: serving, req: servingRequest("vn-serve", "10.1.0.1", "10.96.0.1"), usages: usagesServing, want: denied, check: vnapprover.CheckUnregistered},
+		{name: "serving IP of a real node the virtual node registered too", as: "vn-claim", signer: serving, req: servingRequest("vn-claim", workerIP), usages: usagesServing, want: denied, check: vnapprover.CheckForeign},
 		{name: "serving for a non-virtual node", as: "vn-worker", signer: serving, req: servingRequest("worker-1"), usages: usagesServing, want: denied, check: vnapprover.CheckNode},
 		{name: "serving for an unregistered node", as: "vn-a", signer: serving, req: servingRequest("vn-a"), usages: usagesServing, want: denied, check: vnapprover.CheckNodeNotFound},
 		{name: "serving requested by another virtual node", as: "vn-a", signer: serving, req: srv, usages: usagesServing, want: denied, check: vnapprover.CheckRequestor},
@@ -276,6 +281,7 @@ func setUpAdversaries(ctx context.Context, t *testing.T, e *env) map[string]kube
 		// virtual node's identity naming a real node.
 		"vn-serve":  e.userClient(t, vnodeUser("vn-serve"), vnodeGroup),
 		"vn-worker": e.userClient(t, vnodeUser("worker-1"), vnodeGroup),
+		"vn-claim":  e.userClient(t, vnodeUser("vn-claim"), vnodeGroup),
 		// A vnode-looking user outside system:vnodes, a plain user and a
 		// service account, each allowed to create CSRs.
 		"nogroup": e.userClient(t, vnodeUser("vn-nogroup")),
@@ -292,11 +298,13 @@ func setUpAdversaries(ctx context.Context, t *testing.T, e *env) map[string]kube
 	worker := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: "worker-1", Labels: map[string]string{"kubernetes.io/os": "linux"}},
 		Spec:       corev1.NodeSpec{Taints: []corev1.Taint{{Key: "vnode.test/no-kubelet", Effect: corev1.TaintEffectNoSchedule}}},
+		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: workerIP}}},
 	}
 	if _, err := cp.Client.CoreV1().Nodes().Create(ctx, worker, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating node worker-1: %v", err)
 	}
 	registerVirtualNode(ctx, t, cp.Client, "vn-serve", servingIP)
+	registerVirtualNode(ctx, t, cp.Client, "vn-claim", workerIP)
 	return clients
 }
 
