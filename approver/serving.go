@@ -191,6 +191,8 @@ func checkRegistered(req *x509.CertificateRequest, n *corev1.Node) error {
 // request. A node writes its own status.addresses, so registering is no
 // proof of owning an address; a certificate the API server trusts for
 // another node's address would let this node pose as that node's kubelet.
+// Loopback addresses are exempt: the API server never dials a node's
+// loopback address, and nodes on one machine (the emulator's) share one.
 func checkNotForeign(req *x509.CertificateRequest, node string, nodes []corev1.Node) error {
 	for i := range nodes {
 		other := &nodes[i]
@@ -204,7 +206,7 @@ func checkNotForeign(req *x509.CertificateRequest, node string, nodes []corev1.N
 			}
 		}
 		for _, ip := range req.IPAddresses {
-			if slices.ContainsFunc(ips, ip.Equal) {
+			if !ip.IsLoopback() && slices.ContainsFunc(ips, ip.Equal) {
 				return fmt.Errorf("IP address %s is also registered by node %s", ip, other.Name)
 			}
 		}

@@ -83,6 +83,11 @@ func TestEvaluateServing(t *testing.T) {
 				claim(f, "vn-existing", corev1.NodeAddress{Type: corev1.NodeHostName, Address: "worker-1"})
 			},
 			want: Deny, check: CheckForeign},
+		{name: "good/loopback address another node shares", csr: serving(servingRequest("vn-existing", "127.0.0.1"), self, usagesServing),
+			facts: func(f *testFacts) {
+				claim(f, "vn-existing", corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "127.0.0.1"})
+				claim(f, "vn-other", corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "127.0.0.1"})
+			}, want: Approve, serve: true},
 		{name: "retry/Node list failed", csr: serving(good, self, usagesServing), facts: func(f *testFacts) {
 			f.registered = fakeRegistered{nodes: f.registered.nodes, listErr: errUnavailable}
 		}, want: Retry},
