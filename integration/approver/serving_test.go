@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/vnode-project/vnode/eci"
@@ -94,11 +95,24 @@ func testServing(ctx context.Context, t *testing.T, e *env) {
 	first := waitServed(ctx, t, addr, nil)
 	checkIssuedBy(ctx, t, e.cp.Client, first, vnodeUser(name))
 	proxyHealthz(ctx, t, e, name)
+	checkNodeEvent(ctx, t, e, name, "ServingCertificateReady")
 
 	// Renewed before it expires, and the renewal is what is served.
 	renewed := waitServed(ctx, t, addr, first)
 	checkIssuedBy(ctx, t, e.cp.Client, renewed, vnodeUser(name))
 	proxyHealthz(ctx, t, e, name)
+}
+
+// checkNodeEvent waits for the node's own event reason about its Node.
+func checkNodeEvent(ctx context.Context, t *testing.T, e *env, node, reason string) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		evs, err := e.cp.Client.CoreV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=Node,involvedObject.name=" + node + ",reason=" + reason})
+		return err == nil && len(evs.Items) > 0, nil
+	})
+	if err != nil {
+		t.Fatalf("no event %s about node %s: %v", reason, node, err)
+	}
 }
 
 // waitServed waits until the kubelet API at addr serves a certificate

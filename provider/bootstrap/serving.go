@@ -43,6 +43,9 @@ type ServingConfig struct {
 	// Lifetime requests expirationSeconds on the CSR (0: the signer's).
 	Lifetime time.Duration
 	Log      logrus.FieldLogger
+	// OnRotation, if set, is told of the first certificate and each
+	// renewal (e.g. to record an event on the Node).
+	OnRotation func(cert *x509.Certificate, renewed bool)
 }
 
 // Serving is a virtual node's kubelet-serving certificate, requested the
@@ -52,10 +55,11 @@ type ServingConfig struct {
 // stores the pair and renews it before it expires. A stored valid pair is
 // served at once after a restart.
 type Serving struct {
-	manager certificate.Manager
-	log     logrus.FieldLogger
-	stop    chan struct{}
-	once    sync.Once
+	manager    certificate.Manager
+	log        logrus.FieldLogger
+	onRotation func(*x509.Certificate, bool)
+	stop       chan struct{}
+	once       sync.Once
 }
 
 // NewServing loads a stored pair, if any; Start begins requesting.
@@ -74,7 +78,7 @@ func NewServing(cfg ServingConfig) (*Serving, error) {
 	if cfg.Lifetime > 0 {
 		lifetime = &cfg.Lifetime
 	}
-	s := &Serving{log: cfg.Log.WithFields(logrus.Fields{"node": cfg.NodeName, "signer": ServingSignerName}), stop: make(chan struct{})}
+	s := &Serving{log: cfg.Log.WithFields(logrus.Fields{"node": cfg.NodeName, "signer": ServingSignerName}), onRotation: cfg.OnRotation, stop: make(chan struct{})}
 	s.manager, _, err = newManager(cfg.CertDir, &certificate.Config{
 		Name:        servingPairName,
 		ClientsetFn: func(*tls.Certificate) (kubernetes.Interface, error) { return client, nil },
@@ -106,15 +110,22 @@ func ServingTemplate(node string, ips []net.IP, dnsNames []string) *x509.Certifi
 	}
 }
 
+// PendingMessage says why the kubelet API refuses handshakes before its
+// first certificate.
+const PendingMessage = "the kubelet API has no serving certificate yet: it refuses TLS handshakes until its kubernetes.io/kubelet-serving CSR is approved (by vnode-approver) and signed"
+
 // Start requests a certificate when none valid is stored and keeps
-// renewing it until Stop. Call it once the Node is registered: the
-// approver checks the certificate's addresses against the Node's.
-func (s *Serving) Start() {
-	if s.manager.Current() == nil {
-		s.log.Warn("the kubelet API has no serving certificate yet: it refuses TLS handshakes until its kubernetes.io/kubelet-serving CSR is approved (by vnode-approver) and signed")
+// renewing it until Stop; it reports whether one is already there. Call it
+// once the Node is registered: the approver checks the certificate's
+// addresses against the Node's.
+func (s *Serving) Start() bool {
+	ready := s.manager.Current() != nil
+	if !ready {
+		s.log.Warn(PendingMessage)
 	}
 	s.manager.Start()
 	go s.logChanges()
+	return ready
 }
 
 // Stop ends rotation.
@@ -134,6 +145,9 @@ func (s *Serving) logChanges() {
 			msg = "kubelet API serving certificate renewed"
 		}
 		s.log.WithField("notAfter", cur.NotAfter).Info(msg)
+		if s.onRotation != nil {
+			s.onRotation(cur, last != nil)
+		}
 	})
 }
 

@@ -7,6 +7,7 @@ package vnode
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -22,6 +23,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -171,7 +173,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	var serving *bootstrap.Serving
 	if o.RotateServerCertificates {
-		if serving, err = newServing(o, log); err != nil {
+		if serving, err = newServing(o, recorder, log); err != nil {
 			return err
 		}
 		defer serving.Stop()
@@ -204,7 +206,9 @@ func Run(ctx context.Context, o Options) error {
 		if serving != nil {
 			// Now that the Node carries its addresses, the approver can
 			// check the CSR's against them.
-			serving.Start()
+			if !serving.Start() {
+				recorder.Event(nodeRef(o.NodeName), corev1.EventTypeWarning, "ServingCertificatePending", bootstrap.PendingMessage)
+			}
 		}
 		log.WithField("address", o.Listener.Addr().String()).Info("virtual node ready")
 		if o.Ready != nil {
@@ -220,9 +224,16 @@ func Run(ctx context.Context, o Options) error {
 	return err
 }
 
+// nodeRef is what the node's own events are about (a kubelet's UID for
+// its Node's events is the node name).
+func nodeRef(name string) *corev1.ObjectReference {
+	return &corev1.ObjectReference{Kind: "Node", Name: name, UID: types.UID(name)}
+}
+
 // newServing is the kubelet-serving certificate of the node: its name and
-// the address it registers.
-func newServing(o Options, log logrus.FieldLogger) (*bootstrap.Serving, error) {
+// the address it registers. Its first certificate and each renewal are
+// events on the Node (kubectl describe node).
+func newServing(o Options, recorder record.EventRecorder, log logrus.FieldLogger) (*bootstrap.Serving, error) {
 	if o.CertDir == "" {
 		return nil, errors.New("rotating the serving certificate needs a certificate directory")
 	}
@@ -232,6 +243,13 @@ func newServing(o Options, log logrus.FieldLogger) (*bootstrap.Serving, error) {
 	}
 	return bootstrap.NewServing(bootstrap.ServingConfig{
 		NodeName: o.NodeName, IPs: []net.IP{ip}, CertDir: o.CertDir, Client: o.Kube, Log: log,
+		OnRotation: func(cert *x509.Certificate, renewed bool) {
+			reason := "ServingCertificateReady"
+			if renewed {
+				reason = "ServingCertificateRenewed"
+			}
+			recorder.Eventf(nodeRef(o.NodeName), corev1.EventTypeNormal, reason, "kubelet API serving certificate valid until %s", cert.NotAfter.UTC().Format(time.RFC3339))
+		},
 	})
 }
 
