@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	certinformers "k8s.io/client-go/informers/certificates/v1"
@@ -67,7 +68,7 @@ type Controller struct {
 }
 
 // NewController wires a controller to its informers: CSRs (ideally filtered
-// to the kube-apiserver-client signer, see ListOptions), bootstrap token
+// with ListOptions), bootstrap token
 // Secrets in kube-system, and Nodes (full or metadata-only).
 func NewController(client kubernetes.Interface, csrs certinformers.CertificateSigningRequestInformer, tokens coreinformers.SecretInformer, nodes cache.SharedIndexInformer, opts Options) (*Controller, error) {
 	if opts.Workers <= 0 {
@@ -103,9 +104,10 @@ func NewController(client kubernetes.Interface, csrs certinformers.CertificateSi
 		csrs:   csrs.Lister(),
 		synced: []cache.InformerSynced{csrs.Informer().HasSynced, tokens.Informer().HasSynced, nodes.HasSynced},
 		facts: Facts{
-			Access:  access,
-			Secrets: SecretLister{Lister: tokens.Lister(), Client: client},
-			Nodes:   NodeIndexer{Store: nodes.GetStore()},
+			Access:     access,
+			Secrets:    SecretLister{Lister: tokens.Lister(), Client: client},
+			Nodes:      NodeIndexer{Store: nodes.GetStore()},
+			Registered: NodeLister{Client: client},
 		},
 		queue:   newQueue(),
 		opts:    opts,
@@ -135,10 +137,12 @@ func newQueue() workqueue.TypedRateLimitingInterface[Key] {
 	})
 }
 
-// ListOptions narrows the CSR informer to the signer the controller handles
-// (use with informers.WithTweakListOptions).
+// ListOptions leaves out of the CSR informer the signer with the most CSRs
+// in a cluster and none of vnode's, kubelets' client certificates (use with
+// informers.WithTweakListOptions). A field selector cannot name the two
+// signers the controller handles; the rest are ignored at once.
 func ListOptions(o *metav1.ListOptions) {
-	o.FieldSelector = "spec.signerName=" + SignerName
+	o.FieldSelector = fields.OneTermNotEqualSelector("spec.signerName", certificatesv1.KubeAPIServerClientKubeletSignerName).String()
 }
 
 // TokenListOptions narrows the kube-system Secret informer to bootstrap
@@ -255,7 +259,10 @@ func (c *Controller) Reconcile(ctx context.Context, name string) error {
 	}
 	if d.Verdict == Approve {
 		kind := "renewal"
-		if d.Bootstrap {
+		switch {
+		case d.Serving:
+			kind = "serving"
+		case d.Bootstrap:
 			kind = "bootstrap"
 		}
 		c.metrics.approved.WithLabelValues(kind).Inc()

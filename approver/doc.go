@@ -16,9 +16,15 @@
 // bootstrap group). Ours and failing a check: denied, with a condition
 // reason naming the check (or only ignored when denial is turned off).
 // Anything else is ignored and never denied, because Denied is terminal and
-// the CSR may belong to another approver. kubelet-serving certificates are
-// not used by virtual nodes (their :10250 pair is provisioned as files), so
-// kubelet-serving CSRs are not ours.
+// the CSR may belong to another approver.
+//
+// Serving certificates. A virtual node's kubelet API (:10250) serves a
+// kubernetes.io/kubelet-serving certificate (CN system:node:<node>, O
+// system:nodes, server auth) that it requests as system:vnode:<node>.
+// vnode-approver approves one only when the requestor is that node itself,
+// the Node exists and is a virtual node, and every DNS name and IP address
+// is the node's name or an address its Node registered (serving.go, which
+// also says which of these CSRs are ours).
 //
 // Access reviews. A bootstrap requestor's SubjectAccessReview is reused
 // for a few seconds (CachedReviewer), keyed on the whole recorded identity

@@ -101,3 +101,37 @@ func (n NodeIndexer) NodeLabels(name string) (map[string]string, bool, error) {
 	}
 	return m.GetLabels(), true, nil
 }
+
+// NodeLister answers NodeReader from the API server, not a cache: a node
+// asks for its serving certificate right after registering its Node, and a
+// denial is final. It lists by name (the approver may list Nodes, not get
+// them); serving CSRs are one per node and rotation, so the reads are few.
+type NodeLister struct {
+	Client kubernetes.Interface
+}
+
+// GetNode implements NodeReader.
+func (l NodeLister) GetNode(ctx context.Context, name string) (*corev1.Node, error) {
+	list, err := l.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String()})
+	if err != nil {
+		return nil, fmt.Errorf("listing node %s: %w", name, err)
+	}
+	for i := range list.Items {
+		if list.Items[i].Name == name {
+			return &list.Items[i], nil
+		}
+	}
+	return nil, apierrors.NewNotFound(corev1.Resource("nodes"), name)
+}
+
+// ListNodes implements NodeReader, from the API server's watch cache
+// (resourceVersion 0): whether another Node claims an address changes
+// rarely, and a full quorum read of every Node per serving CSR would cost
+// a large cluster more than it gains.
+func (l NodeLister) ListNodes(ctx context.Context) ([]corev1.Node, error) {
+	list, err := l.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	return list.Items, nil
+}

@@ -20,7 +20,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		approved: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "vnode_approver", Name: "approved_total",
-			Help: "CSRs approved, by kind (bootstrap or renewal).",
+			Help: "CSRs approved, by kind (bootstrap or renewal of a client certificate, or serving).",
 		}, []string{"kind"}),
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "vnode_approver", Name: "denied_total",

@@ -27,6 +27,9 @@ import (
 // The identity a virtual node's certificate carries.
 const (
 	SignerName = certificatesv1.KubeAPIServerClientSignerName
+	// ServingSignerName signs the serving certificates of virtual nodes'
+	// kubelet APIs (see serving.go).
+	ServingSignerName = certificatesv1.KubeletServingSignerName
 
 	// BootstrapSubresource is what a SubjectAccessReview must allow a
 	// bootstrap requestor to create (group certificates.k8s.io). It is
@@ -68,6 +71,10 @@ const (
 	CheckRequestor    Check = "requestor"
 	CheckToken        Check = "bootstrap-token"
 	CheckAccessReview Check = "access-review"
+	// kubelet-serving CSRs only (serving.go).
+	CheckNodeNotFound Check = "node-not-found"
+	CheckUnregistered Check = "unregistered-address"
+	CheckForeign      Check = "address-of-another-node"
 )
 
 // Why a CSR was ignored.
@@ -131,6 +138,8 @@ type Decision struct {
 	Message string
 	// Bootstrap is true for a bootstrap request, false for a renewal.
 	Bootstrap bool
+	// Serving is true for a kubelet-serving certificate.
+	Serving bool
 	// Err is the failure behind Retry.
 	Err error
 }
@@ -166,8 +175,20 @@ type Facts struct {
 	Access  AccessReviewer
 	Secrets SecretGetter
 	Nodes   NodeGetter
+	// Registered reads a Node as the API server has it now (serving
+	// CSRs: its labels and status.addresses).
+	Registered NodeReader
 	// Now is the time token expiry is judged against.
 	Now time.Time
+}
+
+// NodeReader reads Nodes as the API server has them now.
+type NodeReader interface {
+	// GetNode returns Node name, or an error apierrors.IsNotFound
+	// recognises when there is none.
+	GetNode(ctx context.Context, name string) (*corev1.Node, error)
+	// ListNodes returns every Node.
+	ListNodes(ctx context.Context) ([]corev1.Node, error)
 }
 
 // Policy is the configurable part of the rules.
@@ -220,9 +241,17 @@ func (p Policy) Evaluate(ctx context.Context, csr *certificatesv1.CertificateSig
 	if Decided(csr) {
 		return Decision{Verdict: Ignore, IgnoreReason: IgnoreAlreadyDecided, Message: "already approved, denied, failed or issued"}
 	}
-	if csr.Spec.SignerName != SignerName {
-		return Decision{Verdict: Ignore, IgnoreReason: IgnoreNotOurs, Message: "signer " + csr.Spec.SignerName}
+	switch csr.Spec.SignerName {
+	case SignerName:
+		return p.evaluateClient(ctx, csr, facts)
+	case ServingSignerName:
+		return p.evaluateServing(ctx, csr, facts)
 	}
+	return Decision{Verdict: Ignore, IgnoreReason: IgnoreNotOurs, Message: "signer " + csr.Spec.SignerName}
+}
+
+// evaluateClient decides on a client certificate for system:vnode:<node>.
+func (p Policy) evaluateClient(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, facts Facts) Decision {
 	req, pemErr := parseRequest(csr.Spec.Request)
 	if !p.ours(csr, req) {
 		return Decision{Verdict: Ignore, IgnoreReason: IgnoreNotOurs, Message: "neither the subject nor the requestor is a virtual node's"}
@@ -233,12 +262,12 @@ func (p Policy) Evaluate(ctx context.Context, csr *certificatesv1.CertificateSig
 	if err := checkKey(req); err != nil {
 		return deny(CheckKey, err.Error())
 	}
-	node, err := nodeName(req.Subject.CommonName)
+	node, err := nodeName(req.Subject.CommonName, identity.VNodeUserPrefix)
 	if err != nil {
 		return deny(CheckCommonName, err.Error())
 	}
-	if o := req.Subject.Organization; len(o) != 1 || o[0] != identity.VNodesGroup {
-		return deny(CheckOrganization, fmt.Sprintf("subject O is %q; it must be exactly [%q]", o, identity.VNodesGroup))
+	if err := checkOrganization(req, identity.VNodesGroup); err != nil {
+		return deny(CheckOrganization, err.Error())
 	}
 	if n := len(req.DNSNames) + len(req.IPAddresses) + len(req.EmailAddresses) + len(req.URIs); n > 0 {
 		return deny(CheckSANs, fmt.Sprintf("a client certificate carries no subject alternative names; this request has %d (DNS %q, IP %v, email %q, URI %v)", n, req.DNSNames, req.IPAddresses, req.EmailAddresses, req.URIs))
@@ -394,12 +423,21 @@ func checkKey(req *x509.CertificateRequest) error {
 	return fmt.Errorf("unsupported public key algorithm %s", req.PublicKeyAlgorithm)
 }
 
-// nodeName returns the node name a CN names, or why it names none.
-func nodeName(cn string) (string, error) {
-	if !strings.HasPrefix(cn, identity.VNodeUserPrefix) {
-		return "", fmt.Errorf("subject CN %q does not start with %q", cn, identity.VNodeUserPrefix)
+// checkOrganization: the subject O must be exactly [group].
+func checkOrganization(req *x509.CertificateRequest, group string) error {
+	if o := req.Subject.Organization; len(o) != 1 || o[0] != group {
+		return fmt.Errorf("subject O is %q; it must be exactly [%q]", o, group)
 	}
-	name := strings.TrimPrefix(cn, identity.VNodeUserPrefix)
+	return nil
+}
+
+// nodeName returns the node name a CN of the form prefix+<node> names, or
+// why it names none.
+func nodeName(cn, prefix string) (string, error) {
+	if !strings.HasPrefix(cn, prefix) {
+		return "", fmt.Errorf("subject CN %q does not start with %q", cn, prefix)
+	}
+	name := strings.TrimPrefix(cn, prefix)
 	if name == "" {
 		return "", fmt.Errorf("subject CN %q names no node", cn)
 	}

@@ -25,6 +25,7 @@ type policyCase struct {
 	check  Check  // for Deny
 	ignore string // for Ignore
 	boot   bool   // for Approve: bootstrap rather than renewal
+	serve  bool   // for Approve: a serving certificate
 }
 
 // testFacts is a cluster with token abcdef (vnode group, valid, allowed by
@@ -33,6 +34,8 @@ type testFacts struct {
 	access  *fakeAccess
 	secrets fakeSecrets
 	nodes   fakeNodes
+	// registered: vn-existing (10.0.0.1, vn-existing.internal), worker-1.
+	registered fakeRegistered
 }
 
 func newTestFacts() *testFacts {
@@ -53,14 +56,28 @@ func newTestFacts() *testFacts {
 		}},
 		nodes: fakeNodes{labels: map[string]map[string]string{
 			"vn-existing": {identity.NodeTypeLabel: identity.NodeTypeVirtual},
+			"vn-other":    {identity.NodeTypeLabel: identity.NodeTypeVirtual},
 			"worker-1":    {"kubernetes.io/os": "linux"},
 			"other-type":  {identity.NodeTypeLabel: "edge"},
+		}},
+		registered: fakeRegistered{nodes: map[string]*corev1.Node{
+			"vn-existing": registeredNode("vn-existing", map[string]string{identity.NodeTypeLabel: identity.NodeTypeVirtual},
+				corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "10.0.0.1"},
+				corev1.NodeAddress{Type: corev1.NodeInternalDNS, Address: "vn-existing.internal"}),
+			"vn-other": registeredNode("vn-other", map[string]string{identity.NodeTypeLabel: identity.NodeTypeVirtual},
+				corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "10.0.0.2"}),
+			"worker-1": registeredNode("worker-1", map[string]string{"kubernetes.io/os": "linux"},
+				corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "10.0.0.9"}),
 		}},
 	}
 }
 
+func registeredNode(name string, labels map[string]string, addrs ...corev1.NodeAddress) *corev1.Node {
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}, Status: corev1.NodeStatus{Addresses: addrs}}
+}
+
 func (f *testFacts) facts() Facts {
-	return Facts{Access: f.access, Secrets: f.secrets, Nodes: f.nodes, Now: testNow}
+	return Facts{Access: f.access, Secrets: f.secrets, Nodes: f.nodes, Registered: f.registered, Now: testNow}
 }
 
 // csrOf builds a CSR from a request, requestor and usages, with edits.
@@ -119,7 +136,7 @@ func TestEvaluate(t *testing.T) {
 
 		// Not ours: ignored, never denied.
 		{name: "ignore/signer kube-apiserver-client-kubelet", csr: csrOf(vn1, boot, usagesDSCA, withSigner(certificatesv1.KubeAPIServerClientKubeletSignerName)), want: Ignore, ignore: IgnoreNotOurs},
-		{name: "ignore/signer kubelet-serving", csr: csrOf(vn1, vnodeUser("vn-1"), usagesDSCA, withSigner(certificatesv1.KubeletServingSignerName)), want: Ignore, ignore: IgnoreNotOurs},
+		{name: "deny/client identity from the kubelet-serving signer", csr: csrOf(vn1, vnodeUser("vn-1"), usagesDSCA, withSigner(certificatesv1.KubeletServingSignerName)), want: Deny, check: CheckCommonName},
 		{name: "ignore/signer example.com", csr: csrOf(vn1, boot, usagesDSCA, withSigner("example.com/x")), want: Ignore, ignore: IgnoreNotOurs},
 		{name: "ignore/someone else's client cert", csr: csrOf(request{cn: "alice", org: []string{"dev"}}, UserInfo{Username: "alice", Groups: []string{"system:authenticated"}}, usagesDSCA), want: Ignore, ignore: IgnoreNotOurs},
 		{name: "ignore/kubelet-shaped request from a plain bootstrapper", csr: csrOf(request{cn: "system:node:w1", org: []string{"system:nodes"}}, bootstrapUser("abcdef"), usagesDSKECA), want: Ignore, ignore: IgnoreNotOurs},
@@ -233,6 +250,15 @@ func TestEvaluate(t *testing.T) {
 		{name: "retry/Node lookup failed", csr: csrOf(vn1, vnodeUser("vn-1"), usagesDSCA), facts: func(f *testFacts) { f.nodes.err = errUnavailable }, want: Retry},
 	}
 
+	if adversarial := runPolicyCases(t, cases); adversarial < 25 {
+		t.Fatalf("only %d adversarial cases", adversarial)
+	}
+}
+
+// runPolicyCases evaluates each case as a subtest and returns how many
+// are not approvals.
+func runPolicyCases(t *testing.T, cases []policyCase) int {
+	t.Helper()
 	adversarial := 0
 	for _, tc := range cases {
 		if tc.want != Approve {
@@ -261,8 +287,8 @@ func TestEvaluate(t *testing.T) {
 					t.Fatalf("ignored as %q, want %q", d.IgnoreReason, tc.ignore)
 				}
 			case Approve:
-				if d.Bootstrap != tc.boot {
-					t.Fatalf("bootstrap %v, want %v", d.Bootstrap, tc.boot)
+				if d.Bootstrap != tc.boot || d.Serving != tc.serve {
+					t.Fatalf("bootstrap %v serving %v, want %v %v", d.Bootstrap, d.Serving, tc.boot, tc.serve)
 				}
 				// Bootstrap approvals must have asked RBAC; renewals need not.
 				if asked := len(f.access.calls) > 0; asked != tc.boot {
@@ -279,9 +305,7 @@ func TestEvaluate(t *testing.T) {
 			}
 		})
 	}
-	if adversarial < 25 {
-		t.Fatalf("only %d adversarial cases", adversarial)
-	}
+	return adversarial
 }
 
 // The SubjectAccessReview carries the requestor exactly as recorded.

@@ -190,4 +190,32 @@ func (f fakeNodes) NodeLabels(name string) (map[string]string, bool, error) {
 	return l, ok, nil
 }
 
+// fakeRegistered answers NodeReader from Nodes as the API server has them.
+type fakeRegistered struct {
+	nodes   map[string]*corev1.Node
+	err     error
+	listErr error
+}
+
+func (f fakeRegistered) GetNode(_ context.Context, name string) (*corev1.Node, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	if n, ok := f.nodes[name]; ok {
+		return n, nil
+	}
+	return nil, apierrors.NewNotFound(corev1.Resource("nodes"), name)
+}
+
+func (f fakeRegistered) ListNodes(context.Context) ([]corev1.Node, error) {
+	if f.err != nil || f.listErr != nil {
+		return nil, errors.Join(f.err, f.listErr)
+	}
+	var out []corev1.Node
+	for _, n := range f.nodes {
+		out = append(out, *n)
+	}
+	return out, nil
+}
+
 var errUnavailable = errors.New("service unavailable")

@@ -35,6 +35,7 @@ type options struct {
 	clientCA            string
 	servingCert         string
 	servingKey          string
+	rotateServerCerts   bool
 	clusterDNS          string
 	clusterDomain       string
 	syncInterval        time.Duration
@@ -59,12 +60,13 @@ func (o *options) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.clusterName, "cluster-name", "", "cluster name tagged on every instance, so GC never touches another cluster's (default: the API server host)")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the virtual node's identity (default: the context's kubeconfig)")
 	f.StringVar(&o.bootstrapKubeconfig, "bootstrap-kubeconfig", "", "bootstrap-token kubeconfig: obtain and rotate a client certificate for system:vnode:<node> and write --kubeconfig")
-	f.StringVar(&o.certDir, "cert-dir", "", "where bootstrapped certificates are kept (default: next to --kubeconfig)")
+	f.StringVar(&o.certDir, "cert-dir", "", "where bootstrapped client and rotated serving certificates are kept (default: pki/ next to --kubeconfig)")
 	f.StringVar(&o.listen, "listen", ":10250", "kubelet API address")
 	f.StringVar(&o.nodeIP, "node-ip", "", "address the node advertises for its kubelet API (default: the first non-loopback address)")
 	f.StringVar(&o.clientCA, "client-ca-file", "", "CA verifying client certificates on the kubelet API (the cluster CA)")
 	f.StringVar(&o.servingCert, "tls-cert-file", "", "serving certificate of the kubelet API")
 	f.StringVar(&o.servingKey, "tls-private-key-file", "", "serving key of the kubelet API")
+	f.BoolVar(&o.rotateServerCerts, "rotate-server-certificates", false, "request the kubelet API's serving certificate from the cluster (a kubernetes.io/kubelet-serving CSR as system:vnode:<node>, approved by vnode-approver), keep it in --cert-dir and renew it before it expires; instead of --tls-cert-file/--tls-private-key-file")
 	f.StringVar(&o.clusterDNS, "cluster-dns", "", "comma-separated cluster DNS addresses for ClusterFirst pods")
 	f.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "cluster domain for DNS search paths")
 	f.DurationVar(&o.syncInterval, "sync-interval", 5*time.Second, "how often the statuses of the node's instances are listed (changed ones are then read in full)")
@@ -95,6 +97,11 @@ func run(parent context.Context, o options) error {
 		return errors.New("--kube-api-qps and --kube-api-burst must be positive")
 	}
 
+	// Before TLS bootstrap, which may wait long for its approval.
+	if err := vnode.CheckServing(vnode.Settings{ClientCAFile: o.clientCA, CertFile: o.servingCert, KeyFile: o.servingKey,
+		RotateServerCertificates: o.rotateServerCerts, CertDir: "--cert-dir"}); err != nil {
+		return err
+	}
 	cc, err := loadContext(o)
 	if err != nil {
 		return err
@@ -108,6 +115,10 @@ func run(parent context.Context, o options) error {
 		return err
 	}
 	kube.QPS, kube.Burst = o.kubeAPIQPS, o.kubeAPIBurst
+	kubeconfigPath, err := cc.KubeconfigPath()
+	if err != nil {
+		return err
+	}
 	l, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("--listen %s: %w", o.listen, err)
@@ -119,6 +130,7 @@ func run(parent context.Context, o options) error {
 	opts, err := vnode.FromContext(cc, vnode.Settings{
 		NodeName: nodeName, ClusterName: o.clusterName, Kube: kube, Listener: l, NodeIP: o.nodeIP,
 		ClientCAFile: o.clientCA, CertFile: o.servingCert, KeyFile: o.servingKey,
+		RotateServerCertificates: o.rotateServerCerts, CertDir: certDir(o, kubeconfigPath),
 		ClusterDNS: dns, ClusterDomain: o.clusterDomain,
 		KubeletVersion: version.Kubelet(), Version: version.Version(),
 		SyncInterval: o.syncInterval, GCInterval: o.gcInterval, Log: log,
@@ -213,7 +225,8 @@ func kubeConfig(ctx context.Context, o options, cc *config.Context, nodeName str
 	return c.RESTConfig(), nil
 }
 
-// certDir is where TLS bootstrap keeps the node's certificates.
+// certDir is where TLS bootstrap and serving rotation keep the node's
+// certificates.
 func certDir(o options, kubeconfigPath string) string {
 	if o.certDir != "" {
 		return o.certDir

@@ -61,3 +61,21 @@ func TestMemoryLimitFlag(t *testing.T) {
 		t.Fatalf("default --memory-limit %q, want auto", v)
 	}
 }
+
+// The serving certificate's source is checked before anything else (TLS
+// bootstrap may wait long): files or a CSR, not both, not neither.
+func TestRotateServerCertificatesFlag(t *testing.T) {
+	for args, want := range map[string]string{
+		"--rotate-server-certificates --tls-cert-file=c --tls-private-key-file=k": "not both",
+		"": "--rotate-server-certificates",
+	} {
+		cmd := newCommand()
+		cmd.SetArgs(append(strings.Fields(args), "--client-ca-file=ca", "--config=/nonexistent"))
+		if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an error naming %q", args, err, want)
+		}
+	}
+	if v, _ := newCommand().Flags().GetBool("rotate-server-certificates"); v {
+		t.Fatal("--rotate-server-certificates is on by default; like the kubelet's, it is off")
+	}
+}

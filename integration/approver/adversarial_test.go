@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	vnapprover "github.com/vnode-project/vnode/approver"
+	"github.com/vnode-project/vnode/internal/identity"
 )
 
 // outcome is what must become of a CSR.
@@ -73,10 +75,34 @@ func withKey(r request, kind string) request { r.key = kind; return r }
 
 func withOrg(r request, org ...string) request { r.org = org; return r }
 
+func withDNS(r request, dns ...string) request { r.dns = append(slices.Clone(r.dns), dns...); return r }
+
+func withEmail(r request, e ...string) request { r.emails = e; return r }
+
+func withURI(r request, u ...*url.URL) request { r.uris = u; return r }
+
+// servingIP is the address virtual node vn-serve registers; workerIP is
+// real node worker-1's, which virtual node vn-claim registers as well.
+const (
+	servingIP = "10.1.0.1"
+	workerIP  = "10.1.0.9"
+)
+
+// servingRequest is a kubelet-serving request for node's name and ips.
+func servingRequest(node string, ips ...string) request {
+	r := request{cn: identity.NodeUserPrefix + node, org: []string{identity.NodesGroup}, dns: []string{node}}
+	for _, ip := range ips {
+		r.ips = append(r.ips, net.ParseIP(ip))
+	}
+	return r
+}
+
 func adversarialCases() []advCase {
 	vn := vnodeRequest
 	usages := func(u ...certificatesv1.KeyUsage) []certificatesv1.KeyUsage { return u }
 	nodeCN := request{cn: "system:node:vn-cn-1", org: []string{"system:nodes"}}
+	serving := certificatesv1.KubeletServingSignerName
+	srv := servingRequest("vn-serve", servingIP)
 	return []advCase{
 		// Good: approved and signed.
 		{name: "good bootstrap ECDSA P-256 without key encipherment", as: "boot", req: vn("vn-good-1"), want: approved},
@@ -89,7 +115,7 @@ func adversarialCases() []advCase {
 
 		// Another signer: not ours, never looked at.
 		{name: "signer kube-apiserver-client-kubelet", as: "boot", signer: certificatesv1.KubeAPIServerClientKubeletSignerName, req: vn("vn-sig-1"), want: pending},
-		{name: "signer kubelet-serving", as: "vn-renew", signer: certificatesv1.KubeletServingSignerName, req: vn("vn-renew"), want: pending},
+		{name: "client identity from the kubelet-serving signer", as: "vn-renew", signer: certificatesv1.KubeletServingSignerName, req: vn("vn-renew"), usages: usagesServing, want: denied, check: vnapprover.CheckCommonName},
 		{name: "signer example.com/vnode", as: "boot", signer: "example.com/vnode", req: vn("vn-sig-3"), want: pending},
 
 		// Subject CN.
@@ -148,6 +174,28 @@ func adversarialCases() []advCase {
 		{name: "trailing data after the PEM block", as: "boot", req: vn("vn-p-4"), mangle: withTrailingData, want: denied, check: vnapprover.CheckPEM},
 		{name: "RSA 1024-bit key", as: "boot", req: withKey(vn("vn-k-1"), "rsa1024"), want: denied, check: vnapprover.CheckKey},
 		{name: "ECDSA P-224 key", as: "boot", req: withKey(vn("vn-k-2"), "p224"), want: denied, check: vnapprover.CheckKey},
+
+		// Serving certificates (kubernetes.io/kubelet-serving): vn-serve
+		// registered 10.1.0.1; worker-1 is no virtual node.
+		{name: "serving good", as: "vn-serve", signer: serving, req: srv, usages: usagesServing, want: approved},
+		{name: "serving good RSA with key encipherment", as: "vn-serve", signer: serving, req: withKey(srv, "rsa2048"), usages: usagesServingKE, want: approved},
+		{name: "serving CN of another node", as: "vn-serve", signer: serving, req: servingRequest("vn-renew"), usages: usagesServing, want: denied, check: vnapprover.CheckRequestor},
+		{name: "serving DNS SAN of another node", as: "vn-serve", signer: serving, req: withDNS(srv, "worker-1"), usages: usagesServing, want: denied, check: vnapprover.CheckUnregistered},
+		{name: "serving IP the Node did not register", as: "vn-serve", signer: serving, req: servingRequest("vn-serve", "10.1.0.1", "10.96.0.1"), usages: usagesServing, want: denied, check: vnapprover.CheckUnregistered},
+		{name: "serving IP of a real node the virtual node registered too", as: "vn-claim", signer: serving, req: servingRequest("vn-claim", workerIP), usages: usagesServing, want: denied, check: vnapprover.CheckForeign},
+		{name: "serving for a non-virtual node", as: "vn-worker", signer: serving, req: servingRequest("worker-1"), usages: usagesServing, want: denied, check: vnapprover.CheckNode},
+		{name: "serving for an unregistered node", as: "vn-a", signer: serving, req: servingRequest("vn-a"), usages: usagesServing, want: denied, check: vnapprover.CheckNodeNotFound},
+		{name: "serving requested by another virtual node", as: "vn-a", signer: serving, req: srv, usages: usagesServing, want: denied, check: vnapprover.CheckRequestor},
+		{name: "serving requested by a vnode bootstrap token", as: "boot", signer: serving, req: srv, usages: usagesServing, want: denied, check: vnapprover.CheckRequestor},
+		{name: "serving requested by a service account", as: "sa", signer: serving, req: srv, usages: usagesServing, want: denied, check: vnapprover.CheckRequestor},
+		{name: "serving email SAN", as: "vn-serve", signer: serving, req: withEmail(srv, "vn@example.com"), usages: usagesServing, want: denied, check: vnapprover.CheckSANs},
+		{name: "serving URI SAN", as: "vn-serve", signer: serving, req: withURI(srv, &url.URL{Scheme: "spiffe", Host: "cluster.local", Path: "/ns/kube-system/sa/admin"}), usages: usagesServing, want: denied, check: vnapprover.CheckSANs},
+		{name: "serving with client auth", as: "vn-serve", signer: serving, req: srv, usages: usages(certificatesv1.UsageDigitalSignature, certificatesv1.UsageServerAuth, certificatesv1.UsageClientAuth), want: denied, check: vnapprover.CheckUsages},
+		{name: "serving O system:vnodes", as: "vn-serve", signer: serving, req: withOrg(srv, vnodeGroup), usages: usagesServing, want: denied, check: vnapprover.CheckOrganization},
+		// A serving request to the client signer would be a system:node
+		// client certificate; to the kubelet client signer it is not ours.
+		{name: "serving request to the client signer", as: "vn-serve", req: srv, usages: usagesClient, want: denied, check: vnapprover.CheckCommonName},
+		{name: "serving request to kube-apiserver-client-kubelet", as: "vn-serve", signer: certificatesv1.KubeAPIServerClientKubeletSignerName, req: srv, usages: usagesClient, want: pending},
 
 		// Decided by someone else first: left as it is.
 		{name: "approved by an administrator first", as: "boot", req: request{cn: vnodeUser("vn-pre-1"), org: []string{vnodeGroup}, dns: []string{"x.example.com"}}, stage: preApproved, want: kept},
@@ -229,6 +277,11 @@ func setUpAdversaries(ctx context.Context, t *testing.T, e *env) map[string]kube
 		// Virtual nodes renewing, with certificates from the cluster CA.
 		"vn-renew": e.userClient(t, vnodeUser("vn-renew"), vnodeGroup),
 		"vn-a":     e.userClient(t, vnodeUser("vn-a"), vnodeGroup),
+		// vn-serve asks for its serving certificate; vn-worker is a
+		// virtual node's identity naming a real node.
+		"vn-serve":  e.userClient(t, vnodeUser("vn-serve"), vnodeGroup),
+		"vn-worker": e.userClient(t, vnodeUser("worker-1"), vnodeGroup),
+		"vn-claim":  e.userClient(t, vnodeUser("vn-claim"), vnodeGroup),
 		// A vnode-looking user outside system:vnodes, a plain user and a
 		// service account, each allowed to create CSRs.
 		"nogroup": e.userClient(t, vnodeUser("vn-nogroup")),
@@ -245,11 +298,33 @@ func setUpAdversaries(ctx context.Context, t *testing.T, e *env) map[string]kube
 	worker := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: "worker-1", Labels: map[string]string{"kubernetes.io/os": "linux"}},
 		Spec:       corev1.NodeSpec{Taints: []corev1.Taint{{Key: "vnode.test/no-kubelet", Effect: corev1.TaintEffectNoSchedule}}},
+		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: workerIP}}},
 	}
 	if _, err := cp.Client.CoreV1().Nodes().Create(ctx, worker, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating node worker-1: %v", err)
 	}
+	registerVirtualNode(ctx, t, cp.Client, "vn-serve", servingIP)
+	registerVirtualNode(ctx, t, cp.Client, "vn-claim", workerIP)
 	return clients
+}
+
+// registerVirtualNode creates a virtual node's Node with address ip, as
+// the node registers itself.
+func registerVirtualNode(ctx context.Context, t *testing.T, client kubernetes.Interface, name, ip string) {
+	t.Helper()
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{identity.NodeTypeLabel: identity.NodeTypeVirtual}},
+		Spec:       corev1.NodeSpec{Taints: []corev1.Taint{{Key: identity.TaintKey, Value: identity.TaintValue, Effect: corev1.TaintEffectNoSchedule}}},
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+			{Type: corev1.NodeInternalIP, Address: ip}, {Type: corev1.NodeHostName, Address: name}}},
+	}
+	got, err := client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating node %s: %v", name, err)
+	}
+	if len(got.Status.Addresses) != 2 {
+		t.Fatalf("node %s registered addresses %v", name, got.Status.Addresses)
+	}
 }
 
 // revokeTokens revokes each token a beforeRevocation case used, a different

@@ -33,6 +33,7 @@ func TestApprover(t *testing.T) {
 		{"Adversarial", testAdversarial},
 		{"FreshTokens", testFreshTokens},
 		{"BootstrapAndRenewal", testBootstrap},
+		{"ServingCertificate", testServing},
 		// Last: it leaves a thousand decided CSRs behind.
 		{"Flood", testFlood},
 	}

@@ -133,9 +133,14 @@ func checkIssuedBy(ctx context.Context, t *testing.T, admin kubernetes.Interface
 	t.Logf("CSR %s requested by %s: %s", csr.Name, requestor, a.Message)
 }
 
-// csrFor finds the CSR whose issued certificate is cert.
+// csrFor finds the CSR whose issued certificate is cert (client or
+// serving).
 func csrFor(ctx context.Context, admin kubernetes.Interface, cert *x509.Certificate) (*certificatesv1.CertificateSigningRequest, error) {
-	list, err := admin.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{FieldSelector: "spec.signerName=" + vnapprover.SignerName})
+	signer := vnapprover.SignerName
+	if slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageServerAuth) {
+		signer = vnapprover.ServingSignerName
+	}
+	list, err := admin.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{FieldSelector: "spec.signerName=" + signer})
 	if err != nil {
 		return nil, fmt.Errorf("listing CSRs: %w", err)
 	}

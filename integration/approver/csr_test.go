@@ -108,6 +108,9 @@ func (r request) pem(tb testing.TB) []byte {
 var (
 	usagesClient   = []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageClientAuth}
 	usagesClientKE = []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageKeyEncipherment, certificatesv1.UsageClientAuth}
+	// A kubelet-serving certificate: key encipherment with RSA keys only.
+	usagesServing   = []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageServerAuth}
+	usagesServingKE = []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageKeyEncipherment, certificatesv1.UsageServerAuth}
 )
 
 func newCSR(name, signer string, req []byte, usages []certificatesv1.KeyUsage, expiration time.Duration) *certificatesv1.CertificateSigningRequest {
@@ -184,7 +187,8 @@ func decide(ctx context.Context, client kubernetes.Interface, name string, t cer
 }
 
 // checkIssued checks that csr's certificate is for the requested subject
-// and key, and is a client certificate.
+// and key, and is a client certificate (a serving one from the
+// kubelet-serving signer).
 func checkIssued(csr *certificatesv1.CertificateSigningRequest, want request, key crypto.Signer) error {
 	block, _ := pem.Decode(csr.Status.Certificate)
 	if block == nil {
@@ -194,13 +198,17 @@ func checkIssued(csr *certificatesv1.CertificateSigningRequest, want request, ke
 	if err != nil {
 		return fmt.Errorf("parsing the certificate of %s: %w", csr.Name, err)
 	}
+	eku := x509.ExtKeyUsageClientAuth
+	if csr.Spec.SignerName == certificatesv1.KubeletServingSignerName {
+		eku = x509.ExtKeyUsageServerAuth
+	}
 	switch {
 	case cert.Subject.CommonName != want.cn || !slices.Equal(cert.Subject.Organization, want.org):
 		return fmt.Errorf("certificate of %s is for CN=%q O=%q, want CN=%q O=%q", csr.Name, cert.Subject.CommonName, cert.Subject.Organization, want.cn, want.org)
 	case !publicKeyEqual(cert.PublicKey, key.Public()):
 		return fmt.Errorf("certificate of %s certifies another key", csr.Name)
-	case !slices.Equal(cert.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}):
-		return fmt.Errorf("certificate of %s has extended usages %v, want client auth only", csr.Name, cert.ExtKeyUsage)
+	case !slices.Equal(cert.ExtKeyUsage, []x509.ExtKeyUsage{eku}):
+		return fmt.Errorf("certificate of %s has extended usages %v, want %v only", csr.Name, cert.ExtKeyUsage, eku)
 	}
 	return nil
 }

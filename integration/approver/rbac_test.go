@@ -43,6 +43,7 @@ func testRBAC(ctx context.Context, t *testing.T, e *env) {
 		{"get a CSR", csrs("get", ""), true},
 		{"update CSR approval", csrs("update", "approval"), true},
 		{"approve for kube-apiserver-client", signer("approve", certificatesv1.KubeAPIServerClientSignerName), true},
+		{"approve for kubelet-serving (virtual nodes' kubelet APIs)", signer("approve", certificatesv1.KubeletServingSignerName), true},
 		{"create SubjectAccessReviews", authorizationv1.ResourceAttributes{Group: "authorization.k8s.io", Resource: "subjectaccessreviews", Verb: "create"}, true},
 		{"create TokenReviews", authorizationv1.ResourceAttributes{Group: "authentication.k8s.io", Resource: "tokenreviews", Verb: "create"}, true},
 		{"list nodes", core("list", "nodes", ""), true},
@@ -56,7 +57,6 @@ func testRBAC(ctx context.Context, t *testing.T, e *env) {
 
 		// Not needed, and dangerous.
 		{"approve for kube-apiserver-client-kubelet", signer("approve", certificatesv1.KubeAPIServerClientKubeletSignerName), false},
-		{"approve for kubelet-serving", signer("approve", certificatesv1.KubeletServingSignerName), false},
 		{"approve for kubernetes.io/* signers", signer("approve", "kubernetes.io/*"), false},
 		{"approve for another domain's signer", signer("approve", "example.com/signer"), false},
 		{"sign for kube-apiserver-client", signer("sign", certificatesv1.KubeAPIServerClientSignerName), false},
@@ -102,6 +102,7 @@ func testRulesExact(ctx context.Context, t *testing.T, e *env) {
 		"get certificates.k8s.io/certificatesigningrequests", "list certificates.k8s.io/certificatesigningrequests", "watch certificates.k8s.io/certificatesigningrequests",
 		"update certificates.k8s.io/certificatesigningrequests/approval",
 		"approve certificates.k8s.io/signers/kubernetes.io/kube-apiserver-client",
+		"approve certificates.k8s.io/signers/kubernetes.io/kubelet-serving",
 		"create authorization.k8s.io/subjectaccessreviews",
 		"create authentication.k8s.io/tokenreviews",
 		"list nodes", "watch nodes",

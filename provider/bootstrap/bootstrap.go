@@ -75,13 +75,6 @@ func Start(ctx context.Context, cfg Config) (*Client, error) {
 		cfg.Log = logrus.New()
 	}
 	log := cfg.Log.WithField("node", cfg.NodeName)
-	if err := os.MkdirAll(cfg.CertDir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating certificate directory %s: %w", cfg.CertDir, err)
-	}
-	store, err := certificate.NewFileStore(pairName, cfg.CertDir, cfg.CertDir, "", "")
-	if err != nil {
-		return nil, fmt.Errorf("opening certificate store %s: %w", cfg.CertDir, err)
-	}
 
 	// The server and CA come from the bootstrap kubeconfig, or, on a
 	// restart without it, from the kubeconfig written last time.
@@ -100,7 +93,8 @@ func Start(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Lifetime > 0 {
 		lifetime = &cfg.Lifetime
 	}
-	c.manager, err = certificate.NewManager(&certificate.Config{
+	var store certificate.FileStore
+	c.manager, store, err = newManager(cfg.CertDir, &certificate.Config{
 		Name: pairName,
 		ClientsetFn: func(current *tls.Certificate) (kubernetes.Interface, error) {
 			if current == nil {
@@ -122,11 +116,10 @@ func Start(ctx context.Context, cfg Config) (*Client, error) {
 		},
 		SignerName:                   SignerName,
 		Usages:                       []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageClientAuth},
-		CertificateStore:             store,
 		RequestedCertificateLifetime: lifetime,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("creating certificate manager: %w", err)
+		return nil, err
 	}
 	c.manager.Start()
 	go c.closeConnsOnRotation(log)
@@ -152,6 +145,25 @@ func Start(ctx context.Context, cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// newManager is client-go's certificate manager for cfg with its pair kept
+// in certDir (created 0700; the pair files are 0600) as cfg.Name: the one
+// mechanism behind the node's client and serving certificates.
+func newManager(certDir string, cfg *certificate.Config) (certificate.Manager, certificate.FileStore, error) {
+	if err := os.MkdirAll(certDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("creating certificate directory %s: %w", certDir, err)
+	}
+	store, err := certificate.NewFileStore(cfg.Name, certDir, certDir, "", "")
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening certificate store %s: %w", certDir, err)
+	}
+	cfg.CertificateStore = store
+	m, err := certificate.NewManager(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("creating the %s certificate manager: %w", cfg.Name, err)
+	}
+	return m, store, nil
+}
+
 // RESTConfig authenticates with the current certificate, picking up renewals.
 func (c *Client) RESTConfig() *rest.Config { return rest.CopyConfig(c.config) }
 
@@ -175,23 +187,32 @@ func (c *Client) Stop() {
 // closeConnsOnRotation drops connections made with an old certificate so
 // the next request handshakes with the new one.
 func (c *Client) closeConnsOnRotation(log logrus.FieldLogger) {
+	onRotation(c.stop, c.Certificate, func(cur, last *x509.Certificate) {
+		if last != nil {
+			log.WithField("notAfter", cur.NotAfter).Info("client certificate renewed; reconnecting with it")
+			c.conns.CloseAll()
+		}
+	})
+}
+
+// onRotation calls f with each new certificate current returns (last is
+// nil the first time) until stop closes. The certificate manager has no
+// notification of its own, so it polls each second.
+func onRotation(stop <-chan struct{}, current func() *x509.Certificate, f func(cur, last *x509.Certificate)) {
 	var last *x509.Certificate
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		select {
-		case <-c.stop:
+		case <-stop:
 			return
 		case <-t.C:
 		}
-		cur := c.Certificate()
+		cur := current()
 		if cur == nil || (last != nil && cur.Equal(last)) {
 			continue
 		}
-		if last != nil {
-			log.WithField("notAfter", cur.NotAfter).Info("client certificate renewed; reconnecting with it")
-			c.conns.CloseAll()
-		}
+		f(cur, last)
 		last = cur
 	}
 }

@@ -2,6 +2,7 @@ package kubeletapi
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -22,9 +23,14 @@ type ServerConfig struct {
 	// ClientCAFile verifies client certificates (the API server's kubelet
 	// client certificate is issued by it). Reloaded when it changes.
 	ClientCAFile string
-	// CertFile and KeyFile are the serving pair, reloaded when they change
-	// (a rotated kubelet-serving certificate takes effect without restart).
+	// CertFile and KeyFile are a static serving pair, reloaded when they
+	// change (a pair rotated by hand takes effect without restart).
 	CertFile, KeyFile string
+	// GetCertificate, instead of the files, gives the pair for each
+	// handshake (a kubelet-serving certificate that a certificate manager
+	// renews; bootstrap.Serving). Before it has one it returns an error, and
+	// the handshake fails: the API is not served without a certificate.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	// Anonymous admits requests without credentials as system:anonymous
 	// (the kubelet's --anonymous-auth); they are still authorised by
 	// SubjectAccessReview, so they get only what RBAC grants that user.
@@ -36,17 +42,18 @@ type ServerConfig struct {
 
 // Secure wraps routes with authentication and authorisation (/healthz
 // stays open for probes) and returns the TLS config to serve them with.
-// The client CA and the serving pair are re-read when their files change
-// (internal/certs, as every vnode listener does), so a rotated
-// kubelet-serving certificate takes effect without a restart.
+// The client CA and a serving pair in files are re-read when the files
+// change (internal/certs, as every vnode listener does); a pair from
+// GetCertificate is asked for on every handshake. Either way a renewed
+// certificate takes effect without a restart.
 func Secure(cfg ServerConfig, routes http.Handler) (http.Handler, *tls.Config, error) {
 	ca, err := certs.NewCABundle(cfg.ClientCAFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("loading client CA %s: %w", cfg.ClientCAFile, err)
 	}
-	serving, err := certs.NewKeyPair(cfg.CertFile, cfg.KeyFile)
+	getCert, err := servingCertificate(cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("loading serving certificate %s: %w", cfg.CertFile, err)
+		return nil, nil, err
 	}
 	auth, err := nodeutil.WebhookAuth(cfg.Client, cfg.NodeName, func(c *nodeutil.WebhookAuthConfig) error {
 		c.AuthnConfig.ClientCertificateCAContentProvider = ca
@@ -67,8 +74,25 @@ func Secure(cfg ServerConfig, routes http.Handler) (http.Handler, *tls.Config, e
 		// Verified by the x509 authenticator against the (reloadable) CA,
 		// so a token caller needs no certificate and a foreign one gets 401.
 		ClientAuth:     tls.RequestClientCert,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return serving.Get() },
+		GetCertificate: getCert,
 		CipherSuites:   nodeutil.DefaultServerCiphers(),
 	}
 	return mux, tlsCfg, nil
+}
+
+// servingCertificate is the GetCertificate of cfg's serving pair: the
+// certificate manager's, or the files'.
+func servingCertificate(cfg ServerConfig) (func(*tls.ClientHelloInfo) (*tls.Certificate, error), error) {
+	hasFiles := cfg.CertFile != "" || cfg.KeyFile != ""
+	switch {
+	case cfg.GetCertificate != nil && hasFiles:
+		return nil, errors.New("the kubelet API's serving certificate comes either from files or from a certificate manager, not both")
+	case cfg.GetCertificate != nil:
+		return cfg.GetCertificate, nil
+	}
+	serving, err := certs.NewKeyPair(cfg.CertFile, cfg.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("loading serving certificate %s: %w", cfg.CertFile, err)
+	}
+	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return serving.Get() }, nil
 }

@@ -26,13 +26,17 @@ type Settings struct {
 	NodeIP      string // default: the first global unicast address
 	// ClientCAFile, CertFile, KeyFile secure the kubelet API.
 	ClientCAFile, CertFile, KeyFile string
-	ClusterDNS                      []string
-	ClusterDomain                   string
-	KubeletVersion                  string
-	Version                         string
-	SyncInterval, GCInterval        time.Duration
-	Log                             *logrus.Entry
-	Ready                           chan<- struct{}
+	// RotateServerCertificates requests the serving pair by CSR instead,
+	// kept in CertDir (see Options).
+	RotateServerCertificates bool
+	CertDir                  string
+	ClusterDNS               []string
+	ClusterDomain            string
+	KubeletVersion           string
+	Version                  string
+	SyncInterval, GCInterval time.Duration
+	Log                      *logrus.Entry
+	Ready                    chan<- struct{}
 }
 
 // NodeName is the node's name: override, else the context's vnode-name,
@@ -53,10 +57,8 @@ func NodeName(cc *config.Context, override string) (string, error) {
 // client for its region and endpoint (the cloud's, or the emulator's), the
 // node's labels, taints and capacity, and the pods' placement.
 func FromContext(cc *config.Context, s Settings) (Options, error) {
-	for name, v := range map[string]string{"client CA": s.ClientCAFile, "serving certificate": s.CertFile, "serving key": s.KeyFile} {
-		if v == "" {
-			return Options{}, fmt.Errorf("the kubelet API's %s is required: it is served over TLS and authenticates its callers", name)
-		}
+	if err := CheckServing(s); err != nil {
+		return Options{}, err
 	}
 	name, err := NodeName(cc, s.NodeName)
 	if err != nil {
@@ -107,8 +109,31 @@ func FromContext(cc *config.Context, s Settings) (Options, error) {
 		},
 		Cloud: client, Checker: client, Kube: s.Kube, Listener: s.Listener,
 		ClientCAFile: s.ClientCAFile, CertFile: s.CertFile, KeyFile: s.KeyFile,
+		RotateServerCertificates: s.RotateServerCertificates, CertDir: s.CertDir,
 		Version: s.Version, SyncInterval: s.SyncInterval, GCInterval: s.GCInterval, Log: s.Log, Ready: s.Ready,
 	}, nil
+}
+
+// CheckServing: the kubelet API is served over TLS and authenticates its
+// callers, so it needs a client CA and exactly one source of its serving
+// pair: files, or a kubelet-serving CSR.
+func CheckServing(s Settings) error {
+	if s.ClientCAFile == "" {
+		return errors.New("the kubelet API's client CA is required: it authenticates its callers")
+	}
+	files := s.CertFile != "" || s.KeyFile != ""
+	switch {
+	case files && s.RotateServerCertificates:
+		return errors.New("the kubelet API's serving certificate comes either from files (--tls-cert-file, --tls-private-key-file) or from a kubelet-serving CSR (--rotate-server-certificates), not both")
+	case s.RotateServerCertificates:
+		if s.CertDir == "" {
+			return errors.New("--rotate-server-certificates needs a certificate directory")
+		}
+		return nil
+	case s.CertFile == "" || s.KeyFile == "":
+		return errors.New("the kubelet API needs a serving certificate: give --tls-cert-file and --tls-private-key-file, or --rotate-server-certificates to request one from the cluster")
+	}
+	return nil
 }
 
 func firstAddress() (string, error) {

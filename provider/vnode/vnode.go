@@ -7,6 +7,7 @@ package vnode
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -22,6 +23,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -29,6 +31,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/vnode-project/vnode/provider"
+	"github.com/vnode-project/vnode/provider/bootstrap"
 	"github.com/vnode-project/vnode/provider/kubeletapi"
 	"github.com/vnode-project/vnode/provider/nodeobject"
 	"github.com/vnode-project/vnode/provider/translate"
@@ -50,12 +53,19 @@ type Options struct {
 	Listener net.Listener
 	// ClientCAFile, CertFile, KeyFile secure the kubelet API.
 	ClientCAFile, CertFile, KeyFile string
-	Version                         string
-	SyncInterval                    time.Duration
-	GCInterval                      time.Duration
-	LogPollInterval                 time.Duration
-	Workers                         int
-	Log                             *logrus.Entry
+	// RotateServerCertificates, instead of CertFile and KeyFile, requests
+	// the kubelet API's certificate by a kubernetes.io/kubelet-serving CSR
+	// as the node (Kube) once its Node is registered, keeps it in CertDir
+	// and renews it (the kubelet's --rotate-server-certificates). Until it
+	// is signed the kubelet API refuses handshakes.
+	RotateServerCertificates bool
+	CertDir                  string
+	Version                  string
+	SyncInterval             time.Duration
+	GCInterval               time.Duration
+	LogPollInterval          time.Duration
+	Workers                  int
+	Log                      *logrus.Entry
 	// Ready, if set, is closed once the node is registered and serving.
 	Ready chan<- struct{}
 	// Tunnel, if set, runs the edge tunnel agent in-process, and the
@@ -157,10 +167,19 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("recovering state: %w", err)
 	}
 
-	handler, tlsCfg, err := kubeletapi.Secure(kubeletapi.ServerConfig{
+	apiCfg := kubeletapi.ServerConfig{
 		NodeName: o.NodeName, Client: kube, ClientCAFile: o.ClientCAFile, CertFile: o.CertFile, KeyFile: o.KeyFile,
 		Anonymous: o.AnonymousAuth,
-	}, kubeletapi.LimitLogStreams(o.MaxLogStreams, mux))
+	}
+	var serving *bootstrap.Serving
+	if o.RotateServerCertificates {
+		if serving, err = newServing(o, recorder, log); err != nil {
+			return err
+		}
+		defer serving.Stop()
+		apiCfg.GetCertificate = serving.GetCertificate
+	}
+	handler, tlsCfg, err := kubeletapi.Secure(apiCfg, kubeletapi.LimitLogStreams(o.MaxLogStreams, mux))
 	if err != nil {
 		return err
 	}
@@ -184,6 +203,13 @@ func Run(ctx context.Context, o Options) error {
 	go func() { errc <- n.Run(ctx) }()
 	select {
 	case <-n.Ready():
+		if serving != nil {
+			// Now that the Node carries its addresses, the approver can
+			// check the CSR's against them.
+			if !serving.Start() {
+				recorder.Event(nodeRef(o.NodeName), corev1.EventTypeWarning, "ServingCertificatePending", bootstrap.PendingMessage)
+			}
+		}
 		log.WithField("address", o.Listener.Addr().String()).Info("virtual node ready")
 		if o.Ready != nil {
 			close(o.Ready)
@@ -196,6 +222,35 @@ func Run(ctx context.Context, o Options) error {
 		return nil
 	}
 	return err
+}
+
+// nodeRef is what the node's own events are about (a kubelet's UID for
+// its Node's events is the node name).
+func nodeRef(name string) *corev1.ObjectReference {
+	return &corev1.ObjectReference{Kind: "Node", Name: name, UID: types.UID(name)}
+}
+
+// newServing is the kubelet-serving certificate of the node: its name and
+// the address it registers. Its first certificate and each renewal are
+// events on the Node (kubectl describe node).
+func newServing(o Options, recorder record.EventRecorder, log logrus.FieldLogger) (*bootstrap.Serving, error) {
+	if o.CertDir == "" {
+		return nil, errors.New("rotating the serving certificate needs a certificate directory")
+	}
+	ip := net.ParseIP(o.Node.InternalIP)
+	if ip == nil {
+		return nil, fmt.Errorf("the node's address %q is not an IP address; the serving certificate names it", o.Node.InternalIP)
+	}
+	return bootstrap.NewServing(bootstrap.ServingConfig{
+		NodeName: o.NodeName, IPs: []net.IP{ip}, CertDir: o.CertDir, Client: o.Kube, Log: log,
+		OnRotation: func(cert *x509.Certificate, renewed bool) {
+			reason := "ServingCertificateReady"
+			if renewed {
+				reason = "ServingCertificateRenewed"
+			}
+			recorder.Eventf(nodeRef(o.NodeName), corev1.EventTypeNormal, reason, "kubelet API serving certificate valid until %s", cert.NotAfter.UTC().Format(time.RFC3339))
+		},
+	})
 }
 
 // listerObjects reads configMaps and secrets from virtual-kubelet's informers.

@@ -171,13 +171,23 @@ func (h *Host) start(v emulator.VirtualNodeToHost) error {
 	kubeconfig := filepath.Join(dir, "kubeconfig")
 	files := map[string][]byte{"ca.crt": ca}
 	args := []string{"--config", filepath.Join(dir, "config"), "--nodename", v.NodeName, "--node-ip", "127.0.0.1",
-		"--client-ca-file", filepath.Join(dir, "ca.crt"), "--tls-cert-file", filepath.Join(dir, "tls.crt"), "--tls-private-key-file", filepath.Join(dir, "tls.key"),
-		"--memory-limit", "0", "--sync-interval", "1s"}
+		"--client-ca-file", filepath.Join(dir, "ca.crt"), "--memory-limit", "0", "--sync-interval", "1s"}
 	if v.TLSBootstrap {
 		files["bootstrap-kubeconfig"] = v.KubeConfig
-		args = append(args, "--bootstrap-kubeconfig", filepath.Join(dir, "bootstrap-kubeconfig"))
+		// The cluster signs its serving certificate, as it does the
+		// cloud's nodes' (a kubelet-serving CSR vnode-approver approves).
+		args = append(args, "--bootstrap-kubeconfig", filepath.Join(dir, "bootstrap-kubeconfig"), "--rotate-server-certificates")
 	} else {
 		files["kubeconfig"] = v.KubeConfig
+		// A ServiceAccount is no node identity the approver would sign a
+		// serving certificate for: a self-signed pair the API server
+		// cannot verify (see the README).
+		certPEM, keyPEM, err := servingPair(v.NodeName)
+		if err != nil {
+			return err
+		}
+		files["tls.crt"], files["tls.key"] = certPEM, keyPEM
+		args = append(args, "--tls-cert-file", filepath.Join(dir, "tls.crt"), "--tls-private-key-file", filepath.Join(dir, "tls.key"))
 	}
 	if v.ClusterDNS != "" {
 		args = append(args, "--cluster-dns", v.ClusterDNS)
@@ -185,11 +195,6 @@ func (h *Host) start(v emulator.VirtualNodeToHost) error {
 	if v.ClusterDomain != "" {
 		args = append(args, "--cluster-domain", v.ClusterDomain)
 	}
-	certPEM, keyPEM, err := servingPair(v.NodeName)
-	if err != nil {
-		return err
-	}
-	files["tls.crt"], files["tls.key"] = certPEM, keyPEM
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			return err
