@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"maps"
 	"math"
 	"net/http"
 	"sync"
@@ -119,11 +120,7 @@ func (q *quotas) take(account, action string, now time.Time) *apiError {
 func (q *quotas) counts() map[string]int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	out := make(map[string]int, len(q.throttled))
-	for k, v := range q.throttled {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(q.throttled)
 }
 
 // Quotas are the quotas the emulator enforces, by action.
