@@ -64,7 +64,7 @@ func BenchmarkDescribe(b *testing.B) {
 func newClientB(b *testing.B, ep string) *Client {
 	b.Helper()
 	c, err := New(Config{RegionID: "cn-hangzhou", Endpoint: "http://" + ep, AccessKeyID: id, AccessKeySecret: secret,
-		RateLimits: map[ActionClass]int{ClassDescribe: 1 << 30, ClassCreate: 1 << 30}})
+		RateLimits: map[string]int{"DescribeContainerGroups": -1, "DescribeContainerGroupStatus": -1, "CreateContainerGroup": -1}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -6,7 +6,7 @@
 // wrongly (probe Exec.Command goes out as "<[]string Value>"); answers are
 // read from the raw JSON, so fields the structs lack are kept.
 //
-// Calls carry a deadline, are rate-limited per action class to ECI's
+// Calls carry a deadline, are rate-limited per action to ECI's
 // published quotas, and are retried with exponential backoff and jitter
 // (internal/backoff) on throttling (HTTP 400 Throttling*, which the SDK never retries),
 // 5xx and transport errors. Errors come back as *Error with a Kind, and as
@@ -46,26 +46,53 @@ import (
 // Version is the ECI API version.
 const Version = "2018-08-08"
 
-// ActionClass groups actions that share a published rate limit.
-type ActionClass string
+// RateLimit is one action's client-side limit.
+type RateLimit struct {
+	PerMinute int
+	Burst     int
+}
 
-// Action classes and their default limits per minute (ECI's quotas).
-const (
-	ClassDescribe ActionClass = "describe" // 2000/min
-	ClassCreate   ActionClass = "create"   // 1000/min (create and delete)
-	ClassOperate  ActionClass = "operate"  // 500/min (exec, logs, restart, update, multi-metrics)
-)
-
-var defaultLimits = map[ActionClass]int{ClassDescribe: 2000, ClassCreate: 1000, ClassOperate: 500}
-
-func classOf(action string) ActionClass {
-	switch action {
-	case "CreateContainerGroup", "DeleteContainerGroup", "CreateVirtualNode", "DeleteVirtualNode":
-		return ClassCreate
-	case "ExecContainerCommand", "DescribeContainerLog", "RestartContainerGroup", "UpdateContainerGroup", "DescribeMultiContainerGroupMetric":
-		return ClassOperate
+// RateLimits are the client-side limits of rateLimits (see
+// Config.RateLimits), by action. Each action has its own bucket, as ECI's
+// quotas are per action: a create backlog never delays a delete or a
+// describe. The rate is the quota's; the burst is half the burst ECI is
+// assumed to allow (model.QuotaBurst), so that calls bunched up on their
+// way to ECI still find tokens there.
+func RateLimits(rateLimits map[string]int) (map[string]RateLimit, error) {
+	perMin := make(map[string]int, len(model.Quotas)+len(rateLimits))
+	for a, v := range model.Quotas {
+		perMin[a] = v
 	}
-	return ClassDescribe
+	for a, v := range rateLimits {
+		if !validAction(a) {
+			return nil, fmt.Errorf("rate limit for %q: limits are per ECI action, named as in the API (e.g. CreateContainerGroup=1000), not per class", a)
+		}
+		switch {
+		case v < 0:
+			delete(perMin, a)
+		case v > 0:
+			perMin[a] = v
+		}
+	}
+	out := make(map[string]RateLimit, len(perMin))
+	for a, v := range perMin {
+		out[a] = RateLimit{PerMinute: v, Burst: max(1, model.QuotaBurst(v)/2)}
+	}
+	return out, nil
+}
+
+// validAction reports whether a looks like an ECI action name:
+// CamelCase letters, starting with a capital.
+func validAction(a string) bool {
+	if a == "" || a[0] < 'A' || a[0] > 'Z' {
+		return false
+	}
+	for _, r := range a {
+		if (r < 'A' || r > 'Z') && (r < 'a' || r > 'z') {
+			return false
+		}
+	}
+	return true
 }
 
 // RetryPolicy bounds retries.
@@ -95,8 +122,11 @@ type Config struct {
 	// deadline (default 2 min).
 	CallTimeout time.Duration
 	Retry       RetryPolicy
-	// RateLimits per minute, per class; 0 or missing keeps ECI's quota.
-	RateLimits      map[ActionClass]int
+	// RateLimits are calls per minute by action (CreateContainerGroup...):
+	// 0 or missing keeps ECI's published quota (model.Quotas), a negative
+	// value lifts the action's limit. Actions with no published quota
+	// and no entry here are not limited.
+	RateLimits      map[string]int
 	Metrics         prometheus.Registerer
 	Logger          logrus.FieldLogger
 	VkClientVersion string
@@ -108,7 +138,7 @@ type Client struct {
 	scheme   string
 	domain   string
 	pool     sync.Pool
-	limiters map[ActionClass]*rate.Limiter
+	limiters map[string]*rate.Limiter // by action; none: not limited
 	m        *metrics
 	log      logrus.FieldLogger
 	newErr   error
@@ -157,14 +187,14 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = logrus.New()
 	}
-	c := &Client{cfg: cfg, scheme: scheme, domain: domain, limiters: map[ActionClass]*rate.Limiter{}, log: cfg.Logger}
-	for class, perMin := range defaultLimits {
-		if v := cfg.RateLimits[class]; v > 0 {
-			perMin = v
-		}
-		c.limiters[class] = rate.NewLimiter(rate.Limit(float64(perMin)/60), max(1, perMin/60))
+	limits, err := RateLimits(cfg.RateLimits)
+	if err != nil {
+		return nil, fmt.Errorf("eci client: %w", err)
 	}
-	var err error
+	c := &Client{cfg: cfg, scheme: scheme, domain: domain, limiters: make(map[string]*rate.Limiter, len(limits)), log: cfg.Logger}
+	for action, l := range limits {
+		c.limiters[action] = rate.NewLimiter(rate.Limit(float64(l.PerMinute)/60), l.Burst)
+	}
 	if c.m, err = newMetrics(cfg.Metrics); err != nil {
 		return nil, err
 	}
@@ -374,8 +404,10 @@ func (c *Client) call(ctx context.Context, action string, p map[string]string, o
 	log := c.log.WithField("action", action)
 	var last *Error
 	for attempt := 1; ; attempt++ {
-		if err := c.limiters[classOf(action)].Wait(ctx); err != nil {
-			return c.giveUp(action, last, err)
+		if l := c.limiters[action]; l != nil {
+			if err := l.Wait(ctx); err != nil {
+				return c.giveUp(action, last, err)
+			}
 		}
 		start := time.Now()
 		body, err := c.once(ctx, action, p)

@@ -174,7 +174,8 @@ func TestErrorsAndSecrets(t *testing.T) {
 // 1,000 creates through the client with 20% throttling, 5% 5xx and 5%
 // commit-then-fail end with exactly 1,000 container groups.
 func TestThousandCreatesUnderFaults(t *testing.T) {
-	emu, ep := emulatortest.StartForTest(t, emulator.Config{Credentials: map[string]string{id: secret}, Runtime: "sim"})
+	// Throttling is injected; the quota would throttle for real.
+	emu, ep := emulatortest.StartForTest(t, emulator.Config{Credentials: map[string]string{id: secret}, Runtime: "sim", Quota: emulator.Quota{Off: true}})
 	emu.SetFaults(
 		emulator.Fault{Action: "CreateContainerGroup", ErrorRate: 0.20, ErrorCode: "Throttling.User"},
 		emulator.Fault{Action: "CreateContainerGroup", ErrorRate: 0.0625, ErrorCode: "ServiceUnavailable"}, // 5% of all calls
@@ -182,7 +183,7 @@ func TestThousandCreatesUnderFaults(t *testing.T) {
 	)
 	reg := prometheus.NewRegistry()
 	c := newClient(t, ep, func(cfg *Config) {
-		cfg.RateLimits = map[ActionClass]int{ClassCreate: 600000}
+		cfg.RateLimits = map[string]int{"CreateContainerGroup": -1}
 		cfg.Metrics = reg
 	})
 	ctx := context.Background()

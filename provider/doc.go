@@ -1,7 +1,8 @@
 // Package provider is vnode's virtual-kubelet provider: it runs every pod
 // bound to the virtual node as an ECI container group. Each pod has a
 // phase (phase.go) that changes only along allowed moves. CreatePod and
-// DeletePod queue the pod on a rate-limited workqueue whose workers
+// DeletePod queue the pod on rate-limited workqueues (one for creates, one
+// for deletes, so a create backlog never holds up a delete) whose workers
 // translate it (package translate) and create the group with a ClientToken
 // derived from the pod UID, or delete it, retrying each pod with its own
 // backoff; one tag-filtered list of this node's instances per sync tick

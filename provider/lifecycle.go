@@ -10,6 +10,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 
 	"github.com/vnode-project/vnode/eci/model"
 	"github.com/vnode-project/vnode/provider/translate"
@@ -50,7 +51,7 @@ func (p *Provider) CreatePod(_ context.Context, pod *corev1.Pod) error {
 		return nil
 	}
 	p.mu.Unlock()
-	p.work.Add(pod.UID)
+	p.creates.Add(pod.UID)
 	return nil
 }
 
@@ -71,7 +72,7 @@ func (p *Provider) DeletePod(_ context.Context, pod *corev1.Pod) error {
 		return nil // already retried with backoff
 	case e.instanceID != "":
 		p.moveTo(e, phaseDeleting)
-		p.work.Add(pod.UID)
+		p.deletes.Add(pod.UID)
 	default:
 		// Nothing runs: a create in flight that makes an instance after
 		// all finds the pod deleted and queues its delete.
@@ -83,41 +84,42 @@ func (p *Provider) DeletePod(_ context.Context, pod *corev1.Pod) error {
 	return nil
 }
 
-// processNext handles one queued pod. It returns false once the queue is
-// shut down.
-func (p *Provider) processNext(ctx context.Context) bool {
-	uid, quit := p.work.Get()
+// processCreate makes one queued pod's instance, processDelete deletes
+// one; each returns false once its queue is shut down.
+func (p *Provider) processCreate(ctx context.Context) bool {
+	return p.processNext(ctx, p.creates, phaseWaiting, p.create)
+}
+
+func (p *Provider) processDelete(ctx context.Context) bool {
+	return p.processNext(ctx, p.deletes, phaseDeleting, p.deleteInstance)
+}
+
+// processNext takes one pod from q and, if its phase is still one that q
+// serves (want; a failed delete's phaseDeleteFailed counts as
+// phaseDeleting), does what it asks of the cloud; a failure comes back
+// after the pod's backoff. Running it again, at any time, does no harm: a
+// pod whose phase moved on (deleted while its create waited, adopted by
+// a sync) is dropped here, and the queue of its new phase has it.
+func (p *Provider) processNext(ctx context.Context, q workqueue.TypedRateLimitingInterface[types.UID], want phase, do func(context.Context, *entry) error) bool {
+	uid, quit := q.Get()
 	if quit {
 		return false
 	}
-	defer p.work.Done(uid)
-	if err := p.reconcile(ctx, uid); err != nil {
-		p.work.AddRateLimited(uid)
-		return true
-	}
-	p.work.Forget(uid)
-	return true
-}
-
-// reconcile does what the pod's phase asks of the cloud: create its
-// instance or delete it. Running it again, at any time, does no harm.
-func (p *Provider) reconcile(ctx context.Context, uid types.UID) error {
+	defer q.Done(uid)
 	p.mu.Lock()
 	e := p.entries[uid]
-	var ph phase
-	if e != nil {
-		ph = e.phase
-	}
+	due := e != nil && (e.phase == want || (want == phaseDeleting && e.phase == phaseDeleteFailed))
 	p.mu.Unlock()
-	switch {
-	case e == nil:
-		return nil
-	case ph == phaseWaiting:
-		return p.create(ctx, e)
-	case ph == phaseDeleting, ph == phaseDeleteFailed:
-		return p.deleteInstance(ctx, e)
+	if !due {
+		q.Forget(uid)
+		return true
 	}
-	return nil
+	if err := do(ctx, e); err != nil {
+		q.AddRateLimited(uid)
+		return true
+	}
+	q.Forget(uid)
+	return true
 }
 
 // create translates and creates e's instance. It fails the pod when it
@@ -190,7 +192,7 @@ func (p *Provider) create(ctx context.Context, e *entry) error {
 		e.instanceID, e.requestID = id, reqID
 		p.moveTo(e, phaseDeleting)
 		p.mu.Unlock()
-		p.work.Add(e.pod.UID)
+		p.deletes.Add(e.pod.UID)
 		return nil
 	}
 	e.instanceID, e.requestID, e.full = id, reqID, nil

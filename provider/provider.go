@@ -57,7 +57,8 @@ type Config struct {
 	// instances are collected (default 1m). Between full lists a sync
 	// lists statuses only and fetches the instances that changed.
 	GCInterval time.Duration
-	// Workers is how many creates and deletes run at once (default 16).
+	// Workers is how many creates run at once, and how many deletes
+	// (default 16 each: they have their own queues).
 	Workers int
 	// RetryBase and RetryMax bound the backoff of a failed create or
 	// delete (default 1s doubling to 1m), per pod.
@@ -76,10 +77,10 @@ type Config struct {
 }
 
 // Provider implements virtual-kubelet's PodLifecycleHandler and PodNotifier
-// on ECI. Creates and deletes go through a rate-limited workqueue (work),
-// status changes reach virtual-kubelet through a second one (notices), and
-// a sync loop follows the instances; none of them calls out while holding
-// mu.
+// on ECI. Creates and deletes go through rate-limited workqueues of their
+// own (creates, deletes), status changes reach virtual-kubelet through a
+// third (notices), and a sync loop follows the instances; none of them
+// calls out while holding mu.
 type Provider struct {
 	cfg      Config
 	cloud    Cloud
@@ -94,9 +95,12 @@ type Provider struct {
 	// pods/status, which keeps the body's labels and annotations.
 	pods corev1listers.PodLister
 
-	// work holds pods whose create or delete is due; each is retried with
-	// its own exponential backoff.
-	work workqueue.TypedRateLimitingInterface[types.UID]
+	// creates holds pods whose instance is to be made, deletes pods whose
+	// instance is to go; each pod is retried with its own exponential
+	// backoff. They are apart, each with its own workers, so that a create
+	// backlog waiting on ECI's create quota never holds up a delete: a
+	// pod its user deleted leaves ECI before creates still queued.
+	creates, deletes workqueue.TypedRateLimitingInterface[types.UID]
 	// notices holds pods whose status virtual-kubelet has not been told;
 	// one goroutine tells it the latest, in order.
 	notices workqueue.TypedInterface[types.UID]
@@ -139,16 +143,23 @@ func New(cfg Config, cloud Cloud, kube kubernetes.Interface, src translate.Sourc
 	}
 	p := &Provider{
 		cfg: cfg, cloud: cloud, kube: kube, src: src, recorder: recorder,
-		log: cfg.Log.WithField("node", cfg.Node.NodeName),
-		work: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.NewTypedItemExponentialFailureRateLimiter[types.UID](cfg.RetryBase, cfg.RetryMax),
-			workqueue.TypedRateLimitingQueueConfig[types.UID]{Name: "vnode_pod_work"}),
+		log:     cfg.Log.WithField("node", cfg.Node.NodeName),
+		creates: newPodQueue(cfg, "vnode_pod_creates"),
+		deletes: newPodQueue(cfg, "vnode_pod_deletes"),
 		notices: workqueue.NewTyped[types.UID](),
 		entries: map[types.UID]*entry{},
 		keys:    map[string]types.UID{},
 	}
 	p.stats = &kubeletapi.Stats{NodeName: cfg.Node.NodeName, Source: cloud, Pods: p.runningPods, TTL: cfg.StatsTTL}
 	return p
+}
+
+// newPodQueue is a work queue of pods retried with per-pod exponential
+// backoff.
+func newPodQueue(cfg Config, name string) workqueue.TypedRateLimitingInterface[types.UID] {
+	return workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[types.UID](cfg.RetryBase, cfg.RetryMax),
+		workqueue.TypedRateLimitingQueueConfig[types.UID]{Name: name})
 }
 
 // nodeTags select this node's instances, and only them.
@@ -172,14 +183,18 @@ func (p *Provider) NotifyPods(_ context.Context, cb func(*corev1.Pod)) {
 	p.mu.Unlock()
 }
 
-// Run runs the create/delete workers, tells virtual-kubelet of status
+// Run runs the create and delete workers, tells virtual-kubelet of status
 // changes, and syncs (collecting garbage after each full list) until ctx
 // ends.
 func (p *Provider) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for range p.cfg.Workers {
 		wg.Go(func() {
-			for p.processNext(ctx) {
+			for p.processCreate(ctx) {
+			}
+		})
+		wg.Go(func() {
+			for p.processDelete(ctx) {
 			}
 		})
 	}
@@ -192,7 +207,8 @@ func (p *Provider) Run(ctx context.Context) {
 			p.log.WithError(err).Warn("sync with ECI failed; will retry")
 		}
 	}, p.cfg.SyncInterval)
-	p.work.ShutDown()
+	p.creates.ShutDown()
+	p.deletes.ShutDown()
 	p.notices.ShutDown()
 	wg.Wait()
 }

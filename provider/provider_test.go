@@ -222,8 +222,12 @@ func (h *harness) gc(ctx context.Context) {
 // drain runs every create and delete that is due, then tells virtual-kubelet
 // every queued status, as Run's goroutines would.
 func (h *harness) drain(ctx context.Context) {
-	for h.p.work.Len() > 0 {
-		h.p.processNext(ctx)
+	for h.p.creates.Len()+h.p.deletes.Len() > 0 {
+		if h.p.deletes.Len() > 0 {
+			h.p.processDelete(ctx)
+		} else {
+			h.p.processCreate(ctx)
+		}
 	}
 	for h.p.notices.Len() > 0 {
 		h.p.tellNext()
@@ -235,7 +239,7 @@ func (h *harness) drain(ctx context.Context) {
 func (h *harness) retried(t *testing.T, ctx context.Context) {
 	t.Helper()
 	err := wait.PollUntilContextTimeout(ctx, time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
-		return h.p.work.Len() > 0, nil
+		return h.p.creates.Len()+h.p.deletes.Len() > 0, nil
 	})
 	if err != nil {
 		t.Fatal("no retry came back from the work queue")
@@ -423,7 +427,7 @@ func TestDeletingPodIsNotRunning(t *testing.T) {
 		t.Fatal("a pod being deleted is still listed as running")
 	}
 	done := make(chan struct{})
-	go func() { h.p.processNext(ctx); close(done) }()
+	go func() { h.p.processDelete(ctx); close(done) }()
 	close(gate)
 	<-done
 	if pods, _ := h.p.GetPods(ctx); len(pods) != 1 {

@@ -29,6 +29,7 @@ func newCommand() *cobra.Command {
 		tlsCert, tlsKey, vnodeKubelet                            string
 		useTLS, hostNodes                                        bool
 		delays                                                   emulator.Delays
+		quotaScale                                               float64
 	)
 	cmd := &cobra.Command{
 		Use:           "eci-emulator",
@@ -41,11 +42,15 @@ func newCommand() *cobra.Command {
 			if id == "" || secret == "" {
 				return errors.New("--access-key-id and --access-key-secret are required (or ALIBABA_CLOUD_ACCESS_KEY_ID/_SECRET)")
 			}
+			if quotaScale < 0 {
+				return errors.New("--quota-scale must be 0 (no quotas) or positive")
+			}
 			logger := logrus.New()
 			e, err := emulator.New(emulator.Config{
 				Credentials: map[string]string{id: secret}, Region: region, Runtime: runtime, DataDir: dataDir,
 				Delays: delays, AdminToken: adminToken, Logger: logger,
 				TLS: useTLS, TLSCertFile: tlsCert, TLSKeyFile: tlsKey,
+				Quota: emulator.Quota{Off: quotaScale == 0, Scale: quotaScale},
 			})
 			if err != nil {
 				return err
@@ -89,6 +94,7 @@ func newCommand() *cobra.Command {
 	f.BoolVar(&useTLS, "tls", false, "serve https, with a self-signed certificate for 127.0.0.1 and localhost made in <data-dir>/tls unless --tls-cert/--tls-key are given")
 	f.StringVar(&tlsCert, "tls-cert", "", "PEM certificate to serve https with (implies --tls; needs --tls-key)")
 	f.StringVar(&tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.Float64Var(&quotaScale, "quota-scale", 1, "multiplies ECI's published API quotas, enforced per action and AccessKey (answering Throttling.User beyond them); 0 enforces none")
 	f.BoolVar(&hostNodes, "host-virtual-nodes", true, "run each virtual node created with a kubeconfig as a local vnode-kubelet process, as the cloud runs it")
 	f.StringVar(&vnodeKubelet, "vnode-kubelet", "", "the vnode-kubelet binary hosted virtual nodes run (default: the one beside eci-emulator, then PATH)")
 	return cmd

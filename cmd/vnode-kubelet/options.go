@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vnode-project/vnode/cmd/internal/cli"
+	"github.com/vnode-project/vnode/eci"
 	"github.com/vnode-project/vnode/internal/config"
 	"github.com/vnode-project/vnode/internal/version"
 	"github.com/vnode-project/vnode/provider/bootstrap"
@@ -50,6 +51,7 @@ type options struct {
 	kubeAPIBurst        int
 	memoryLimit         string
 	maxLogStreams       int
+	eciRateLimits       map[string]int
 }
 
 func (o *options) addFlags(cmd *cobra.Command) {
@@ -76,6 +78,7 @@ func (o *options) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.tunnelServerName, "tunnel-server-name", "", "name in the tunnel servers' certificate (default: --tunnel-server's host)")
 	f.Float32Var(&o.kubeAPIQPS, "kube-api-qps", 50, "API client queries per second (client-go's default of 5 cannot keep up with hundreds of pods)")
 	f.IntVar(&o.kubeAPIBurst, "kube-api-burst", 100, "API client burst")
+	f.StringToIntVar(&o.eciRateLimits, "eci-rate-limits", nil, "ECI calls per minute the node makes, by action, e.g. CreateContainerGroup=500,DeleteContainerGroup=500 when nodes share an account; each action has its own bucket, at ECI's published quota by default; -1 lifts an action's limit")
 	f.BoolVar(&o.profiling, "profiling", true, "serve Go's profiles at /debug/pprof/ on the kubelet API, to callers allowed nodes/proxy (the kubelet's enableProfilingHandler)")
 	f.BoolVar(&o.anonymousAuth, "anonymous-auth", false, "admit kubelet API requests without credentials as system:anonymous, still authorised by SubjectAccessReview (needed for pods/<node-pod>/proxy)")
 	f.IntVar(&o.maxLogStreams, "max-log-streams", kubeletapi.DefaultMaxLogStreams, "kubectl logs served at once; more are answered 429 Too Many Requests")
@@ -95,6 +98,9 @@ func run(parent context.Context, o options) error {
 	}
 	if o.kubeAPIQPS <= 0 || o.kubeAPIBurst <= 0 {
 		return errors.New("--kube-api-qps and --kube-api-burst must be positive")
+	}
+	if _, err := eci.RateLimits(o.eciRateLimits); err != nil {
+		return fmt.Errorf("--eci-rate-limits: %w", err)
 	}
 
 	// Before TLS bootstrap, which may wait long for its approval.
@@ -133,7 +139,7 @@ func run(parent context.Context, o options) error {
 		RotateServerCertificates: o.rotateServerCerts, CertDir: certDir(o, kubeconfigPath),
 		ClusterDNS: dns, ClusterDomain: o.clusterDomain,
 		KubeletVersion: version.Kubelet(), Version: version.Version(),
-		SyncInterval: o.syncInterval, GCInterval: o.gcInterval, Log: log,
+		SyncInterval: o.syncInterval, GCInterval: o.gcInterval, Log: log, ECIRateLimits: o.eciRateLimits,
 	})
 	if err != nil {
 		return err

@@ -50,6 +50,19 @@ func TestAPIRateFlags(t *testing.T) {
 	}
 }
 
+func TestECIRateLimitsFlag(t *testing.T) {
+	cmd := newCommand()
+	cmd.SetArgs([]string{"--eci-rate-limits=create=1000", "--config=/nonexistent"})
+	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "--eci-rate-limits") || !strings.Contains(err.Error(), "CreateContainerGroup=") {
+		t.Fatalf("a per-class limit: %v", err)
+	}
+	cmd = newCommand()
+	cmd.SetArgs([]string{"--eci-rate-limits=CreateContainerGroup=500,DeleteContainerGroup=-1", "--config=/nonexistent"})
+	if err := cmd.Execute(); err == nil || strings.Contains(err.Error(), "--eci-rate-limits") {
+		t.Fatalf("per-action limits were refused (or the missing config was not what failed): %v", err)
+	}
+}
+
 func TestMemoryLimitFlag(t *testing.T) {
 	t.Setenv("GOMEMLIMIT", "")
 	cmd := newCommand()

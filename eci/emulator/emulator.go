@@ -43,6 +43,9 @@ type Config struct {
 	// for 127.0.0.1, ::1 and localhost, made once in DataDir/tls.
 	TLS                     bool
 	TLSCertFile, TLSKeyFile string
+	// Quota is the API rate limits enforced per account; the zero value
+	// is ECI's published quotas (see Quota).
+	Quota Quota
 }
 
 // Delays are how long a new group stays in each state before running,
@@ -72,6 +75,7 @@ type Emulator struct {
 
 	tls     *tlsFiles // nil: plain http
 	persist *persister
+	quotas  *quotas
 
 	mu        sync.Mutex
 	groups    map[string]*group
@@ -120,7 +124,7 @@ func New(cfg Config) (*Emulator, error) {
 	}
 	e := &Emulator{cfg: cfg, log: cfg.Logger, groups: map[string]*group{}, tokens: map[string]*tokenRecord{},
 		vnodes: map[string]*virtualNode{}, caches: map[string]*imageCache{},
-		calls: map[string]int{}, sessions: map[string]*execSession{}}
+		calls: map[string]int{}, sessions: map[string]*execSession{}, quotas: newQuotas(cfg.Quota)}
 	switch cfg.Runtime {
 	case "process":
 		e.runtime = newProcessRuntime(filepath.Join(cfg.DataDir, "sandboxes"), e)
@@ -396,6 +400,10 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request) {
 	e.calls[action]++
 	faults := e.faults
 	e.mu.Unlock()
+	if apiErr := e.quotas.take(p.get("AccessKeyId"), action, time.Now()); apiErr != nil {
+		e.writeError(w, reqID, apiErr)
+		return
+	}
 
 	var commitThenFail *apiError
 	for _, f := range faults {

@@ -74,7 +74,7 @@ func waitStatus(t *testing.T, c *sdkeci.Client, scheme, id, want string) *sdkeci
 // which closes it as a restart would; t's cleanup stops it too.
 func runEmulator(t *testing.T, cfg Config) (e *Emulator, endpoint string, stop func()) {
 	t.Helper()
-	e, err := New(cfg)
+	e, err := New(withoutQuota(cfg))
 	if err != nil {
 		t.Fatalf("starting the emulator: %v", err)
 	}
@@ -108,10 +108,21 @@ func startForTest(t testing.TB, cfg Config) (*Emulator, string) {
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
 	}
-	e, addr, stop, err := StartLocal(cfg)
+	e, addr, stop, err := StartLocal(withoutQuota(cfg))
 	if err != nil {
 		t.Fatalf("starting the ECI emulator: %v", err)
 	}
 	t.Cleanup(stop)
 	return e, addr
+}
+
+// withoutQuota turns the quota off unless cfg sets one: these tests call
+// the emulator through the bare SDK, far faster than ECI's quotas allow
+// (quota_test.go tests the quota).
+func withoutQuota(cfg Config) Config {
+	q := cfg.Quota
+	if q.PerMinute == nil && q.Burst == nil && q.Scale == 0 {
+		cfg.Quota.Off = true
+	}
+	return cfg
 }

@@ -37,6 +37,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/vnode-project/vnode/eci"
+	"github.com/vnode-project/vnode/eci/emulator"
 	"github.com/vnode-project/vnode/eci/model"
 	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/internal/config"
@@ -95,15 +96,79 @@ func unthrottled(b *testing.B, cp *controlplane.ControlPlane) kubernetes.Interfa
 }
 
 // runBenchNode runs a virtual node in-process on cloud, like startNode but
-// with the binary's sync and GC intervals, room for 20,000 pods and any
-// provider.Cloud.
-func runBenchNode(b *testing.B, e *env, name string, cloud provider.Cloud, checker nodeobject.Checker) {
+// with the binary's sync and GC intervals, room for 20,000
+// pods and any provider.Cloud. It returns the node's kube-apiserver
+// requests, counted as its client sends them.
+func runBenchNode(b *testing.B, e *env, name string, cloud provider.Cloud, checker nodeobject.Checker) *apiCounter {
 	b.Helper()
+	counter := &apiCounter{n: map[string]int{}}
 	e.startNodeWith(b, name, nil, func(o *vnode.Options) {
 		o.Node.Capacity = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100000"), corev1.ResourceMemory: resource.MustParse("400Ti"), corev1.ResourcePods: resource.MustParse("20000")}
 		o.Cloud, o.Checker = cloud, checker
 		o.Version, o.SyncInterval, o.GCInterval, o.LogPollInterval = "bench", benchSync, benchGC, 0
+		o.Kube = rest.CopyConfig(o.Kube)
+		o.Kube.Wrap(counter.wrap)
 	})
+	return counter
+}
+
+// apiCounter counts the requests a client sends to kube-apiserver, by verb
+// and resource.
+type apiCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func (c *apiCounter) wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		k := r.Method + " " + apiResource(r.URL.Path)
+		if r.URL.Query().Get("watch") == "true" {
+			k = "WATCH " + apiResource(r.URL.Path)
+		}
+		c.mu.Lock()
+		c.n[k]++
+		c.mu.Unlock()
+		return rt.RoundTrip(r)
+	})
+}
+
+// apiResource is the resource (and subresource) a kube-apiserver path
+// names: /api/v1/namespaces/ns/pods/p/status is pods/status.
+func apiResource(path string) string {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	// Skip api/v1 or apis/<group>/<version>.
+	switch {
+	case len(parts) >= 2 && parts[0] == "api":
+		parts = parts[2:]
+	case len(parts) >= 3 && parts[0] == "apis":
+		parts = parts[3:]
+	default:
+		return path
+	}
+	if len(parts) >= 2 && parts[0] == "namespaces" && len(parts) > 2 {
+		parts = parts[2:]
+	}
+	switch len(parts) {
+	case 0:
+		return "discovery"
+	case 1, 2:
+		return parts[0]
+	}
+	return parts[0] + "/" + parts[2]
+}
+
+func (c *apiCounter) counts() map[string]float64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]float64, len(c.n))
+	for k, v := range c.n {
+		out[k] = float64(v)
+	}
+	return out
 }
 
 // benchPod is a pod bound to node, with the default service account (so
@@ -525,40 +590,74 @@ func callCounts(b *testing.B, reg *prometheus.Registry) map[string]float64 {
 	return out
 }
 
-// actionClass is eci's rate-limit class of an action (its quotas are per
-// class).
-func actionClass(action string) string {
-	switch action {
-	case "CreateContainerGroup", "DeleteContainerGroup", "CreateVirtualNode", "DeleteVirtualNode":
-		return "create"
-	case "ExecContainerCommand", "DescribeContainerLog", "RestartContainerGroup", "UpdateContainerGroup", "DescribeMultiContainerGroupMetric":
-		return "operate"
+// throttledCalls counts the client's calls ECI answered Throttling*
+// (eci_api_errors_total by code).
+func throttledCalls(b *testing.B, reg *prometheus.Registry) float64 {
+	b.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		b.Fatal(err)
 	}
-	return "describe"
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() != "eci_api_errors_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "code" && strings.HasPrefix(l.GetValue(), "Throttling") {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return n
 }
 
-// perPod logs calls per pod by action and by class and returns the total.
+// perPod logs calls per pod by kind (an ECI action, or a kube-apiserver
+// verb and resource) and returns the total.
 func perPod(b *testing.B, what string, calls map[string]float64, pods int) float64 {
 	b.Helper()
 	var total float64
-	byClass := map[string]float64{}
-	var actions []string
+	var kinds []string
 	for a, v := range calls {
 		if v == 0 {
 			continue
 		}
 		total += v
-		byClass[actionClass(a)] += v
-		actions = append(actions, fmt.Sprintf("%s %.3f", a, v/float64(pods)))
+		kinds = append(kinds, fmt.Sprintf("%s %.3f", a, v/float64(pods)))
 	}
-	sort.Strings(actions)
-	var classes []string
-	for cl, v := range byClass {
-		classes = append(classes, fmt.Sprintf("%s %.3f", cl, v/float64(pods)))
-	}
-	sort.Strings(classes)
-	b.Logf("%s calls per pod: %.3f; by class: %s; by action: %s", what, total/float64(pods), strings.Join(classes, ", "), strings.Join(actions, ", "))
+	sort.Strings(kinds)
+	b.Logf("%s per pod: %.3f; by kind: %s", what, total/float64(pods), strings.Join(kinds, ", "))
 	return total / float64(pods)
+}
+
+// benchQuota scales the emulator's quotas by VNODE_BENCH_QUOTA_SCALE (so a
+// small run is bound by the quota as a large one is) and returns the
+// client limits that match them: the node knows the quota it runs under.
+func benchQuota(b *testing.B, emu *emulator.Emulator) map[string]int {
+	b.Helper()
+	if v := os.Getenv("VNODE_BENCH_QUOTA_SCALE"); v != "" {
+		scale, err := strconv.ParseFloat(v, 64)
+		if err != nil || scale <= 0 {
+			b.Fatalf("VNODE_BENCH_QUOTA_SCALE=%q: want a positive number", v)
+		}
+		emu.SetQuota(emulator.Quota{Scale: scale})
+	}
+	limits := map[string]int{}
+	for a, l := range emu.Quotas() {
+		limits[a] = max(1, int(l.PerMinute))
+	}
+	return limits
+}
+
+// quotaBound is the least time ECI's create quota allows n creates: the
+// burst at once, the rest at the quota's rate.
+func quotaBound(l emulator.Limit, n int) time.Duration {
+	if l.PerMinute <= 0 {
+		return 0
+	}
+	return time.Duration(float64(max(0, n-l.Burst)) / (l.PerMinute / 60) * float64(time.Second))
 }
 
 func diff(after, before map[string]float64) map[string]float64 {
@@ -572,8 +671,12 @@ func diff(after, before map[string]float64) map[string]float64 {
 // BenchmarkScale1000Pods binds 1,000 pods to a virtual node at once, on
 // ECI (the emulator through the real client) and on the floor (an
 // in-memory cloud), each on its own control plane: time to all Running,
-// bind to CreateContainerGroup latency, and ECI calls per pod over the
-// pods' whole life.
+// bind to CreateContainerGroup latency, ECI calls and kube-apiserver
+// requests per pod over the pods' whole life, and on ECI the quota bound
+// ((N - burst) / rate of the emulator's CreateContainerGroup quota, which
+// VNODE_BENCH_QUOTA_SCALE scales), the ratio to it and the throttled calls
+// (want 0). The node's API client is the harness's (200 QPS, burst 400),
+// not the binary's 50/100, so the figures compare with earlier runs.
 func BenchmarkScale1000Pods(b *testing.B) {
 	n := benchPods(b, scalePods)
 	for i := 0; i < b.N; i++ {
@@ -581,11 +684,13 @@ func BenchmarkScale1000Pods(b *testing.B) {
 		// The floor.
 		fe := newEnv(b, "sim")
 		mem := newMemCloud()
-		runBenchNode(b, fe, "vn-floor", mem, mem)
+		fapi := runBenchNode(b, fe, "vn-floor", mem, mem)
 		fc := unthrottled(b, fe.cp)
+		var fapiBefore map[string]float64
 		b.StartTimer()
-		floor := runLifecycle(b, fe, fc, "bench-floor", "vn-floor", n, mem.instances, func() {})
+		floor := runLifecycle(b, fe, fc, "bench-floor", "vn-floor", n, mem.instances, func() { fapiBefore = fapi.counts() })
 		b.StopTimer()
+		fapiCalls := diff(fapi.counts(), fapiBefore)
 		fcall := mem.times.latencies(b, "bench-floor", floor.bound, false)
 		mem.mu.Lock()
 		memCalls := map[string]float64{}
@@ -593,28 +698,43 @@ func BenchmarkScale1000Pods(b *testing.B) {
 			memCalls[a] = float64(v)
 		}
 		mem.mu.Unlock()
-		perPod(b, "floor: provider.Cloud", memCalls, n)
+		perPod(b, "floor: provider.Cloud calls", memCalls, n)
+		floorAPI := perPod(b, "floor: kube-apiserver requests", fapiCalls, n)
 
 		// ECI: the emulator behind the real client, its calls counted in a
 		// registry of its own.
+		// The emulator enforces ECI's quotas (scaled by
+		// VNODE_BENCH_QUOTA_SCALE), the client knows them.
 		ee := newEnv(b, "sim")
+		limits := benchQuota(b, ee.emu)
+		createQuota := ee.emu.Quotas()["CreateContainerGroup"]
+		bound := quotaBound(createQuota, n)
 		reg := prometheus.NewRegistry()
 		logger := logrus.New()
 		logger.SetLevel(logrus.WarnLevel)
 		client, err := eci.New(eci.Config{RegionID: "cn-hangzhou", Endpoint: "http://" + ee.ep, AccessKeyID: akID, AccessKeySecret: akSecret,
-			Metrics: reg, Logger: logger, VkClientVersion: "vnode-bench"})
+			Metrics: reg, Logger: logger, VkClientVersion: "vnode-bench", RateLimits: limits})
 		if err != nil {
 			b.Fatal(err)
 		}
 		timed := &timedECI{Client: client, times: newCreateTimes()}
-		runBenchNode(b, ee, "vn-eci", timed, client)
+		eapi := runBenchNode(b, ee, "vn-eci", timed, client)
 		ec := unthrottled(b, ee.cp)
-		var before map[string]float64
+		var before, eapiBefore map[string]float64
+		var throttledBefore float64
 		b.StartTimer()
 		res := runLifecycle(b, ee, ec, "bench-eci", "vn-eci", n, func() int { return len(ee.instancesOf("vn-eci")) },
-			func() { before = callCounts(b, reg) })
+			func() {
+				before, eapiBefore, throttledBefore = callCounts(b, reg), eapi.counts(), throttledCalls(b, reg)
+			})
 		b.StopTimer()
 		calls := diff(callCounts(b, reg), before)
+		eapiCalls := diff(eapi.counts(), eapiBefore)
+		throttled := throttledCalls(b, reg) - throttledBefore
+		emuThrottled := 0
+		for _, v := range ee.emu.ThrottledCounts() {
+			emuThrottled += v
+		}
 		ecall := timed.times.latencies(b, "bench-eci", res.bound, false)
 		eend := timed.times.latencies(b, "bench-eci", res.bound, true)
 
@@ -622,16 +742,22 @@ func BenchmarkScale1000Pods(b *testing.B) {
 			n, floor.toRunning.Seconds(), floor.creates.Seconds(), floor.deletion.Seconds(), ms(percentile(fcall, .5)), ms(percentile(fcall, .99)))
 		b.Logf("eci:   %d pods Running %.1f s after the first create (creates took %.1f s), deleted in %.1f s; bind->CreateContainerGroup call p50 %.0f ms p99 %.0f ms, ->instance created p50 %.0f ms p99 %.0f ms",
 			n, res.toRunning.Seconds(), res.creates.Seconds(), res.deletion.Seconds(), ms(percentile(ecall, .5)), ms(percentile(ecall, .99)), ms(percentile(eend, .5)), ms(percentile(eend, .99)))
-		b.Logf("the client's create-class quota (ECI's default, %d/min, shared by create and delete) alone needs %.0f s for %d creates",
-			1000, float64(n)/1000*60, n)
+		b.Logf("quota bound: the emulator's CreateContainerGroup quota (%g/min, burst %d) allows %d creates in no less than %.1f s; all Running after %.2fx that",
+			createQuota.PerMinute, createQuota.Burst, n, bound.Seconds(), res.toRunning.Seconds()/bound.Seconds())
+		b.Logf("throttled ECI calls: %.0f seen by the client, %d answered by the emulator (want 0)", throttled, emuThrottled)
 		b.ReportMetric(res.toRunning.Seconds(), "eci-running-s")
+		b.ReportMetric(bound.Seconds(), "quota-bound-s")
+		b.ReportMetric(res.toRunning.Seconds()/bound.Seconds(), "eci/quota-bound")
+		b.ReportMetric(throttled, "throttled-calls")
+		b.ReportMetric(perPod(b, "eci: kube-apiserver requests", eapiCalls, n), "eci-api-requests/pod")
+		b.ReportMetric(floorAPI, "floor-api-requests/pod")
 		b.ReportMetric(floor.toRunning.Seconds(), "floor-running-s")
 		b.ReportMetric(res.toRunning.Seconds()/floor.toRunning.Seconds(), "eci/floor")
 		b.ReportMetric(ms(percentile(ecall, .5)), "bind-create-p50-ms")
 		b.ReportMetric(ms(percentile(ecall, .99)), "bind-create-p99-ms")
 		b.ReportMetric(ms(percentile(fcall, .5)), "floor-bind-create-p50-ms")
 		b.ReportMetric(ms(percentile(fcall, .99)), "floor-bind-create-p99-ms")
-		b.ReportMetric(perPod(b, "eci: ECI API", calls, n), "eci-calls/pod")
+		b.ReportMetric(perPod(b, "eci: ECI API calls", calls, n), "eci-calls/pod")
 	}
 }
 

@@ -23,6 +23,8 @@ import (
 	"k8s.io/client-go/tools/remotecommand"
 
 	"github.com/vnode-project/vnode/eci"
+	"github.com/vnode-project/vnode/eci/emulator"
+	"github.com/vnode-project/vnode/eci/model"
 	"github.com/vnode-project/vnode/provider/vnode"
 )
 
@@ -285,11 +287,19 @@ func kapiEnvInt(b *testing.B, name string, def int) int {
 // the path, not the limiter.
 func kapiStartNode(b *testing.B, e *env, name string) *node {
 	b.Helper()
-	var limits map[eci.ActionClass]int
+	var limits map[string]int
 	switch v := os.Getenv("VNODE_BENCH_ECI_LIMITS"); v {
 	case "default":
 	case "":
-		limits = map[eci.ActionClass]int{eci.ClassOperate: 1e6, eci.ClassDescribe: 1e6}
+		// Lifted on both sides: the client's buckets and the emulator's
+		// quotas (the create and delete quotas stay).
+		limits = map[string]int{}
+		for action := range model.Quotas {
+			if action != "CreateContainerGroup" && action != "DeleteContainerGroup" {
+				limits[action] = -1
+			}
+		}
+		e.emu.SetQuota(emulator.Quota{PerMinute: limits})
 	default:
 		b.Fatalf("VNODE_BENCH_ECI_LIMITS=%q: want empty or default", v)
 	}

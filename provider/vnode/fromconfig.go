@@ -37,6 +37,9 @@ type Settings struct {
 	SyncInterval, GCInterval time.Duration
 	Log                      *logrus.Entry
 	Ready                    chan<- struct{}
+	// ECIRateLimits are the client's calls per minute by ECI action
+	// (eci.Config.RateLimits); nil keeps ECI's published quotas.
+	ECIRateLimits map[string]int
 }
 
 // NodeName is the node's name: override, else the context's vnode-name,
@@ -74,7 +77,7 @@ func FromContext(cc *config.Context, s Settings) (Options, error) {
 	client, err := eci.New(eci.Config{
 		RegionID: cc.RegionID, Endpoint: cc.Endpoint, NetworkType: cc.NetworkType,
 		AccessKeyID: cc.AccessKeyID, AccessKeySecret: cc.AccessKeySecret,
-		Logger: s.Log, VkClientVersion: "vnode-" + s.Version,
+		Logger: s.Log, VkClientVersion: "vnode-" + s.Version, RateLimits: s.ECIRateLimits,
 	})
 	if err != nil {
 		return Options{}, err
