@@ -1,0 +1,234 @@
+// Package sandbox isolates one instance (container group) of the ECI
+// emulator's process runtime: it sets up the instance's namespaces and
+// mounts, and runs commands inside them.
+//
+// An instance is a PID 1 of its own: the binary that links this package
+// re-executed (/proc/self/exe) in new user, mount, PID and UTS namespaces.
+// Its user namespace maps root inside to an unprivileged uid outside
+// (HostRoot), so nothing in it can undo the isolation or write to the host.
+// Its root is an overlay: the host's root file system (not its other
+// mounts) as the read-only lower layer, a tmpfs as the writable layer, so
+// writes are the instance's alone and go with it. It gets a fresh /proc of
+// its own PID namespace, a minimal /dev (null, zero, full, random, urandom,
+// tty bound from the host, its own devpts and /dev/shm), a tmpfs /tmp and
+// its volumes bound at their mount paths. The host network is kept (no
+// network namespace): pods' IntranetIP handling and the kubelet API and
+// tunnel rely on processes reachable on the host's loopback.
+//
+// Commands run inside through nsenter(1) (util-linux): Go cannot setns
+// into a user or mount namespace from its multi-threaded runtime, and
+// nsenter enters the mount, PID and UTS namespaces first and the user
+// namespace last, so each command starts as the instance's root.
+//
+// The re-execution is caught by this package's init function, so every
+// binary that links the process runtime (the emulator's mains and test
+// binaries alike) serves as an instance's PID 1 without a hook to forget:
+// a forgotten hook would run the whole binary again as PID 1.
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// specEnv carries an instance's Spec to its PID 1, and marks the process
+// as one.
+const specEnv = "VNODE_SANDBOX_SPEC"
+
+// holdEnv marks the process that holds an instance's user namespace.
+const holdEnv = "VNODE_SANDBOX_HOLD"
+
+// The uid and gid range an instance's users map to when the emulator
+// runs as root: above the usual subordinate ranges' start, unprivileged
+// on the host.
+const (
+	rootRangeStart = 100000
+	rootRangeSize  = 65536
+)
+
+func init() {
+	if s, ok := os.LookupEnv(specEnv); ok {
+		os.Exit(runInit(s))
+	}
+	if _, ok := os.LookupEnv(holdEnv); ok {
+		hold()
+	}
+}
+
+// Mount is one volume of an instance: Source, a path inside the
+// instance's directory, bound at Target inside the instance.
+type Mount struct {
+	Source   string `json:"source"`
+	Target   string `json:"target"`
+	ReadOnly bool   `json:"readOnly"`
+}
+
+// Spec is what an instance's PID 1 sets up.
+type Spec struct {
+	Dir      string  `json:"dir"` // set by Start
+	Hostname string  `json:"hostname"`
+	Mounts   []Mount `json:"mounts"`
+	// LayerSize bounds the writable layer (a tmpfs size, e.g. "1g");
+	// empty is the tmpfs default (half the memory).
+	LayerSize string `json:"layerSize,omitempty"`
+}
+
+// HostRoot is the host uid and gid the instance's root is. Files the
+// instance must own (its directory, its volumes) belong to them.
+func HostRoot() (uid, gid int) { return rootRangeStart, rootRangeStart }
+
+func idMap() []syscall.SysProcIDMap {
+	return []syscall.SysProcIDMap{{ContainerID: 0, HostID: rootRangeStart, Size: rootRangeSize}}
+}
+
+// Instance is a running instance's PID 1.
+type Instance struct {
+	cmd     *exec.Cmd
+	nsenter string
+	userNS  string // the path of the user namespace its commands run in
+	done    chan struct{}
+}
+
+// ErrNotRoot is why an emulator that is not root cannot isolate.
+var ErrNotRoot = errors.New("isolating an instance needs root: its mount, PID and UTS namespaces, overlay and /proc are set up by a root PID 1 before its processes drop into a user namespace")
+
+// Start starts an instance in dir, a directory of its own that holds its
+// volumes' sources (Spec.Mounts) and gets its layer's mount point.
+// Nothing of the instance is left once Stop returns but dir's files.
+func Start(dir string, spec Spec) (*Instance, error) {
+	if os.Geteuid() != 0 {
+		return nil, ErrNotRoot
+	}
+	nsenter, err := exec.LookPath("nsenter")
+	if err != nil {
+		return nil, fmt.Errorf("finding nsenter (util-linux) to run commands in an instance: %w", err)
+	}
+	dir, err = filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "rootfs"), 0o700); err != nil {
+		return nil, fmt.Errorf("creating the instance's layer mount point: %w", err)
+	}
+	// The instance's root owns its volumes: they are its to read and
+	// write. The directories above stay the emulator's (0700), so no
+	// other instance or host user reaches them.
+	uid, gid := HostRoot()
+	if err := chownTree(filepath.Join(dir, "volumes"), uid, gid); err != nil {
+		return nil, fmt.Errorf("giving the instance its volumes: %w", err)
+	}
+	spec.Dir = dir
+	js, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Close()
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Args = []string{"vnode-sandbox"}
+	cmd.Env = []string{specEnv + "=" + string(js)}
+	cmd.ExtraFiles = []*os.File{wr} // fd 3
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS,
+		// The instance dies with the emulator; its PID namespace, and
+		// every process in it, with it.
+		Pdeathsig: syscall.SIGKILL,
+	}
+	if err := cmd.Start(); err != nil {
+		wr.Close()
+		return nil, fmt.Errorf("creating the instance's mount, PID and UTS namespaces: %w", err)
+	}
+	wr.Close()
+	in := &Instance{cmd: cmd, nsenter: nsenter, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(in.done) }()
+	msg, _ := io.ReadAll(rd)
+	holder, ok := strings.CutPrefix(string(msg), ready+" ")
+	if !ok {
+		in.Stop()
+		if len(msg) == 0 {
+			msg = []byte("the instance's PID 1 ended before it was set up")
+		}
+		return nil, errors.New(string(msg))
+	}
+	// The holder's namespace, as the host reaches it: through the
+	// instance's root and /proc.
+	in.userNS = fmt.Sprintf("/proc/%d/root/proc/%s/ns/user", in.Pid(), holder)
+	return in, nil
+}
+
+// Pid is the instance's PID 1 as the host sees it.
+func (in *Instance) Pid() int { return in.cmd.Process.Pid }
+
+// Done is closed once the instance's PID 1 has ended.
+func (in *Instance) Done() <-chan struct{} { return in.done }
+
+// Command is argv run inside the instance as its root, in workdir (made
+// if missing; empty is /) with env (nothing else of the emulator's).
+func (in *Instance) Command(workdir string, argv, env []string) *exec.Cmd {
+	// nsenter enters the mount, PID and UTS namespaces as root, then the
+	// user namespace, where it becomes the instance's root.
+	args := []string{"--target", strconv.Itoa(in.Pid()), "--mount", "--pid", "--uts", "--user=" + in.userNS, "--root", "--wd", "--"}
+	if workdir != "" && workdir != "/" {
+		// nsenter's --wd=DIR is a host path: change directory inside.
+		args = append(args, "/bin/sh", "-c", `mkdir -p -- "$0" 2>/dev/null; cd -- "$0" && exec "$@"`, workdir)
+	}
+	cmd := exec.Command(in.nsenter, append(args, argv...)...)
+	cmd.Env = env
+	return cmd
+}
+
+// Stop kills the instance's PID 1 and so every process of the instance
+// (the kernel ends a PID namespace with its init) and its mounts.
+func (in *Instance) Stop() {
+	_ = in.cmd.Process.Kill()
+	<-in.done
+}
+
+// chownTree gives every file under root (if it exists) to uid and gid.
+func chownTree(root string, uid, gid int) error {
+	err := filepath.WalkDir(root, func(p string, _ os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	})
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// OpenPTY opens a terminal of the instance's own devpts: the process
+// given the peer sees its terminal as /dev/pts/N inside, as a container
+// runtime's console does.
+func (in *Instance) OpenPTY() (master, peer *os.File, err error) {
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/root/dev/pts/ptmx", in.Pid()), unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening the instance's terminal multiplexer: %w", err)
+	}
+	master = os.NewFile(uintptr(fd), "ptmx")
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		master.Close()
+		return nil, nil, fmt.Errorf("unlocking a terminal: %w", err)
+	}
+	pfd, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.TIOCGPTPEER, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC)
+	if errno != 0 {
+		err = errno
+		master.Close()
+		return nil, nil, fmt.Errorf("opening a terminal's peer: %w", err)
+	}
+	return master, os.NewFile(pfd, "pts"), nil
+}

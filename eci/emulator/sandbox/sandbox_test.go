@@ -1,0 +1,9 @@
+package sandbox
+
+import "testing"
+
+func TestProbe(t *testing.T) {
+	if err := Probe(); err != nil {
+		t.Fatal(err)
+	}
+}
