@@ -579,8 +579,14 @@ func parseVolumes(p params) ([]volume, *apiError) {
 				return nil, missingParam(pre + "DiskVolume.DiskId")
 			}
 		case "ConfigFileVolume":
+			// The SDK's field is DefaultModel, vnode's client sends
+			// DefaultMode: either is the default.
+			dm := pre + "ConfigFileVolume.DefaultMode"
+			if p.get(dm) == "" {
+				dm = pre + "ConfigFileVolume.DefaultModel"
+			}
 			var apiErr *apiError
-			if v.DefaultMode, apiErr = fileMode(p, pre+"ConfigFileVolume.DefaultMode"); apiErr != nil {
+			if v.DefaultMode, apiErr = fileMode(p, dm); apiErr != nil {
 				return nil, apiErr
 			}
 			for _, m := range p.indices(pre + "ConfigFileVolume.ConfigFileToPath") {
