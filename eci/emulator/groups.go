@@ -36,8 +36,8 @@ func (e *Emulator) createGroup(p params) (map[string]any, *apiError) {
 		return nil, invalidParam("ContainerGroupName", "2-128 lower-case letters, digits and hyphens, not starting or ending with a hyphen")
 	}
 	host := p.get("HostName")
-	if host != "" && (len(host) > 63 || !nameRE.MatchString(host)) {
-		return nil, invalidParam("HostName", "at most 63 lower-case letters, digits and hyphens, not starting or ending with a hyphen")
+	if host != "" && (len(host) > 63 || !hostNameRE.MatchString(host)) {
+		return nil, invalidParam("HostName", "at most 63 letters, digits, hyphens and dots, starting and ending with a letter or digit")
 	}
 	containers, apiErr := parseContainers(p, "Container")
 	if apiErr != nil {

@@ -284,6 +284,9 @@ func (p params) int(k string, def int) (int, *apiError) {
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,126}[a-z0-9])?$`)
 
+// hostNameRE is a HostName: a pod's name or spec.hostname.
+var hostNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$`)
+
 // parseContainers reads Container.N.* or InitContainer.N.*.
 func parseContainers(p params, prefix string) ([]*container, *apiError) {
 	var out []*container
