@@ -3,22 +3,31 @@
 // mounts, and runs commands inside them.
 //
 // An instance is a PID 1 of its own: the binary that links this package
-// re-executed (/proc/self/exe) in new user, mount, PID and UTS namespaces.
-// Its user namespace maps root inside to an unprivileged uid outside
-// (HostRoot), so nothing in it can undo the isolation or write to the host.
-// Its root is an overlay: the host's root file system (not its other
-// mounts) as the read-only lower layer, a tmpfs as the writable layer, so
-// writes are the instance's alone and go with it. It gets a fresh /proc of
-// its own PID namespace, a minimal /dev (null, zero, full, random, urandom,
-// tty bound from the host, its own devpts and /dev/shm), a tmpfs /tmp and
-// its volumes bound at their mount paths. The host network is kept (no
-// network namespace): pods' IntranetIP handling and the kubelet API and
-// tunnel rely on processes reachable on the host's loopback.
+// re-executed (/proc/self/exe) as root in new mount, PID and UTS
+// namespaces. It makes its mounts private, sets the hostname, and builds
+// the instance's root: an overlay of the host's root file system (not its
+// other mounts) as the read-only lower layer under a tmpfs writable layer,
+// so writes are the instance's alone and go with it; a fresh /proc of its
+// PID namespace; a minimal /dev (null, zero, full, random, urandom, tty
+// bound from the host, a devpts and /dev/shm of its own); a tmpfs /tmp;
+// its volumes bound at their mount paths (read-only where asked). Then it
+// pivots into that root, detaches the host's, and starts a holder of the
+// instance's user namespace: root inside, an unprivileged uid range
+// outside (HostRoot). The instance's processes run in that user
+// namespace, which does not own the mount namespace: they cannot mount,
+// unmount or remount anything, and outside they are an unprivileged uid.
+// The host network is kept (no network namespace): pods' IntranetIP
+// handling, the kubelet API and the tunnel reach processes on the host's
+// loopback.
 //
 // Commands run inside through nsenter(1) (util-linux): Go cannot setns
-// into a user or mount namespace from its multi-threaded runtime, and
-// nsenter enters the mount, PID and UTS namespaces first and the user
-// namespace last, so each command starts as the instance's root.
+// into a user or mount namespace from its multi-threaded runtime; nsenter
+// enters the mount, PID and UTS namespaces as root, then the user
+// namespace, where it becomes the instance's root.
+//
+// Setting up an instance needs root (a mount namespace of the host's user
+// namespace and its mounts); elsewhere Start refuses (ErrNotRoot), and
+// Probe says what is missing.
 //
 // The re-execution is caught by this package's init function, so every
 // binary that links the process runtime (the emulator's mains and test
