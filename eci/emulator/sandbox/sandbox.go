@@ -147,7 +147,7 @@ func Start(dir string, spec Spec) (*Instance, error) {
 	}
 	defer rd.Close()
 	cmd := exec.Command("/proc/self/exe")
-	cmd.Args = []string{"vnode-sandbox"}
+	cmd.Args = []string{"vnode-sandbox", dir} // ps shows whose it is
 	cmd.Env = []string{specEnv + "=" + string(js)}
 	cmd.ExtraFiles = []*os.File{wr} // fd 3
 	cmd.SysProcAttr = &syscall.SysProcAttr{
