@@ -3,12 +3,10 @@ package emulator
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -394,11 +392,7 @@ func usage(pid int) (cpuNs, rss uint64) {
 	if pid <= 0 {
 		return 0, 0
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0
-	}
-	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	fields := statFields(strconv.Itoa(pid))
 	if len(fields) > 22 {
 		ut, _ := strconv.ParseUint(fields[11], 10, 64)
 		st, _ := strconv.ParseUint(fields[12], 10, 64)

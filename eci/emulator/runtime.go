@@ -531,17 +531,21 @@ func childOf(pid int) int {
 		if err != nil {
 			continue
 		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+		if fields := statFields(e.Name()); len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
 			return child
 		}
 	}
 	return 0
+}
+
+// statFields are the fields of /proc/<pid>/stat after "pid (comm)" (comm
+// may hold spaces and parentheses): state, ppid, ...; nil if unreadable.
+func statFields(pid string) []string {
+	stat, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return nil
+	}
+	return strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
 }
 
 // layerSize bounds an instance's writable layer by its memory (GiB), as
