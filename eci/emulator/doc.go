@@ -12,8 +12,8 @@
 // namespaces, the host's root read-only under a writable layer, volumes at
 // their mount paths, root in a user namespace that is unprivileged
 // outside; the host's network), so logs and exec are real and nothing a
-// pod does touches the host; it needs root and refuses to start where
-// instances cannot be isolated. "sim" runs nothing and holds thousands of
+// pod does touches the host; it refuses to start where instances cannot
+// be isolated. "sim" runs nothing and holds thousands of
 // groups for benchmarks.
 //
 // Actions: container groups (Create, Describe, DescribeStatus, Update,

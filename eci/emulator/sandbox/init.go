@@ -32,7 +32,7 @@ func runInit(specJSON string) int {
 	}
 	var holder int
 	if err == nil {
-		holder, err = startHolder()
+		holder, err = startHolder(spec.Rootless)
 	}
 	if err != nil {
 		fmt.Fprint(report, err.Error())
@@ -89,7 +89,11 @@ func setUp(spec Spec) error {
 		}
 		sources[i] = fd
 	}
+	// The instance's root as PID 1 names it.
 	uid, gid := HostRoot()
+	if spec.Rootless {
+		uid, gid = 0, 0
+	}
 	layerOpts := "mode=0755"
 	if spec.LayerSize != "" {
 		layerOpts += ",size=" + spec.LayerSize
@@ -109,7 +113,11 @@ func setUp(spec Spec) error {
 	if err := seedLayer("rootfs/upper", uid, gid); err != nil {
 		return err
 	}
-	if err := step("mounting the overlay over the host's root (overlayfs)",
+	if spec.Rootless {
+		if err := mountRootsParts(); err != nil {
+			return err
+		}
+	} else if err := step("mounting the overlay over the host's root (overlayfs)",
 		unix.Mount("overlay", "rootfs/merged", "overlay", 0, "lowerdir=/,upperdir=rootfs/upper,workdir=rootfs/work")); err != nil {
 		return err
 	}
@@ -294,15 +302,16 @@ func mountPoint(src int, target string) (int, error) {
 // it does not own the instance's mount namespace, so nothing in it can
 // mount, unmount or remount anything there. It returns the holder's pid
 // in the instance.
-func startHolder() (int, error) {
+func startHolder(rootless bool) (int, error) {
+	uids, gids := holderMaps(rootless)
 	cmd := exec.Command("/proc/self/exe")
 	cmd.Args = []string{"vnode-sandbox-user"}
 	cmd.Env = []string{holdEnv + "=1"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags:                 syscall.CLONE_NEWUSER,
-		UidMappings:                idMap(),
-		GidMappings:                idMap(),
-		GidMappingsEnableSetgroups: true,
+		UidMappings:                uids,
+		GidMappings:                gids,
+		GidMappingsEnableSetgroups: !rootless, // a rootless instance's namespace denies setgroups
 		Pdeathsig:                  syscall.SIGKILL,
 	}
 	if err := cmd.Start(); err != nil {
@@ -316,4 +325,49 @@ func hold() {
 	for {
 		_ = unix.Pause()
 	}
+}
+
+// mountRootsParts builds a rootless instance's root: in a user namespace
+// the host's root cannot be a lower layer (its submounts are locked, and
+// overlayfs will not clone a mount with locked submounts), so the root is
+// a tmpfs with an overlay over each of the host root's top directories
+// (its links copied), a directory with locked submounts left empty. In a
+// user namespace overlayfs keeps its attributes in user.* extended
+// attributes (userxattr).
+func mountRootsParts() error {
+	if err := step("mounting the instance's root directory (tmpfs)", unix.Mount("tmpfs", "rootfs/merged", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755")); err != nil {
+		return err
+	}
+	tops, err := os.ReadDir("/")
+	if err != nil {
+		return step("reading the host's root", err)
+	}
+	for _, t := range tops {
+		p := filepath.Join("rootfs/merged", t.Name())
+		switch {
+		case t.Type()&os.ModeSymlink != 0:
+			to, err := os.Readlink("/" + t.Name())
+			if err == nil {
+				err = os.Symlink(to, p)
+			}
+			if err != nil {
+				return step("linking /"+t.Name(), err)
+			}
+		case t.IsDir():
+			if err := os.Mkdir(p, 0o755); err != nil {
+				return step("making /"+t.Name(), err)
+			}
+			if t.Name() == "proc" || t.Name() == "sys" || t.Name() == "dev" {
+				continue
+			}
+			work := filepath.Join("rootfs/work", t.Name())
+			if err := os.Mkdir(work, 0o700); err != nil {
+				return step("making /"+t.Name()+"'s work directory", err)
+			}
+			// A directory with locked submounts cannot be a lower layer:
+			// it stays empty.
+			_ = unix.Mount("overlay", p, "overlay", 0, "lowerdir=/"+t.Name()+",upperdir=rootfs/upper/"+t.Name()+",workdir="+work+",userxattr")
+		}
+	}
+	return nil
 }

@@ -3,31 +3,30 @@
 // mounts, and runs commands inside them.
 //
 // An instance is a PID 1 of its own: the binary that links this package
-// re-executed (/proc/self/exe) as root in new mount, PID and UTS
-// namespaces. It makes its mounts private, sets the hostname, and builds
-// the instance's root: an overlay of the host's root file system (not its
-// other mounts) as the read-only lower layer under a tmpfs writable layer,
-// so writes are the instance's alone and go with it; a fresh /proc of its
-// PID namespace; a minimal /dev (null, zero, full, random, urandom, tty
-// bound from the host, a devpts and /dev/shm of its own); a tmpfs /tmp;
-// its volumes bound at their mount paths (read-only where asked). Then it
-// pivots into that root, detaches the host's, and starts a holder of the
-// instance's user namespace: root inside, an unprivileged uid range
-// outside (HostRoot). The instance's processes run in that user
-// namespace, which does not own the mount namespace: they cannot mount,
-// unmount or remount anything, and outside they are an unprivileged uid.
-// The host network is kept (no network namespace): pods' IntranetIP
-// handling, the kubelet API and the tunnel reach processes on the host's
-// loopback.
+// re-executed (/proc/self/exe) in new mount, PID and UTS namespaces. It
+// makes its mounts private, sets the hostname, and builds the instance's
+// root: the host's root file system (not its other mounts) as a read-only
+// lower layer under a tmpfs writable layer (overlayfs), so writes are the
+// instance's alone and go with it; a fresh /proc of its PID namespace; a
+// minimal /dev (null, zero, full, random, urandom, tty bound from the
+// host, a devpts and /dev/shm of its own); a tmpfs /tmp; its volumes
+// bound at their mount paths (read-only where asked). Then it pivots into
+// that root, detaches the host's, and starts a holder of the instance's
+// user namespace: root inside, unprivileged outside (HostRoot). The
+// instance's processes run in that user namespace, which owns no mount
+// namespace: they cannot mount, unmount or remount anything. The host
+// network is kept (no network namespace): pods' IntranetIP handling, the
+// kubelet API and the tunnel reach processes on the host's loopback.
+//
+// As root, PID 1 is root in the host's user namespace and the holder's
+// namespace maps root to a range of its own (100000-165535). Rootless (the
+// emulator is not root), PID 1 is root only in a user namespace of its
+// own that maps root to the emulator's user, and the holder's namespace
+// is nested in it; the host's root cannot be one lower layer there (its
+// submounts are locked), so each of its top directories is one.
 //
 // Commands run inside through nsenter(1) (util-linux): Go cannot setns
-// into a user or mount namespace from its multi-threaded runtime; nsenter
-// enters the mount, PID and UTS namespaces as root, then the user
-// namespace, where it becomes the instance's root.
-//
-// Setting up an instance needs root (a mount namespace of the host's user
-// namespace and its mounts); elsewhere Start refuses (ErrNotRoot), and
-// Probe says what is missing.
+// into a user or mount namespace from its multi-threaded runtime.
 //
 // The re-execution is caught by this package's init function, so every
 // binary that links the process runtime (the emulator's mains and test
@@ -90,34 +89,46 @@ type Spec struct {
 	// LayerSize bounds the writable layer (a tmpfs size, e.g. "1g");
 	// empty is the tmpfs default (half the memory).
 	LayerSize string `json:"layerSize,omitempty"`
+	// Rootless (set by Start): the emulator is not root, so PID 1 runs
+	// in a user namespace of its own (the emulator's uid as root).
+	Rootless bool `json:"rootless,omitempty"`
 }
 
-// HostRoot is the host uid and gid the instance's root is. Files the
-// instance must own (its directory, its volumes) belong to them.
-func HostRoot() (uid, gid int) { return rootRangeStart, rootRangeStart }
+// HostRoot is the host uid and gid the instance's root is: a range of
+// its own when the emulator is root, else the emulator's user. Files the
+// instance must own (its volumes) belong to them.
+func HostRoot() (uid, gid int) {
+	if os.Geteuid() != 0 {
+		return os.Geteuid(), os.Getegid()
+	}
+	return rootRangeStart, rootRangeStart
+}
 
-func idMap() []syscall.SysProcIDMap {
-	return []syscall.SysProcIDMap{{ContainerID: 0, HostID: rootRangeStart, Size: rootRangeSize}}
+// holderMaps map the holder's user namespace's root to HostRoot, as its
+// parent (PID 1's namespace) names it.
+func holderMaps(rootless bool) (uids, gids []syscall.SysProcIDMap) {
+	if rootless {
+		m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}}
+		return m, m
+	}
+	m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: rootRangeStart, Size: rootRangeSize}}
+	return m, m
 }
 
 // Instance is a running instance's PID 1.
 type Instance struct {
-	cmd     *exec.Cmd
-	nsenter string
-	userNS  string // the path of the user namespace its commands run in
-	done    chan struct{}
+	cmd      *exec.Cmd
+	nsenter  string
+	rootless bool
+	holder   string // the holder's pid in the instance
+	done     chan struct{}
 }
-
-// ErrNotRoot is why an emulator that is not root cannot isolate.
-var ErrNotRoot = errors.New("isolating an instance needs root: its mount, PID and UTS namespaces, overlay and /proc are set up by a root PID 1 before its processes drop into a user namespace")
 
 // Start starts an instance in dir, a directory of its own that holds its
 // volumes' sources (Spec.Mounts) and gets its layer's mount point.
 // Nothing of the instance is left once Stop returns but dir's files.
 func Start(dir string, spec Spec) (*Instance, error) {
-	if os.Geteuid() != 0 {
-		return nil, ErrNotRoot
-	}
+	rootless := os.Geteuid() != 0
 	nsenter, err := exec.LookPath("nsenter")
 	if err != nil {
 		return nil, fmt.Errorf("finding nsenter (util-linux) to run commands in an instance: %w", err)
@@ -132,11 +143,13 @@ func Start(dir string, spec Spec) (*Instance, error) {
 	// The instance's root owns its volumes: they are its to read and
 	// write. The directories above stay the emulator's (0700), so no
 	// other instance or host user reaches them.
-	uid, gid := HostRoot()
-	if err := chownTree(filepath.Join(dir, "volumes"), uid, gid); err != nil {
-		return nil, fmt.Errorf("giving the instance its volumes: %w", err)
+	if !rootless {
+		uid, gid := HostRoot()
+		if err := chownTree(filepath.Join(dir, "volumes"), uid, gid); err != nil {
+			return nil, fmt.Errorf("giving the instance its volumes: %w", err)
+		}
 	}
-	spec.Dir = dir
+	spec.Dir, spec.Rootless = dir, rootless
 	js, err := json.Marshal(spec)
 	if err != nil {
 		return nil, err
@@ -156,12 +169,21 @@ func Start(dir string, spec Spec) (*Instance, error) {
 		// every process in it, with it.
 		Pdeathsig: syscall.SIGKILL,
 	}
+	if rootless {
+		// Root only in a user namespace of its own: the emulator's user
+		// outside.
+		a := cmd.SysProcAttr
+		a.Cloneflags |= syscall.CLONE_NEWUSER
+		a.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}}
+		a.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}}
+		a.Credential = &syscall.Credential{Uid: 0, Gid: 0, NoSetGroups: true}
+	}
 	if err := cmd.Start(); err != nil {
 		wr.Close()
 		return nil, fmt.Errorf("creating the instance's mount, PID and UTS namespaces: %w", err)
 	}
 	wr.Close()
-	in := &Instance{cmd: cmd, nsenter: nsenter, done: make(chan struct{})}
+	in := &Instance{cmd: cmd, nsenter: nsenter, rootless: rootless, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(in.done) }()
 	msg, _ := io.ReadAll(rd)
 	holder, ok := strings.CutPrefix(string(msg), ready+" ")
@@ -172,9 +194,7 @@ func Start(dir string, spec Spec) (*Instance, error) {
 		}
 		return nil, errors.New(string(msg))
 	}
-	// The holder's namespace, as the host reaches it: through the
-	// instance's root and /proc.
-	in.userNS = fmt.Sprintf("/proc/%d/root/proc/%s/ns/user", in.Pid(), holder)
+	in.holder = holder
 	return in, nil
 }
 
@@ -187,9 +207,22 @@ func (in *Instance) Done() <-chan struct{} { return in.done }
 // Command is argv run inside the instance as its root, in workdir (made
 // if missing; empty is /) with env (nothing else of the emulator's).
 func (in *Instance) Command(workdir string, argv, env []string) *exec.Cmd {
-	// nsenter enters the mount, PID and UTS namespaces as root, then the
-	// user namespace, where it becomes the instance's root.
-	args := []string{"--target", strconv.Itoa(in.Pid()), "--mount", "--pid", "--uts", "--user=" + in.userNS, "--root", "--wd", "--"}
+	var args []string
+	if in.rootless {
+		// nsenter enters PID 1's user namespace (the emulator's user owns
+		// it) and its mount, PID and UTS namespaces; a second nsenter,
+		// inside, the holder's user namespace, which owns no mount.
+		// Both keep their uid (already root there): these namespaces deny
+		// setgroups, which nsenter would otherwise call.
+		args = []string{"--target", strconv.Itoa(in.Pid()), "--user", "--mount", "--pid", "--uts", "--root", "--wd", "--preserve-credentials", "--",
+			"nsenter", "--user=/proc/" + in.holder + "/ns/user", "--preserve-credentials", "--"}
+	} else {
+		// nsenter enters the mount, PID and UTS namespaces as root, then
+		// the holder's user namespace (reached through the instance's root
+		// and /proc), where it becomes the instance's root.
+		userNS := fmt.Sprintf("/proc/%d/root/proc/%s/ns/user", in.Pid(), in.holder)
+		args = []string{"--target", strconv.Itoa(in.Pid()), "--mount", "--pid", "--uts", "--user=" + userNS, "--root", "--wd", "--"}
+	}
 	if workdir != "" && workdir != "/" {
 		// nsenter's --wd=DIR is a host path: change directory inside.
 		args = append(args, "/bin/sh", "-c", `mkdir -p -- "$0" 2>/dev/null; cd -- "$0" && exec "$@"`, workdir)
