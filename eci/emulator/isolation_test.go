@@ -20,7 +20,13 @@ import (
 // runs inside, and nothing of it (mount, process, directory) is left once
 // it is deleted.
 func TestInstanceIsolation(t *testing.T) {
-	dir := t.TempDir()
+	// The data dir on the host's root file system (not a tmpfs /tmp),
+	// where the pod could see it unless it is hidden.
+	dir, err := os.MkdirTemp("/var/tmp", "vnode-iso-data-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	e, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "process", DataDir: dir})
 	c := sdkClient(t, ep, testID, testSecret)
 
@@ -66,6 +72,7 @@ func TestInstanceIsolation(t *testing.T) {
 		"umount /etc/app 2>/dev/null; echo umount-volume=$?",
 		"echo y 2>/dev/null > /etc/app/secret; echo write-readonly=$?",
 		"echo hostname=$(hostname)",
+		"echo datadir-entries=$(ls -A " + dir + " 2>/dev/null | wc -l)",
 		"echo init-wrote=$(cat /shared/init.txt)",
 		"stat -c 'mode %a %n' /etc/app/secret /etc/app/conf/app.conf",
 		"echo secret=$(cat /etc/app/secret)",
@@ -89,7 +96,7 @@ func TestInstanceIsolation(t *testing.T) {
 		return strings.Contains(log, "done\n")
 	})
 	wants := []string{"wrote-etc\n", "wrote-tmp\n", "write-readonly=",
-		"hostname=web-0\n", "init-wrote=from-init\n", "mode 400 /etc/app/secret\n", "mode 644 /etc/app/conf/app.conf\n",
+		"hostname=web-0\n", "datadir-entries=0\n", "init-wrote=from-init\n", "mode 400 /etc/app/secret\n", "mode 644 /etc/app/conf/app.conf\n",
 		"secret=s3cret\n"}
 	if os.Geteuid() == 0 {
 		// Rootless, a host directory of another user cannot be copied up

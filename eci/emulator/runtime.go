@@ -166,7 +166,13 @@ func (r *processRuntime) start(g *group) {
 	// An update swaps these lists: take them under the lock.
 	r.e.mu.Lock()
 	inits, containers, volumes := g.InitContainers, g.Containers, g.Volumes
+	// The emulator's data (its credentials, every instance's volumes and
+	// logs) is hidden from the instance: rootless, the instance's root is
+	// the emulator's user and could read it.
 	spec := sandbox.Spec{Hostname: g.hostName(), Mounts: mounts(g), LayerSize: layerSize(g.Memory)}
+	if data, err := filepath.Abs(r.e.cfg.DataDir); err == nil {
+		spec.Hide = []string{data}
+	}
 	r.e.mu.Unlock()
 	// Volumes are directories in the sandbox, the instance's to use;
 	// configuration volumes' files hold secrets: private unless their

@@ -144,7 +144,24 @@ func setUp(spec Spec) error {
 	if err := step("detaching the host's root", unix.Unmount(".", unix.MNT_DETACH)); err != nil {
 		return err
 	}
-	return step("entering the instance's root", os.Chdir("/"))
+	if err := step("entering the instance's root", os.Chdir("/")); err != nil {
+		return err
+	}
+	hide := spec.Hide
+	if home := os.Getenv("HOME"); spec.Rootless && home != "" {
+		hide = append(hide, home)
+	}
+	for _, p := range hide {
+		// Resolved in the instance's root now; a path it lacks needs no
+		// hiding.
+		if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
+			continue
+		}
+		if err := unix.Mount("tmpfs", p, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=4k,mode=0755"); err != nil {
+			return fmt.Errorf("hiding %s: %w", p, err)
+		}
+	}
+	return nil
 }
 
 // seedLayer makes, in upper, the host root's top directories with the

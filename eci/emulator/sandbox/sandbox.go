@@ -89,6 +89,10 @@ type Spec struct {
 	// LayerSize bounds the writable layer (a tmpfs size, e.g. "1g");
 	// empty is the tmpfs default (half the memory).
 	LayerSize string `json:"layerSize,omitempty"`
+	// Hide are host directories the instance must not read (the
+	// emulator's data): an empty read-only tmpfs covers each. Rootless,
+	// the user's home is hidden too.
+	Hide []string `json:"hide,omitempty"`
 	// Rootless (set by Start): the emulator is not root, so PID 1 runs
 	// in a user namespace of its own (the emulator's uid as root).
 	Rootless bool `json:"rootless,omitempty"`
