@@ -22,24 +22,13 @@ import (
 func TestInstanceIsolation(t *testing.T) {
 	// The data dir on the host's root file system (not a tmpfs /tmp),
 	// where the pod could see it unless it is hidden.
-	dir, err := os.MkdirTemp("/var/tmp", "vnode-iso-data-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := hostDir(t, "/var/tmp", 0o700)
 	e, ep := startForTest(t, Config{Credentials: map[string]string{testID: testSecret}, Runtime: "process", DataDir: dir})
 	c := sdkClient(t, ep, testID, testSecret)
 
 	// A file the pod can see (the host's root is its lower layer, /var/tmp
 	// is on it) in a directory everyone may write.
-	victimDir, err := os.MkdirTemp("/var/tmp", "vnode-iso-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(victimDir) })
-	if err := os.Chmod(victimDir, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	victimDir := hostDir(t, "/var/tmp", 0o777)
 	victim := filepath.Join(victimDir, "keep")
 	if err := os.WriteFile(victim, []byte("host"), 0o666); err != nil {
 		t.Fatal(err)
@@ -188,14 +177,7 @@ func TestInstanceIsolationUnprivileged(t *testing.T) {
 		t.Skip("unprivileged already: TestInstanceIsolation is this test")
 	}
 	// The test binary, where an unprivileged uid may run it.
-	dir, err := os.MkdirTemp("", "emulator-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := hostDir(t, os.TempDir(), 0o755)
 	self, err := os.ReadFile("/proc/self/exe")
 	if err != nil {
 		t.Fatal(err)
@@ -213,4 +195,20 @@ func TestInstanceIsolationUnprivileged(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "--- PASS: TestInstanceIsolation") {
 		t.Fatalf("as uid 65534: %v\n%s", err, out)
 	}
+}
+
+// hostDir is a new directory in parent with mode, removed after the test
+// (t.TempDir's are in a private tmp directory: not for other users, and
+// in a pod's /tmp only the pod's own files are).
+func hostDir(t *testing.T, parent string, mode os.FileMode) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(parent, "vnode-iso-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, mode); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
