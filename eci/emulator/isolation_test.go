@@ -62,6 +62,7 @@ func TestInstanceIsolation(t *testing.T) {
 		"echo y 2>/dev/null > /etc/app/secret; echo write-readonly=$?",
 		"echo hostname=$(hostname)",
 		"echo datadir-entries=$(ls -A " + dir + " 2>/dev/null | wc -l)",
+		"echo home-entries=$(ls -A '" + os.Getenv("HOME") + "' 2>/dev/null | wc -l)",
 		"echo init-wrote=$(cat /shared/init.txt)",
 		"stat -c 'mode %a %n' /etc/app/secret /etc/app/conf/app.conf",
 		"echo secret=$(cat /etc/app/secret)",
@@ -91,6 +92,9 @@ func TestInstanceIsolation(t *testing.T) {
 		// Rootless, a host directory of another user cannot be copied up
 		// (its owner has no uid inside): the delete fails there.
 		wants = append(wants, "removed-victim\n")
+	} else {
+		// Rootless, the instance's root is the user: its home is hidden.
+		wants = append(wants, "home-entries=0\n")
 	}
 	for _, want := range wants {
 		if !strings.Contains(log, want) {
@@ -188,7 +192,12 @@ func TestInstanceIsolationUnprivileged(t *testing.T) {
 	}
 	cmd := exec.Command(bin, "-test.run=^TestInstanceIsolation$", "-test.count=1", "-test.v")
 	cmd.Dir = dir
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	// A home with a file in it, which the pods must not see.
+	home := hostDir(t, "/var/tmp", 0o755)
+	if err := os.WriteFile(filepath.Join(home, "private"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	// -test.v: the child says it ran the test, not that none matched.
 	out, err := cmd.CombinedOutput()

@@ -147,11 +147,7 @@ func setUp(spec Spec) error {
 	if err := step("entering the instance's root", os.Chdir("/")); err != nil {
 		return err
 	}
-	hide := spec.Hide
-	if home := os.Getenv("HOME"); spec.Rootless && home != "" {
-		hide = append(hide, home)
-	}
-	for _, p := range hide {
+	for _, p := range spec.Hide {
 		// Resolved in the instance's root now; a path it lacks needs no
 		// hiding.
 		if fi, err := os.Stat(p); err != nil || !fi.IsDir() {

@@ -154,6 +154,10 @@ func Start(dir string, spec Spec) (*Instance, error) {
 		}
 	}
 	spec.Dir, spec.Rootless = dir, rootless
+	if home, err := os.UserHomeDir(); rootless && err == nil {
+		// Rootless, the instance's root is the user: not for its files.
+		spec.Hide = append(spec.Hide, home)
+	}
 	js, err := json.Marshal(spec)
 	if err != nil {
 		return nil, err
