@@ -68,7 +68,8 @@ func TestCreateListLogsExecDelete(t *testing.T) {
 	emu, ep := emulatortest.StartForTest(t, emulator.Config{Credentials: map[string]string{id: secret}, Runtime: "process"})
 	c := newClient(t, ep, nil)
 	ctx := context.Background()
-	g := group("args", "tok-args", "/bin/sh", "-c", `printf '<%s>' "$@"; echo; sleep 60`, "sh", "a b", "", `c'd "e"`)
+	g := group("args", "tok-args", "/bin/sh", "-c", `printf '%s ' "$(hostname)"; printf '<%s>' "$@"; echo; sleep 60`, "sh", "a b", "", `c'd "e"`)
+	g.HostName = "args-host"
 	gid, reqID, err := c.CreateContainerGroup(ctx, g)
 	if err != nil || gid == "" || reqID == "" {
 		t.Fatalf("create: %q %q %v", gid, reqID, err)
@@ -102,7 +103,7 @@ func TestCreateListLogsExecDelete(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if !strings.HasSuffix(content, ` <a b><><c'd "e">`+"\n") {
+	if !strings.HasSuffix(content, ` args-host <a b><><c'd "e">`+"\n") {
 		t.Fatalf("arguments arrived as %q", content)
 	}
 	uri, err := c.ExecCommand(ctx, gid, "app", []string{"echo", "x y"}, false, false)

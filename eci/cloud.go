@@ -62,6 +62,7 @@ func (c *Client) CreateContainerGroup(ctx context.Context, g *model.ContainerGro
 func createParams(g *model.ContainerGroup) flat {
 	p := flat{}
 	p.set("ContainerGroupName", g.Name)
+	p.set("HostName", g.HostName)
 	p.set("RestartPolicy", g.RestartPolicy)
 	p.set("ClientToken", g.ClientToken)
 	p.set("SecurityGroupId", g.SecurityGroupID)

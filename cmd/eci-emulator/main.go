@@ -83,7 +83,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&listen, "listen", "127.0.0.1:8880", "address to serve the ECI API on")
 	f.StringVar(&id, "access-key-id", os.Getenv("ALIBABA_CLOUD_ACCESS_KEY_ID"), "AccessKey id clients sign with")
 	f.StringVar(&secret, "access-key-secret", os.Getenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET"), "AccessKey secret clients sign with")
-	f.StringVar(&runtime, "runtime", "process", "process (run containers as local processes) or sim (run nothing)")
+	f.StringVar(&runtime, "runtime", "process", "process (run containers as local processes, each instance isolated) or sim (run nothing)")
 	f.StringVar(&dataDir, "data-dir", "", "directory for the state (kept across restarts), sandboxes and logs (default: a temporary one)")
 	f.StringVar(&region, "region", "cn-hangzhou", "the region the emulator serves")
 	f.StringVar(&adminToken, "admin-token", "", "bearer token for /admin/ (fault injection); empty disables it")

@@ -77,6 +77,10 @@ func TestClusterCommandCtrlC(t *testing.T) {
 func processesUsing(dir string) int {
 	entries, _ := os.ReadDir("/proc")
 	n := 0
+	// An instance's PID 1 names its sandbox, under dir; its containers'
+	// processes share its PID namespace.
+	instances := map[string]bool{}
+	var others []string
 	for _, e := range entries {
 		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
 		if err != nil {
@@ -86,10 +90,18 @@ func processesUsing(dir string) int {
 		if strings.Contains(string(stat), ") Z ") {
 			continue // a zombie is already dead
 		}
-		// Container processes of the emulator are known by their working
-		// directory, a sandbox under dir.
-		cwd, _ := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
-		if strings.Contains(string(cmdline), dir) || strings.HasPrefix(cwd, dir) {
+		if strings.Contains(string(cmdline), dir) {
+			n++
+			if strings.HasPrefix(string(cmdline), "vnode-sandbox\x00") {
+				ns, _ := os.Readlink(filepath.Join("/proc", e.Name(), "ns", "pid"))
+				instances[ns] = true
+			}
+			continue
+		}
+		others = append(others, e.Name())
+	}
+	for _, pid := range others {
+		if ns, err := os.Readlink(filepath.Join("/proc", pid, "ns", "pid")); err == nil && instances[ns] {
 			n++
 		}
 	}

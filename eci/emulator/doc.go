@@ -8,8 +8,13 @@
 // the cloud instead of accepting anything.
 //
 // Two runtimes: "process" runs each container's command as a local process
-// (own process group, sandbox directory, env), so logs and exec are real;
-// "sim" runs nothing and holds thousands of groups for benchmarks.
+// inside its instance's isolation (package sandbox: own mount, PID and UTS
+// namespaces, the host's root read-only under a writable layer, volumes at
+// their mount paths, root in a user namespace that is unprivileged
+// outside; the host's network), so logs and exec are real and nothing a
+// pod does touches the host; it refuses to start where instances cannot
+// be isolated. "sim" runs nothing and holds thousands of
+// groups for benchmarks.
 //
 // Actions: container groups (Create, Describe, DescribeStatus, Update,
 // Restart, Delete, logs, exec, metrics), virtual nodes (Create, Describe,

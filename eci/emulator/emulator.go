@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/vnode-project/vnode/eci/emulator/sandbox"
 )
 
 // Config configures an emulator.
@@ -46,6 +48,10 @@ type Config struct {
 	// Quota is the API rate limits enforced per account; the zero value
 	// is ECI's published quotas (see Quota).
 	Quota Quota
+	// IsolationProbe says why the process runtime cannot isolate
+	// instances here (nil: it can); default sandbox.Probe. A non-nil
+	// answer makes New refuse the process runtime.
+	IsolationProbe func() error
 }
 
 // Delays are how long a new group stays in each state before running,
@@ -127,7 +133,15 @@ func New(cfg Config) (*Emulator, error) {
 		calls: map[string]int{}, sessions: map[string]*execSession{}, quotas: newQuotas(cfg.Quota)}
 	switch cfg.Runtime {
 	case "process":
-		e.runtime = newProcessRuntime(filepath.Join(cfg.DataDir, "sandboxes"), e)
+		probe := cfg.IsolationProbe
+		if probe == nil {
+			probe = sandbox.Probe
+		}
+		pr, err := newProcessRuntime(filepath.Join(cfg.DataDir, "sandboxes"), e, probe)
+		if err != nil {
+			return nil, fmt.Errorf("eciemulator: %w", err)
+		}
+		e.runtime = pr
 	case "sim":
 		e.runtime = simRuntime{e}
 	default:

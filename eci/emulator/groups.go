@@ -35,6 +35,10 @@ func (e *Emulator) createGroup(p params) (map[string]any, *apiError) {
 	if len(name) < 2 || !nameRE.MatchString(name) {
 		return nil, invalidParam("ContainerGroupName", "2-128 lower-case letters, digits and hyphens, not starting or ending with a hyphen")
 	}
+	host := p.get("HostName")
+	if host != "" && (len(host) > 63 || !hostNameRE.MatchString(host)) {
+		return nil, invalidParam("HostName", "at most 63 letters, digits, hyphens and dots, starting and ending with a letter or digit")
+	}
 	containers, apiErr := parseContainers(p, "Container")
 	if apiErr != nil {
 		return nil, apiErr
@@ -126,7 +130,7 @@ func (e *Emulator) createGroup(p params) (map[string]any, *apiError) {
 		restart = "Always"
 	}
 	g := &group{
-		ContainerGroupID: id, ContainerGroupName: name, RegionID: e.cfg.Region, ZoneID: zone, Cpu: cpu, Memory: mem,
+		ContainerGroupID: id, ContainerGroupName: name, HostName: host, RegionID: e.cfg.Region, ZoneID: zone, Cpu: cpu, Memory: mem,
 		InstanceType: instanceType, VSwitchID: strings.TrimSpace(vswitches[0]), SecurityGroupID: p.get("SecurityGroupId"),
 		ResourceGroupID: p.get("ResourceGroupId"), RestartPolicy: restart, Status: "Scheduling", CreationTime: now.Format(timeFormat),
 		SpotStrategy: p.get("SpotStrategy"), Tags: tags, Containers: containers, InitContainers: inits, Volumes: vols,

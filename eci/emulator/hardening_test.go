@@ -71,7 +71,7 @@ func TestPrivateFileNarrowsAnExistingMode(t *testing.T) {
 	if err := privateDir(dir); err != nil {
 		t.Fatal(err)
 	}
-	if err := writePrivateFile(p, []byte("new")); err != nil {
+	if err := writeFileMode(p, []byte("new"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for path, want := range map[string]os.FileMode{p: 0o600, dir: 0o700} {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -20,6 +21,7 @@ import (
 type group struct {
 	ContainerGroupID   string       `json:"ContainerGroupId"`
 	ContainerGroupName string       `json:"ContainerGroupName"`
+	HostName           string       `json:"HostName,omitempty"`
 	RegionID           string       `json:"RegionId"`
 	ZoneID             string       `json:"ZoneId"`
 	Cpu                float64      `json:"Cpu"`
@@ -47,6 +49,14 @@ type group struct {
 	created     time.Time
 	credentials []registryCredential // never returned, as ECI never returns them
 	pending     *groupUpdate         // an accepted UpdateContainerGroup not yet applied
+}
+
+// hostName is the instance's hostname: HostName, else its name.
+func (g *group) hostName() string {
+	if g.HostName != "" {
+		return g.HostName
+	}
+	return g.ContainerGroupName
 }
 
 // dnsConfig is a group's DnsConfig, in DescribeContainerGroups' shape.
@@ -172,6 +182,19 @@ type container struct {
 type configFile struct {
 	Path    string `json:"Path"`
 	Content []byte `json:"Content"`
+	Mode    int32  `json:"Mode,omitempty"`
+}
+
+// mode is the file's mode in its volume v: its own, else v's default,
+// else private (0600).
+func (f configFile) mode(v volume) os.FileMode {
+	switch {
+	case f.Mode != 0:
+		return os.FileMode(f.Mode) & os.ModePerm
+	case v.DefaultMode != 0:
+		return os.FileMode(v.DefaultMode) & os.ModePerm
+	}
+	return 0o600
 }
 
 type volume struct {
@@ -182,6 +205,8 @@ type volume struct {
 	Medium     string       `json:"EmptyDirVolumeMedium,omitempty"`
 	DiskID     string       `json:"DiskVolumeDiskId,omitempty"`
 	ConfigFile []configFile `json:"ConfigFileVolumeConfigFileToPaths,omitempty"`
+	// DefaultMode is a ConfigFileVolume's files' mode when a file has none.
+	DefaultMode int32 `json:"ConfigFileVolumeDefaultMode,omitempty"`
 }
 
 const timeFormat = "2006-01-02T15:04:05Z"
@@ -258,6 +283,9 @@ func (p params) int(k string, def int) (int, *apiError) {
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,126}[a-z0-9])?$`)
+
+// hostNameRE is a HostName: a pod's name or spec.hostname.
+var hostNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$`)
 
 // parseContainers reads Container.N.* or InitContainer.N.*.
 func parseContainers(p params, prefix string) ([]*container, *apiError) {
@@ -554,6 +582,16 @@ func parseVolumes(p params) ([]volume, *apiError) {
 				return nil, missingParam(pre + "DiskVolume.DiskId")
 			}
 		case "ConfigFileVolume":
+			// The SDK's field is DefaultModel, vnode's client sends
+			// DefaultMode: either is the default.
+			dm := pre + "ConfigFileVolume.DefaultMode"
+			if p.get(dm) == "" {
+				dm = pre + "ConfigFileVolume.DefaultModel"
+			}
+			var apiErr *apiError
+			if v.DefaultMode, apiErr = fileMode(p, dm); apiErr != nil {
+				return nil, apiErr
+			}
 			for _, m := range p.indices(pre + "ConfigFileVolume.ConfigFileToPath") {
 				fp := fmt.Sprintf("%sConfigFileVolume.ConfigFileToPath.%d.", pre, m)
 				content, err := base64.StdEncoding.DecodeString(p.get(fp + "Content"))
@@ -564,7 +602,11 @@ func parseVolumes(p params) ([]volume, *apiError) {
 				if path == "" || strings.HasPrefix(path, "/") || strings.Contains(path, "..") {
 					return nil, invalidParam(fp+"Path", "must be a relative path inside the volume")
 				}
-				v.ConfigFile = append(v.ConfigFile, configFile{Path: path, Content: content})
+				mode, apiErr := fileMode(p, fp+"Mode")
+				if apiErr != nil {
+					return nil, apiErr
+				}
+				v.ConfigFile = append(v.ConfigFile, configFile{Path: path, Content: content, Mode: mode})
 			}
 		case "":
 			return nil, missingParam(pre + "Type")
@@ -574,6 +616,20 @@ func parseVolumes(p params) ([]volume, *apiError) {
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+// fileMode is the file mode parameter k (decimal, as the SDK sends it;
+// 0 when absent).
+func fileMode(p params, k string) (int32, *apiError) {
+	s := p.get(k)
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 32)
+	if err != nil || n < 0 || n > 0o777 {
+		return 0, invalidParam(k, "a file mode from 0 to 0777 (511), in decimal")
+	}
+	return int32(n), nil
 }
 
 // roundSpec rounds up to a sold spec as ECI does (model's table of sold

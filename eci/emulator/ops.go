@@ -2,12 +2,11 @@ package emulator
 
 import (
 	"encoding/json"
-	"fmt"
+	"errors"
 	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -152,7 +151,11 @@ func (e *Emulator) execCommand(r *http.Request, p params) (map[string]any, *apiE
 		if tty {
 			return nil, invalidParam("Sync", "Sync needs TTY=false")
 		}
-		out, _ := e.execCmd(g, c, cmd).CombinedOutput()
+		ec, err := e.runtime.(*processRuntime).command(g, c, cmd)
+		if err != nil {
+			return nil, errf(http.StatusBadRequest, "IncorrectStatus", "The container "+c.Name+" is not running: "+err.Error())
+		}
+		out, _ := ec.CombinedOutput()
 		return map[string]any{"SyncResponse": string(out)}, nil
 	}
 	token := randomSuffix() + randomSuffix() + randomSuffix()
@@ -164,14 +167,6 @@ func (e *Emulator) execCommand(r *http.Request, p params) (map[string]any, *apiE
 		scheme = "wss://"
 	}
 	return map[string]any{"WebSocketUri": scheme + r.Host + "/exec/?s=" + token}, nil
-}
-
-func (e *Emulator) execCmd(g *group, c *container, argv []string) *exec.Cmd {
-	pr := e.runtime.(*processRuntime)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Dir = pr.workdir(g, c)
-	cmd.Env = pr.env(g, c)
-	return cmd
 }
 
 var upgrader = websocket.Upgrader{ReadBufferSize: 32 * 1024, WriteBufferSize: 32 * 1024}
@@ -206,7 +201,12 @@ func (e *Emulator) serveExec(w http.ResponseWriter, r *http.Request) {
 		defer wmu.Unlock()
 		_ = conn.WriteMessage(websocket.BinaryMessage, append([]byte{ch}, b...))
 	}
-	cmd := e.execCmd(s.group, s.container, s.cmd)
+	// Exec runs inside the container's instance, as its containers do.
+	cmd, err := e.runtime.(*processRuntime).command(s.group, s.container, s.cmd)
+	if err != nil {
+		send(chanStatus, statusJSON(126, err.Error()))
+		return
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: s.tty, Setpgid: !s.tty}
 	// One reader for the whole session; a closed channel means the client
 	// went away.
@@ -258,7 +258,7 @@ func (e *Emulator) serveExec(w http.ResponseWriter, r *http.Request) {
 				break wait
 			}
 		}
-		ptmx, err = pty.StartWithSize(cmd, size)
+		ptmx, err = startOnTerminal(s.group, e.runtime.(*processRuntime), cmd, size)
 		if err != nil {
 			send(chanStatus, statusJSON(127, err.Error()))
 			return
@@ -352,6 +352,31 @@ type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
 
+// startOnTerminal starts cmd on a terminal of g's instance at size and
+// returns the terminal's master.
+func startOnTerminal(g *group, pr *processRuntime, cmd *exec.Cmd, size *pty.Winsize) (*os.File, error) {
+	in := pr.instance(g)
+	if in == nil {
+		return nil, errors.New("the instance is not running")
+	}
+	master, peer, err := in.OpenPTY()
+	if err != nil {
+		return nil, err
+	}
+	defer peer.Close()
+	if err := pty.Setsize(master, size); err != nil {
+		master.Close()
+		return nil, err
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = peer, peer, peer
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		master.Close()
+		return nil, err
+	}
+	return master, nil
+}
+
 func statusJSON(code int, msg string) []byte {
 	st := metav1.Status{Status: metav1.StatusSuccess}
 	if code != 0 {
@@ -367,11 +392,7 @@ func usage(pid int) (cpuNs, rss uint64) {
 	if pid <= 0 {
 		return 0, 0
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0
-	}
-	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	fields := statFields(strconv.Itoa(pid))
 	if len(fields) > 22 {
 		ut, _ := strconv.ParseUint(fields[11], 10, 64)
 		st, _ := strconv.ParseUint(fields[12], 10, 64)

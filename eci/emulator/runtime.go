@@ -8,9 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vnode-project/vnode/eci/emulator/sandbox"
 )
 
 // runtime runs (or pretends to run) a group's containers.
@@ -53,14 +57,21 @@ func (simRuntime) resume(*group) {}
 // that stops cleanly on SIGTERM, like most images' entrypoints.
 var standIn = []string{"/bin/sh", "-c", `trap "exit 0" TERM; while :; do sleep 1; done`}
 
-// processRuntime runs every container as a local process group.
+// processRuntime runs every container as a local process group inside
+// its instance's isolation (package sandbox): the instance's own mount,
+// PID and UTS namespaces, its root the host's read-only beneath a
+// writable layer, its volumes at their mount paths, its processes root in
+// a user namespace and unprivileged outside. It keeps the host's network
+// (no network namespace): the kubelet API, the tunnel and pods'
+// IntranetIP handling reach processes on the host's loopback.
 type processRuntime struct {
 	root string
 	e    *Emulator
 
-	mu    sync.Mutex
-	procs map[string]*proc // group id + "/" + container
-	stops map[string]bool  // groups being stopped: no restarts
+	mu        sync.Mutex
+	procs     map[string]*proc             // group id + "/" + container
+	stops     map[string]bool              // groups being stopped: no restarts
+	instances map[string]*sandbox.Instance // group id -> its running instance
 }
 
 type proc struct {
@@ -69,8 +80,13 @@ type proc struct {
 	code int           // the exit code, once done
 }
 
-func newProcessRuntime(root string, e *Emulator) *processRuntime {
-	return &processRuntime{root: root, e: e, procs: map[string]*proc{}, stops: map[string]bool{}}
+// newProcessRuntime refuses, with probe's reason, where instances cannot
+// be isolated: it never runs a pod's processes unisolated.
+func newProcessRuntime(root string, e *Emulator, probe func() error) (*processRuntime, error) {
+	if err := probe(); err != nil {
+		return nil, fmt.Errorf("the process runtime cannot isolate instances here (%w); use the sim runtime (--runtime sim) instead", err)
+	}
+	return &processRuntime{root: root, e: e, procs: map[string]*proc{}, stops: map[string]bool{}, instances: map[string]*sandbox.Instance{}}, nil
 }
 
 func (r *processRuntime) sandbox(g *group) string { return filepath.Join(r.root, g.ContainerGroupID) }
@@ -85,7 +101,7 @@ func (r *processRuntime) logPath(g *group, c string, previous bool) string {
 
 // env is a container's environment, with the instance IP resolved.
 func (r *processRuntime) env(g *group, c *container) []string {
-	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOSTNAME=" + g.ContainerGroupName, "HOME=" + r.sandbox(g)}
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOSTNAME=" + g.hostName(), "HOME=/root"}
 	for _, v := range c.EnvironmentVars {
 		val := v.Value
 		if v.FieldPath == "status.podIP" {
@@ -96,13 +112,40 @@ func (r *processRuntime) env(g *group, c *container) []string {
 	return env
 }
 
-func (r *processRuntime) workdir(g *group, c *container) string {
-	if c.WorkingDir != "" {
-		if fi, err := os.Stat(c.WorkingDir); err == nil && fi.IsDir() {
-			return c.WorkingDir
+// instance is g's running instance, nil when it has none.
+func (r *processRuntime) instance(g *group) *sandbox.Instance {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.instances[g.ContainerGroupID]
+}
+
+// command is argv run in g's instance as container c runs.
+func (r *processRuntime) command(g *group, c *container, argv []string) (*exec.Cmd, error) {
+	in := r.instance(g)
+	if in == nil {
+		return nil, errors.New("the instance is not running")
+	}
+	return in.Command(c.WorkingDir, argv, r.env(g, c)), nil
+}
+
+// mounts are the instance's volume mounts: its containers share one
+// mount namespace, so a path is mounted once, read-write if any
+// container mounts it read-write.
+func mounts(g *group) []sandbox.Mount {
+	var out []sandbox.Mount
+	at := map[string]int{}
+	for _, c := range append(append([]*container{}, g.InitContainers...), g.Containers...) {
+		for _, m := range c.VolumeMounts {
+			src := filepath.Join("volumes", m.Name, m.SubPath)
+			if i, ok := at[m.MountPath]; ok {
+				out[i].ReadOnly = out[i].ReadOnly && m.ReadOnly
+				continue
+			}
+			at[m.MountPath] = len(out)
+			out = append(out, sandbox.Mount{Source: src, Target: m.MountPath, ReadOnly: m.ReadOnly})
 		}
 	}
-	return r.sandbox(g)
+	return out
 }
 
 func argv(c *container) []string {
@@ -123,25 +166,64 @@ func (r *processRuntime) start(g *group) {
 	// An update swaps these lists: take them under the lock.
 	r.e.mu.Lock()
 	inits, containers, volumes := g.InitContainers, g.Containers, g.Volumes
+	// The emulator's data (its credentials, every instance's volumes and
+	// logs) is hidden from the instance: rootless, the instance's root is
+	// the emulator's user and could read it.
+	spec := sandbox.Spec{Hostname: g.hostName(), Mounts: mounts(g), LayerSize: layerSize(g.Memory)}
+	if data, err := filepath.Abs(r.e.cfg.DataDir); err == nil {
+		spec.Hide = []string{data}
+	}
 	r.e.mu.Unlock()
-	// Configuration volumes become files in the sandbox. They hold secret
-	// volumes' contents and the containers run as the emulator's user, so
-	// they are the user's alone, whatever DataDir's mode and the umask.
+	// Volumes are directories in the sandbox, the instance's to use;
+	// configuration volumes' files hold secrets: private unless their
+	// mode says otherwise, in 0700 directories whatever DataDir's mode
+	// and the umask.
 	for _, v := range volumes {
 		dir := filepath.Join(r.sandbox(g), "volumes", v.Name)
+		if err := privateDir(dir); err != nil {
+			r.e.log.WithError(err).WithField("volume", v.Name).Error("creating a volume directory")
+			continue
+		}
 		for _, f := range v.ConfigFile {
 			p := filepath.Join(dir, f.Path)
 			if err := privateDir(filepath.Dir(p)); err != nil {
 				r.e.log.WithError(err).WithField("volume", v.Name).Error("creating a volume directory")
 				continue
 			}
-			if err := writePrivateFile(p, f.Content); err != nil {
+			if err := writeFileMode(p, f.Content, f.mode(v)); err != nil {
 				r.e.log.WithError(err).WithField("volume", v.Name).Error("writing a volume file")
+			}
+		}
+	}
+	// A subPath of a volume is made when missing, as the kubelet does.
+	for _, m := range spec.Mounts {
+		if _, err := os.Lstat(filepath.Join(r.sandbox(g), m.Source)); errors.Is(err, os.ErrNotExist) {
+			if err := privateDir(filepath.Join(r.sandbox(g), m.Source)); err != nil {
+				r.e.log.WithError(err).WithField("path", m.Source).Error("creating a volume's subPath")
 			}
 		}
 	}
 	r.mu.Lock()
 	delete(r.stops, g.ContainerGroupID)
+	r.mu.Unlock()
+	in, err := sandbox.Start(r.sandbox(g), spec)
+	if err != nil {
+		r.e.log.WithError(err).WithField("group", g.ContainerGroupID).Error("starting an instance")
+		r.e.mu.Lock()
+		for _, c := range append(append([]*container{}, inits...), containers...) {
+			c.CurrentState = state{State: "Waiting", Reason: "RunContainerError", Message: err.Error()}
+		}
+		g.Status = "Failed"
+		g.FailedTime = time.Now().UTC().Format(timeFormat)
+		r.e.addEventLocked(g, "Warning", "FailedCreatePodSandBox", "Failed to create the instance's sandbox: "+err.Error())
+		r.e.mu.Unlock()
+		return
+	}
+	r.mu.Lock()
+	if old := r.instances[g.ContainerGroupID]; old != nil {
+		defer old.Stop()
+	}
+	r.instances[g.ContainerGroupID] = in
 	r.mu.Unlock()
 	go func() {
 		for _, c := range inits {
@@ -260,10 +342,10 @@ func (r *processRuntime) settle(g *group) {
 }
 
 func (r *processRuntime) spawn(g *group, c *container) (*proc, error) {
-	args := argv(c)
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Dir = r.workdir(g, c)
-	cmd.Env = r.env(g, c)
+	cmd, err := r.command(g, c, argv(c))
+	if err != nil {
+		return nil, err
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	// A log may print secrets: the user's alone, like the volume files.
 	logf, err := os.OpenFile(r.logPath(g, c.Name, false), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -406,21 +488,79 @@ func (r *processRuntime) stop(g *group, grace time.Duration) {
 		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 		<-p.done
 	}
+	// The instance goes with its processes: its PID 1 killed, the kernel
+	// ends what is left in its PID namespace and drops its mounts.
+	r.mu.Lock()
+	in := r.instances[g.ContainerGroupID]
+	delete(r.instances, g.ContainerGroupID)
+	r.mu.Unlock()
+	if in != nil {
+		in.Stop()
+	}
+	// A deleted group's sandbox (volumes, logs) goes with it.
+	r.e.mu.Lock()
+	_, kept := r.e.groups[g.ContainerGroupID]
+	r.e.mu.Unlock()
+	if !kept {
+		if err := os.RemoveAll(r.sandbox(g)); err != nil {
+			r.e.log.WithError(err).WithField("group", g.ContainerGroupID).Warn("removing a deleted group's sandbox")
+		}
+	}
 }
 
-// pid returns the main process of a running container, for exec and metrics.
+// pid returns the main process of a running container (as the host sees
+// it), for metrics: the child nsenter started in the instance.
 func (r *processRuntime) pid(g *group, c string) int {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if p, ok := r.procs[g.ContainerGroupID+"/"+c]; ok && p.cmd.Process != nil {
-		select {
-		case <-p.done:
-			return 0
-		default:
-			return p.cmd.Process.Pid
+	p, ok := r.procs[g.ContainerGroupID+"/"+c]
+	r.mu.Unlock()
+	if !ok || p.cmd.Process == nil {
+		return 0
+	}
+	select {
+	case <-p.done:
+		return 0
+	default:
+		return childOf(p.cmd.Process.Pid)
+	}
+}
+
+// childOf is a child of process pid (0 if none), found in /proc: the
+// kernel's children lists are not always built in.
+func childOf(pid int) int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	for _, e := range ents {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if fields := statFields(e.Name()); len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			return child
 		}
 	}
 	return 0
+}
+
+// statFields are the fields of /proc/<pid>/stat after "pid (comm)" (comm
+// may hold spaces and parentheses): state, ppid, ...; nil if unreadable.
+func statFields(pid string) []string {
+	stat, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return nil
+	}
+	return strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+}
+
+// layerSize bounds an instance's writable layer by its memory (GiB), as
+// the layer is memory.
+func layerSize(memGiB float64) string {
+	if memGiB <= 0 {
+		return ""
+	}
+	return strconv.FormatInt(int64(memGiB*(1<<30)), 10)
 }
 
 // lineStamper prefixes each output line with its RFC 3339 time, the form
@@ -475,14 +615,14 @@ func privateDir(dir string) error {
 	return os.Chmod(dir, 0o700)
 }
 
-// writePrivateFile writes data to path with mode 0600, also when path
-// already exists with a wider mode (os.WriteFile keeps an existing mode).
-func writePrivateFile(path string, data []byte) error {
+// writeFileMode writes data to path with mode, also when path already
+// exists with another mode (os.WriteFile keeps an existing mode).
+func writeFileMode(path string, data []byte, mode os.FileMode) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
-	if err := f.Chmod(0o600); err != nil {
+	if err := f.Chmod(mode); err != nil {
 		f.Close()
 		return err
 	}

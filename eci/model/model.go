@@ -10,6 +10,7 @@ import (
 // of CreateContainerGroup, free of the API's wire encoding.
 type ContainerGroup struct {
 	Name          string
+	HostName      string // the instance's hostname (ECI's HostName)
 	RestartPolicy string // Always, OnFailure or Never
 	// CPU (vCPU) and MemoryGi are the instance size, rounded to a sold
 	// specification; zero when InstanceTypes chooses the size.

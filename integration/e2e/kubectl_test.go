@@ -186,7 +186,7 @@ func TestKubectlLogsExecCp(t *testing.T) {
 		if err := os.WriteFile(src, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		remote := filepath.Join(dir, "in-pod.bin") // the process runtime shares this machine's filesystem
+		remote := "/tmp/in-pod.bin" // the pod's own /tmp: the process runtime isolates its files
 		if _, stderr, err := kubectl(t, nil, "cp", src, "ticker:"+remote, "-c", "main"); err != nil {
 			t.Fatalf("cp in: %v %s", err, stderr)
 		}

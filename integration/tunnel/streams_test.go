@@ -127,23 +127,20 @@ func TestKubectlStreamsThroughTunnel(t *testing.T) {
 		if err := os.WriteFile(src, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		kubectl := func(args ...string) {
+		kubectl := func(args ...string) string {
 			t.Helper()
-			var errb bytes.Buffer
+			var out, errb bytes.Buffer
 			cmd := e.cp.Kubectl(ctx, append([]string{"-n", "streams"}, args...)...)
-			cmd.Stderr = &errb
+			cmd.Stdout, cmd.Stderr = &out, &errb
 			if err := cmd.Run(); err != nil {
 				t.Fatalf("kubectl %v: %v %s", args, err, errb.String())
 			}
+			return out.String()
 		}
-		remote := filepath.Join(dir, "in-pod.bin") // the process runtime shares this machine's filesystem
+		remote := "/tmp/in-pod.bin" // the pod's own /tmp: the process runtime isolates its files
 		kubectl("cp", src, "shell:"+remote, "-c", "main")
-		in, err := os.ReadFile(remote)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if testio.SHA256(in) != testio.SHA256(data) {
-			t.Fatalf("cp in: checksums differ: %s vs %s (%d bytes)", testio.SHA256(in), testio.SHA256(data), len(in))
+		if sum := strings.Fields(kubectl("exec", "shell", "-c", "main", "--", "sha256sum", remote)); len(sum) == 0 || sum[0] != testio.SHA256(data) {
+			t.Fatalf("cp in: checksums differ: %v vs %s", sum, testio.SHA256(data))
 		}
 		back := filepath.Join(dir, "back.bin")
 		kubectl("cp", "shell:"+remote, back, "-c", "main")

@@ -103,6 +103,7 @@ func Pod(pod *corev1.Pod, node NodeSettings, src Sources) (*model.ContainerGroup
 	a := pod.Annotations
 	g := &model.ContainerGroup{
 		Name:                          GroupName(pod),
+		HostName:                      HostName(pod),
 		RestartPolicy:                 string(pod.Spec.RestartPolicy),
 		VSwitchIDs:                    node.VSwitchIDs,
 		SecurityGroupID:               node.SecurityGroupID,
@@ -157,6 +158,19 @@ func Pod(pod *corev1.Pod, node NodeSettings, src Sources) (*model.ContainerGroup
 }
 
 var groupNameRE = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// HostName is the pod's hostname, as the kubelet makes it: spec.hostname,
+// else the pod's name, at most 63 characters with no '-' or '.' at the end.
+func HostName(pod *corev1.Pod) string {
+	h := pod.Spec.Hostname
+	if h == "" {
+		h = pod.Name
+	}
+	if len(h) > 63 {
+		h = h[:63]
+	}
+	return strings.TrimRight(h, "-.")
+}
 
 // GroupName is the ECI name of the pod's instance: "<namespace>-<name>",
 // lower-cased to ECI's alphabet and, past 128 characters, shortened with a

@@ -157,6 +157,20 @@ func TestPodSpecsAndRefusals(t *testing.T) {
 	}
 }
 
+// The instance's hostname is the pod's, as the kubelet gives it.
+func TestHostName(t *testing.T) {
+	for _, tc := range []struct{ name, hostname, want string }{
+		{"web-0", "", "web-0"},
+		{"web-0", "db", "db"},
+		{strings.Repeat("a", 62) + "-b", "", strings.Repeat("a", 62)},
+	} {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: tc.name}, Spec: corev1.PodSpec{Hostname: tc.hostname}}
+		if got := HostName(pod); got != tc.want {
+			t.Errorf("HostName(%q, hostname %q) = %q, want %q", tc.name, tc.hostname, got, tc.want)
+		}
+	}
+}
+
 func TestGroupName(t *testing.T) {
 	long := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "Team_A", Name: strings.Repeat("x", 200)}}
 	n := GroupName(long)
