@@ -83,6 +83,7 @@ type System struct {
 	ECIProfileHealth string
 
 	deployKubeconfig string
+	webhookClientCA  string // the CA of kube-apiserver's client certificate for webhooks
 	manifests        string
 	out              io.Writer
 	stop             []func()
@@ -103,7 +104,26 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	s.section("1. The cluster: a real control plane on loopback (the first run builds it, a few minutes)")
 	// Only vnode-approver approves CSRs here: kube-controller-manager's
 	// built-in approver is off, so an approved node certificate is its work.
-	s.CP, err = controlplane.Start(ctx, controlplane.Options{Dir: o.Dir, Progress: s.out, DisableCSRApprover: true})
+	dir := o.Dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "vnode-local-"); err != nil {
+			return nil, fmt.Errorf("creating the run directory: %w", err)
+		}
+		s.stop = append(s.stop, func() { _ = os.RemoveAll(dir) })
+	}
+	// kube-apiserver presents a client certificate to webhooks, and
+	// eci-profile's port accepts no other caller.
+	webhookClientDir := filepath.Join(dir, "webhook-client")
+	if err := os.MkdirAll(webhookClientDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", webhookClientDir, err)
+	}
+	webhookClientCA, apiserverFlags, err := controlplane.WebhookClientAuth(webhookClientDir)
+	if err != nil {
+		return nil, err
+	}
+	s.webhookClientCA = webhookClientCA.CACertPath
+	s.CP, err = controlplane.Start(ctx, controlplane.Options{Dir: dir, Progress: s.out, DisableCSRApprover: true,
+		ExtraAPIServerFlags: apiserverFlags})
 	if err != nil {
 		return nil, err
 	}
@@ -307,7 +327,7 @@ func (s *System) eciProfile(ctx context.Context) error {
 	s.ECIProfileHealth = fmt.Sprintf("http://127.0.0.1:%d/healthz", healthPort)
 	if err := s.process(ctx, "eci-profile", "--kubeconfig", kubeconfig, "--namespace="+addonNamespace, "--service=eci-profile",
 		"--webhook-config="+webhook.DefaultWebhookConfig, "--cert-host=127.0.0.1", fmt.Sprintf("--listen-addr=127.0.0.1:%d", port),
-		"--metrics-addr=", fmt.Sprintf("--health-addr=127.0.0.1:%d", healthPort)); err != nil {
+		"--client-ca-file="+s.webhookClientCA, "--metrics-addr=", fmt.Sprintf("--health-addr=127.0.0.1:%d", healthPort)); err != nil {
 		return err
 	}
 	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort)
