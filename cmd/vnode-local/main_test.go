@@ -148,6 +148,14 @@ func TestUpCommand(t *testing.T) {
 			t.Errorf("a healthy start printed: %s", line)
 		}
 	}
+	// Nor does the hosted virtual node's own log.
+	nodeLogs, _ := filepath.Glob(filepath.Join(dir, "eci", "vnodes", "*", "vnode-kubelet.log"))
+	if len(nodeLogs) != 1 {
+		t.Fatalf("hosted virtual node logs: %v, want one", nodeLogs)
+	}
+	if b, err := os.ReadFile(nodeLogs[0]); err != nil || strings.Contains(string(b), "level=error") {
+		t.Errorf("the virtual node's log (%v):\n%s", err, b)
+	}
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		t.Fatal(err)
