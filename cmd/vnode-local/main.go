@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -95,12 +96,13 @@ func newUpCommand() *cobra.Command {
 	var o local.Options
 	cmd := &cobra.Command{
 		Use:   "up",
-		Short: "Run the control plane, the ECI emulator and a virtual node with a sample Deployment, until interrupted",
+		Short: "Run seed 004's procedure on this machine: control plane, ECI emulator, vnode cluster setup, add-ons, vnode create, a sample Deployment; until interrupted",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			out := cmd.OutOrStdout()
+			routeKlog(out)
 			o.Out = out
 			s, err := local.Start(ctx, o)
 			if err != nil {
@@ -108,16 +110,26 @@ func newUpCommand() *cobra.Command {
 			}
 			defer s.Stop()
 			kubectl := s.CP.Binaries.Path(controlplane.Kubectl)
-			fmt.Fprintf(out, "vnode is running: virtual node %s on the local ECI emulator (config %s)\n\n", s.NodeName, s.ConfigPath)
+			fmt.Fprintf(out, "\nvnode is running: virtual node %s, hosted by the local ECI emulator (logs in %s)\n\n", s.NodeName, filepath.Join(s.CP.Dir, "logs"))
 			fmt.Fprintf(out, "export KUBECONFIG=%s\n", s.CP.KubeconfigPath)
-			fmt.Fprintf(out, "alias kubectl=%s\n\n", kubectl)
-			fmt.Fprintln(out, "then try:")
+			fmt.Fprintf(out, "export VNODE_CONFIG=%s\n", s.ConfigPath)
+			fmt.Fprintf(out, "alias kubectl=%s\n", kubectl)
+			if vnode := filepath.Join(s.BinDir, "vnode"); fileExists(vnode) {
+				fmt.Fprintf(out, "alias vnode=%s\n", vnode)
+			} else {
+				fmt.Fprintln(out, "alias vnode='go run ./cmd/vnode'")
+			}
+			fmt.Fprintln(out, "\nthen try:")
+			fmt.Fprintln(out, "  vnode list")
+			fmt.Fprintf(out, "  vnode addon list --health-url eci-profile=%s\n", s.ECIProfileHealth)
 			fmt.Fprintln(out, "  kubectl get nodes -o wide")
-			fmt.Fprintln(out, "  kubectl get pods -o wide")
-			fmt.Fprintln(out, "  kubectl logs -f deploy/hello")
-			fmt.Fprintln(out, `  kubectl exec deploy/hello -- sh -c 'echo hello from inside; hostname'`)
-			fmt.Fprintln(out, "  kubectl scale deploy/hello --replicas=5")
-			fmt.Fprintln(out, "  kubectl describe pod -l app=hello   # ECI annotations and events")
+			fmt.Fprintln(out, "  kubectl get csr                       # approved by vnode-approver")
+			fmt.Fprintf(out, "  kubectl -n %s get pods -o wide\n", local.SampleNamespace)
+			fmt.Fprintf(out, "  kubectl -n %s get deploy hello -o jsonpath='{.spec.template.spec.nodeSelector}'   # empty: eci-profile adds it to the pods\n", local.SampleNamespace)
+			fmt.Fprintf(out, "  kubectl -n %s logs -f deploy/hello\n", local.SampleNamespace)
+			fmt.Fprintf(out, "  kubectl -n %s exec deploy/hello -- sh -c 'echo hello from inside; hostname'\n", local.SampleNamespace)
+			fmt.Fprintf(out, "  kubectl -n %s scale deploy/hello --replicas=5\n", local.SampleNamespace)
+			fmt.Fprintf(out, "  kubectl -n %s describe pod -l app=hello   # ECI annotations and events\n", local.SampleNamespace)
 			fmt.Fprintln(out, "press Ctrl-C to stop everything")
 			<-ctx.Done()
 			fmt.Fprintln(out, "stopping")
@@ -126,7 +138,12 @@ func newUpCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&o.Dir, "dir", "", "directory for state and logs (default: a temporary one, removed on exit)")
 	cmd.Flags().StringVar(&o.Manifests, "manifests", "manifests", "the repository's manifests directory")
-	cmd.Flags().StringVar(&o.NodeName, "node-name", "cn-hangzhou.vnd-local", "name of the virtual node")
+	cmd.Flags().StringVar(&o.BinDir, "bin-dir", "", "directory of vnode-kubelet, vnode-approver and eci-profile (default: beside vnode-local, else built from the module)")
 	cmd.Flags().BoolVar(&o.Sample, "sample", true, "apply manifests/samples/hello.yaml and wait for it to run")
 	return cmd
+}
+
+func fileExists(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && !st.IsDir()
 }

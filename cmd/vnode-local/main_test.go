@@ -3,16 +3,25 @@ package main
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	certificatesv1 "k8s.io/api/certificates/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/vnode-project/vnode/integration/controlplane"
+	"github.com/vnode-project/vnode/integration/local"
+	"github.com/vnode-project/vnode/internal/identity"
 )
 
 // `vnode-local cluster` prints a working KUBECONFIG and, on Ctrl-C, stops
@@ -108,8 +117,10 @@ func processesUsing(dir string) int {
 	return n
 }
 
-// `vnode-local up` brings the sample Deployment to Running on the virtual
-// node, prints how to use it, and on Ctrl-C leaves no process behind.
+// `vnode-local up` runs seed 004's procedure: the virtual node joins by
+// TLS bootstrap with a certificate vnode-approver approved, the sample's
+// pods land on it through eci-profile, its logs come back, and on Ctrl-C
+// no process is left behind.
 func TestUpCommand(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "up")
 	r, w := io.Pipe()
@@ -118,15 +129,16 @@ func TestUpCommand(t *testing.T) {
 	cmd.SetArgs([]string{"up", "--dir", dir, "--manifests", filepath.Join("..", "..", "manifests")})
 	done := make(chan error, 1)
 	go func() { done <- cmd.ExecuteContext(context.Background()); w.Close() }()
-	var kubeconfig string
+	var kubeconfig, output string
 	var sawPods bool
 	lines := bufio.NewScanner(r)
 	for lines.Scan() {
 		line := lines.Text()
+		output += line + "\n"
 		if k, ok := strings.CutPrefix(line, "export KUBECONFIG="); ok {
 			kubeconfig = k
 		}
-		if strings.HasPrefix(line, "hello-") && strings.Contains(line, "Running") && strings.Contains(line, "cn-hangzhou.vnd-local") {
+		if strings.HasPrefix(line, "hello-") && strings.Contains(line, "Running") && strings.Contains(line, "cn-hangzhou.vnd-") {
 			sawPods = true
 		}
 		if strings.HasPrefix(line, "press Ctrl-C") {
@@ -135,19 +147,49 @@ func TestUpCommand(t *testing.T) {
 	}
 	go io.Copy(io.Discard, r)
 	if kubeconfig == "" || !sawPods {
-		t.Fatalf("kubeconfig %q, sample pods Running on the virtual node: %v (command: %v)", kubeconfig, sawPods, <-done)
+		t.Fatalf("kubeconfig %q, sample pods Running on the virtual node: %v (command: %v)\n%s", kubeconfig, sawPods, <-done, output)
 	}
+	for _, want := range []string{"$ vnode cluster setup --bootstrap", "$ vnode addon enable vnode-approver", "$ vnode addon enable eci-profile", "$ vnode create --wait"} {
+		if !strings.Contains(output, want) {
+			t.Errorf("the output does not show %q", want)
+		}
+	}
+	// A healthy start logs no error, in one format (logrus text).
+	for _, line := range strings.Split(output, "\n") {
+		if strings.Contains(line, "level=error") || klogLine.MatchString(line) {
+			t.Errorf("a healthy start printed: %s", line)
+		}
+	}
+	// Nor does the hosted virtual node's own log.
+	nodeLogs, _ := filepath.Glob(filepath.Join(dir, "eci", "vnodes", "*", "vnode-kubelet.log"))
+	if len(nodeLogs) != 1 {
+		t.Fatalf("hosted virtual node logs: %v, want one", nodeLogs)
+	}
+	if b, err := os.ReadFile(nodeLogs[0]); err != nil || strings.Contains(string(b), "level=error") {
+		t.Errorf("the virtual node's log (%v):\n%s", err, b)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := kubernetes.NewForConfigOrDie(cfg)
+	ctx := context.Background()
+	approvedBootstrapCSR(t, ctx, client)
+	landedThroughECIProfile(t, ctx, client)
+
 	bins, err := controlplane.EnsureBinaries(context.Background(), controlplane.BuildOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	kubectl := exec.Command(bins.Path(controlplane.Kubectl), "logs", "deploy/hello")
+	kubectl := exec.Command(bins.Path(controlplane.Kubectl), "-n", local.SampleNamespace, "logs", "deploy/hello")
 	kubectl.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	if out, err := kubectl.CombinedOutput(); err != nil || !strings.Contains(string(out), "hello from hello-") {
 		t.Fatalf("kubectl logs: %v\n%s", err, out)
 	}
-	if n := processesUsing(dir); n < 6 {
-		t.Fatalf("%d processes use the directory, want the 4 components and 2 containers at least", n)
+	// 4 control-plane components, vnode-kubelet, vnode-approver,
+	// eci-profile and the 2 containers.
+	if n := processesUsing(dir); n < 9 {
+		t.Fatalf("%d processes use the directory, want at least 9", n)
 	}
 	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
 		t.Fatal(err)
@@ -167,5 +209,63 @@ func TestUpCommand(t *testing.T) {
 	}
 	if n := processesUsing(dir); n != 0 {
 		t.Fatalf("%d processes left after Ctrl-C", n)
+	}
+}
+
+// klogLine is klog's header: "I1205 00:10:16.123456".
+var klogLine = regexp.MustCompile(`^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d{6}`)
+
+// approvedBootstrapCSR: the node's client certificate came from a CSR of
+// the bootstrap token that vnode-approver approved (kube-controller-
+// manager's approver is off in this cluster), and its serving certificate
+// from a kubelet-serving CSR it approved too.
+func approvedBootstrapCSR(t *testing.T, ctx context.Context, client kubernetes.Interface) {
+	t.Helper()
+	csrs, err := client.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var client_, serving bool
+	var seen []string
+	for _, c := range csrs.Items {
+		seen = append(seen, fmt.Sprintf("%s %s %s %v", c.Name, c.Spec.SignerName, c.Spec.Username, c.Status.Conditions))
+		approved := false
+		for _, cond := range c.Status.Conditions {
+			approved = approved || cond.Type == certificatesv1.CertificateApproved
+		}
+		if !approved || len(c.Status.Certificate) == 0 {
+			continue
+		}
+		switch {
+		case c.Spec.SignerName == certificatesv1.KubeAPIServerClientSignerName && strings.HasPrefix(c.Spec.Username, "system:bootstrap:"):
+			client_ = true
+		case c.Spec.SignerName == certificatesv1.KubeletServingSignerName && strings.HasPrefix(c.Spec.Username, identity.VNodeUser("cn-hangzhou.vnd-")):
+			serving = true
+		}
+	}
+	if !client_ || !serving {
+		t.Fatalf("approved and signed: the bootstrap token's client CSR %v, the node's serving CSR %v; CSRs:\n%s", client_, serving, strings.Join(seen, "\n"))
+	}
+}
+
+// landedThroughECIProfile: the sample Deployment names no node, its pods
+// carry eci-profile's nodeSelector and run on the virtual node.
+func landedThroughECIProfile(t *testing.T, ctx context.Context, client kubernetes.Interface) {
+	t.Helper()
+	d, err := client.AppsV1().Deployments(local.SampleNamespace).Get(ctx, "hello", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Spec.Template.Spec.NodeSelector) != 0 || len(d.Spec.Template.Spec.Tolerations) != 0 {
+		t.Fatalf("the sample Deployment itself sends its pods to virtual nodes: %v %v", d.Spec.Template.Spec.NodeSelector, d.Spec.Template.Spec.Tolerations)
+	}
+	pods, err := client.CoreV1().Pods(local.SampleNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app=hello"})
+	if err != nil || len(pods.Items) == 0 {
+		t.Fatalf("the sample's pods: %v", err)
+	}
+	for _, p := range pods.Items {
+		if p.Spec.NodeSelector["type"] != "virtual-kubelet" || !strings.HasPrefix(p.Spec.NodeName, "cn-hangzhou.vnd-") {
+			t.Fatalf("pod %s: nodeSelector %v on node %q, want eci-profile's type=virtual-kubelet on the virtual node", p.Name, p.Spec.NodeSelector, p.Spec.NodeName)
+		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -82,40 +81,15 @@ func newEnv(ctx context.Context, tb testing.TB, opts controlplane.Options) *env 
 	return e
 }
 
-// webhookClientAuth makes a CA of its own for webhook callers and the
-// AdmissionConfiguration that has kube-apiserver present a certificate from
-// it to every webhook (user "*"), as a hardened cluster would.
+// webhookClientAuth has kube-apiserver present a certificate from a CA
+// of its own to every webhook, as a hardened cluster would.
 func webhookClientAuth(tb testing.TB) (*controlplane.PKI, []string) {
 	tb.Helper()
-	dir := tb.TempDir()
-	ca, err := controlplane.NewCA(dir, "webhook-client-ca")
+	ca, flags, err := controlplane.WebhookClientAuth(tb.TempDir())
 	if err != nil {
 		tb.Fatal(err)
 	}
-	pair, err := ca.ClientCert("apiserver-webhook-client", "kube-apiserver")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	kubeconfig := filepath.Join(dir, "webhook-client.kubeconfig")
-	admission := filepath.Join(dir, "admission.yaml")
-	files := map[string]string{
-		kubeconfig: fmt.Sprintf("apiVersion: v1\nkind: Config\nusers:\n- name: '*'\n  user:\n    client-certificate: %s\n    client-key: %s\n", pair.CertPath, pair.KeyPath),
-		admission: fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1
-kind: AdmissionConfiguration
-plugins:
-- name: MutatingAdmissionWebhook
-  configuration:
-    apiVersion: apiserver.config.k8s.io/v1
-    kind: WebhookAdmissionConfiguration
-    kubeConfigFile: %s
-`, kubeconfig),
-	}
-	for path, content := range files {
-		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	return ca, []string{"--admission-control-config-file=" + admission}
+	return ca, flags
 }
 
 func (e *env) kubectl(ctx context.Context, tb testing.TB, args ...string) {

@@ -1,37 +1,69 @@
-// Package local runs the whole vnode system on this machine, on the
-// embedded default: a real control plane, the ECI emulator (process
-// runtime), and a virtual node configured through a vnode config file whose
-// context points at the emulator — the same file format that points a
-// virtual node at the cloud. It is what `make run` starts.
+// Package local runs the whole vnode system on this machine and shows, as
+// it goes, the procedure a user follows on a real cluster (seed 004): a
+// real control plane; the ECI emulator, which runs pods as local processes
+// and hosts the virtual nodes it creates as real vnode-kubelet processes,
+// as the cloud does; then, through the vnode CLI's own code, `vnode
+// config`, `vnode cluster setup --bootstrap`, `vnode addon enable`, `vnode
+// create --wait`; and a sample Deployment that eci-profile sends to the
+// virtual node. It is what `make run` starts, and what its test checks.
 package local
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
+	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 
 	"github.com/vnode-project/vnode/eci/emulator"
+	"github.com/vnode-project/vnode/eci/emulator/vnodehost"
+	"github.com/vnode-project/vnode/eciprofile/webhook"
 	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/internal/config"
-	"github.com/vnode-project/vnode/internal/identity"
-	"github.com/vnode-project/vnode/internal/version"
-	"github.com/vnode-project/vnode/provider/vnode"
+	"github.com/vnode-project/vnode/vnodectl"
 )
+
+const (
+	region = "cn-hangzhou"
+	// addonNamespace is where manifests/approver and manifests/eci-profile
+	// put their ServiceAccounts.
+	addonNamespace = "vnode-system"
+	// SampleNamespace is the sample's namespace; its label matches the
+	// namespaceSelector of manifests/eci-profile/configmap-example.yaml.
+	SampleNamespace = "hello"
+)
+
+// binaries are the commands the system runs as processes: the emulator's
+// hosted virtual nodes, and the add-ons outside the cluster.
+var binaries = []string{"vnode-kubelet", "vnode-approver", "eci-profile"}
 
 // Options configure the local system.
 type Options struct {
 	Dir       string // state, certificates and logs (default: a temporary directory)
 	Manifests string // the repository's manifests directory
-	NodeName  string
+	// BinDir holds vnode-kubelet, vnode-approver and eci-profile. Default:
+	// beside this executable (make run builds bin/), else they are built
+	// from the module into <Dir>/bin.
+	BinDir string
 	// Sample applies manifests/samples/hello.yaml and waits for it.
 	Sample bool
 	Out    io.Writer
@@ -39,146 +71,153 @@ type Options struct {
 
 // System is the running local system.
 type System struct {
-	CP         *controlplane.ControlPlane
-	Emulator   *emulator.Emulator
+	CP       *controlplane.ControlPlane
+	Emulator *emulator.Emulator
+	// ConfigPath is the vnode config file (what ~/.vnode/config is).
 	ConfigPath string
-	NodeName   string
-	stop       []func()
+	// NodeName is the virtual node `vnode create` made.
+	NodeName string
+	BinDir   string
+	// ECIProfileHealth is eci-profile's health endpoint (it runs outside
+	// the cluster, so `vnode addon list` needs it).
+	ECIProfileHealth string
+
+	deployKubeconfig string
+	webhookClientCA  string // the CA of kube-apiserver's client certificate for webhooks
+	manifests        string
+	out              io.Writer
+	stop             []func()
 }
 
 // Start brings everything up; Stop tears it down.
 func Start(ctx context.Context, o Options) (_ *System, err error) {
-	out := o.Out
-	if out == nil {
-		out = io.Discard
+	s := &System{out: o.Out, manifests: o.Manifests}
+	if s.out == nil {
+		s.out = io.Discard
 	}
-	if o.NodeName == "" {
-		o.NodeName = "cn-hangzhou.vnd-local"
-	}
-	s := &System{NodeName: o.NodeName}
 	defer func() {
 		if err != nil {
 			s.Stop()
 		}
 	}()
-	fmt.Fprintln(out, "starting the control plane (the first run builds it, a few minutes)")
-	s.CP, err = controlplane.Start(ctx, controlplane.Options{Dir: o.Dir, Progress: out})
+
+	s.section("1. The cluster: a real control plane on loopback (the first run builds it, a few minutes)")
+	// Only vnode-approver approves CSRs here: kube-controller-manager's
+	// built-in approver is off, so an approved node certificate is its work.
+	dir := o.Dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "vnode-local-"); err != nil {
+			return nil, fmt.Errorf("creating the run directory: %w", err)
+		}
+		s.stop = append(s.stop, func() { _ = os.RemoveAll(dir) })
+	}
+	// kube-apiserver presents a client certificate to webhooks, and
+	// eci-profile's port accepts no other caller.
+	webhookClientDir := filepath.Join(dir, "webhook-client")
+	if err := os.MkdirAll(webhookClientDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", webhookClientDir, err)
+	}
+	webhookClientCA, apiserverFlags, err := controlplane.WebhookClientAuth(webhookClientDir)
+	if err != nil {
+		return nil, err
+	}
+	s.webhookClientCA = webhookClientCA.CACertPath
+	s.CP, err = controlplane.Start(ctx, controlplane.Options{Dir: dir, Progress: s.out, DisableCSRApprover: true,
+		ExtraAPIServerFlags: apiserverFlags})
 	if err != nil {
 		return nil, err
 	}
 	s.stop = append(s.stop, s.CP.Stop)
-	if b, err := s.CP.Kubectl(ctx, "apply", "-k", filepath.Join(o.Manifests, "vnode")).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("applying the vnode RBAC: %v\n%s", err, b)
+	if s.BinDir, err = s.findBinaries(ctx, o.BinDir); err != nil {
+		return nil, err
 	}
 
-	// The emulator, with a fresh AccessKey pair.
-	id, secret := "LTAI-local-"+random(6), random(16)
+	s.section("2. The cloud: the ECI emulator, which runs pods as local processes and each virtual node as a vnode-kubelet process")
+	id, secret := "LTAI-local-"+randomString(6, hexDigits), randomString(16, hexDigits)
 	logger := logrus.New()
 	logger.SetLevel(logrus.WarnLevel)
+	logger.SetOutput(s.out)
 	var emulatorAddr string
 	var stopEmulator func()
 	s.Emulator, emulatorAddr, stopEmulator, err = emulator.StartLocal(emulator.Config{Credentials: map[string]string{id: secret},
-		Runtime: "process", DataDir: filepath.Join(s.CP.Dir, "eci"), Logger: logger})
+		Region: region, Runtime: "process", DataDir: filepath.Join(s.CP.Dir, "eci"), Logger: logger})
 	if err != nil {
 		return nil, err
 	}
 	s.stop = append(s.stop, stopEmulator)
-	fmt.Fprintf(out, "ECI emulator listening on http://%s\n", emulatorAddr)
+	host, err := vnodehost.New(vnodehost.Config{Emulator: s.Emulator, Endpoint: "http://" + emulatorAddr,
+		Binary: filepath.Join(s.BinDir, "vnode-kubelet"), Dir: filepath.Join(s.Emulator.DataDir(), "vnodes"), Log: logger})
+	if err != nil {
+		return nil, err
+	}
+	hctx, hcancel := context.WithCancel(context.Background())
+	hdone := make(chan struct{})
+	go func() { _ = host.Run(hctx); close(hdone) }()
+	s.stop = append(s.stop, func() { hcancel(); <-hdone })
+	fmt.Fprintf(s.out, "ECI API at http://%s (virtual nodes' files and logs in %s)\n", emulatorAddr, filepath.Join(s.Emulator.DataDir(), "vnodes"))
 
-	// The node's identity and its kubelet API certificate.
-	nodeCfg, err := s.CP.UserConfig(identity.VNodeUser(o.NodeName), identity.VNodesGroup)
-	if err != nil {
-		return nil, err
-	}
-	kubeconfig := filepath.Join(s.CP.Dir, "vnode", "kubeconfig")
-	if err := controlplane.WriteKubeconfig(kubeconfig, nodeCfg, identity.VNodeUser(o.NodeName)); err != nil {
-		return nil, err
-	}
-	serving, err := s.CP.PKI.ServingCert("vnode-kubelet", []string{o.NodeName}, []net.IP{net.ParseIP("127.0.0.1")})
-	if err != nil {
-		return nil, err
-	}
-	// The same config file format a cloud user writes, pointed at the emulator.
+	s.section("3. The vnode config file (~/.vnode/config), pointed at the emulator")
 	s.ConfigPath = filepath.Join(s.CP.Dir, "vnode", "config")
+	s.deployKubeconfig = filepath.Join(s.CP.Dir, "vnode", "deploy", "kubeconfig")
 	file := &config.File{Kind: config.Kind, CurrentContext: "local", Contexts: []config.Context{{
-		Name: "local", VNodeName: o.NodeName, RegionID: "cn-hangzhou", AccessKeyID: id, AccessKeySecret: secret,
-		VSwitchIDs: config.StringList{"vsw-local"}, ZoneIDs: config.StringList{"cn-hangzhou-a"}, SecurityGroupID: "sg-local",
-		Kubeconfig: kubeconfig, Endpoint: "http://" + emulatorAddr,
+		Name: "local", RegionID: region, AccessKeyID: id, AccessKeySecret: secret,
+		VSwitchIDs: config.StringList{"vsw-local"}, SecurityGroupID: "sg-local",
+		Kubeconfig: s.deployKubeconfig, Endpoint: "http://" + emulatorAddr,
 	}}}
 	if err := file.Save(s.ConfigPath); err != nil {
 		return nil, err
 	}
-	loaded, err := config.Load(s.ConfigPath)
+	fmt.Fprintf(s.out, "export KUBECONFIG=%s\nexport VNODE_CONFIG=%s\n", s.CP.KubeconfigPath, s.ConfigPath)
+	if _, err := s.vnode(ctx, "config"); err != nil {
+		return nil, err
+	}
+
+	s.section("4. Set the cluster up for TLS bootstrap")
+	tokenID, tokenSecret := randomString(6, lowerAlnum), randomString(16, lowerAlnum)
+	if _, err := s.vnode(ctx, "cluster", "setup", "--bootstrap", "--bootstrap-token-id", tokenID, "--bootstrap-token-secret", tokenSecret,
+		"--apiserver-address", s.CP.APIServerURL, "--cluster-ca-path", s.CP.PKI.CACertPath, "--output", s.deployKubeconfig); err != nil {
+		return nil, err
+	}
+
+	s.section("5. The add-ons. Their Deployments cannot run here (no kubelet for ordinary pods), so each runs as a local process under its manifest's ServiceAccount")
+	if err := s.approver(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.eciProfile(ctx); err != nil {
+		return nil, err
+	}
+
+	s.section("6. Create the virtual node: the emulator starts its vnode-kubelet, which joins by TLS bootstrap; vnode-approver approves its certificates")
+	out, err := s.vnode(ctx, "create", "--wait", "--wait-timeout", "3m")
 	if err != nil {
 		return nil, err
 	}
-	cc, err := loaded.Context("")
-	if err != nil {
+	var created struct{ VirtualNodeId string }
+	if line, _, _ := strings.Cut(out, "\n"); json.Unmarshal([]byte(line), &created) != nil || created.VirtualNodeId == "" {
+		return nil, fmt.Errorf("vnode create printed no VirtualNodeId:\n%s", out)
+	}
+	s.NodeName = region + "." + created.VirtualNodeId
+	if err := s.show(ctx, "get", "csr"); err != nil {
 		return nil, err
 	}
-	if err := cc.Validate(); err != nil {
-		return nil, err
-	}
-	kl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("listening for the kubelet API: %w", err)
-	}
-	ready := make(chan struct{})
-	opts, err := vnode.FromContext(cc, vnode.Settings{
-		Kube: nodeCfg, Listener: kl, NodeIP: "127.0.0.1",
-		ClientCAFile: s.CP.PKI.CACertPath, CertFile: serving.CertPath, KeyFile: serving.KeyPath,
-		ClusterDomain: "cluster.local", KubeletVersion: version.Kubelet(), Version: version.Version(),
-		SyncInterval: 2 * time.Second, GCInterval: 30 * time.Second, Log: logrus.NewEntry(logger), Ready: ready,
-	})
-	if err != nil {
-		return nil, err
-	}
-	vctx, vcancel := context.WithCancel(context.Background())
-	vdone := make(chan error, 1)
-	go func() { vdone <- vnode.Run(vctx, opts) }()
-	s.stop = append(s.stop, func() {
-		vcancel()
-		select {
-		case <-vdone:
-		case <-time.After(30 * time.Second):
-		}
-	})
-	select {
-	case <-ready:
-	case err := <-vdone:
-		return nil, fmt.Errorf("the virtual node stopped: %w", err)
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	fmt.Fprintf(out, "virtual node %s ready\n", o.NodeName)
 
 	if o.Sample {
-		if b, err := s.CP.Kubectl(ctx, "apply", "-f", filepath.Join(o.Manifests, "samples", "hello.yaml")).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("applying the sample: %v\n%s", err, b)
+		s.section("7. A sample Deployment, in a namespace eci-profile sends to virtual nodes (it has no nodeSelector of its own)")
+		if err := s.show(ctx, "apply", "-f", filepath.Join(s.manifests, "samples", "hello.yaml")); err != nil {
+			return nil, err
 		}
-		err := wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-			l, err := s.CP.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=hello"})
-			if err != nil || len(l.Items) != 2 {
-				return false, nil
-			}
-			for _, p := range l.Items {
-				if p.Status.Phase != "Running" {
-					return false, nil
-				}
-			}
-			return true, nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("the sample Deployment did not become Running: %w", err)
+		if err := s.waitSample(ctx); err != nil {
+			return nil, err
 		}
-		b, _ := s.CP.Kubectl(ctx, "get", "pods", "-o", "wide").CombinedOutput()
-		fmt.Fprintf(out, "\n%s\n", b)
+		if err := s.show(ctx, "-n", SampleNamespace, "get", "pods", "-o", "wide"); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }
 
-// Stop stops the virtual node, the emulator (and its processes) and the
-// control plane.
+// Stop stops the add-ons, the virtual nodes, the emulator (and its
+// processes) and the control plane.
 func (s *System) Stop() {
 	for i := len(s.stop) - 1; i >= 0; i-- {
 		s.stop[i]()
@@ -186,8 +225,274 @@ func (s *System) Stop() {
 	s.stop = nil
 }
 
-func random(n int) string {
+func (s *System) section(title string) { fmt.Fprintf(s.out, "\n== %s\n", title) }
+
+// vnode runs the vnode CLI in this process (its own code, as the binary
+// would run it) against the run's config file and admin kubeconfig, which
+// the printed exports name.
+func (s *System) vnode(ctx context.Context, args ...string) (string, error) {
+	shown := make([]string, len(args))
+	for i, a := range args {
+		shown[i] = a
+		if i > 0 && args[i-1] == "--bootstrap-token-secret" {
+			shown[i] = strings.Repeat("*", len(a)) // a credential: never printed
+		}
+	}
+	fmt.Fprintf(s.out, "$ vnode %s\n", strings.Join(shown, " "))
+	var buf bytes.Buffer
+	w := io.MultiWriter(&buf, s.out)
+	cmd := vnodectl.NewCommand(w, w)
+	cmd.SetArgs(append(args, "--config", s.ConfigPath, "--kubeconfig", s.CP.KubeconfigPath))
+	if err := cmd.ExecuteContext(ctx); err != nil {
+		return buf.String(), fmt.Errorf("vnode %s: %w", strings.Join(shown, " "), err)
+	}
+	return buf.String(), nil
+}
+
+// show runs kubectl as the admin, printing the command and its output.
+func (s *System) show(ctx context.Context, args ...string) error {
+	fmt.Fprintf(s.out, "$ kubectl %s\n", strings.Join(args, " "))
+	b, err := s.CP.Kubectl(ctx, args...).CombinedOutput()
+	s.out.Write(b)
+	if err != nil {
+		return fmt.Errorf("kubectl %s: %w", strings.Join(args, " "), err)
+	}
+	return nil
+}
+
+// approver enables vnode-approver and runs its command as in its
+// Deployment, with leader election.
+func (s *System) approver(ctx context.Context) error {
+	if _, err := s.vnode(ctx, "addon", "enable", "vnode-approver"); err != nil {
+		return err
+	}
+	if err := s.outsideCluster(ctx, "vnode-approver"); err != nil {
+		return err
+	}
+	kubeconfig, err := s.serviceAccountKubeconfig(ctx, "vnode-approver")
+	if err != nil {
+		return err
+	}
+	if err := s.process(ctx, "vnode-approver", "--kubeconfig", kubeconfig, "--leader-elect=true",
+		"--leader-election-namespace="+addonNamespace, "--health-addr=", "--metrics-addr="); err != nil {
+		return err
+	}
+	return s.waitFor(ctx, "vnode-approver to hold its Lease", func(ctx context.Context) (bool, error) {
+		l, err := s.CP.Client.CoordinationV1().Leases(addonNamespace).Get(ctx, "vnode-approver", metav1.GetOptions{})
+		return err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "", nil
+	})
+}
+
+// eciProfile enables eci-profile with the example selectors and runs the
+// webhook on loopback. kube-apiserver cannot reach a Service without a
+// kubelet behind it, so the webhook configuration names the process by
+// url; eci-profile fills in its caBundle as it does in the cluster.
+func (s *System) eciProfile(ctx context.Context) error {
+	if _, err := s.vnode(ctx, "addon", "enable", "eci-profile"); err != nil {
+		return err
+	}
+	if err := s.outsideCluster(ctx, "eci-profile"); err != nil {
+		return err
+	}
+	// Selectors before the webhook starts: ready means they are loaded.
+	if err := s.show(ctx, "apply", "-f", filepath.Join(s.manifests, "eci-profile", "configmap-example.yaml")); err != nil {
+		return err
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	healthPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	url := fmt.Sprintf("https://127.0.0.1:%d%s", port, webhook.MutatePath)
+	fmt.Fprintf(s.out, "# kube-apiserver calls the webhook at %s instead of through the Service\n", url)
+	mwc, err := s.CP.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, webhook.DefaultWebhookConfig, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("reading the eci-profile webhook configuration: %w", err)
+	}
+	for i := range mwc.Webhooks {
+		mwc.Webhooks[i].ClientConfig.Service = nil
+		mwc.Webhooks[i].ClientConfig.URL = ptr.To(url)
+		mwc.Webhooks[i].ClientConfig.CABundle = nil
+	}
+	if _, err := s.CP.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Update(ctx, mwc, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("pointing the eci-profile webhook at %s: %w", url, err)
+	}
+	kubeconfig, err := s.serviceAccountKubeconfig(ctx, "eci-profile")
+	if err != nil {
+		return err
+	}
+	s.ECIProfileHealth = fmt.Sprintf("http://127.0.0.1:%d/healthz", healthPort)
+	if err := s.process(ctx, "eci-profile", "--kubeconfig", kubeconfig, "--namespace="+addonNamespace, "--service=eci-profile",
+		"--webhook-config="+webhook.DefaultWebhookConfig, "--cert-host=127.0.0.1", fmt.Sprintf("--listen-addr=127.0.0.1:%d", port),
+		"--client-ca-file="+s.webhookClientCA, "--metrics-addr=", fmt.Sprintf("--health-addr=127.0.0.1:%d", healthPort)); err != nil {
+		return err
+	}
+	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort)
+	probe := &http.Client{Timeout: 2 * time.Second}
+	return s.waitFor(ctx, "eci-profile to be ready and its caBundle written", func(ctx context.Context) (bool, error) {
+		resp, err := probe.Get(readyz)
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return false, nil
+		}
+		mwc, err := s.CP.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, webhook.DefaultWebhookConfig, metav1.GetOptions{})
+		return err == nil && len(mwc.Webhooks) > 0 && len(mwc.Webhooks[0].ClientConfig.CABundle) > 0, nil
+	})
+}
+
+// outsideCluster removes an add-on's Deployment, whose pods no kubelet
+// here would run: the add-on runs as a local process instead, and `vnode
+// addon list` reports it running outside the cluster.
+func (s *System) outsideCluster(ctx context.Context, deployment string) error {
+	fmt.Fprintf(s.out, "# no kubelet here runs %s's pods: its command runs as a local process instead\n", deployment)
+	return s.show(ctx, "-n", addonNamespace, "delete", "deployment", deployment)
+}
+
+// serviceAccountKubeconfig writes a kubeconfig with a token the
+// TokenRequest API issues for the add-on's ServiceAccount, so the process
+// has exactly the RBAC manifests/ grants it.
+func (s *System) serviceAccountKubeconfig(ctx context.Context, account string) (string, error) {
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(24 * 3600))}}
+	tr, err := s.CP.Client.CoreV1().ServiceAccounts(addonNamespace).CreateToken(ctx, account, tr, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("requesting a token for ServiceAccount %s/%s: %w", addonNamespace, account, err)
+	}
+	path := filepath.Join(s.CP.Dir, "addons", account+".kubeconfig")
+	cfg := &rest.Config{Host: s.CP.APIServerURL, BearerToken: tr.Status.Token, TLSClientConfig: rest.TLSClientConfig{CAData: s.CP.PKI.CAPEM()}}
+	if err := controlplane.WriteKubeconfig(path, cfg, "system:serviceaccount:"+addonNamespace+":"+account); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(s.out, "# %s: a 24h token for ServiceAccount %s/%s (TokenRequest API)\n", path, addonNamespace, account)
+	return path, nil
+}
+
+// process starts one of the binaries with its log in the run's logs
+// directory; Stop ends it with SIGTERM (SIGKILL after 20s).
+func (s *System) process(ctx context.Context, name string, args ...string) error {
+	logPath := filepath.Join(s.CP.Dir, "logs", name+".log")
+	fmt.Fprintf(s.out, "$ %s %s >%s 2>&1 &\n", name, strings.Join(args, " "), logPath)
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
+		return err
+	}
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(filepath.Join(s.BinDir, name), args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// Gone with this process even if it is killed without a chance to stop it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("starting %s: %w", name, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); logFile.Close(); close(done) }()
+	s.stop = append(s.stop, func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	return nil
+}
+
+func (s *System) waitFor(ctx context.Context, what string, cond wait.ConditionWithContextFunc) error {
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, cond); err != nil {
+		return fmt.Errorf("waiting for %s (logs in %s): %w", what, filepath.Join(s.CP.Dir, "logs"), err)
+	}
+	return nil
+}
+
+// waitSample waits until the sample's pods run on the virtual node.
+func (s *System) waitSample(ctx context.Context) error {
+	return s.waitFor(ctx, "the sample's pods to run on "+s.NodeName, func(ctx context.Context) (bool, error) {
+		l, err := s.CP.Client.CoreV1().Pods(SampleNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app=hello"})
+		if err != nil || len(l.Items) == 0 {
+			return false, nil
+		}
+		for _, p := range l.Items {
+			if p.Spec.NodeName != s.NodeName || p.Status.Phase != corev1.PodRunning {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+// findBinaries returns the directory holding the binaries: dir, else
+// beside this executable, else built from the module into the run
+// directory.
+func (s *System) findBinaries(ctx context.Context, dir string) (string, error) {
+	has := func(dir string) bool {
+		for _, b := range binaries {
+			if st, err := os.Stat(filepath.Join(dir, b)); err != nil || st.IsDir() {
+				return false
+			}
+		}
+		return true
+	}
+	if dir != "" {
+		if !has(dir) {
+			return "", fmt.Errorf("%s does not hold %s", dir, strings.Join(binaries, ", "))
+		}
+		return dir, nil
+	}
+	if self, err := os.Executable(); err == nil && has(filepath.Dir(self)) {
+		return filepath.Dir(self), nil
+	}
+	root, err := filepath.Abs(filepath.Dir(s.manifests))
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		return "", fmt.Errorf("%s is not beside this executable and %s is no module to build it from", strings.Join(binaries, ", "), root)
+	}
+	dir = filepath.Join(s.CP.Dir, "bin")
+	args := []string{"build", "-o", dir + "/"}
+	for _, b := range binaries {
+		args = append(args, "./cmd/"+b)
+	}
+	fmt.Fprintf(s.out, "$ go %s\n", strings.Join(args, " "))
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building %s: %w\n%s", strings.Join(binaries, ", "), err, b)
+	}
+	return dir, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("finding a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+const (
+	hexDigits  = "0123456789abcdef"
+	lowerAlnum = "abcdefghijklmnopqrstuvwxyz0123456789"
+)
+
+func randomString(n int, alphabet string) string {
 	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)[:n]
+	for i := range b {
+		k, err := rand.Int(rand.Reader, big.NewInt(int64(len(alphabet))))
+		if err != nil {
+			panic(errors.New("crypto/rand failed: " + err.Error()))
+		}
+		b[i] = alphabet[k.Int64()]
+	}
+	return string(b)
 }

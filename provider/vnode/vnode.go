@@ -89,7 +89,7 @@ func Run(ctx context.Context, o Options) error {
 		o.Log = logrus.NewEntry(logrus.New())
 	}
 	log := o.Log.WithField("node", o.NodeName)
-	ctx = vklog.WithLogger(ctx, logruslogger.FromLogrus(log))
+	ctx = vklog.WithLogger(ctx, vkLogger{Logger: logruslogger.FromLogrus(log)})
 	kube, err := kubernetes.NewForConfig(o.Kube)
 	if err != nil {
 		return fmt.Errorf("creating the Kubernetes client: %w", err)
