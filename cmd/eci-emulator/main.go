@@ -30,6 +30,7 @@ func newCommand() *cobra.Command {
 		useTLS, hostNodes                                        bool
 		delays                                                   emulator.Delays
 		quotaScale                                               float64
+		tunnel                                                   vnodehost.Tunnel
 	)
 	cmd := &cobra.Command{
 		Use:           "eci-emulator",
@@ -44,6 +45,9 @@ func newCommand() *cobra.Command {
 			}
 			if quotaScale < 0 {
 				return errors.New("--quota-scale must be 0 (no quotas) or positive")
+			}
+			if (tunnel.Server == "") != (tunnel.CAFile == "") {
+				return errors.New("--vnode-tunnel-server and --vnode-tunnel-ca go together: the hosted nodes verify the tunnel servers with the CA")
 			}
 			logger := logrus.New()
 			e, err := emulator.New(emulator.Config{
@@ -67,7 +71,7 @@ func newCommand() *cobra.Command {
 			}
 			if hostNodes {
 				host, err := vnodehost.New(vnodehost.Config{Emulator: e, Endpoint: e.Scheme() + "://" + l.Addr().String(),
-					Binary: vnodeKubelet, Dir: filepath.Join(e.DataDir(), "vnodes"), Log: logger})
+					Binary: vnodeKubelet, Dir: filepath.Join(e.DataDir(), "vnodes"), Log: logger, Tunnel: tunnel})
 				if err != nil {
 					// Pods still run; only CreateVirtualNode's nodes wait.
 					logger.WithError(err).Warn("not hosting virtual nodes: those created with a kubeconfig stay Pending (--vnode-kubelet names the binary)")
@@ -96,6 +100,9 @@ func newCommand() *cobra.Command {
 	f.StringVar(&tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	f.Float64Var(&quotaScale, "quota-scale", 1, "multiplies ECI's published API quotas, enforced per action and AccessKey (answering Throttling.User beyond them); 0 enforces none")
 	f.BoolVar(&hostNodes, "host-virtual-nodes", true, "run each virtual node created with a kubeconfig as a local vnode-kubelet process, as the cloud runs it")
+	f.StringVar(&tunnel.Server, "vnode-tunnel-server", "", "host:port of the edge tunnel servers hosted TLS-bootstrap nodes join (their --tunnel-server); empty: no tunnel")
+	f.StringVar(&tunnel.ServerName, "vnode-tunnel-server-name", "", "name in the tunnel servers' certificate (default: --vnode-tunnel-server's host)")
+	f.StringVar(&tunnel.CAFile, "vnode-tunnel-ca", "", "CA bundle the hosted nodes verify the tunnel servers with (required with --vnode-tunnel-server)")
 	f.StringVar(&vnodeKubelet, "vnode-kubelet", "", "the vnode-kubelet binary hosted virtual nodes run (default: the one beside eci-emulator, then PATH)")
 	return cmd
 }

@@ -120,3 +120,13 @@ func TestTLSCertNeedsKey(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestVNodeTunnelServerNeedsCA(t *testing.T) {
+	cmd := newCommand()
+	cmd.SetArgs([]string{"--listen", "127.0.0.1:0", "--access-key-id", "id", "--access-key-secret", "secret", "--runtime", "sim",
+		"--data-dir", t.TempDir(), "--vnode-tunnel-server", "127.0.0.1:10262"})
+	cmd.SetOut(io.Discard)
+	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "--vnode-tunnel-ca") {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -50,6 +50,16 @@ type Config struct {
 	Dir      string
 	Interval time.Duration // default 500ms
 	Log      logrus.FieldLogger
+	// Tunnel, when its Server is set, is the edge tunnel the hosted nodes
+	// join, as a cloud-hosted node joins the cluster's: kube-apiserver
+	// reaches their kubelet API through it.
+	Tunnel Tunnel
+}
+
+// Tunnel names the edge tunnel servers hosted nodes dial
+// (vnode-kubelet's --tunnel-server, --tunnel-server-name, --tunnel-ca).
+type Tunnel struct {
+	Server, ServerName, CAFile string
 }
 
 // Host runs the emulator's virtual nodes.
@@ -195,6 +205,7 @@ func (h *Host) start(v emulator.VirtualNodeToHost) error {
 	if v.ClusterDomain != "" {
 		args = append(args, "--cluster-domain", v.ClusterDomain)
 	}
+	args = append(args, h.tunnelArgs(v)...)
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			return err
@@ -234,6 +245,27 @@ func (h *Host) start(v emulator.VirtualNodeToHost) error {
 	h.cfg.Emulator.ReportVirtualNode(v.ID, "Pending", "Starting", "vnode-kubelet started, joining the cluster as "+v.NodeName)
 	h.cfg.Log.WithFields(logrus.Fields{"virtualNode": v.ID, "node": v.NodeName, "pid": cmd.Process.Pid}).Info("hosting virtual node")
 	return nil
+}
+
+// tunnelArgs has a node join the edge tunnel. Its agent authenticates
+// with the node's own client certificate, which only a TLS-bootstrapped
+// node has here: a ServiceAccount-mode node runs without the tunnel, and
+// says so in its VirtualNode's events.
+func (h *Host) tunnelArgs(v emulator.VirtualNodeToHost) []string {
+	t := h.cfg.Tunnel
+	if t.Server == "" {
+		return nil
+	}
+	if !v.TLSBootstrap {
+		h.cfg.Emulator.ReportVirtualNode(v.ID, "Pending", "TunnelSkipped",
+			"a ServiceAccount-mode node has no client certificate to join the edge tunnel with: it runs without it")
+		return nil
+	}
+	args := []string{"--tunnel-server", t.Server, "--tunnel-ca", t.CAFile}
+	if t.ServerName != "" {
+		args = append(args, "--tunnel-server-name", t.ServerName)
+	}
+	return args
 }
 
 // stop ends a node's process: SIGTERM, then SIGKILL after 10s.

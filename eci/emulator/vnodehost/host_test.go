@@ -134,3 +134,70 @@ func waitCount(t *testing.T, cond func() bool) {
 		t.Fatal("condition never held")
 	}
 }
+
+// With a tunnel configured, a TLS-bootstrap node joins it with its own
+// certificate; a ServiceAccount-mode node has none, runs without it, and
+// its VirtualNode says so.
+func TestHostedNodesJoinTheTunnel(t *testing.T) {
+	em, ep := emulatortest.StartForTest(t, emulator.Config{Credentials: map[string]string{"AKID": "SECRET"}, Runtime: "sim", Delays: emulator.Delays{VirtualNode: time.Hour}})
+	argsDir := t.TempDir()
+	bin := script(t, `echo "$*" > "`+argsDir+`/$$.args"; exec sleep 60`)
+	h, err := New(Config{Emulator: em, Endpoint: "http://" + ep, Binary: bin, Dir: t.TempDir(), Interval: 20 * time.Millisecond,
+		Tunnel: Tunnel{Server: "127.0.0.1:10262", ServerName: "edge-tunnel-server", CAFile: "/etc/tunnel-ca.crt"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = h.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	c, err := eci.New(eci.Config{RegionID: "cn-hangzhou", Endpoint: "http://" + ep, AccessKeyID: "AKID", AccessKeySecret: "SECRET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bootstrapID, err := c.CreateVirtualNode(context.Background(), eci.VirtualNodeSpec{VSwitchID: "vsw-1", SecurityGroupID: "sg-1",
+		KubeConfig: []byte(kubeconfig), TLSBootstrapEnabled: true, ClientToken: "bootstrap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	saID, err := c.CreateVirtualNode(context.Background(), eci.VirtualNodeSpec{VSwitchID: "vsw-1", SecurityGroupID: "sg-1",
+		KubeConfig: []byte(kubeconfig), ClientToken: "serviceaccount"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	if err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		files, _ := filepath.Glob(filepath.Join(argsDir, "*.args"))
+		lines = lines[:0]
+		for _, f := range files {
+			b, _ := os.ReadFile(f)
+			lines = append(lines, strings.TrimSpace(string(b)))
+		}
+		return len(lines) == 2, nil
+	}); err != nil {
+		t.Fatalf("%d hosted nodes started, want 2", len(lines))
+	}
+	for _, l := range lines {
+		bootstrap := strings.Contains(l, "--bootstrap-kubeconfig")
+		joins := strings.Contains(l, "--tunnel-server 127.0.0.1:10262 --tunnel-ca /etc/tunnel-ca.crt --tunnel-server-name edge-tunnel-server")
+		if bootstrap != joins || strings.Contains(l, "--tunnel-server") != joins {
+			t.Errorf("a node (bootstrap %v) ran with: %s", bootstrap, l)
+		}
+	}
+	v := waitNode(t, c, saID, func(v eci.VirtualNode) bool { return len(v.Events) > 0 })
+	skipped := false
+	for _, ev := range v.Events {
+		skipped = skipped || ev.Reason == "TunnelSkipped"
+	}
+	if !skipped {
+		t.Errorf("the ServiceAccount-mode node's events do not say it runs without the tunnel: %+v", v.Events)
+	}
+	if v := waitNode(t, c, bootstrapID, func(v eci.VirtualNode) bool { return len(v.Events) > 0 }); len(v.Events) > 0 {
+		for _, ev := range v.Events {
+			if ev.Reason == "TunnelSkipped" {
+				t.Errorf("the bootstrap node skipped the tunnel: %+v", v.Events)
+			}
+		}
+	}
+}
