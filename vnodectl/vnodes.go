@@ -262,7 +262,7 @@ func (g *globals) waitReady(ctx context.Context, c *cloud, id string, timeout ti
 				}
 			}
 			if v.Status == "Failed" {
-				return fmt.Errorf("virtual node %s failed (see the events above; `vnode describe %s`)", id, id)
+				return fmt.Errorf("virtual node %s failed: %s (`vnode describe %s` shows its events; `vnode delete %s` removes it)", id, failure(v), id, id)
 			}
 			nodeState := "not registered"
 			if n, err := a.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{}); err == nil {
@@ -286,6 +286,16 @@ func (g *globals) waitReady(ctx context.Context, c *cloud, id string, timeout ti
 		case <-tick.C:
 		}
 	}
+}
+
+// failure is why a Failed VNode failed: its last Warning event.
+func failure(v eci.VirtualNode) string {
+	for i := len(v.Events) - 1; i >= 0; i-- {
+		if ev := v.Events[i]; ev.Type == "Warning" {
+			return ev.Reason + ": " + ev.Message
+		}
+	}
+	return "no event says why"
 }
 
 func nodeReady(n *corev1.Node) bool {

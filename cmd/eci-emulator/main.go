@@ -28,6 +28,7 @@ func newCommand() *cobra.Command {
 		listen, id, secret, runtime, dataDir, region, adminToken string
 		tlsCert, tlsKey, vnodeKubelet                            string
 		useTLS, hostNodes                                        bool
+		joinTimeout                                              time.Duration
 		delays                                                   emulator.Delays
 	)
 	cmd := &cobra.Command{
@@ -62,7 +63,7 @@ func newCommand() *cobra.Command {
 			}
 			if hostNodes {
 				host, err := vnodehost.New(vnodehost.Config{Emulator: e, Endpoint: e.Scheme() + "://" + l.Addr().String(),
-					Binary: vnodeKubelet, Dir: filepath.Join(e.DataDir(), "vnodes"), Log: logger})
+					Binary: vnodeKubelet, Dir: filepath.Join(e.DataDir(), "vnodes"), JoinTimeout: joinTimeout, Log: logger})
 				if err != nil {
 					// Pods still run; only CreateVirtualNode's nodes wait.
 					logger.WithError(err).Warn("not hosting virtual nodes: those created with a kubeconfig stay Pending (--vnode-kubelet names the binary)")
@@ -90,6 +91,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&tlsCert, "tls-cert", "", "PEM certificate to serve https with (implies --tls; needs --tls-key)")
 	f.StringVar(&tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	f.BoolVar(&hostNodes, "host-virtual-nodes", true, "run each virtual node created with a kubeconfig as a local vnode-kubelet process, as the cloud runs it")
+	f.DurationVar(&joinTimeout, "vnode-join-timeout", vnodehost.DefaultJoinTimeout, "how long a hosted virtual node may take to be Ready before it is Failed with the reason (unreachable API server, certificate not approved, Node not Ready); rejected credentials fail it at once")
 	f.StringVar(&vnodeKubelet, "vnode-kubelet", "", "the vnode-kubelet binary hosted virtual nodes run (default: the one beside eci-emulator, then PATH)")
 	return cmd
 }
