@@ -374,14 +374,15 @@ func (h *Host) judge(n *node, now time.Time) (reason, message string, failed boo
 	if n.info.TLSBootstrap {
 		mode = "bootstrap token"
 	}
-	if p.rejected && now.Sub(n.rejectedSince) >= h.cfg.RejectGrace {
+	timedOut := now.Sub(n.started) >= h.cfg.JoinTimeout
+	if p.rejected && (now.Sub(n.rejectedSince) >= h.cfg.RejectGrace || timedOut) {
 		if p.joined && n.info.TLSBootstrap {
 			mode = "client certificate"
 		}
 		return ReasonRejected, fmt.Sprintf("the API server %s rejects the node's %s (401 Unauthorized): "+
 			"it is unknown, expired or revoked; run `vnode cluster setup` again and create the node with the new kubeconfig", p.server, mode), true
 	}
-	if now.Sub(n.started) < h.cfg.JoinTimeout {
+	if !timedOut {
 		return "", "", false
 	}
 	within := "within " + h.cfg.JoinTimeout.String()

@@ -2,6 +2,7 @@ package vnodehost
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -109,5 +110,44 @@ func TestRejectedCredentialsAndUnapprovedCertificateFail(t *testing.T) {
 	v = waitNode(t, c, unapproved, func(v eci.VirtualNode) bool { return v.Status == "Failed" })
 	if ev := lastEvent(v); ev.Reason != ReasonCertNotApproved || !strings.Contains(ev.Message, "vnode-approver") || !strings.Contains(ev.Message, join.String()) {
 		t.Fatalf("events: %+v", v.Events)
+	}
+}
+
+// judge's table: which reason a node that is not Ready fails with, and when.
+func TestJudge(t *testing.T) {
+	h := &Host{cfg: Config{JoinTimeout: time.Minute, RejectGrace: 5 * time.Second}}
+	start := time.Unix(1_000_000, 0)
+	refused := errors.New("dial tcp 127.0.0.1:1: connect: connection refused")
+	for _, c := range []struct {
+		name      string
+		bootstrap bool
+		probes    []probe // one per 3 seconds from start
+		at        time.Duration
+		want      string // "" : not failed
+	}{
+		{"a 401 for less than the grace waits", true, []probe{{rejected: true}, {rejected: true}}, 3 * time.Second, ""},
+		{"a 401 for the grace fails at once", true, []probe{{rejected: true}, {rejected: true}, {rejected: true}}, 6 * time.Second, ReasonRejected},
+		{"a 401 that stops restarts the grace", false, []probe{{rejected: true}, {joined: true}, {rejected: true, joined: true}}, 6 * time.Second, ""},
+		{"a 401 at the join timeout is a rejection", true, []probe{{rejected: true}}, time.Minute, ReasonRejected},
+		{"unreachable waits for the join timeout", true, []probe{{unreachable: true, err: refused}}, 30 * time.Second, ""},
+		{"unreachable at the join timeout", true, []probe{{unreachable: true, err: refused}}, time.Minute, ReasonUnreachable},
+		{"bootstrap, accepted, no certificate", true, []probe{{err: errors.New("forbidden")}}, time.Minute, ReasonCertNotApproved},
+		{"joined, Node never Ready", true, []probe{{joined: true}}, time.Minute, ReasonNodeNotReady},
+		{"ServiceAccount, Node never Ready", false, []probe{{joined: true, err: errors.New("not found")}}, time.Minute, ReasonNodeNotReady},
+	} {
+		n := &node{info: emulator.VirtualNodeToHost{NodeName: "n", TLSBootstrap: c.bootstrap}, dir: t.TempDir(), started: start}
+		var reason string
+		var failed bool
+		for i, p := range c.probes {
+			n.last = p
+			at := time.Duration(i) * 3 * time.Second
+			if i == len(c.probes)-1 {
+				at = c.at
+			}
+			reason, _, failed = h.judge(n, start.Add(at))
+		}
+		if failed != (c.want != "") || reason != c.want {
+			t.Errorf("%s: failed %v with %q, want %q", c.name, failed, reason, c.want)
+		}
 	}
 }
