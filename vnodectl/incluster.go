@@ -329,18 +329,25 @@ func kubeletArgs(spec eci.VirtualNodeSpec) []string {
 	return args
 }
 
-// inClusterStubs are the node's Deployment and Secret by name, for delete.
+// stub names an object for delete.
+func stub(apiVersion, kind, name string) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion(apiVersion)
+	u.SetKind(kind)
+	u.SetName(name)
+	u.SetNamespace(vnodeNamespace)
+	return u
+}
+
+func secretStub(name string) *unstructured.Unstructured { return stub("v1", "Secret", name) }
+func deploymentStub(name string) *unstructured.Unstructured {
+	return stub("apps/v1", "Deployment", name)
+}
+
+// inClusterStubs are the node's objects in apply order (remove deletes in
+// reverse: the Deployment before the Secret it mounts).
 func inClusterStubs(object string) []*unstructured.Unstructured {
-	var out []*unstructured.Unstructured
-	for _, kind := range []struct{ apiVersion, kind string }{{"v1", "Secret"}, {"apps/v1", "Deployment"}} {
-		u := &unstructured.Unstructured{}
-		u.SetAPIVersion(kind.apiVersion)
-		u.SetKind(kind.kind)
-		u.SetName(object)
-		u.SetNamespace(vnodeNamespace)
-		out = append(out, u)
-	}
-	return out
+	return []*unstructured.Unstructured{secretStub(object), deploymentStub(object)}
 }
 
 // deleteInCluster removes the in-cluster node's Deployment and Secret,
@@ -399,12 +406,13 @@ func (g *globals) cleanInCluster(ctx context.Context, a *admin) error {
 	if err != nil {
 		return fmt.Errorf("listing in-cluster virtual nodes' Secrets: %w", err)
 	}
+	// In apply order: remove deletes the Deployments first.
 	var objs []*unstructured.Unstructured
-	for _, d := range ds.Items {
-		objs = append(objs, inClusterStubs(d.Name)[1])
-	}
 	for _, s := range ss.Items {
-		objs = append(objs, inClusterStubs(s.Name)[0])
+		objs = append(objs, secretStub(s.Name))
+	}
+	for _, d := range ds.Items {
+		objs = append(objs, deploymentStub(d.Name))
 	}
 	return a.applier(g).remove(ctx, objs)
 }
