@@ -78,7 +78,8 @@ func TestCreateInCluster(t *testing.T) {
 	e.inClusterGone(t, ctx, object, "after --dry")
 	// What --dry printed, server-side dry run on the real API server; its
 	// namespace must exist for that (a dry run creates nothing).
-	if err := e.cp.CreateNamespace(ctx, "vnode-system"); err != nil {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "vnode-system"}}
+	if _, err := e.cp.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	kinds := e.serverDryRun(t, ctx, out)
