@@ -133,20 +133,23 @@ func TestCreateInCluster(t *testing.T) {
 	}
 
 	// delete is refused while a pod is bound to the node.
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bound", Namespace: "default"},
+	if err := e.cp.CreateNamespace(ctx, "work"); err != nil { // waits for its default ServiceAccount
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bound", Namespace: "work"},
 		Spec: corev1.PodSpec{NodeName: "edge.1", Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
-	if _, err := e.cp.Client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+	if _, err := e.cp.Client.CoreV1().Pods("work").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.vnode(t, "delete", "--in-cluster", "edge.1"); err == nil || !strings.Contains(err.Error(), "kubectl drain edge.1") {
 		t.Fatalf("delete with a bound pod: %v", err)
 	}
 	zero := int64(0)
-	if err := e.cp.Client.CoreV1().Pods("default").Delete(ctx, "bound", metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+	if err := e.cp.Client.CoreV1().Pods("work").Delete(ctx, "bound", metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, ctx, "the bound pod to go", func() bool {
-		_, err := e.cp.Client.CoreV1().Pods("default").Get(ctx, "bound", metav1.GetOptions{})
+		_, err := e.cp.Client.CoreV1().Pods("work").Get(ctx, "bound", metav1.GetOptions{})
 		return apierrors.IsNotFound(err)
 	})
 	e.mustVnode(t, "delete", "--in-cluster", "edge.1")
