@@ -285,7 +285,7 @@ func serviceAccountObjects(rbac []*unstructured.Unstructured) ([]*unstructured.U
 	labels := map[string]string{partOfLabel: partOfValue}
 	subject := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: serviceAccountName, Namespace: vnodeNamespace}}
 	typed := []runtime.Object{
-		&corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}, ObjectMeta: metav1.ObjectMeta{Name: vnodeNamespace, Labels: labels}},
+		vnodeNamespaceObject(),
 		&corev1.ServiceAccount{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"}, ObjectMeta: metav1.ObjectMeta{Name: serviceAccountName, Namespace: vnodeNamespace, Labels: labels}},
 		&corev1.Secret{
 			TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
@@ -315,6 +315,12 @@ func serviceAccountObjects(rbac []*unstructured.Unstructured) ([]*unstructured.U
 		out = append(out, u)
 	}
 	return out, nil
+}
+
+// vnodeNamespaceObject is the namespace vnode's own objects live in.
+func vnodeNamespaceObject() *corev1.Namespace {
+	return &corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
+		ObjectMeta: metav1.ObjectMeta{Name: vnodeNamespace, Labels: map[string]string{partOfLabel: partOfValue}}}
 }
 
 // waitServiceAccountToken waits for the token controller to fill the
@@ -374,6 +380,10 @@ func (g *globals) clean(ctx context.Context, output string) error {
 		if a, err = g.admin(ctx); err != nil {
 			return err
 		}
+	}
+	// In-cluster nodes first: their Secrets hold AccessKeys.
+	if err := g.cleanInCluster(ctx, a); err != nil {
+		return err
 	}
 	ap := a.applier(g)
 	for _, ad := range addons {

@@ -36,6 +36,9 @@ func (g *globals) admin(ctx context.Context) (*admin, error) {
 		return nil, fmt.Errorf("loading the admin kubeconfig (%s): %w", source, err)
 	}
 	cfg.UserAgent = "vnode"
+	// kubectl's limits: client-go's default of 5 queries a second made each
+	// apply of a few dozen objects (a GET and a PATCH each) wait seconds.
+	cfg.QPS, cfg.Burst = 50, 300
 	a := &admin{config: cfg, source: source}
 	if a.client, err = kubernetes.NewForConfig(cfg); err != nil {
 		return nil, fmt.Errorf("admin kubeconfig %s: %w", source, err)

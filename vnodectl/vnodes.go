@@ -133,13 +133,20 @@ func newCreateCommand(g *globals) *cobra.Command {
 	m := &mutableFlags{}
 	var vswitch, sg, zone, token string
 	var taints []string
-	var wait bool
+	var wait, inCluster bool
 	var waitTimeout time.Duration
+	var image string
 	cmd := &cobra.Command{
 		Use:   "create",
-		Short: "Create a VNode with ECI's CreateVirtualNode from the current context of ~/.vnode/config",
+		Short: "Create a VNode with ECI's CreateVirtualNode from the current context of ~/.vnode/config (--in-cluster: run it in the cluster instead)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if inCluster && token != "" {
+				return errors.New("--client-token is CreateVirtualNode's; --in-cluster applies the node's objects, which a re-run updates, never duplicates")
+			}
+			if !inCluster && image != "" {
+				return errors.New("--image needs --in-cluster: the cloud chooses the image of the nodes it hosts")
+			}
 			c, err := g.cloud()
 			if err != nil {
 				return err
@@ -147,6 +154,13 @@ func newCreateCommand(g *globals) *cobra.Command {
 			spec, err := c.createSpec(m, vswitch, sg, zone, token, taints)
 			if err != nil {
 				return err
+			}
+			if inCluster {
+				n, err := g.createInCluster(cmd.Context(), c, spec, image)
+				if err != nil || !wait || g.dry {
+					return err
+				}
+				return g.waitInClusterReady(cmd.Context(), n, waitTimeout)
 			}
 			if g.dry {
 				shown := spec
@@ -176,6 +190,9 @@ func newCreateCommand(g *globals) *cobra.Command {
 	f.StringVar(&token, "client-token", "", "makes a retried create idempotent: the same token never makes a second VNode (default: random)")
 	f.BoolVar(&wait, "wait", false, "wait until the VNode's Node is Ready in the cluster, showing progress")
 	f.DurationVar(&waitTimeout, "wait-timeout", 10*time.Minute, "how long --wait waits")
+	f.BoolVar(&inCluster, "in-cluster", false, "run the node in this cluster (a Deployment of vnode-kubelet in "+vnodeNamespace+
+		", its config context, AccessKey and kubeconfig in a Secret) instead of calling CreateVirtualNode; named by --name, the context's vnode-name, else <region-id>.in-cluster")
+	f.StringVar(&image, "image", "", "with --in-cluster: the vnode-kubelet image (default: the manifests')")
 	return cmd
 }
 
@@ -262,7 +279,7 @@ func (g *globals) waitReady(ctx context.Context, c *cloud, id string, timeout ti
 				}
 			}
 			if v.Status == "Failed" {
-				return fmt.Errorf("virtual node %s failed (see the events above; `vnode describe %s`)", id, id)
+				return fmt.Errorf("virtual node %s failed: %s (`vnode describe %s` shows its events; `vnode delete %s` removes it)", id, failure(v), id, id)
 			}
 			nodeState := "not registered"
 			if n, err := a.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{}); err == nil {
@@ -286,6 +303,16 @@ func (g *globals) waitReady(ctx context.Context, c *cloud, id string, timeout ti
 		case <-tick.C:
 		}
 	}
+}
+
+// failure is why a Failed VNode failed: its last Warning event.
+func failure(v eci.VirtualNode) string {
+	for i := len(v.Events) - 1; i >= 0; i-- {
+		if ev := v.Events[i]; ev.Type == "Warning" {
+			return ev.Reason + ": " + ev.Message
+		}
+	}
+	return "no event says why"
 }
 
 func nodeReady(n *corev1.Node) bool {
@@ -513,11 +540,15 @@ func newUpdateCommand(g *globals) *cobra.Command {
 }
 
 func newDeleteCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var inCluster bool
+	cmd := &cobra.Command{
 		Use:   "delete ID",
-		Short: "Delete a VNode (ECI refuses while it still runs instances: drain it first)",
+		Short: "Delete a VNode (ECI refuses while it still runs instances: drain it first); --in-cluster NAME: an in-cluster node",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if inCluster {
+				return g.deleteInCluster(cmd.Context(), args[0])
+			}
 			c, err := g.cloud()
 			if err != nil {
 				return err
@@ -544,4 +575,6 @@ func newDeleteCommand(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&inCluster, "in-cluster", false, "delete the node `create --in-cluster` made, named by its Node name (refused while pods are bound to it)")
+	return cmd
 }

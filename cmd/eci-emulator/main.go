@@ -28,6 +28,7 @@ func newCommand() *cobra.Command {
 		listen, id, secret, runtime, dataDir, region, adminToken string
 		tlsCert, tlsKey, vnodeKubelet                            string
 		useTLS, hostNodes                                        bool
+		joinTimeout                                              time.Duration
 		delays                                                   emulator.Delays
 		quotaScale                                               float64
 		tunnel                                                   vnodehost.Tunnel
@@ -71,7 +72,7 @@ func newCommand() *cobra.Command {
 			}
 			if hostNodes {
 				host, err := vnodehost.New(vnodehost.Config{Emulator: e, Endpoint: e.Scheme() + "://" + l.Addr().String(),
-					Binary: vnodeKubelet, Dir: filepath.Join(e.DataDir(), "vnodes"), Log: logger, Tunnel: tunnel})
+					Binary: vnodeKubelet, Dir: filepath.Join(e.DataDir(), "vnodes"), JoinTimeout: joinTimeout, Log: logger, Tunnel: tunnel})
 				if err != nil {
 					// Pods still run; only CreateVirtualNode's nodes wait.
 					logger.WithError(err).Warn("not hosting virtual nodes: those created with a kubeconfig stay Pending (--vnode-kubelet names the binary)")
@@ -103,6 +104,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&tunnel.Server, "vnode-tunnel-server", "", "host:port of the edge tunnel servers hosted TLS-bootstrap nodes join (their --tunnel-server); empty: no tunnel")
 	f.StringVar(&tunnel.ServerName, "vnode-tunnel-server-name", "", "name in the tunnel servers' certificate (default: --vnode-tunnel-server's host)")
 	f.StringVar(&tunnel.CAFile, "vnode-tunnel-ca", "", "CA bundle the hosted nodes verify the tunnel servers with (required with --vnode-tunnel-server)")
+	f.DurationVar(&joinTimeout, "vnode-join-timeout", vnodehost.DefaultJoinTimeout, "how long a hosted virtual node may take to be Ready before it is Failed with the reason (unreachable API server, certificate not approved, Node not Ready); rejected credentials fail it at once")
 	f.StringVar(&vnodeKubelet, "vnode-kubelet", "", "the vnode-kubelet binary hosted virtual nodes run (default: the one beside eci-emulator, then PATH)")
 	return cmd
 }

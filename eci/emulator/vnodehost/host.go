@@ -3,9 +3,12 @@
 // vnode-kubelet process that joins the cluster with it (TLS bootstrap or
 // ServiceAccount), named <region>.<vnd-id> and pointed back at the
 // emulator with the creating account's credentials. The node is Pending
-// until its Node is Ready, Failed (with an event) when the process exits;
-// a deleted node's process is stopped. Run it again on the same emulator
-// state after a restart and it starts the nodes again.
+// until its Node is Ready. It is Failed, with an event saying why, when its
+// process exits, when the API server rejects its credentials (401), or when
+// it has not joined within the join timeout (API server unreachable, client
+// certificate never approved, Node never Ready); a failed node's process is
+// stopped, as is a deleted node's. Run it again on the same emulator state
+// after a restart and it starts the nodes again.
 package vnodehost
 
 import (
@@ -30,6 +33,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -49,7 +53,15 @@ type Config struct {
 	// Dir keeps each node's files and log (Dir/<vnd-id>/).
 	Dir      string
 	Interval time.Duration // default 500ms
-	Log      logrus.FieldLogger
+	// JoinTimeout is how long a node may take to be Ready before it is
+	// Failed with the reason its last attempt showed; default 5 minutes.
+	JoinTimeout time.Duration
+	// RejectGrace is how long the API server must keep answering 401 to
+	// the node's credentials before the node is Failed at once: a token
+	// created a moment ago may not be in the API server's cache yet.
+	// Default 5s.
+	RejectGrace time.Duration
+	Log         logrus.FieldLogger
 	// Tunnel, when its Server is set, is the edge tunnel the hosted nodes
 	// join, as a cloud-hosted node joins the cluster's: kube-apiserver
 	// reaches their kubelet API through it.
@@ -62,6 +74,25 @@ type Tunnel struct {
 	Server, ServerName, CAFile string
 }
 
+// Reasons of a failed node's event.
+const (
+	ReasonExited          = "NodeExited"
+	ReasonStartFailed     = "StartFailed"
+	ReasonRejected        = "CredentialsRejected"
+	ReasonUnreachable     = "APIServerUnreachable"
+	ReasonCertNotApproved = "CertificateNotApproved"
+	ReasonNodeNotReady    = "NodeNotReady"
+)
+
+// DefaultJoinTimeout is Config.JoinTimeout's default: the cloud takes a
+// minute or two to start a virtual node.
+const DefaultJoinTimeout = 5 * time.Minute
+
+const (
+	defaultRejectGrace       = 5 * time.Second
+	defaultReconcileInterval = 500 * time.Millisecond
+)
+
 // Host runs the emulator's virtual nodes.
 type Host struct {
 	cfg   Config
@@ -69,11 +100,16 @@ type Host struct {
 }
 
 type node struct {
-	info  emulator.VirtualNodeToHost
-	dir   string
-	cmd   *exec.Cmd
-	done  chan struct{}
-	ready bool
+	info    emulator.VirtualNodeToHost
+	dir     string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	ready   bool
+	started time.Time
+	// rejectedSince is when the API server began answering 401 (zero
+	// while it does not).
+	rejectedSince time.Time
+	last          probe
 }
 
 // New checks cfg and finds vnode-kubelet.
@@ -89,7 +125,13 @@ func New(cfg Config) (*Host, error) {
 		cfg.Binary = bin
 	}
 	if cfg.Interval <= 0 {
-		cfg.Interval = 500 * time.Millisecond
+		cfg.Interval = defaultReconcileInterval
+	}
+	if cfg.JoinTimeout <= 0 {
+		cfg.JoinTimeout = DefaultJoinTimeout
+	}
+	if cfg.RejectGrace <= 0 {
+		cfg.RejectGrace = defaultRejectGrace
 	}
 	if cfg.Log == nil {
 		cfg.Log = logrus.New()
@@ -138,20 +180,30 @@ func (h *Host) reconcile(ctx context.Context) {
 				continue
 			}
 			if err := h.start(v); err != nil {
-				h.cfg.Emulator.ReportVirtualNode(v.ID, "Failed", "StartFailed", err.Error())
+				h.cfg.Emulator.ReportVirtualNode(v.ID, "Failed", ReasonStartFailed, err.Error())
 			}
 			continue
 		}
 		select {
 		case <-n.done:
-			h.cfg.Emulator.ReportVirtualNode(v.ID, "Failed", "NodeExited", "vnode-kubelet exited: "+lastLines(filepath.Join(n.dir, "vnode-kubelet.log"), 3))
+			h.cfg.Emulator.ReportVirtualNode(v.ID, "Failed", ReasonExited, "vnode-kubelet exited: "+lastLines(filepath.Join(n.dir, "vnode-kubelet.log"), 3))
 			delete(h.nodes, v.ID)
 			continue
 		default:
 		}
-		if !n.ready && nodeReady(ctx, n) {
+		if n.ready {
+			continue
+		}
+		n.last = probeNode(ctx, n)
+		if n.last.ready {
 			n.ready = true
 			h.cfg.Emulator.ReportVirtualNode(v.ID, "Ready", "NodeReady", "Node "+v.NodeName+" is Ready in the cluster")
+			continue
+		}
+		if reason, msg, failed := h.judge(n, time.Now()); failed {
+			h.cfg.Log.WithFields(logrus.Fields{"virtualNode": v.ID, "node": v.NodeName, "reason": reason}).Warn("virtual node failed to join")
+			h.cfg.Emulator.ReportVirtualNode(v.ID, "Failed", reason, msg)
+			h.stop(v.ID)
 		}
 	}
 	for id := range h.nodes {
@@ -235,7 +287,7 @@ func (h *Host) start(v emulator.VirtualNodeToHost) error {
 		logFile.Close()
 		return fmt.Errorf("starting %s: %w", h.cfg.Binary, err)
 	}
-	n := &node{info: v, dir: dir, cmd: cmd, done: make(chan struct{})}
+	n := &node{info: v, dir: dir, cmd: cmd, done: make(chan struct{}), started: time.Now()}
 	go func() {
 		_ = cmd.Wait()
 		logFile.Close()
@@ -281,32 +333,109 @@ func (h *Host) stop(id string) {
 	}
 }
 
-// nodeReady asks the cluster, with the node's own credentials (the
-// bootstrapped kubeconfig, or the ServiceAccount's), whether its Node is Ready.
-func nodeReady(ctx context.Context, n *node) bool {
-	data, err := os.ReadFile(filepath.Join(n.dir, "kubeconfig"))
+// probe is what one look at the cluster, with the node's own credentials,
+// showed.
+type probe struct {
+	ready bool
+	// rejected: the API server answered 401 to the credentials.
+	rejected bool
+	// unreachable: no HTTP answer (connection, TLS or timeout); err says.
+	unreachable bool
+	// joined: the node holds its own credentials (the bootstrapped
+	// kubeconfig, or the ServiceAccount's it was given).
+	joined bool
+	server string
+	err    error
+}
+
+// probeNode asks the cluster, with the node's own credentials (the
+// bootstrapped kubeconfig; before bootstrap, the bootstrap one), for its
+// Node: Ready, or why not. A bootstrap token may not read Nodes, so a 403
+// (like a 404) only says that the API server answered and accepted them.
+func probeNode(ctx context.Context, n *node) probe {
+	var p probe
+	path := filepath.Join(n.dir, "kubeconfig")
+	data, err := os.ReadFile(path)
+	if err == nil {
+		p.joined = true
+	} else if n.info.TLSBootstrap {
+		data, err = os.ReadFile(filepath.Join(n.dir, "bootstrap-kubeconfig"))
+	}
 	if err != nil {
-		return false
+		p.err = err
+		return p
 	}
 	cfg, err := clientcmd.RESTConfigFromKubeConfig(data)
 	if err != nil {
-		return false
+		p.err = err
+		return p
 	}
+	p.server = cfg.Host
 	cfg.Timeout = 5 * time.Second
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return false
+		p.err = err
+		return p
 	}
 	node, err := client.CoreV1().Nodes().Get(ctx, n.info.NodeName, metav1.GetOptions{})
-	if err != nil {
-		return false
-	}
-	for _, c := range node.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
+	switch {
+	case err == nil:
+		for _, c := range node.Status.Conditions {
+			if c.Type == corev1.NodeReady {
+				p.ready = c.Status == corev1.ConditionTrue
+			}
 		}
+		return p
+	case apierrors.IsUnauthorized(err):
+		p.rejected = true
+	case apierrors.IsForbidden(err) || apierrors.IsNotFound(err):
+	default:
+		var status apierrors.APIStatus
+		p.unreachable = !errors.As(err, &status)
 	}
-	return false
+	p.err = err
+	return p
+}
+
+// judge says whether a node that is not Ready has failed, and why: at once
+// when the API server has rejected its credentials for RejectGrace; after
+// JoinTimeout with what its last probe showed.
+func (h *Host) judge(n *node, now time.Time) (reason, message string, failed bool) {
+	p := n.last
+	if !p.rejected {
+		n.rejectedSince = time.Time{}
+	} else if n.rejectedSince.IsZero() {
+		n.rejectedSince = now
+	}
+	mode := "ServiceAccount token"
+	if n.info.TLSBootstrap {
+		mode = "bootstrap token"
+	}
+	timedOut := now.Sub(n.started) >= h.cfg.JoinTimeout
+	if p.rejected && (now.Sub(n.rejectedSince) >= h.cfg.RejectGrace || timedOut) {
+		if p.joined && n.info.TLSBootstrap {
+			mode = "client certificate"
+		}
+		return ReasonRejected, fmt.Sprintf("the API server %s rejects the node's %s (401 Unauthorized): "+
+			"it is unknown, expired or revoked; run `vnode cluster setup` again and create the node with the new kubeconfig", p.server, mode), true
+	}
+	if !timedOut {
+		return "", "", false
+	}
+	within := "within " + h.cfg.JoinTimeout.String()
+	switch {
+	case p.unreachable:
+		return ReasonUnreachable, fmt.Sprintf("the node could not reach the API server %s %s: %v", p.server, within, p.err), true
+	case n.info.TLSBootstrap && !p.joined:
+		return ReasonCertNotApproved, fmt.Sprintf("the node's client certificate request (CSR by %s) was not approved %s: "+
+			"is vnode-approver running (`vnode addon enable vnode-approver`, `vnode addon list`)?", n.info.NodeName, within), true
+	}
+	why := "its Node was never registered or never Ready"
+	if p.err != nil {
+		why += " (" + p.err.Error() + ")"
+	}
+	return ReasonNodeNotReady, fmt.Sprintf("the node did not become Ready %s: %s; its log ends: %s", within, why,
+		lastLines(filepath.Join(n.dir, "vnode-kubelet.log"), 3)), true
 }
 
 func servingPair(name string) (certPEM, keyPEM []byte, err error) {

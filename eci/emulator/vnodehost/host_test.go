@@ -35,7 +35,13 @@ func script(t *testing.T, body string) string {
 
 func startHost(t *testing.T, em *emulator.Emulator, ep, bin, dir string) context.CancelFunc {
 	t.Helper()
-	h, err := New(Config{Emulator: em, Endpoint: "http://" + ep, Binary: bin, Dir: dir, Interval: 20 * time.Millisecond})
+	return startHostWith(t, Config{Emulator: em, Endpoint: "http://" + ep, Binary: bin, Dir: dir})
+}
+
+func startHostWith(t *testing.T, cfg Config) context.CancelFunc {
+	t.Helper()
+	cfg.Interval = 20 * time.Millisecond
+	h, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,12 +72,17 @@ func waitNode(t *testing.T, c *eci.Client, id string, cond func(eci.VirtualNode)
 
 func create(t *testing.T, ep string) (*eci.Client, string) {
 	t.Helper()
+	return createWith(t, ep, []byte(kubeconfig), true, "t")
+}
+
+func createWith(t *testing.T, ep string, kc []byte, bootstrap bool, token string) (*eci.Client, string) {
+	t.Helper()
 	c, err := eci.New(eci.Config{RegionID: "cn-hangzhou", Endpoint: "http://" + ep, AccessKeyID: "AKID", AccessKeySecret: "SECRET"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	id, err := c.CreateVirtualNode(context.Background(), eci.VirtualNodeSpec{VSwitchID: "vsw-1", SecurityGroupID: "sg-1",
-		KubeConfig: []byte(kubeconfig), TLSBootstrapEnabled: true, ClientToken: "t"})
+		KubeConfig: kc, TLSBootstrapEnabled: bootstrap, ClientToken: token})
 	if err != nil {
 		t.Fatal(err)
 	}
