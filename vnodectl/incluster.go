@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -164,16 +165,19 @@ func (c *cloud) newInClusterNode(spec eci.VirtualNodeSpec) (*inClusterNode, erro
 		return nil, fmt.Errorf("encoding the node's config context: %w", err)
 	}
 	n.secret = map[string]string{keyConfig: cfg, keyKC: string(kubeconfig), keyCA: string(ca)}
-	n.shown = map[string]string{keyConfig: shownCfg, keyKC: "<masked: the node's kubeconfig>", keyCA: string(ca),
-		keyServingCert: "<generated on apply: a self-signed serving certificate>", keyServingKey: "<masked: its key>"}
+	n.shown = map[string]string{keyConfig: shownCfg, keyKC: "<masked: the node's kubeconfig>", keyCA: string(ca)}
+	if !n.bootstrap {
+		n.shown[keyServingCert], n.shown[keyServingKey] = "<generated on apply: a self-signed serving certificate>", "<masked: its key>"
+	}
 	return n, nil
 }
 
-// servingPair keeps the serving certificate the node's Secret already
-// holds, so a re-apply changes nothing; else it makes one. It is
-// self-signed: an API server that verifies kubelets' serving certificates
-// (--kubelet-certificate-authority) refuses logs and exec until the node
-// has one the cluster CA signed.
+// servingPair, for a ServiceAccount-mode node (no node identity to ask the
+// cluster for a serving certificate with), keeps the serving certificate
+// the node's Secret already holds, so a re-apply changes nothing; else it
+// makes one. It is self-signed: an API server that verifies kubelets'
+// serving certificates (--kubelet-certificate-authority) refuses logs and
+// exec to it.
 func (n *inClusterNode) servingPair(ctx context.Context, a *admin) error {
 	s, err := a.client.CoreV1().Secrets(vnodeNamespace).Get(ctx, n.object, metav1.GetOptions{})
 	switch {
@@ -239,7 +243,13 @@ func (n *inClusterNode) objects(image string, shown bool) ([]*unstructured.Unstr
 	}
 	c.Args = append(c.Args, "--nodename="+n.node)
 	if n.bootstrap {
-		c.Args = append(c.Args, "--bootstrap-kubeconfig="+secretMount+"/"+keyBootstrapKubeconfig)
+		// A bootstrapped node asks the cluster for its serving certificate
+		// (a kubelet-serving CSR vnode-approver approves), kept with its
+		// client pair under the state volume: no pair in the Secret.
+		c.Args = slices.DeleteFunc(c.Args, func(a string) bool {
+			return strings.HasPrefix(a, "--tls-cert-file=") || strings.HasPrefix(a, "--tls-private-key-file=")
+		})
+		c.Args = append(c.Args, "--bootstrap-kubeconfig="+secretMount+"/"+keyBootstrapKubeconfig, "--rotate-server-certificates")
 	}
 	c.Args = append(c.Args, n.kubeletArgs...)
 	out := []*unstructured.Unstructured{}
@@ -298,7 +308,7 @@ func (g *globals) createInCluster(ctx context.Context, c *cloud, spec eci.Virtua
 	if err != nil {
 		return nil, err
 	}
-	if a != nil {
+	if a != nil && !n.bootstrap {
 		if err := n.servingPair(ctx, a); err != nil {
 			return nil, err
 		}

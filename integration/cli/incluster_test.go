@@ -96,9 +96,17 @@ func TestCreateInCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := d.Spec.Template.Spec.Containers[0]
-	for _, arg := range []string{"--nodename=edge.1", "--cluster-dns=10.96.0.10", "--cluster-domain=cluster.local", "--bootstrap-kubeconfig=/etc/vnode/bootstrap-kubeconfig"} {
+	for _, arg := range []string{"--nodename=edge.1", "--cluster-dns=10.96.0.10", "--cluster-domain=cluster.local", "--bootstrap-kubeconfig=/etc/vnode/bootstrap-kubeconfig",
+		"--rotate-server-certificates"} {
 		if !slices.Contains(c.Args, arg) {
 			t.Errorf("args %v lack %s", c.Args, arg)
+		}
+	}
+	// A bootstrapped node's serving certificate comes by CSR, not from
+	// the Secret.
+	for _, arg := range c.Args {
+		if strings.HasPrefix(arg, "--tls-cert-file") || strings.HasPrefix(arg, "--tls-private-key-file") {
+			t.Errorf("args %v name a static serving pair", c.Args)
 		}
 	}
 	if c.Image != "registry.example/vnode:v1" || d.Spec.Template.Spec.Volumes[0].Secret.SecretName != object {
@@ -114,11 +122,11 @@ func TestCreateInCluster(t *testing.T) {
 			t.Errorf("the node's config lacks %q:\n%s", want, cfg)
 		}
 	}
-	if !strings.Contains(string(s.Data["bootstrap-kubeconfig"]), tokenID+"."+tokenSecret) || len(s.Data["tls.key"]) == 0 || len(s.Data["ca.crt"]) == 0 {
+	if !strings.Contains(string(s.Data["bootstrap-kubeconfig"]), tokenID+"."+tokenSecret) || len(s.Data["tls.key"]) != 0 || len(s.Data["ca.crt"]) == 0 {
 		t.Errorf("the Secret's keys: %v", keys(s.Data))
 	}
 
-	// A re-run changes nothing: the same serving certificate, no rollout.
+	// A re-run changes nothing: no rollout.
 	e.mustVnode(t, create...)
 	s2, err := e.cp.Client.CoreV1().Secrets("vnode-system").Get(ctx, object, metav1.GetOptions{})
 	if err != nil {
