@@ -12,6 +12,7 @@
 package vnodehost
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -110,6 +111,10 @@ type node struct {
 	// while it does not).
 	rejectedSince time.Time
 	last          probe
+	// client asks as the node, built from kubeconfig: each probe reuses it
+	// (and its connection) until the node's credentials change.
+	client     kubernetes.Interface
+	kubeconfig []byte
 }
 
 // New checks cfg and finds vnode-kubelet.
@@ -371,13 +376,16 @@ func probeNode(ctx context.Context, n *node) probe {
 		return p
 	}
 	p.server = cfg.Host
-	cfg.Timeout = 5 * time.Second
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		p.err = err
-		return p
+	if n.client == nil || !bytes.Equal(n.kubeconfig, data) {
+		cfg.Timeout = 5 * time.Second
+		client, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			p.err = err
+			return p
+		}
+		n.client, n.kubeconfig = client, data
 	}
-	node, err := client.CoreV1().Nodes().Get(ctx, n.info.NodeName, metav1.GetOptions{})
+	node, err := n.client.CoreV1().Nodes().Get(ctx, n.info.NodeName, metav1.GetOptions{})
 	switch {
 	case err == nil:
 		for _, c := range node.Status.Conditions {
