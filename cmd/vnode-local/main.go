@@ -10,8 +10,10 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
+	"github.com/vnode-project/vnode/cmd/internal/cli"
 	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/integration/local"
 	"github.com/vnode-project/vnode/internal/version"
@@ -102,7 +104,11 @@ func newUpCommand() *cobra.Command {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			out := cmd.OutOrStdout()
-			routeKlog(out)
+			// client-go's info lines are chatter here: below a newcomer's view.
+			klogTo := logrus.New()
+			klogTo.SetOutput(out)
+			klogTo.SetLevel(logrus.WarnLevel)
+			cli.RouteKlog(klogTo)
 			o.Out = out
 			s, err := local.Start(ctx, o)
 			if err != nil {

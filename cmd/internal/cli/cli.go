@@ -1,6 +1,6 @@
 // Package cli holds what every vnode command does alike before it wires
 // its packages together: a context that ends on SIGINT or SIGTERM, and a
-// logger at the level --log-level names.
+// logger at the level --log-level names, which client-go's lines share.
 package cli
 
 import (
@@ -16,6 +16,7 @@ import (
 
 // Start returns a context that ends on SIGINT or SIGTERM (stop releases
 // the signals) and a logger at level, or an error naming --log-level.
+// client-go's klog lines go through the same logger: one log format.
 func Start(parent context.Context, level string) (ctx context.Context, stop context.CancelFunc, logger *logrus.Logger, err error) {
 	lvl, err := logrus.ParseLevel(level)
 	if err != nil {
@@ -23,6 +24,7 @@ func Start(parent context.Context, level string) (ctx context.Context, stop cont
 	}
 	logger = logrus.New()
 	logger.SetLevel(lvl)
+	RouteKlog(logger)
 	ctx, stop = signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
 	return ctx, stop, logger, nil
 }

@@ -1,21 +1,18 @@
-package main
+package cli
 
 import (
 	"bytes"
 	"flag"
-	"io"
 
 	"github.com/sirupsen/logrus"
 	"k8s.io/klog/v2"
 )
 
-// routeKlog sends client-go's klog lines through logrus, so the output has
-// one format: each line at its own severity (I, W, E, F), header dropped.
-// Info lines are client-go's chatter and stay below the default level.
-func routeKlog(out io.Writer) {
-	logger := logrus.New()
-	logger.SetOutput(out)
-	logger.SetLevel(logrus.WarnLevel)
+// RouteKlog sends client-go's klog lines through logger, so a binary's
+// output has one format: each line at its own severity (I, W, E, F),
+// klog's header dropped, marked source=client-go. klog is process-wide,
+// so only a main calls this, once.
+func RouteKlog(logger *logrus.Logger) {
 	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(fs)
 	_ = fs.Set("logtostderr", "false")
