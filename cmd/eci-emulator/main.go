@@ -51,6 +51,7 @@ func newCommand() *cobra.Command {
 				return errors.New("--vnode-tunnel-server and --vnode-tunnel-ca go together: the hosted nodes verify the tunnel servers with the CA")
 			}
 			logger := logrus.New()
+			cli.RouteKlog(logger) // vnodehost's clients log through client-go
 			e, err := emulator.New(emulator.Config{
 				Credentials: map[string]string{id: secret}, Region: region, Runtime: runtime, DataDir: dataDir,
 				Delays: delays, AdminToken: adminToken, Logger: logger,
