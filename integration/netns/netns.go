@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -49,7 +50,7 @@ func New(t testing.TB, subnet int) *Host {
 	if os.Geteuid() != 0 {
 		t.Fatal("network namespace tests need root (CI runs as root)")
 	}
-	h, err := Create("vn", net.IPv4(10, 231, byte(subnet), 0))
+	h, err := Create("vn", net.IPv4(10, 231, byte(subnet), 0), nil)
 	if h != nil {
 		t.Cleanup(func() { _ = h.Remove() })
 	}
@@ -63,8 +64,9 @@ func New(t testing.TB, subnet int) *Host {
 // a veth pair on the /30 at subnet: this side takes its first address,
 // the namespace its second. On error, what was made is removed (the Host
 // returned with an error only names it). It needs root and iproute2.
-// The caller removes the namespace with Remove.
-func Create(prefix string, subnet net.IP) (*Host, error) {
+// The caller removes the namespace with Remove. Each command it runs is
+// written to show ("$ ip ..."), if not nil.
+func Create(prefix string, subnet net.IP, show io.Writer) (*Host, error) {
 	base := subnet.To4()
 	if base == nil || base[3]%4 != 0 {
 		return nil, fmt.Errorf("making a network namespace: %v is not the start of an IPv4 /30", subnet)
@@ -89,6 +91,9 @@ func Create(prefix string, subnet net.IP) (*Host, error) {
 		{"-n", h.Name, "link", "set", "lo", "up"},
 	}
 	for _, s := range steps {
+		if show != nil {
+			fmt.Fprintf(show, "$ ip %s\n", strings.Join(s, " "))
+		}
 		if err := ip(s...); err != nil {
 			_ = h.Remove()
 			return nil, fmt.Errorf("making network namespace %s: %w", h.Name, err)

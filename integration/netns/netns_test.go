@@ -54,7 +54,7 @@ func TestCreateFreeSubnetRemove(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		h, err := Create("vntest", subnet)
+		h, err := Create("vntest", subnet, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,7 +87,7 @@ func TestCreateFreeSubnetRemove(t *testing.T) {
 			t.Fatalf("removing twice: %v", err)
 		}
 	}
-	if _, err := Create("vntest", net.ParseIP("198.19.255.1")); err == nil {
+	if _, err := Create("vntest", net.ParseIP("198.19.255.1"), nil); err == nil {
 		t.Fatal("a subnet not on a /30 boundary was accepted")
 	}
 }
