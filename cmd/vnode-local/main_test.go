@@ -137,7 +137,21 @@ func TestUpCommand(t *testing.T) {
 	cmd.SetOut(w)
 	cmd.SetArgs([]string{"up", "--dir", dir, "--manifests", filepath.Join("..", "..", "manifests")})
 	done := make(chan error, 1)
-	go func() { done <- cmd.ExecuteContext(context.Background()); w.Close() }()
+	finished := make(chan struct{})
+	go func() { done <- cmd.ExecuteContext(context.Background()); w.Close(); close(finished) }()
+	// A check that fails stops the run all the same, so that it leaves
+	// neither processes nor its network namespace behind.
+	t.Cleanup(func() {
+		select {
+		case <-finished:
+		default:
+			_ = syscall.Kill(os.Getpid(), syscall.SIGINT)
+			select {
+			case <-finished:
+			case <-time.After(90 * time.Second):
+			}
+		}
+	})
 	var kubeconfig, output, namespace, veth string
 	var metrics []string // the tunnel's metrics: CA, certificate, key, URL
 	var sawPods bool

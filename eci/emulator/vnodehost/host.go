@@ -318,7 +318,8 @@ func (h *Host) start(v emulator.VirtualNodeToHost) error {
 		cmd = exec.Command("ip", append([]string{"netns", "exec", ns, h.cfg.Binary}, args...)...)
 	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Gone with the host even if it dies without stopping its nodes.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		return fmt.Errorf("starting %s: %w", h.cfg.Binary, err)
