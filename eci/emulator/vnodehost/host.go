@@ -89,6 +89,18 @@ type Network struct {
 	IP        string
 }
 
+// Validate checks that a namespace comes with the nodes' address in it,
+// one kube-apiserver will proxy to (not loopback).
+func (n Network) Validate() error {
+	if n.Namespace == "" {
+		return nil
+	}
+	if ip := net.ParseIP(n.IP); ip == nil || ip.IsLoopback() || ip.IsUnspecified() {
+		return fmt.Errorf("network namespace %s needs the nodes' address in it (not loopback), not %q", n.Namespace, n.IP)
+	}
+	return nil
+}
+
 // Tunnel names the edge tunnel servers hosted nodes dial
 // (vnode-kubelet's --tunnel-server, --tunnel-server-name, --tunnel-ca).
 type Tunnel struct {
@@ -142,10 +154,8 @@ func New(cfg Config) (*Host, error) {
 	if cfg.Emulator == nil || cfg.Endpoint == "" || cfg.Dir == "" {
 		return nil, errors.New("vnodehost: Emulator, Endpoint and Dir are required")
 	}
-	if n := cfg.Network; n.Namespace != "" {
-		if ip := net.ParseIP(n.IP); ip == nil || ip.IsLoopback() || ip.IsUnspecified() {
-			return nil, fmt.Errorf("vnodehost: network namespace %s needs the nodes' address in it, not %q", n.Namespace, n.IP)
-		}
+	if err := cfg.Network.Validate(); err != nil {
+		return nil, fmt.Errorf("vnodehost: %w", err)
 	}
 	if cfg.Binary == "" {
 		bin, err := findBinary()
