@@ -82,25 +82,12 @@ func (s *System) prepareTunnel(dir string) (*Tunnel, error) {
 	}
 	t.MetricsURL = "https://" + t.metaAddr + "/metrics"
 	t.egressSelectorConfig = filepath.Join(t.dir, "egress-selector.yaml")
-	cfg := fmt.Sprintf(`apiVersion: apiserver.k8s.io/v1beta1
-kind: EgressSelectorConfiguration
-egressSelections:
-- name: cluster
-  connection:
-    proxyProtocol: HTTPConnect
-    transport:
-      tcp:
-        url: https://%s
-        tlsConfig:
-          caBundle: %s
-          clientCert: %s
-          clientKey: %s
-`, t.proxyAddr, ca.CACertPath, egress.CertPath, egress.KeyPath)
-	if err := os.WriteFile(t.egressSelectorConfig, []byte(cfg), 0o600); err != nil {
-		return nil, fmt.Errorf("writing %s: %w", t.egressSelectorConfig, err)
+	cfg, err := controlplane.WriteEgressSelectorConfig(t.egressSelectorConfig, t.proxyAddr, ca.CACertPath, egress.CertPath, egress.KeyPath)
+	if err != nil {
+		return nil, err
 	}
 	fmt.Fprintf(s.out, "# kube-apiserver --egress-selector-config-file=%s: its node traffic goes to edge-tunnel-server\n%s",
-		t.egressSelectorConfig, indent(cfg))
+		t.egressSelectorConfig, indent(string(cfg)))
 	return t, nil
 }
 
