@@ -121,7 +121,11 @@ func newUpCommand() *cobra.Command {
 			}
 			fmt.Fprintln(out, "\nthen try:")
 			fmt.Fprintln(out, "  vnode list")
-			fmt.Fprintf(out, "  vnode addon list --health-url eci-profile=%s\n", s.ECIProfileHealth)
+			addons := "--health-url eci-profile=" + s.ECIProfileHealth
+			if t := s.Tunnel; t != nil {
+				addons += " --health-url edge-tunnel=" + t.HealthURL + " --health-ca " + t.CAFile
+			}
+			fmt.Fprintf(out, "  vnode addon list %s   # add-ons outside the cluster: found by Lease or health endpoint\n", addons)
 			fmt.Fprintln(out, "  kubectl get nodes -o wide")
 			fmt.Fprintln(out, "  kubectl get csr                       # approved by vnode-approver")
 			if s.Network != nil {

@@ -29,6 +29,7 @@ import (
 	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/integration/local"
 	"github.com/vnode-project/vnode/internal/identity"
+	"github.com/vnode-project/vnode/vnodectl"
 )
 
 // `vnode-local cluster` prints a working KUBECONFIG and, on Ctrl-C, stops
@@ -152,7 +153,7 @@ func TestUpCommand(t *testing.T) {
 			}
 		}
 	})
-	var kubeconfig, output, namespace, veth string
+	var kubeconfig, vnodeConfig, addonList, output, namespace, veth string
 	var metrics []string // the tunnel's metrics: CA, certificate, key, URL
 	var sawPods bool
 	lines := bufio.NewScanner(r)
@@ -167,6 +168,12 @@ func TestUpCommand(t *testing.T) {
 		}
 		if f := strings.Fields(line); len(f) > 4 && f[0] == "$" && f[1] == "ip" && f[2] == "link" && f[3] == "add" {
 			veth = f[4]
+		}
+		if args, ok := strings.CutPrefix(line, "  vnode addon list "); ok {
+			addonList, _, _ = strings.Cut(args, "   #")
+		}
+		if k, ok := strings.CutPrefix(line, "export VNODE_CONFIG="); ok {
+			vnodeConfig = k
 		}
 		if m := tunnelMetricsLine.FindStringSubmatch(line); m != nil {
 			metrics = m[1:]
@@ -216,6 +223,23 @@ func TestUpCommand(t *testing.T) {
 	approvedBootstrapCSR(t, ctx, client)
 	nodeCertFromApprovedCSR(t, ctx, client, nodeLogs[0])
 	landedThroughECIProfile(t, ctx, client)
+	// The printed `vnode addon list` finds every add-on running outside
+	// the cluster (the tunnel's only as root).
+	var list bytes.Buffer
+	vnode := vnodectl.NewCommand(&list, &list)
+	vnode.SetArgs(append(strings.Fields("addon list "+addonList), "--config", vnodeConfig, "--kubeconfig", kubeconfig))
+	if err := vnode.ExecuteContext(ctx); err != nil {
+		t.Fatalf("vnode addon list %s: %v\n%s", addonList, err, list.String())
+	}
+	outside := map[string]bool{}
+	for _, l := range strings.Split(list.String(), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && strings.Contains(l, "Running outside the cluster") {
+			outside[f[0]] = true
+		}
+	}
+	if !outside["vnode-approver"] || !outside["eci-profile"] || outside["edge-tunnel"] != (os.Geteuid() == 0) {
+		t.Errorf("vnode addon list %s:\n%s", addonList, list.String())
+	}
 
 	switch {
 	case asRoot && (namespace == "" || veth == "" || metrics == nil):

@@ -34,6 +34,8 @@ type Tunnel struct {
 	// from CAFile, such as CertFile/KeyFile, which also verify the server.
 	MetricsURL                string
 	CAFile, CertFile, KeyFile string
+	// HealthURL is its /healthz, open, verified with CAFile.
+	HealthURL string
 
 	dir                  string
 	proxyAddr, metaAddr  string
@@ -81,6 +83,7 @@ func (s *System) prepareTunnel(dir string) (*Tunnel, error) {
 		return nil, err
 	}
 	t.MetricsURL = "https://" + t.metaAddr + "/metrics"
+	t.HealthURL = "https://" + t.metaAddr + "/healthz"
 	t.egressSelectorConfig = filepath.Join(t.dir, "egress-selector.yaml")
 	cfg, err := controlplane.WriteEgressSelectorConfig(t.egressSelectorConfig, t.proxyAddr, ca.CACertPath, egress.CertPath, egress.KeyPath)
 	if err != nil {
