@@ -147,7 +147,9 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return nil, err
 	}
 	s.webhookClientCA = webhookClientCA.CACertPath
-	cpOpts.ExtraAPIServerFlags = apiserverFlags
+	// No kube-proxy here: an aggregated API (metrics-server) is reached
+	// at its Service's endpoints, never at a ClusterIP nothing routes.
+	cpOpts.ExtraAPIServerFlags = append(apiserverFlags, "--enable-aggregator-routing=true")
 	if s.CP, err = controlplane.Start(ctx, cpOpts); err != nil {
 		return nil, err
 	}
