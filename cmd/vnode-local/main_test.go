@@ -244,7 +244,7 @@ func TestUpCommand(t *testing.T) {
 	switch {
 	case asRoot && (namespace == "" || veth == "" || metrics == nil):
 		t.Fatalf("as root, the output shows no network namespace (%q), veth (%q) or tunnel metrics line (%v)", namespace, veth, metrics)
-	case !asRoot && !strings.Contains(output, "# Not root, so this run cannot show"):
+	case !asRoot && !strings.Contains(output, "# Not root (run \"sudo make run\" to see them), so this run cannot show"):
 		t.Fatal("without root, the output does not say what it cannot show")
 	}
 	bins, err := controlplane.EnsureBinaries(context.Background(), controlplane.BuildOptions{})

@@ -119,9 +119,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return nil, fmt.Errorf("resolving the run directory: %w", err)
 	}
 	s.section("1. The node's network, and kube-apiserver's way to it through the edge tunnel")
-	if err := s.nodeNetwork(); err != nil {
-		return nil, err
-	}
+	s.nodeNetwork()
 	// Only vnode-approver approves CSRs here: kube-controller-manager's
 	// built-in approver is off, so an approved node certificate is its work.
 	cpOpts := controlplane.Options{Dir: dir, Progress: s.out, DisableCSRApprover: true}

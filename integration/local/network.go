@@ -14,33 +14,39 @@ import (
 // not proxy to.
 var nodeNetworkRange = &net.IPNet{IP: net.IPv4(198, 18, 0, 0).To4(), Mask: net.CIDRMask(15, 32)}
 
-// notRootNote says what a run without root cannot show.
-const notRootNote = `# Not root, so this run cannot show two things (run "sudo make run" to see them):
+// withoutNetwork says what a run without the node's network cannot show,
+// and why it has none.
+func withoutNetwork(why string) string {
+	return "# " + why + `, so this run cannot show two things:
 #  - the node's own network: its kubelet API stays on 127.0.0.1, which kube-apiserver will not proxy
 #    to ("kubectl get --raw /api/v1/nodes/<node>/proxy/stats/summary" answers "address not allowed");
 #  - the edge tunnel: kube-apiserver reaches the node directly, not through edge-tunnel-server.
-# Everything else runs as it would as root.`
+# Everything else runs as it would with them.`
+}
 
 // nodeNetwork makes, as root, the network namespace the hosted virtual
 // nodes run in: a veth pair on the first free /30 of nodeNetworkRange,
 // this side its first address (where kube-apiserver, the ECI emulator and
 // the tunnel server listen for the node), the namespace its second (the
 // node's address, routed from here, so a scraper on this host reaches the
-// kubelet API directly). Stop removes both. Without root it says what
-// cannot be shown and returns nil.
-func (s *System) nodeNetwork() error {
+// kubelet API directly). Stop removes both. Without root, or where the
+// namespace cannot be made, it says what cannot be shown and carries on
+// without (s.Network stays nil).
+func (s *System) nodeNetwork() {
 	if os.Geteuid() != 0 {
-		fmt.Fprintln(s.out, notRootNote)
-		return nil
+		fmt.Fprintln(s.out, withoutNetwork(`Not root (run "sudo make run" to see them)`))
+		return
 	}
 	subnet, err := netns.FreeSubnet(nodeNetworkRange)
 	if err != nil {
-		return err
+		fmt.Fprintln(s.out, withoutNetwork(fmt.Sprintf("No network for the node (%v)", err)))
+		return
 	}
 	fmt.Fprintf(s.out, "# the virtual node's network: a namespace joined to this host by a veth pair on %s/30 (198.18.0.0/15 is reserved for tests)\n", subnet)
 	h, err := netns.Create("vnode-local", subnet, s.out)
 	if err != nil {
-		return err
+		fmt.Fprintln(s.out, withoutNetwork(fmt.Sprintf("No network for the node (%v)", err)))
+		return
 	}
 	s.stop = append(s.stop, func() {
 		if err := h.Remove(); err != nil {
@@ -48,7 +54,6 @@ func (s *System) nodeNetwork() error {
 		}
 	})
 	s.Network = h
-	return nil
 }
 
 // listenHost is where services the node dials listen: this side of the
