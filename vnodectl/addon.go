@@ -2,8 +2,11 @@ package vnodectl
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -138,6 +141,7 @@ func newAddonCommand(g *globals) *cobra.Command {
 		},
 	}
 	health := map[string]string{}
+	var healthCA string
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "ADDON NAME, STATUS (from the cluster), MAINTAINER, REPOSITORY",
@@ -147,6 +151,10 @@ func newAddonCommand(g *globals) *cobra.Command {
 				if _, err := findAddon(name); err != nil {
 					return fmt.Errorf("--health-url: %w", err)
 				}
+			}
+			probe, err := healthClient(healthCA)
+			if err != nil {
+				return err
 			}
 			var a *admin
 			if !g.dry {
@@ -160,7 +168,7 @@ func newAddonCommand(g *globals) *cobra.Command {
 			for _, ad := range addons {
 				status := "unknown (--dry)"
 				if a != nil {
-					status = ad.status(cmd.Context(), a, health[ad.name])
+					status = ad.status(cmd.Context(), a, probe, health[ad.name])
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ad.name, status, maintainer, repository)
 			}
@@ -168,6 +176,7 @@ func newAddonCommand(g *globals) *cobra.Command {
 		},
 	}
 	list.Flags().StringToStringVar(&health, "health-url", nil, "NAME=URL: the health endpoint of an add-on run outside the cluster")
+	list.Flags().StringVar(&healthCA, "health-ca", "", "CA bundle verifying https health endpoints (default: the system's roots)")
 	cmd.AddCommand(list, enable, disable)
 	return cmd
 }
@@ -181,8 +190,9 @@ func (g *globals) adminUnlessDry(ctx context.Context) (*admin, error) {
 }
 
 // status says whether the add-on runs: its Deployment available, else its
-// Lease held or its health endpoint answering (run outside the cluster).
-func (ad addon) status(ctx context.Context, a *admin, healthURL string) string {
+// Lease held or its health endpoint answering to probe (run outside the
+// cluster; probe may be nil without a healthURL).
+func (ad addon) status(ctx context.Context, a *admin, probe *http.Client, healthURL string) string {
 	if _, err := manifestDir(ad.dir); err != nil {
 		return "NotInThisBuild"
 	}
@@ -203,7 +213,7 @@ func (ad addon) status(ctx context.Context, a *admin, healthURL string) string {
 		return "Running outside the cluster (Lease held by " + holder + ")"
 	}
 	if healthURL != "" {
-		if healthy(ctx, healthURL) {
+		if healthy(ctx, probe, healthURL) {
 			return "Running outside the cluster (health endpoint answers)"
 		}
 		return "Unavailable (health endpoint does not answer)"
@@ -246,14 +256,31 @@ func (ad addon) leaseHeld(ctx context.Context, a *admin) (string, bool) {
 	return *l.Spec.HolderIdentity, true
 }
 
-func healthy(ctx context.Context, url string) bool {
+// healthClient probes health endpoints, verifying https ones with the CA
+// bundle in caFile (the system's roots if empty).
+func healthClient(caFile string) (*http.Client, error) {
+	if caFile == "" {
+		return http.DefaultClient, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--health-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--health-ca: %s holds no PEM certificate", caFile)
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}, nil
+}
+
+func healthy(ctx context.Context, probe *http.Client, url string) bool {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return false
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := probe.Do(req)
 	if err != nil {
 		return false
 	}

@@ -1,6 +1,12 @@
 package vnodectl
 
 import (
+	"context"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -37,5 +43,30 @@ func TestAddonManifestsAreEmbeddedAndTakeTheImage(t *testing.T) {
 	}
 	if _, err := findAddon("nope"); err == nil || !strings.Contains(err.Error(), "vnode-approver") {
 		t.Fatalf("unknown add-on: %v", err)
+	}
+}
+
+// An add-on run outside the cluster behind https (edge-tunnel-server's
+// health endpoint) answers only when its CA is given: never unverified.
+func TestHealthCA(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	defer srv.Close()
+	ctx := context.Background()
+	if healthy(ctx, http.DefaultClient, srv.URL) {
+		t.Fatal("a certificate the system does not trust was accepted")
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	probe, err := healthClient(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !healthy(ctx, probe, srv.URL) {
+		t.Fatal("the endpoint is not healthy with its CA given")
+	}
+	if _, err := healthClient(filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Fatal("a missing --health-ca was accepted")
 	}
 }

@@ -146,7 +146,7 @@ func (g *globals) validate(ctx context.Context, o *validateOptions) error {
 		c.permissions(ctx, a, identity.VNodeUser(nodeName), []string{identity.VNodesGroup, "system:authenticated"})
 		c.bootstrapPermissions(ctx, a, want)
 		ad, _ := findAddon("vnode-approver")
-		if s := ad.status(ctx, a, ""); strings.HasPrefix(s, "Running") {
+		if s := ad.status(ctx, a, nil, ""); strings.HasPrefix(s, "Running") {
 			c.pass("vnode-approver is %s", s)
 		} else {
 			c.fail("`vnode addon enable vnode-approver`: in TLS bootstrap mode it approves the nodes' certificates", "vnode-approver is running: %s", s)

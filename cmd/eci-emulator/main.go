@@ -32,6 +32,7 @@ func newCommand() *cobra.Command {
 		delays                                                   emulator.Delays
 		quotaScale                                               float64
 		tunnel                                                   vnodehost.Tunnel
+		network                                                  vnodehost.Network
 	)
 	cmd := &cobra.Command{
 		Use:           "eci-emulator",
@@ -49,6 +50,9 @@ func newCommand() *cobra.Command {
 			}
 			if (tunnel.Server == "") != (tunnel.CAFile == "") {
 				return errors.New("--vnode-tunnel-server and --vnode-tunnel-ca go together: the hosted nodes verify the tunnel servers with the CA")
+			}
+			if err := network.Validate(); err != nil {
+				return fmt.Errorf("--vnode-netns, --vnode-ip: %w", err)
 			}
 			logger := logrus.New()
 			cli.RouteKlog(logger) // vnodehost's clients log through client-go
@@ -73,7 +77,8 @@ func newCommand() *cobra.Command {
 			}
 			if hostNodes {
 				host, err := vnodehost.New(vnodehost.Config{Emulator: e, Endpoint: e.Scheme() + "://" + l.Addr().String(),
-					Binary: vnodeKubelet, Dir: filepath.Join(e.DataDir(), "vnodes"), JoinTimeout: joinTimeout, Log: logger, Tunnel: tunnel})
+					Binary: vnodeKubelet, Dir: filepath.Join(e.DataDir(), "vnodes"), JoinTimeout: joinTimeout, Log: logger, Tunnel: tunnel,
+					Network: network})
 				if err != nil {
 					// Pods still run; only CreateVirtualNode's nodes wait.
 					logger.WithError(err).Warn("not hosting virtual nodes: those created with a kubeconfig stay Pending (--vnode-kubelet names the binary)")
@@ -105,6 +110,8 @@ func newCommand() *cobra.Command {
 	f.StringVar(&tunnel.Server, "vnode-tunnel-server", "", "host:port of the edge tunnel servers hosted TLS-bootstrap nodes join (their --tunnel-server); empty: no tunnel")
 	f.StringVar(&tunnel.ServerName, "vnode-tunnel-server-name", "", "name in the tunnel servers' certificate (default: --vnode-tunnel-server's host)")
 	f.StringVar(&tunnel.CAFile, "vnode-tunnel-ca", "", "CA bundle the hosted nodes verify the tunnel servers with (required with --vnode-tunnel-server)")
+	f.StringVar(&network.Namespace, "vnode-netns", "", "network namespace (ip netns) the hosted nodes run in, so their kubelet API is on a non-loopback address kube-apiserver proxies to; --listen and the API server must be reachable from it")
+	f.StringVar(&network.IP, "vnode-ip", "", "the hosted nodes' address in --vnode-netns: each registers and serves its kubelet API there")
 	f.DurationVar(&joinTimeout, "vnode-join-timeout", vnodehost.DefaultJoinTimeout, "how long a hosted virtual node may take to be Ready before it is Failed with the reason (unreachable API server, certificate not approved, Node not Ready); rejected credentials fail it at once")
 	f.StringVar(&vnodeKubelet, "vnode-kubelet", "", "the vnode-kubelet binary hosted virtual nodes run (default: the one beside eci-emulator, then PATH)")
 	return cmd

@@ -130,3 +130,15 @@ func TestVNodeTunnelServerNeedsCA(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestVNodeNetnsNeedsIP(t *testing.T) {
+	for _, ip := range []string{"", "127.0.0.1", "nonsense"} {
+		cmd := newCommand()
+		cmd.SetArgs([]string{"--listen", "127.0.0.1:0", "--access-key-id", "id", "--access-key-secret", "secret", "--runtime", "sim",
+			"--data-dir", t.TempDir(), "--vnode-netns", "vnode-test", "--vnode-ip", ip})
+		cmd.SetOut(io.Discard)
+		if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "--vnode-ip") {
+			t.Fatalf("--vnode-ip %q: got %v", ip, err)
+		}
+	}
+}

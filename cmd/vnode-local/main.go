@@ -127,13 +127,28 @@ func newUpCommand() *cobra.Command {
 			}
 			fmt.Fprintln(out, "\nthen try:")
 			fmt.Fprintln(out, "  vnode list")
-			fmt.Fprintf(out, "  vnode addon list --health-url eci-profile=%s\n", s.ECIProfileHealth)
+			addons := "--health-url eci-profile=" + s.ECIProfileHealth
+			if t := s.Tunnel; t != nil {
+				addons += " --health-url edge-tunnel=" + t.HealthURL + " --health-ca " + t.CAFile
+			}
+			fmt.Fprintf(out, "  vnode addon list %s   # add-ons outside the cluster: found by Lease or health endpoint\n", addons)
 			fmt.Fprintln(out, "  kubectl get nodes -o wide")
 			fmt.Fprintln(out, "  kubectl get csr                       # approved by vnode-approver")
+			if s.Network != nil {
+				fmt.Fprintf(out, "  sudo ip netns exec %s ss -ltnp          # the node's own network: its kubelet API on %s\n", s.Network.Name, s.Network.IP)
+			}
 			fmt.Fprintf(out, "  kubectl -n %s get pods -o wide\n", local.SampleNamespace)
 			fmt.Fprintf(out, "  kubectl -n %s get deploy hello -o jsonpath='{.spec.template.spec.nodeSelector}'   # empty: eci-profile adds it to the pods\n", local.SampleNamespace)
 			fmt.Fprintf(out, "  kubectl -n %s logs -f deploy/hello\n", local.SampleNamespace)
 			fmt.Fprintf(out, "  kubectl -n %s exec deploy/hello -- sh -c 'echo hello from inside; hostname'\n", local.SampleNamespace)
+			if s.Network != nil {
+				fmt.Fprintf(out, "  kubectl get --raw /api/v1/nodes/%s/proxy/stats/summary   # the node's stats through the API server and the edge tunnel\n", s.NodeName)
+			} else {
+				fmt.Fprintf(out, "  kubectl get --raw /api/v1/nodes/%s/proxy/stats/summary   # refused without root: the node is on 127.0.0.1\n", s.NodeName)
+			}
+			if t := s.Tunnel; t != nil {
+				fmt.Fprintf(out, "  curl -s --cacert %s --cert %s --key %s %s | grep ^vnode_tunnel   # the tunnel's sessions and streams\n", t.CAFile, t.CertFile, t.KeyFile, t.MetricsURL)
+			}
 			fmt.Fprintf(out, "  kubectl -n %s scale deploy/hello --replicas=5\n", local.SampleNamespace)
 			fmt.Fprintf(out, "  kubectl -n %s describe pod -l app=hello   # ECI annotations and events\n", local.SampleNamespace)
 			fmt.Fprintln(out, "press Ctrl-C to stop everything")
@@ -144,7 +159,7 @@ func newUpCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&o.Dir, "dir", "", "directory for state and logs (default: a temporary one, removed on exit)")
 	cmd.Flags().StringVar(&o.Manifests, "manifests", "manifests", "the repository's manifests directory")
-	cmd.Flags().StringVar(&o.BinDir, "bin-dir", "", "directory of vnode-kubelet, vnode-approver and eci-profile (default: beside vnode-local, else built from the module)")
+	cmd.Flags().StringVar(&o.BinDir, "bin-dir", "", "directory of vnode-kubelet, vnode-approver, eci-profile and edge-tunnel-server (default: beside vnode-local, else built from the module)")
 	cmd.Flags().BoolVar(&o.Sample, "sample", true, "apply manifests/samples/hello.yaml and wait for it to run")
 	return cmd
 }

@@ -2,13 +2,20 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,6 +29,7 @@ import (
 	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/integration/local"
 	"github.com/vnode-project/vnode/internal/identity"
+	"github.com/vnode-project/vnode/vnodectl"
 )
 
 // `vnode-local cluster` prints a working KUBECONFIG and, on Ctrl-C, stops
@@ -119,8 +127,10 @@ func processesUsing(dir string) int {
 
 // `vnode-local up` runs seed 004's procedure: the virtual node joins by
 // TLS bootstrap with a certificate vnode-approver approved, the sample's
-// pods land on it through eci-profile, its logs come back, and on Ctrl-C
-// no process is left behind.
+// pods land on it through eci-profile; as root the node runs in a network
+// namespace of its own and kube-apiserver reaches it through the edge
+// tunnel (logs, exec, the node's stats through the API server); on Ctrl-C
+// no process, mount, network namespace or veth is left behind.
 func TestUpCommand(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "up")
 	r, w := io.Pipe()
@@ -128,8 +138,23 @@ func TestUpCommand(t *testing.T) {
 	cmd.SetOut(w)
 	cmd.SetArgs([]string{"up", "--dir", dir, "--manifests", filepath.Join("..", "..", "manifests")})
 	done := make(chan error, 1)
-	go func() { done <- cmd.ExecuteContext(context.Background()); w.Close() }()
-	var kubeconfig, output string
+	finished := make(chan struct{})
+	go func() { done <- cmd.ExecuteContext(context.Background()); w.Close(); close(finished) }()
+	// A check that fails stops the run all the same, so that it leaves
+	// neither processes nor its network namespace behind.
+	t.Cleanup(func() {
+		select {
+		case <-finished:
+		default:
+			_ = syscall.Kill(os.Getpid(), syscall.SIGINT)
+			select {
+			case <-finished:
+			case <-time.After(90 * time.Second):
+			}
+		}
+	})
+	var kubeconfig, vnodeConfig, addonList, output, namespace, veth string
+	var metrics []string // the tunnel's metrics: CA, certificate, key, URL
 	var sawPods bool
 	lines := bufio.NewScanner(r)
 	for lines.Scan() {
@@ -137,6 +162,21 @@ func TestUpCommand(t *testing.T) {
 		output += line + "\n"
 		if k, ok := strings.CutPrefix(line, "export KUBECONFIG="); ok {
 			kubeconfig = k
+		}
+		if f := strings.Fields(line); len(f) == 5 && f[0] == "$" && f[1] == "ip" && f[2] == "netns" && f[3] == "add" {
+			namespace = f[4]
+		}
+		if f := strings.Fields(line); len(f) > 4 && f[0] == "$" && f[1] == "ip" && f[2] == "link" && f[3] == "add" {
+			veth = f[4]
+		}
+		if args, ok := strings.CutPrefix(line, "  vnode addon list "); ok {
+			addonList, _, _ = strings.Cut(args, "   #")
+		}
+		if k, ok := strings.CutPrefix(line, "export VNODE_CONFIG="); ok {
+			vnodeConfig = k
+		}
+		if m := tunnelMetricsLine.FindStringSubmatch(line); m != nil {
+			metrics = m[1:]
 		}
 		if strings.HasPrefix(line, "hello-") && strings.Contains(line, "Running") && strings.Contains(line, "cn-hangzhou.vnd-") {
 			sawPods = true
@@ -149,7 +189,13 @@ func TestUpCommand(t *testing.T) {
 	if kubeconfig == "" || !sawPods {
 		t.Fatalf("kubeconfig %q, sample pods Running on the virtual node: %v (command: %v)\n%s", kubeconfig, sawPods, <-done, output)
 	}
-	for _, want := range []string{"$ vnode cluster setup --bootstrap", "$ vnode addon enable vnode-approver", "$ vnode addon enable eci-profile", "$ vnode create --wait"} {
+	asRoot := os.Geteuid() == 0
+	wants := []string{"$ vnode cluster setup --bootstrap", "$ vnode addon enable vnode-approver", "$ vnode addon enable eci-profile",
+		"$ vnode create --wait", "  vnode list", "/proxy/stats/summary"}
+	if asRoot {
+		wants = append(wants, "$ vnode addon enable edge-tunnel", "$ edge-tunnel-server ")
+	}
+	for _, want := range wants {
 		if !strings.Contains(output, want) {
 			t.Errorf("the output does not show %q", want)
 		}
@@ -175,22 +221,104 @@ func TestUpCommand(t *testing.T) {
 	client := kubernetes.NewForConfigOrDie(cfg)
 	ctx := context.Background()
 	approvedBootstrapCSR(t, ctx, client)
+	nodeCertFromApprovedCSR(t, ctx, client, nodeLogs[0])
 	landedThroughECIProfile(t, ctx, client)
+	// The printed `vnode addon list` finds every add-on running outside
+	// the cluster (the tunnel's only as root).
+	var list bytes.Buffer
+	vnode := vnodectl.NewCommand(&list, &list)
+	vnode.SetArgs(append(strings.Fields("addon list "+addonList), "--config", vnodeConfig, "--kubeconfig", kubeconfig))
+	if err := vnode.ExecuteContext(ctx); err != nil {
+		t.Fatalf("vnode addon list %s: %v\n%s", addonList, err, list.String())
+	}
+	outside := map[string]bool{}
+	for _, l := range strings.Split(list.String(), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && strings.Contains(l, "Running outside the cluster") {
+			outside[f[0]] = true
+		}
+	}
+	if !outside["vnode-approver"] || !outside["eci-profile"] || outside["edge-tunnel"] != (os.Geteuid() == 0) {
+		t.Errorf("vnode addon list %s:\n%s", addonList, list.String())
+	}
 
+	switch {
+	case asRoot && (namespace == "" || veth == "" || metrics == nil):
+		t.Fatalf("as root, the output shows no network namespace (%q), veth (%q) or tunnel metrics line (%v)", namespace, veth, metrics)
+	case !asRoot && !strings.Contains(output, "# Not root (run \"sudo make run\" to see them), so this run cannot show"):
+		t.Fatal("without root, the output does not say what it cannot show")
+	}
 	bins, err := controlplane.EnsureBinaries(context.Background(), controlplane.BuildOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	kubectl := exec.Command(bins.Path(controlplane.Kubectl), "-n", local.SampleNamespace, "logs", "deploy/hello")
-	kubectl.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
-	if out, err := kubectl.CombinedOutput(); err != nil || !strings.Contains(string(out), "hello from hello-") {
-		t.Fatalf("kubectl logs: %v\n%s", err, out)
+	kubectl := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(bins.Path(controlplane.Kubectl), args...)
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	if !asRoot {
+		if out := kubectl("-n", local.SampleNamespace, "logs", "deploy/hello"); !strings.Contains(out, "hello from hello-") {
+			t.Fatalf("kubectl logs:\n%s", out)
+		}
+		stopUp(t, done, dir)
+		return
+	}
+	// Node traffic has no way but the tunnel (the egress selector): each
+	// of these adds to the bytes the tunnel carried from the node.
+	scrape := tunnelScraper(t, metrics)
+	before := scrape()
+	if sessions := before["vnode_tunnel_sessions"]; sessions != 1 {
+		t.Fatalf("tunnel sessions %v, want the node's one", sessions)
+	}
+	if out := kubectl("-n", local.SampleNamespace, "logs", "deploy/hello"); !strings.Contains(out, "hello from hello-") {
+		t.Fatalf("kubectl logs:\n%s", out)
+	}
+	afterLogs := scrape()
+	if out := kubectl("-n", local.SampleNamespace, "exec", "deploy/hello", "--", "sh", "-c", "echo through the tunnel"); !strings.Contains(out, "through the tunnel") {
+		t.Fatalf("kubectl exec:\n%s", out)
+	}
+	afterExec := scrape()
+	const fromNode = `vnode_tunnel_bytes_total{direction="from_node"}`
+	if !(before[fromNode] < afterLogs[fromNode] && afterLogs[fromNode] < afterExec[fromNode]) || afterExec["vnode_tunnel_dial_duration_seconds_count"] < 1 {
+		t.Fatalf("the tunnel's bytes from the node: %v before, %v after logs, %v after exec; streams dialed %v",
+			before[fromNode], afterLogs[fromNode], afterExec[fromNode], afterExec["vnode_tunnel_dial_duration_seconds_count"])
+	}
+	nodes, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: identity.NodeTypeLabel + "=" + identity.NodeTypeVirtual})
+	if err != nil || len(nodes.Items) != 1 {
+		t.Fatalf("virtual nodes: %v", err)
+	}
+	node := nodes.Items[0].Name
+	if out := kubectl("get", "--raw", "/api/v1/nodes/"+node+"/proxy/stats/summary"); !strings.Contains(out, `"nodeName":"`+node+`"`) {
+		t.Fatalf("the node's stats through the API server:\n%s", out)
+	}
+	if afterStats := scrape(); afterStats[fromNode] <= afterExec[fromNode] {
+		t.Fatal("the node's stats did not come through the tunnel")
 	}
 	// 4 control-plane components, vnode-kubelet, vnode-approver,
-	// eci-profile and the 2 containers.
-	if n := processesUsing(dir); n < 9 {
-		t.Fatalf("%d processes use the directory, want at least 9", n)
+	// eci-profile, edge-tunnel-server and the 2 containers.
+	if n := processesUsing(dir); n < 10 {
+		t.Fatalf("%d processes use the directory, want at least 10", n)
 	}
+	stopUp(t, done, dir)
+	if mounts, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mounts), dir) {
+		t.Errorf("mounts of the run are left after Ctrl-C:\n%s", mounts)
+	}
+	if _, err := os.Stat("/var/run/netns/" + namespace); err == nil {
+		t.Errorf("network namespace %s is left after Ctrl-C", namespace)
+	}
+	if _, err := net.InterfaceByName(veth); err == nil {
+		t.Errorf("veth %s is left after Ctrl-C", veth)
+	}
+}
+
+// stopUp sends Ctrl-C and checks that up stops and leaves no process.
+func stopUp(t *testing.T, done <-chan error, dir string) {
+	t.Helper()
 	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
@@ -210,6 +338,86 @@ func TestUpCommand(t *testing.T) {
 	if n := processesUsing(dir); n != 0 {
 		t.Fatalf("%d processes left after Ctrl-C", n)
 	}
+}
+
+// tunnelMetricsLine is the closing block's line that reads the tunnel's
+// metrics.
+var tunnelMetricsLine = regexp.MustCompile(`curl -s --cacert (\S+) --cert (\S+) --key (\S+) (\S+) \|`)
+
+// tunnelScraper reads the tunnel server's metrics as the printed line
+// does, returning each sample by name and labels.
+func tunnelScraper(t *testing.T, m []string) func() map[string]float64 {
+	ca, err := os.ReadFile(m[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	cert, err := tls.LoadX509KeyPair(m[1], m[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}}
+	return func() map[string]float64 {
+		t.Helper()
+		resp, err := c.Get(m[3])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("the tunnel's metrics: %s", resp.Status)
+		}
+		samples := map[string]float64{}
+		lines := bufio.NewScanner(resp.Body)
+		for lines.Scan() {
+			name, value, ok := strings.Cut(lines.Text(), " ")
+			if v, err := strconv.ParseFloat(value, 64); ok && err == nil && !strings.HasPrefix(name, "#") {
+				// The node's label is the only one vnode_tunnel_sessions has.
+				if strings.HasPrefix(name, "vnode_tunnel_sessions{") {
+					name = "vnode_tunnel_sessions"
+				}
+				samples[name] += v
+			}
+		}
+		return samples
+	}
+}
+
+// nodeCertFromApprovedCSR: the client certificate the hosted node uses is
+// the one a CSR carries that vnode-approver approved (the approval
+// subresource was written by vnode-approver, not by anyone else).
+func nodeCertFromApprovedCSR(t *testing.T, ctx context.Context, client kubernetes.Interface, nodeLog string) {
+	t.Helper()
+	pemBytes, err := os.ReadFile(filepath.Join(filepath.Dir(nodeLog), "pki", "vnode-client-current.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(pemBytes)
+	if block == nil {
+		t.Fatal("the node's client certificate file holds no PEM block")
+	}
+	csrs, err := client.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range csrs.Items {
+		issued, _ := pem.Decode(c.Status.Certificate)
+		if issued == nil || !bytes.Equal(issued.Bytes, block.Bytes) {
+			continue
+		}
+		var managers []string
+		for _, f := range c.ManagedFields {
+			if f.Subresource == "approval" {
+				managers = append(managers, f.Manager)
+			}
+		}
+		if len(managers) != 1 || !strings.HasPrefix(managers[0], "vnode-approver") {
+			t.Fatalf("CSR %s, which issued the node's certificate, was approved by %v, want vnode-approver", c.Name, managers)
+		}
+		return
+	}
+	t.Fatal("no CSR issued the node's client certificate")
 }
 
 // klogLine is klog's header: "I1205 00:10:16.123456".

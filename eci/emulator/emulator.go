@@ -52,6 +52,9 @@ type Config struct {
 	// instances here (nil: it can); default sandbox.Probe. A non-nil
 	// answer makes New refuse the process runtime.
 	IsolationProbe func() error
+	// ListenAddr is where StartLocal serves (default 127.0.0.1:0): `make
+	// run` gives an address its node's network namespace reaches.
+	ListenAddr string
 }
 
 // Delays are how long a new group stays in each state before running,
@@ -217,7 +220,8 @@ func (e *Emulator) Serve(ctx context.Context, l net.Listener) error {
 	return err
 }
 
-// StartLocal serves a new emulator on a free loopback port. stop ends the
+// StartLocal serves a new emulator on a free loopback port (or
+// cfg.ListenAddr). stop ends the
 // server and closes the emulator (saving its state, stopping its
 // processes); the tests and the local system share it.
 func StartLocal(cfg Config) (e *Emulator, addr string, stop func(), err error) {
@@ -225,7 +229,11 @@ func StartLocal(cfg Config) (e *Emulator, addr string, stop func(), err error) {
 	if err != nil {
 		return nil, "", nil, err
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr = cfg.ListenAddr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		_ = e.Close()
 		return nil, "", nil, fmt.Errorf("listening for the emulator: %w", err)

@@ -35,6 +35,11 @@ type Options struct {
 	Binaries *Binaries
 	// APIServerPort fixes the API server's port (default: a free one).
 	APIServerPort int
+	// APIServerAddress is where kube-apiserver listens and what it
+	// advertises (default 127.0.0.1): an address that a network namespace
+	// reaches too, as `make run`'s node does. Its serving certificate
+	// names it besides 127.0.0.1; APIServerURL uses it.
+	APIServerAddress net.IP
 	// DisableCSRApprover turns off kube-controller-manager's built-in
 	// csrapproving controller; CSRs are still signed once approved.
 	DisableCSRApprover bool
@@ -139,7 +144,11 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	if err != nil {
 		return nil, err
 	}
-	cp.APIServerURL = "https://127.0.0.1:" + strconv.Itoa(apiPort)
+	apiAddr := net.ParseIP("127.0.0.1")
+	if opts.APIServerAddress != nil {
+		apiAddr = opts.APIServerAddress
+	}
+	cp.APIServerURL = "https://" + net.JoinHostPort(apiAddr.String(), strconv.Itoa(apiPort))
 	if err := cp.writeCredentials(); err != nil {
 		return nil, err
 	}
@@ -160,7 +169,7 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	}
 
 	// kube-apiserver
-	serving, err := cp.PKI.ServingCert("apiserver", []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}, []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.0.0.1")})
+	serving, err := cp.PKI.ServingCert("apiserver", []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}, []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.0.0.1"), apiAddr})
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +182,7 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	}
 	apiArgs := []string{
 		"--etcd-servers=" + etcdURL,
-		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+		"--bind-address=" + apiAddr.String(), "--advertise-address=" + apiAddr.String(),
 		"--secure-port=" + strconv.Itoa(apiPort),
 		"--cert-dir=" + filepath.Join(dir, "pki"),
 		"--tls-cert-file=" + serving.CertPath, "--tls-private-key-file=" + serving.KeyPath,

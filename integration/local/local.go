@@ -38,6 +38,7 @@ import (
 	"github.com/vnode-project/vnode/eci/emulator/vnodehost"
 	"github.com/vnode-project/vnode/eciprofile/webhook"
 	"github.com/vnode-project/vnode/integration/controlplane"
+	"github.com/vnode-project/vnode/integration/netns"
 	"github.com/vnode-project/vnode/internal/config"
 	"github.com/vnode-project/vnode/vnodectl"
 )
@@ -54,13 +55,14 @@ const (
 
 // binaries are the commands the system runs as processes: the emulator's
 // hosted virtual nodes, and the add-ons outside the cluster.
-var binaries = []string{"vnode-kubelet", "vnode-approver", "eci-profile"}
+var binaries = []string{"vnode-kubelet", "vnode-approver", "eci-profile", "edge-tunnel-server"}
 
 // Options configure the local system.
 type Options struct {
 	Dir       string // state, certificates and logs (default: a temporary directory)
 	Manifests string // the repository's manifests directory
-	// BinDir holds vnode-kubelet, vnode-approver and eci-profile. Default:
+	// BinDir holds vnode-kubelet, vnode-approver, eci-profile and
+	// edge-tunnel-server. Default:
 	// beside this executable (make run builds bin/), else they are built
 	// from the module into <Dir>/bin.
 	BinDir string
@@ -81,6 +83,11 @@ type System struct {
 	// ECIProfileHealth is eci-profile's health endpoint (it runs outside
 	// the cluster, so `vnode addon list` needs it).
 	ECIProfileHealth string
+	// Network is the node's network namespace (as root; nil otherwise).
+	Network *netns.Host
+	// Tunnel is the edge tunnel server kube-apiserver reaches the node
+	// through (with Network; nil otherwise).
+	Tunnel *Tunnel
 
 	deployKubeconfig string
 	webhookClientCA  string // the CA of kube-apiserver's client certificate for webhooks
@@ -101,9 +108,6 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		}
 	}()
 
-	s.section("1. The cluster: a real control plane on loopback (the first run builds it, a few minutes)")
-	// Only vnode-approver approves CSRs here: kube-controller-manager's
-	// built-in approver is off, so an approved node certificate is its work.
 	dir := o.Dir
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "vnode-local-"); err != nil {
@@ -111,6 +115,25 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		}
 		s.stop = append(s.stop, func() { _ = os.RemoveAll(dir) })
 	}
+	if dir, err = filepath.Abs(dir); err != nil {
+		return nil, fmt.Errorf("resolving the run directory: %w", err)
+	}
+	s.section("1. The node's network, and kube-apiserver's way to it through the edge tunnel")
+	s.nodeNetwork()
+	// Only vnode-approver approves CSRs here: kube-controller-manager's
+	// built-in approver is off, so an approved node certificate is its work.
+	cpOpts := controlplane.Options{Dir: dir, Progress: s.out, DisableCSRApprover: true}
+	if s.Network != nil {
+		// kube-apiserver listens where the node reaches it, and sends its
+		// node traffic through the tunnel.
+		if s.Tunnel, err = s.prepareTunnel(dir); err != nil {
+			return nil, err
+		}
+		cpOpts.APIServerAddress = s.Network.HostIP
+		cpOpts.EgressSelectorConfigFile = s.Tunnel.egressSelectorConfig
+	}
+
+	s.section("2. The cluster: a real control plane on this host (the first run builds it, a few minutes)")
 	// kube-apiserver presents a client certificate to webhooks, and
 	// eci-profile's port accepts no other caller.
 	webhookClientDir := filepath.Join(dir, "webhook-client")
@@ -122,9 +145,10 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return nil, err
 	}
 	s.webhookClientCA = webhookClientCA.CACertPath
-	s.CP, err = controlplane.Start(ctx, controlplane.Options{Dir: dir, Progress: s.out, DisableCSRApprover: true,
-		ExtraAPIServerFlags: apiserverFlags})
-	if err != nil {
+	// No kube-proxy here: an aggregated API (metrics-server) is reached
+	// at its Service's endpoints, never at a ClusterIP nothing routes.
+	cpOpts.ExtraAPIServerFlags = append(apiserverFlags, "--enable-aggregator-routing=true")
+	if s.CP, err = controlplane.Start(ctx, cpOpts); err != nil {
 		return nil, err
 	}
 	s.stop = append(s.stop, s.CP.Stop)
@@ -132,7 +156,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return nil, err
 	}
 
-	s.section("2. The cloud: the ECI emulator, which runs pods as local processes and each virtual node as a vnode-kubelet process")
+	s.section("3. The cloud: the ECI emulator, which runs pods as local processes and each virtual node as a vnode-kubelet process")
 	id, secret := "LTAI-local-"+randomString(6, hexDigits), randomString(16, hexDigits)
 	logger := logrus.New()
 	logger.SetLevel(logrus.WarnLevel)
@@ -140,13 +164,22 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	var emulatorAddr string
 	var stopEmulator func()
 	s.Emulator, emulatorAddr, stopEmulator, err = emulator.StartLocal(emulator.Config{Credentials: map[string]string{id: secret},
-		Region: region, Runtime: "process", DataDir: filepath.Join(s.CP.Dir, "eci"), Logger: logger})
+		Region: region, Runtime: "process", DataDir: filepath.Join(s.CP.Dir, "eci"), Logger: logger,
+		ListenAddr: net.JoinHostPort(s.listenHost(), "0")})
 	if err != nil {
 		return nil, err
 	}
 	s.stop = append(s.stop, stopEmulator)
-	host, err := vnodehost.New(vnodehost.Config{Emulator: s.Emulator, Endpoint: "http://" + emulatorAddr,
-		Binary: filepath.Join(s.BinDir, "vnode-kubelet"), Dir: filepath.Join(s.Emulator.DataDir(), "vnodes"), Log: logger})
+	hostCfg := vnodehost.Config{Emulator: s.Emulator, Endpoint: "http://" + emulatorAddr,
+		Binary: filepath.Join(s.BinDir, "vnode-kubelet"), Dir: filepath.Join(s.Emulator.DataDir(), "vnodes"), Log: logger}
+	if s.Network != nil {
+		// As the cloud runs a virtual node on a network of its own, which
+		// dials out to the cluster and its edge tunnel.
+		hostCfg.Network = vnodehost.Network{Namespace: s.Network.Name, IP: s.Network.IP.String()}
+		hostCfg.Tunnel = s.Tunnel.hostedTunnel()
+		fmt.Fprintf(s.out, "# virtual nodes run in network namespace %s at %s and join the edge tunnel at %s\n", s.Network.Name, s.Network.IP, s.Tunnel.AgentAddr)
+	}
+	host, err := vnodehost.New(hostCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +189,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	s.stop = append(s.stop, func() { hcancel(); <-hdone })
 	fmt.Fprintf(s.out, "ECI API at http://%s (virtual nodes' files and logs in %s)\n", emulatorAddr, filepath.Join(s.Emulator.DataDir(), "vnodes"))
 
-	s.section("3. The vnode config file (~/.vnode/config), pointed at the emulator")
+	s.section("4. The vnode config file (~/.vnode/config), pointed at the emulator")
 	s.ConfigPath = filepath.Join(s.CP.Dir, "vnode", "config")
 	s.deployKubeconfig = filepath.Join(s.CP.Dir, "vnode", "deploy", "kubeconfig")
 	file := &config.File{Kind: config.Kind, CurrentContext: "local", Contexts: []config.Context{{
@@ -172,22 +205,27 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return nil, err
 	}
 
-	s.section("4. Set the cluster up for TLS bootstrap")
+	s.section("5. Set the cluster up for TLS bootstrap")
 	tokenID, tokenSecret := randomString(6, lowerAlnum), randomString(16, lowerAlnum)
 	if _, err := s.vnode(ctx, "cluster", "setup", "--bootstrap", "--bootstrap-token-id", tokenID, "--bootstrap-token-secret", tokenSecret,
 		"--apiserver-address", s.CP.APIServerURL, "--cluster-ca-path", s.CP.PKI.CACertPath, "--output", s.deployKubeconfig); err != nil {
 		return nil, err
 	}
 
-	s.section("5. The add-ons. Their Deployments cannot run here (no kubelet for ordinary pods), so each runs as a local process under its manifest's ServiceAccount")
+	s.section("6. The add-ons. Their Deployments cannot run here (no kubelet for ordinary pods), so each runs as a local process under its manifest's ServiceAccount")
 	if err := s.approver(ctx); err != nil {
 		return nil, err
+	}
+	if s.Tunnel != nil {
+		if err := s.edgeTunnel(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.eciProfile(ctx); err != nil {
 		return nil, err
 	}
 
-	s.section("6. Create the virtual node: the emulator starts its vnode-kubelet, which joins by TLS bootstrap; vnode-approver approves its certificates")
+	s.section("7. Create the virtual node: the emulator starts its vnode-kubelet, which joins by TLS bootstrap; vnode-approver approves its certificates")
 	out, err := s.vnode(ctx, "create", "--wait", "--wait-timeout", "3m")
 	if err != nil {
 		return nil, err
@@ -200,9 +238,12 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if err := s.show(ctx, "get", "csr"); err != nil {
 		return nil, err
 	}
+	if err := s.show(ctx, "get", "nodes", "-o", "wide"); err != nil {
+		return nil, err
+	}
 
 	if o.Sample {
-		s.section("7. A sample Deployment, in a namespace eci-profile sends to virtual nodes (it has no nodeSelector of its own)")
+		s.section("8. A sample Deployment, in a namespace eci-profile sends to virtual nodes (it has no nodeSelector of its own)")
 		if err := s.show(ctx, "apply", "-f", filepath.Join(s.manifests, "samples", "hello.yaml")); err != nil {
 			return nil, err
 		}
@@ -266,10 +307,10 @@ func (s *System) approver(ctx context.Context) error {
 	if _, err := s.vnode(ctx, "addon", "enable", "vnode-approver"); err != nil {
 		return err
 	}
-	if err := s.outsideCluster(ctx, "vnode-approver"); err != nil {
+	if err := s.outsideCluster(ctx, addonNamespace, "vnode-approver"); err != nil {
 		return err
 	}
-	kubeconfig, err := s.serviceAccountKubeconfig(ctx, "vnode-approver")
+	kubeconfig, err := s.serviceAccountKubeconfig(ctx, addonNamespace, "vnode-approver")
 	if err != nil {
 		return err
 	}
@@ -291,22 +332,22 @@ func (s *System) eciProfile(ctx context.Context) error {
 	if _, err := s.vnode(ctx, "addon", "enable", "eci-profile"); err != nil {
 		return err
 	}
-	if err := s.outsideCluster(ctx, "eci-profile"); err != nil {
+	if err := s.outsideCluster(ctx, addonNamespace, "eci-profile"); err != nil {
 		return err
 	}
 	// Selectors before the webhook starts: ready means they are loaded.
 	if err := s.show(ctx, "apply", "-f", filepath.Join(s.manifests, "eci-profile", "configmap-example.yaml")); err != nil {
 		return err
 	}
-	port, err := freePort()
+	listen, err := freeAddr("127.0.0.1")
 	if err != nil {
 		return err
 	}
-	healthPort, err := freePort()
+	health, err := freeAddr("127.0.0.1")
 	if err != nil {
 		return err
 	}
-	url := fmt.Sprintf("https://127.0.0.1:%d%s", port, webhook.MutatePath)
+	url := "https://" + listen + webhook.MutatePath
 	fmt.Fprintf(s.out, "# kube-apiserver calls the webhook at %s instead of through the Service\n", url)
 	mwc, err := s.CP.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, webhook.DefaultWebhookConfig, metav1.GetOptions{})
 	if err != nil {
@@ -320,17 +361,17 @@ func (s *System) eciProfile(ctx context.Context) error {
 	if _, err := s.CP.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Update(ctx, mwc, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("pointing the eci-profile webhook at %s: %w", url, err)
 	}
-	kubeconfig, err := s.serviceAccountKubeconfig(ctx, "eci-profile")
+	kubeconfig, err := s.serviceAccountKubeconfig(ctx, addonNamespace, "eci-profile")
 	if err != nil {
 		return err
 	}
-	s.ECIProfileHealth = fmt.Sprintf("http://127.0.0.1:%d/healthz", healthPort)
+	s.ECIProfileHealth = "http://" + health + "/healthz"
 	if err := s.process(ctx, "eci-profile", "--kubeconfig", kubeconfig, "--namespace="+addonNamespace, "--service=eci-profile",
-		"--webhook-config="+webhook.DefaultWebhookConfig, "--cert-host=127.0.0.1", fmt.Sprintf("--listen-addr=127.0.0.1:%d", port),
-		"--client-ca-file="+s.webhookClientCA, "--metrics-addr=", fmt.Sprintf("--health-addr=127.0.0.1:%d", healthPort)); err != nil {
+		"--webhook-config="+webhook.DefaultWebhookConfig, "--cert-host=127.0.0.1", "--listen-addr="+listen,
+		"--client-ca-file="+s.webhookClientCA, "--metrics-addr=", "--health-addr="+health); err != nil {
 		return err
 	}
-	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort)
+	readyz := "http://" + health + "/readyz"
 	probe := &http.Client{Timeout: 2 * time.Second}
 	return s.waitFor(ctx, "eci-profile to be ready and its caBundle written", func(ctx context.Context) (bool, error) {
 		resp, err := probe.Get(readyz)
@@ -349,26 +390,26 @@ func (s *System) eciProfile(ctx context.Context) error {
 // outsideCluster removes an add-on's Deployment, whose pods no kubelet
 // here would run: the add-on runs as a local process instead, and `vnode
 // addon list` reports it running outside the cluster.
-func (s *System) outsideCluster(ctx context.Context, deployment string) error {
+func (s *System) outsideCluster(ctx context.Context, namespace, deployment string) error {
 	fmt.Fprintf(s.out, "# no kubelet here runs %s's pods: its command runs as a local process instead\n", deployment)
-	return s.show(ctx, "-n", addonNamespace, "delete", "deployment", deployment)
+	return s.show(ctx, "-n", namespace, "delete", "deployment", deployment)
 }
 
 // serviceAccountKubeconfig writes a kubeconfig with a token the
 // TokenRequest API issues for the add-on's ServiceAccount, so the process
 // has exactly the RBAC manifests/ grants it.
-func (s *System) serviceAccountKubeconfig(ctx context.Context, account string) (string, error) {
+func (s *System) serviceAccountKubeconfig(ctx context.Context, namespace, account string) (string, error) {
 	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(24 * 3600))}}
-	tr, err := s.CP.Client.CoreV1().ServiceAccounts(addonNamespace).CreateToken(ctx, account, tr, metav1.CreateOptions{})
+	tr, err := s.CP.Client.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, account, tr, metav1.CreateOptions{})
 	if err != nil {
-		return "", fmt.Errorf("requesting a token for ServiceAccount %s/%s: %w", addonNamespace, account, err)
+		return "", fmt.Errorf("requesting a token for ServiceAccount %s/%s: %w", namespace, account, err)
 	}
 	path := filepath.Join(s.CP.Dir, "addons", account+".kubeconfig")
 	cfg := &rest.Config{Host: s.CP.APIServerURL, BearerToken: tr.Status.Token, TLSClientConfig: rest.TLSClientConfig{CAData: s.CP.PKI.CAPEM()}}
-	if err := controlplane.WriteKubeconfig(path, cfg, "system:serviceaccount:"+addonNamespace+":"+account); err != nil {
+	if err := controlplane.WriteKubeconfig(path, cfg, "system:serviceaccount:"+namespace+":"+account); err != nil {
 		return "", err
 	}
-	fmt.Fprintf(s.out, "# %s: a 24h token for ServiceAccount %s/%s (TokenRequest API)\n", path, addonNamespace, account)
+	fmt.Fprintf(s.out, "# %s: a 24h token for ServiceAccount %s/%s (TokenRequest API)\n", path, namespace, account)
 	return path, nil
 }
 
@@ -471,13 +512,15 @@ func (s *System) findBinaries(ctx context.Context, dir string) (string, error) {
 	return dir, nil
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// freeAddr is host:port with a port free on host now, for a process
+// that listens there later.
+func freeAddr(host string) (string, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
+		return "", fmt.Errorf("finding a free port on %s: %w", host, err)
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return l.Addr().String(), nil
 }
 
 const (

@@ -2,9 +2,7 @@ package tunnel
 
 import (
 	"context"
-	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -191,20 +189,7 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 	e.lb = newFailoverLB(t, proxyA.Addr().String(), proxyB.Addr().String())
 
 	egressCfg := filepath.Join(dir, "egress.yaml")
-	if err := os.WriteFile(egressCfg, []byte(fmt.Sprintf(`apiVersion: apiserver.k8s.io/v1beta1
-kind: EgressSelectorConfiguration
-egressSelections:
-- name: cluster
-  connection:
-    proxyProtocol: HTTPConnect
-    transport:
-      tcp:
-        url: https://%s
-        tlsConfig:
-          caBundle: %s
-          clientCert: %s
-          clientKey: %s
-`, e.lb.addr(), tca.CACertPath, egress.CertPath, egress.KeyPath)), 0o600); err != nil {
+	if _, err := controlplane.WriteEgressSelectorConfig(egressCfg, e.lb.addr(), tca.CACertPath, egress.CertPath, egress.KeyPath); err != nil {
 		t.Fatal(err)
 	}
 	e.cp = controlplane.StartForTest(t, controlplane.Options{EgressSelectorConfigFile: egressCfg,

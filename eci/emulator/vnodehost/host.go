@@ -67,6 +67,38 @@ type Config struct {
 	// join, as a cloud-hosted node joins the cluster's: kube-apiserver
 	// reaches their kubelet API through it.
 	Tunnel Tunnel
+	// Network, when its Namespace is set, runs every node's vnode-kubelet
+	// in that network namespace, registering and serving its kubelet API
+	// on IP: a node address that is not loopback, which kube-apiserver
+	// will proxy to. Endpoint and the kubeconfigs' API server must be
+	// reachable from there.
+	Network Network
+}
+
+// Network is the network namespace (a name under /var/run/netns, as `ip
+// netns` makes) hosted nodes run in, and their address in it.
+//
+// The process enters it through `ip netns exec`, which execs the binary in
+// place (so the process the host signals is vnode-kubelet itself) rather
+// than through setns here: this package is linked into eci-emulator, and
+// entering a namespace from Go needs a locked thread that must come back
+// intact, which integration/netns already does for tests and a shipped
+// binary must not import.
+type Network struct {
+	Namespace string
+	IP        string
+}
+
+// Validate checks that a namespace comes with the nodes' address in it,
+// one kube-apiserver will proxy to (not loopback).
+func (n Network) Validate() error {
+	if n.Namespace == "" {
+		return nil
+	}
+	if ip := net.ParseIP(n.IP); ip == nil || ip.IsLoopback() || ip.IsUnspecified() {
+		return fmt.Errorf("network namespace %s needs the nodes' address in it (not loopback), not %q", n.Namespace, n.IP)
+	}
+	return nil
 }
 
 // Tunnel names the edge tunnel servers hosted nodes dial
@@ -121,6 +153,9 @@ type node struct {
 func New(cfg Config) (*Host, error) {
 	if cfg.Emulator == nil || cfg.Endpoint == "" || cfg.Dir == "" {
 		return nil, errors.New("vnodehost: Emulator, Endpoint and Dir are required")
+	}
+	if err := cfg.Network.Validate(); err != nil {
+		return nil, fmt.Errorf("vnodehost: %w", err)
 	}
 	if cfg.Binary == "" {
 		bin, err := findBinary()
@@ -237,7 +272,8 @@ func (h *Host) start(v emulator.VirtualNodeToHost) error {
 	}
 	kubeconfig := filepath.Join(dir, "kubeconfig")
 	files := map[string][]byte{"ca.crt": ca}
-	args := []string{"--config", filepath.Join(dir, "config"), "--nodename", v.NodeName, "--node-ip", "127.0.0.1",
+	nodeIP := h.nodeIP()
+	args := []string{"--config", filepath.Join(dir, "config"), "--nodename", v.NodeName, "--node-ip", nodeIP,
 		"--client-ca-file", filepath.Join(dir, "ca.crt"), "--memory-limit", "0", "--sync-interval", "1s"}
 	if v.TLSBootstrap {
 		files["bootstrap-kubeconfig"] = v.KubeConfig
@@ -249,7 +285,7 @@ func (h *Host) start(v emulator.VirtualNodeToHost) error {
 		// A ServiceAccount is no node identity the approver would sign a
 		// serving certificate for: a self-signed pair the API server
 		// cannot verify (see the README).
-		certPEM, keyPEM, err := servingPair(v.NodeName)
+		certPEM, keyPEM, err := servingPair(v.NodeName, nodeIP)
 		if err != nil {
 			return err
 		}
@@ -268,11 +304,13 @@ func (h *Host) start(v emulator.VirtualNodeToHost) error {
 			return err
 		}
 	}
+	// A port free here: in a namespace of their own, only the other
+	// hosted nodes could hold it.
 	port, err := freePort()
 	if err != nil {
 		return err
 	}
-	args = append(args, "--listen", "127.0.0.1:"+strconv.Itoa(port))
+	args = append(args, "--listen", net.JoinHostPort(nodeIP, strconv.Itoa(port)))
 	f := &config.File{Kind: config.Kind, CurrentContext: "cloud", Contexts: []config.Context{{
 		Name: "cloud", RegionID: v.Region, AccessKeyID: v.AccessKeyID, AccessKeySecret: v.AccessKeySecret,
 		VSwitchIDs: strings.Split(v.VSwitchID, ","), ZoneIDs: config.StringList{v.ZoneID}, SecurityGroupID: v.SecurityGroupID,
@@ -286,8 +324,12 @@ func (h *Host) start(v emulator.VirtualNodeToHost) error {
 		return err
 	}
 	cmd := exec.Command(h.cfg.Binary, args...)
+	if ns := h.cfg.Network.Namespace; ns != "" {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", ns, h.cfg.Binary}, args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Gone with the host even if it dies without stopping its nodes.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		return fmt.Errorf("starting %s: %w", h.cfg.Binary, err)
@@ -446,14 +488,22 @@ func (h *Host) judge(n *node, now time.Time) (reason, message string, failed boo
 		lastLines(filepath.Join(n.dir, "vnode-kubelet.log"), 3)), true
 }
 
-func servingPair(name string) (certPEM, keyPEM []byte, err error) {
+// nodeIP is the address hosted nodes register and serve on.
+func (h *Host) nodeIP() string {
+	if h.cfg.Network.Namespace != "" {
+		return h.cfg.Network.IP
+	}
+	return "127.0.0.1"
+}
+
+func servingPair(name, ip string) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
 		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().AddDate(1, 0, 0), KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, DNSNames: []string{name}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, DNSNames: []string{name}, IPAddresses: []net.IP{net.ParseIP(ip)}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		return nil, nil, err

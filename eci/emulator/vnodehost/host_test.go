@@ -13,6 +13,7 @@ import (
 	"github.com/vnode-project/vnode/eci"
 	"github.com/vnode-project/vnode/eci/emulator"
 	"github.com/vnode-project/vnode/eci/emulator/emulatortest"
+	"github.com/vnode-project/vnode/integration/netns"
 )
 
 const kubeconfig = `apiVersion: v1
@@ -210,5 +211,35 @@ func TestHostedNodesJoinTheTunnel(t *testing.T) {
 				t.Errorf("the bootstrap node skipped the tunnel: %+v", v.Events)
 			}
 		}
+	}
+}
+
+// With a network namespace configured, a node's vnode-kubelet runs inside
+// it and registers and serves on the namespace's address, not loopback.
+func TestHostedNodesRunInTheNetwork(t *testing.T) {
+	ns := netns.New(t, 57)
+	em, ep := emulatortest.StartForTest(t, emulator.Config{Credentials: map[string]string{"AKID": "SECRET"}, Runtime: "sim", Delays: emulator.Delays{VirtualNode: time.Hour}})
+	if _, err := New(Config{Emulator: em, Endpoint: "http://" + ep, Binary: "/bin/true", Dir: t.TempDir(),
+		Network: Network{Namespace: ns.Name, IP: "127.0.0.1"}}); err == nil {
+		t.Fatal("a loopback node address in a network namespace was accepted")
+	}
+	argsDir := t.TempDir()
+	bin := script(t, `echo "$(ip netns identify $$) $*" > "`+argsDir+`/$$.args"; exec sleep 60`)
+	startHostWith(t, Config{Emulator: em, Endpoint: "http://" + ep, Binary: bin, Dir: t.TempDir(),
+		Network: Network{Namespace: ns.Name, IP: ns.IP.String()}})
+	create(t, ep)
+	var line string
+	waitCount(t, func() bool {
+		files, _ := filepath.Glob(filepath.Join(argsDir, "*.args"))
+		if len(files) == 0 {
+			return false
+		}
+		b, _ := os.ReadFile(files[0])
+		line = strings.TrimSpace(string(b))
+		return line != ""
+	})
+	if !strings.HasPrefix(line, ns.Name+" ") || !strings.Contains(line, "--node-ip "+ns.IP.String()+" ") ||
+		!strings.Contains(line, "--listen "+ns.IP.String()+":") {
+		t.Fatalf("the node ran as (namespace, then arguments): %s; want namespace %s and address %s", line, ns.Name, ns.IP)
 	}
 }
