@@ -39,8 +39,12 @@ type fakeSession struct {
 	closed       bool
 }
 
-func kubelet(node string) fakeSession { return fakeSession{node: node, prefix: identity.NodeUserPrefix} }
-func vnodeID(node string) fakeSession { return fakeSession{node: node, prefix: identity.VNodeUserPrefix} }
+func kubelet(node string) fakeSession {
+	return fakeSession{node: node, prefix: identity.NodeUserPrefix}
+}
+func vnodeID(node string) fakeSession {
+	return fakeSession{node: node, prefix: identity.VNodeUserPrefix}
+}
 
 // newRuleServer is a server that serves nothing: only its routing rule
 // and session registry are used.
