@@ -1,9 +1,15 @@
 package tunnel
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strings"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 )
 
 // routeKind says how a CONNECT reached its node (requests_routed_total).
@@ -99,4 +105,23 @@ func (a *Agent) allowedFor(req dialRequest) error {
 		return fmt.Errorf("port %d is invalid", req.Port)
 	}
 	return gatewayAllows(a.cfg.Gateway, a.node, req.Node, req.Host)
+}
+
+// GatewayView is what a gateway agent (AgentConfig.Gateway) checks targets
+// against: the Nodes in a network domain, followed with the agent's node's
+// own credentials (a kubelet may list and watch Nodes), synced before it
+// returns so that the first dials are not refused for want of a list.
+func GatewayView(ctx context.Context, kube *rest.Config) (*NodeIndex, error) {
+	client, err := kubernetes.NewForConfig(kube)
+	if err != nil {
+		return nil, fmt.Errorf("creating the API client for the gateway's view of the Nodes: %w", err)
+	}
+	ix, err := NewDomainNodeIndex(ctx, client, 10*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), ix.HasSynced) {
+		return nil, fmt.Errorf("listing the Nodes of network domains: %w", context.Cause(ctx))
+	}
+	return ix, nil
 }
