@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -108,13 +109,21 @@ func (a *Agent) allowedFor(req dialRequest) error {
 }
 
 // GatewayView is what a gateway agent (AgentConfig.Gateway) checks targets
-// against: the Nodes in a network domain, followed with the agent's node's
-// own credentials (a kubelet may list and watch Nodes), synced before it
-// returns so that the first dials are not refused for want of a list.
+// against: the Nodes in a network domain, synced before it returns so that
+// the first dials are not refused for want of a list. kube must be allowed
+// to list and watch Nodes: the gateway's ServiceAccount
+// (manifests/tunnel/rbac.yaml), not the kubelet's own credentials, which
+// may read only their own Node (the Node authorizer with
+// AuthorizeNodeWithSelectors, on since Kubernetes 1.32).
 func GatewayView(ctx context.Context, kube *rest.Config) (*NodeIndex, error) {
 	client, err := kubernetes.NewForConfig(kube)
 	if err != nil {
 		return nil, fmt.Errorf("creating the API client for the gateway's view of the Nodes: %w", err)
+	}
+	// One list first, so that missing rights are an error now rather
+	// than an informer retrying forever.
+	if _, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: NetworkDomainLabel, Limit: 1}); err != nil {
+		return nil, fmt.Errorf("listing the Nodes of network domains: %w", err)
 	}
 	ix, err := NewDomainNodeIndex(ctx, client, 10*time.Minute)
 	if err != nil {

@@ -56,7 +56,8 @@ nodes need no agent of their own. Which domain a node is in and which nodes
 are its gateways are labels only an admin can set on the Node
 (node-restriction.kubernetes.io/network-domain=<domain> and
 node-restriction.kubernetes.io/network-domain-gateway=true); the agent follows
-them through --kubeconfig and dials only addresses of its domain's nodes.`,
+the domain's Nodes (as its ServiceAccount, or --kubeconfig) and dials only
+addresses of its domain's nodes.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -78,7 +79,7 @@ them through --kubeconfig and dials only addresses of its domain's nodes.`,
 	f.DurationVar(&o.drain, "drain-timeout", 10*time.Second, "on SIGTERM, how long open streams may finish")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&o.gateway, "gateway", false, "also carry the traffic of every node of this node's network domain (its Node must be labelled a gateway of it)")
-	f.StringVar(&o.kubeconfig, "kubeconfig", "/etc/kubernetes/kubelet.conf", "with --gateway: credentials to follow the domain's Nodes (the kubelet's own kubeconfig)")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "with --gateway: credentials allowed to list and watch Nodes (default: the pod's ServiceAccount; a kubelet's own may read only its Node)")
 	return cmd
 }
 
