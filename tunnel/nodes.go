@@ -225,20 +225,20 @@ func (ix *NodeIndex) Claimants(addr string) []Target {
 	addr = canonicalAddr(addr)
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	out := make([]Target, 0, len(ix.byAddr[addr]))
-	for name := range ix.byAddr[addr] {
-		out = append(out, ix.byName[name])
-	}
-	sortByName(out)
-	return out
+	return ix.targetsLocked(ix.byAddr[addr])
 }
 
 // Gateways implements NodeResolver.
 func (ix *NodeIndex) Gateways(domain string) []Target {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	out := make([]Target, 0, len(ix.gateways[domain]))
-	for name := range ix.gateways[domain] {
+	return ix.targetsLocked(ix.gateways[domain])
+}
+
+// targetsLocked returns the named nodes sorted by name.
+func (ix *NodeIndex) targetsLocked(names map[string]struct{}) []Target {
+	out := make([]Target, 0, len(names))
+	for name := range names {
 		out = append(out, ix.byName[name])
 	}
 	sortByName(out)
