@@ -28,9 +28,11 @@ const (
 // because every server replica then picks the same active gateway (each
 // agent holds a session to every replica), so a domain's traffic goes
 // through one gateway at a time and an admin can tell which. When the
-// active session drops (the server sees its connection close, or yamux's
-// keepalive finds it dead), the next CONNECT finds the next gateway:
-// failover needs no election and no timer.
+// active session drops, the next CONNECT finds the next gateway: failover
+// needs no election and no timer. A gateway that crashes or restarts
+// closes its connection, and the drop is seen at once; one lost silently
+// (power cut, a NAT that forgets) is found dead by yamux: a stream it does
+// not acknowledge in 10s (StreamOpenTimeout), or the 15s keepalive.
 func (s *Server) gatewaySession(t Target) *session {
 	for _, g := range s.cfg.Nodes.Gateways(t.Domain) {
 		// Checked here again, not trusted from the resolver: a gateway
