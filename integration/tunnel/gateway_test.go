@@ -108,7 +108,8 @@ func (g *gatewayRun) kill() {
 //     make itself a gateway: the API server refuses (NodeRestriction for
 //     kubelet identities, vnode-restriction for virtual nodes).
 //   - Killing the active gateway: the next request goes through the
-//     standby.
+//     standby. Taking the standby's label away stops it carrying the
+//     domain at once; giving it back restores it.
 //   - With domain B's gateways gone, domain A's gateway, which could dial
 //     B's node's address (it is A's node's too), never carries B's
 //     traffic: refused, and it dials nothing.
@@ -235,6 +236,34 @@ func (e *env) testNetworkDomains(ctx context.Context, t *testing.T, edgeB *netns
 	if a2.dials.Load() == standbyDials {
 		t.Fatal("the standby gateway of domain a did not carry the request")
 	}
+
+	// The role is the admin's to take back, at once: without its label
+	// gw-a2's session carries nothing but its own node; relabelled, it
+	// carries the domain again.
+	domainA := net.JoinHostPort("vn-dom-a", fmt.Sprint(domainPort))
+	connectA := func() (int, string) {
+		status, body, err := connectAnswer(ctx, e.server.proxyAddr, egress, domainA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return status, body
+	}
+	setGateway := func(v string) {
+		patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%s}}}`, tun.NetworkGatewayLabel, v)
+		if _, err := admin.CoreV1().Nodes().Patch(ctx, "gw-a2", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setGateway("null")
+	waitFor(ctx, t, "vn-dom-a refused once gw-a2 is no gateway", func() bool {
+		status, body := connectA()
+		return status == http.StatusServiceUnavailable && strings.Contains(body, "no gateway of its network domain a (gw-a1) has a session")
+	})
+	setGateway(fmt.Sprintf("%q", tun.NetworkGatewayValue))
+	waitFor(ctx, t, "vn-dom-a carried again once gw-a2 is relabelled", func() bool {
+		status, _ := connectA()
+		return status == http.StatusOK
+	})
 
 	// Domain B's gateways go. Domain A's remaining gateway could reach
 	// vn-dom-b's address, but it is A's own node's there: B's traffic is
