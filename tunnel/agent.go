@@ -40,6 +40,11 @@ type AgentConfig struct {
 	// agent never dials elsewhere, so a compromised server cannot use it
 	// to reach the edge network.
 	Addresses []string
+	// Gateway, if set, makes the agent a gateway of its node's network
+	// domain (domain.go): it also serves the domain's other nodes, checked
+	// against this view of the Nodes (NewDomainNodeIndex). Unset, the
+	// agent serves only its own node.
+	Gateway NodeResolver
 
 	Dial       DialFunc // to servers (default net.Dialer)
 	DialTarget DialFunc // to targets on the node (default net.Dialer)
@@ -298,7 +303,7 @@ func (a *Agent) serveStream(st *yamux.Stream, log *logrus.Entry) {
 		_ = writeFrame(st, dialResponse{Error: err.Error(), Code: code})
 		_ = stream.Close()
 	}
-	if err := a.allowed(req.Host, req.Port); err != nil {
+	if err := a.allowedFor(req); err != nil {
 		answer(codeRefused, err)
 		return
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -26,6 +27,10 @@ type Target struct {
 	// Virtual says the Node is labelled type=virtual-kubelet: only a
 	// virtual node's identity may serve it, and only it may serve one.
 	Virtual bool
+	// Domain is the node's network domain (NetworkDomainLabel), "" if
+	// none; Gateway says the node is a gateway of it (domain.go).
+	Domain  string
+	Gateway bool
 }
 
 // NodeResolver says what the Node objects say. It decides nothing: the
@@ -36,6 +41,9 @@ type NodeResolver interface {
 	// Claimants returns every node that lists addr among its addresses,
 	// sorted by name.
 	Claimants(addr string) []Target
+	// Gateways returns the gateways of network domain domain, sorted by
+	// name.
+	Gateways(domain string) []Target
 }
 
 // StaticNodes is a fixed table keyed by node name; each target's IP is its
@@ -57,8 +65,24 @@ func (s StaticNodes) Claimants(addr string) []Target {
 			out = append(out, t)
 		}
 	}
-	slices.SortFunc(out, func(a, b Target) int { return strings.Compare(a.Node, b.Node) })
+	sortByName(out)
 	return out
+}
+
+// Gateways implements NodeResolver.
+func (s StaticNodes) Gateways(domain string) []Target {
+	var out []Target
+	for _, t := range s {
+		if t.Gateway && t.Domain == domain && domain != "" {
+			out = append(out, t)
+		}
+	}
+	sortByName(out)
+	return out
+}
+
+func sortByName(ts []Target) {
+	slices.SortFunc(ts, func(a, b Target) int { return strings.Compare(a.Node, b.Node) })
 }
 
 // NodeIndex follows Node objects with an informer and indexes them by
@@ -70,13 +94,29 @@ type NodeIndex struct {
 	byName map[string]Target
 	byAddr map[string]map[string]struct{} // address -> names of the nodes listing it
 	addrs  map[string][]string            // node name -> its addresses
-	synced cache.InformerSynced
+	// gateways: network domain -> names of its gateways
+	gateways map[string]map[string]struct{}
+	synced   cache.InformerSynced
 }
 
 // NewNodeIndex starts the informer; it stops with ctx.
 func NewNodeIndex(ctx context.Context, client kubernetes.Interface, resync time.Duration) (*NodeIndex, error) {
+	return watchNodes(ctx, client, resync, "")
+}
+
+// NewDomainNodeIndex indexes only the Nodes in a network domain: what a
+// gateway agent needs to check a target, without following every Node of
+// the cluster.
+func NewDomainNodeIndex(ctx context.Context, client kubernetes.Interface, resync time.Duration) (*NodeIndex, error) {
+	return watchNodes(ctx, client, resync, NetworkDomainLabel)
+}
+
+// watchNodes follows the Nodes that selector (a label selector, "" for
+// all) selects.
+func watchNodes(ctx context.Context, client kubernetes.Interface, resync time.Duration, selector string) (*NodeIndex, error) {
 	ix := newNodeIndex()
-	f := informers.NewSharedInformerFactory(client, resync)
+	f := informers.NewSharedInformerFactoryWithOptions(client, resync,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }))
 	inf := f.Core().V1().Nodes().Informer()
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { ix.upsert(o) },
@@ -98,7 +138,8 @@ func NewNodeIndex(ctx context.Context, client kubernetes.Interface, resync time.
 }
 
 func newNodeIndex() *NodeIndex {
-	return &NodeIndex{byName: map[string]Target{}, byAddr: map[string]map[string]struct{}{}, addrs: map[string][]string{}}
+	return &NodeIndex{byName: map[string]Target{}, byAddr: map[string]map[string]struct{}{}, addrs: map[string][]string{},
+		gateways: map[string]map[string]struct{}{}}
 }
 
 // HasSynced says whether the first list has been indexed (readiness).
@@ -111,6 +152,7 @@ func (ix *NodeIndex) upsert(o any) {
 	}
 	t := Target{Node: n.Name, KubeletPort: int(n.Status.DaemonEndpoints.KubeletEndpoint.Port),
 		Virtual: identity.IsVirtualNode(n.Labels)}
+	t.Domain, t.Gateway = domainOf(n.Labels)
 	var addrs []string
 	for _, a := range n.Status.Addresses {
 		if c := canonicalAddr(a.Address); c != "" && !slices.Contains(addrs, c) {
@@ -139,6 +181,12 @@ func (ix *NodeIndex) upsert(o any) {
 		}
 		ix.byAddr[a][n.Name] = struct{}{}
 	}
+	if t.Gateway {
+		if ix.gateways[t.Domain] == nil {
+			ix.gateways[t.Domain] = map[string]struct{}{}
+		}
+		ix.gateways[t.Domain][n.Name] = struct{}{}
+	}
 }
 
 func (ix *NodeIndex) delete(name string) {
@@ -152,6 +200,12 @@ func (ix *NodeIndex) dropLocked(name string) {
 		delete(ix.byAddr[a], name)
 		if len(ix.byAddr[a]) == 0 {
 			delete(ix.byAddr, a)
+		}
+	}
+	if t, ok := ix.byName[name]; ok && t.Gateway {
+		delete(ix.gateways[t.Domain], name)
+		if len(ix.gateways[t.Domain]) == 0 {
+			delete(ix.gateways, t.Domain)
 		}
 	}
 	delete(ix.addrs, name)
@@ -171,11 +225,23 @@ func (ix *NodeIndex) Claimants(addr string) []Target {
 	addr = canonicalAddr(addr)
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	out := make([]Target, 0, len(ix.byAddr[addr]))
-	for name := range ix.byAddr[addr] {
+	return ix.targetsLocked(ix.byAddr[addr])
+}
+
+// Gateways implements NodeResolver.
+func (ix *NodeIndex) Gateways(domain string) []Target {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.targetsLocked(ix.gateways[domain])
+}
+
+// targetsLocked returns the named nodes sorted by name.
+func (ix *NodeIndex) targetsLocked(names map[string]struct{}) []Target {
+	out := make([]Target, 0, len(names))
+	for name := range names {
 		out = append(out, ix.byName[name])
 	}
-	slices.SortFunc(out, func(a, b Target) int { return strings.Compare(a.Node, b.Node) })
+	sortByName(out)
 	return out
 }
 

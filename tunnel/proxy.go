@@ -90,7 +90,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, log, http.StatusBadRequest, "bad_target", fmt.Sprintf("%q is not host:port", target))
 		return
 	}
-	t, sess, ref := s.route(host)
+	t, sess, via, ref := s.route(host)
 	if ref != nil {
 		if t.Node != "" {
 			log = log.WithField("node", t.Node)
@@ -98,8 +98,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, log, ref.code, ref.reason, ref.msg)
 		return
 	}
-	log = log.WithFields(logrus.Fields{"node": t.Node, "session": sess.id})
+	log = log.WithFields(logrus.Fields{"node": t.Node, "session": sess.id, "route": via, "carrier": sess.key.node})
 	class := s.cfg.Ports.Get().Class(port, t.KubeletPort)
+	if class == PortLocalhost && via == routeGateway {
+		s.refuse(w, log, http.StatusForbidden, "localhost_via_gateway", fmt.Sprintf(
+			"port %d is served on node %s's loopback, which only its own agent reaches, not its domain's gateway %s", port, t.Node, sess.key.node))
+		return
+	}
 	dialHost := host
 	switch class {
 	case PortRefused:
@@ -122,7 +127,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, log, http.StatusServiceUnavailable, "busy", "too many dials in progress")
 		return
 	}
-	stream, code, err := s.dialVia(r.Context(), sess, dialHost, port)
+	s.cfg.Metrics.Routed.WithLabelValues(string(via)).Inc()
+	stream, code, err := s.dialVia(r.Context(), sess, dialRequest{Node: t.Node, Host: dialHost, Port: port})
 	<-s.pending
 	if err != nil {
 		log.WithError(err).WithField("status", code).Warn("dial through the tunnel failed")
@@ -172,9 +178,9 @@ func className(c PortClass) string {
 	return "node"
 }
 
-// dialVia opens a stream on sess and has the agent dial host:port. On
-// failure it returns the HTTP status to answer with.
-func (s *Server) dialVia(ctx context.Context, sess *session, host string, port int) (net.Conn, int, error) {
+// dialVia opens a stream on sess and has the agent dial req's address for
+// req's node. On failure it returns the HTTP status to answer with.
+func (s *Server) dialVia(ctx context.Context, sess *session, req dialRequest) (net.Conn, int, error) {
 	m := s.cfg.Metrics
 	m.PendingDials.Inc()
 	defer m.PendingDials.Dec()
@@ -191,7 +197,7 @@ func (s *Server) dialVia(ctx context.Context, sess *session, host string, port i
 	stop := context.AfterFunc(ctx, func() { _ = st.Close() })
 	defer stop()
 	_ = st.SetDeadline(start.Add(s.cfg.DialTimeout))
-	req := dialRequest{Host: host, Port: port, TimeoutMillis: s.cfg.DialTimeout.Milliseconds()}
+	req.TimeoutMillis = s.cfg.DialTimeout.Milliseconds()
 	var resp dialResponse
 	if err := writeFrame(st, req); err != nil {
 		_ = st.Close()

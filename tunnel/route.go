@@ -27,17 +27,18 @@ type refusal struct {
 //     both, never guessed: NAT-ed edge sites reuse addresses, and a node
 //     may write any address into its own status.
 //   - The node is then carried only by a session allowed to serve it
-//     (sessionFor), or refused.
-func (s *Server) route(host string) (Target, *session, *refusal) {
+//     (sessionFor): its own, else a gateway of its network domain; or
+//     refused.
+func (s *Server) route(host string) (Target, *session, routeKind, *refusal) {
 	t, r := s.nodeFor(host)
 	if r != nil {
-		return Target{}, nil, r
+		return Target{}, nil, "", r
 	}
-	sess, r := s.sessionFor(t)
+	sess, via, r := s.sessionFor(t)
 	if r != nil {
-		return t, nil, r
+		return t, nil, "", r
 	}
-	return t, sess, nil
+	return t, sess, via, nil
 }
 
 // nodeFor applies the naming half of the rule.
@@ -67,14 +68,38 @@ func (s *Server) nodeFor(host string) (Target, *refusal) {
 		host, strings.Join(names, " and "))}
 }
 
-// sessionFor applies the carrying half: the session allowed to serve t.
-// Today that is t's own session, of the identity t's kind requires
-// (system:vnode:<name> for a Node labelled type=virtual-kubelet,
-// system:node:<name> otherwise), checked against the Node as it is now,
-// not as it was when the session came: a virtual node's certificate may
-// be approved before its Node exists. A network domain's gateway session
-// is to be one more case here.
-func (s *Server) sessionFor(t Target) (*session, *refusal) {
+// sessionFor applies the carrying half: the session allowed to serve t,
+// in this order.
+//
+//  1. t's own session, of the identity t's kind requires (system:vnode:<name>
+//     for a Node labelled type=virtual-kubelet, system:node:<name>
+//     otherwise), checked against the Node as it is now, not as it was when
+//     the session came: a virtual node's certificate may be approved before
+//     its Node exists.
+//  2. Else, if t is in a network domain, the session of one of that
+//     domain's gateways (gateway.go): the gateways are the Nodes labelled
+//     as such now, each carried by its own session as in 1.
+//  3. Else a refusal saying which sessions exist and why none may serve t.
+func (s *Server) sessionFor(t Target) (*session, routeKind, *refusal) {
+	sess, others := s.ownSession(t)
+	if sess != nil {
+		return sess, routeOwn, nil
+	}
+	if t.Domain != "" {
+		if sess := s.gatewaySession(t); sess != nil {
+			return sess, routeGateway, nil
+		}
+	}
+	if len(others) > 0 {
+		return nil, "", &refusal{http.StatusServiceUnavailable, "identity_not_allowed", fmt.Sprintf(
+			"node %s has no tunnel session on this server from an identity allowed to serve it (%s)%s", t.Node, strings.Join(others, "; "), s.noGateway(t))}
+	}
+	return nil, "", &refusal{http.StatusServiceUnavailable, "no_session", fmt.Sprintf("node %s has no tunnel session on this server%s", t.Node, s.noGateway(t))}
+}
+
+// ownSession returns t's own session of the identity allowed to serve it,
+// or what other identities' sessions for t there are, for the refusal.
+func (s *Server) ownSession(t Target) (*session, []string) {
 	var others []string
 	for _, id := range s.cfg.Identities {
 		sess := s.reg.get(sessionKey{node: t.Node, identity: id.Prefix})
@@ -86,11 +111,7 @@ func (s *Server) sessionFor(t Target) (*session, *refusal) {
 			others = append(others, fmt.Sprintf("%s%s may only serve %s", id.Prefix, t.Node, id.kindOf()))
 		}
 	}
-	if len(others) > 0 {
-		return nil, &refusal{http.StatusServiceUnavailable, "identity_not_allowed", fmt.Sprintf(
-			"node %s has no tunnel session on this server from an identity allowed to serve it (%s)", t.Node, strings.Join(others, "; "))}
-	}
-	return nil, &refusal{http.StatusServiceUnavailable, "no_session", fmt.Sprintf("node %s has no tunnel session on this server", t.Node)}
+	return nil, others
 }
 
 func containsNode(ts []Target, name string) bool {

@@ -15,6 +15,10 @@ import (
 
 // dialRequest opens every stream: the server asks the agent to dial Host:Port.
 type dialRequest struct {
+	// Node is the node the dial is for: the agent's own, or, for a
+	// gateway, a node of its network domain. Empty from older servers
+	// (then the agent's own).
+	Node string `json:"node,omitempty"`
 	Host string `json:"host"`
 	Port int    `json:"port"`
 	// TimeoutMillis is how long the server waits for the answer; the agent

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vnode-project/vnode/cmd/internal/cli"
 	"github.com/vnode-project/vnode/internal/certs"
@@ -33,6 +34,8 @@ type options struct {
 	minBackoff, maxBackoff time.Duration
 	drain                  time.Duration
 	logLevel               string
+	gateway                bool
+	kubeconfig             string
 }
 
 func newCommand() *cobra.Command {
@@ -45,7 +48,16 @@ func newCommand() *cobra.Command {
 authenticated TLS 1.3 session to every address it resolves to (a headless
 Service gives one per server replica). Its client certificate names the node
 it serves (system:node:<node> in system:nodes, e.g. the kubelet's
-/var/lib/kubelet/pki/kubelet-client-current.pem, or system:vnode:<node>).`,
+/var/lib/kubelet/pki/kubelet-client-current.pem, or system:vnode:<node>).
+
+With --gateway it is also the gateway of its node's network domain: it
+carries the traffic of every node of the domain (Raven's proxy mode), so those
+nodes need no agent of their own. Which domain a node is in and which nodes
+are its gateways are labels only an admin can set on the Node
+(node-restriction.kubernetes.io/network-domain=<domain> and
+node-restriction.kubernetes.io/network-domain-gateway=true); the agent follows
+the domain's Nodes (as its ServiceAccount, or --kubeconfig) and dials only
+addresses of its domain's nodes.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -66,6 +78,8 @@ it serves (system:node:<node> in system:nodes, e.g. the kubelet's
 	f.DurationVar(&o.maxBackoff, "max-backoff", 30*time.Second, "longest reconnect wait")
 	f.DurationVar(&o.drain, "drain-timeout", 10*time.Second, "on SIGTERM, how long open streams may finish")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&o.gateway, "gateway", false, "also carry the traffic of every node of this node's network domain (its Node must be labelled a gateway of it)")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "with --gateway: credentials allowed to list and watch Nodes (default: the pod's ServiceAccount; a kubelet's own may read only its Node)")
 	return cmd
 }
 
@@ -86,10 +100,21 @@ func run(parent context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	a, err := tunnel.NewAgent(tunnel.AgentConfig{Server: o.server, ServerName: o.serverName, Cert: cert, CA: ca,
+	cfg := tunnel.AgentConfig{Server: o.server, ServerName: o.serverName, Cert: cert, CA: ca,
 		Addresses: o.addresses, MinBackoff: o.minBackoff, MaxBackoff: o.maxBackoff, DrainTimeout: o.drain,
-		Log: logrus.NewEntry(logger), Metrics: tunnel.NewMetrics(reg)})
+		Log: logrus.NewEntry(logger)}
+	if o.gateway {
+		kube, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+		if err != nil {
+			return fmt.Errorf("--kubeconfig: %w", err)
+		}
+		if cfg.Gateway, err = tunnel.GatewayView(ctx, kube); err != nil {
+			return err
+		}
+	}
+	reg := prometheus.NewRegistry()
+	cfg.Metrics = tunnel.NewMetrics(reg)
+	a, err := tunnel.NewAgent(cfg)
 	if err != nil {
 		return err
 	}

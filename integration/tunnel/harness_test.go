@@ -299,6 +299,9 @@ type agentRun struct {
 	agent  *tun.Agent
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	// configure, if set, changes the agent's configuration (a gateway's).
+	configure func(*tun.AgentConfig)
 }
 
 // startAgent runs the agent as the edge node's: dialing out from its
@@ -311,7 +314,14 @@ func (e *env) startAgent(t *testing.T, node string) *agentRun {
 // startAgentOn runs an agent on edge host h with certificate cert.
 func (e *env) startAgentOn(t *testing.T, h *netns.Host, node string, cert *certs.KeyPair) *agentRun {
 	t.Helper()
-	r := &agentRun{t: t, e: e, node: node, host: h, cert: cert}
+	return e.startAgentWith(t, h, node, cert, nil)
+}
+
+// startAgentWith runs an agent on edge host h whose configuration
+// configure changes.
+func (e *env) startAgentWith(t *testing.T, h *netns.Host, node string, cert *certs.KeyPair, configure func(*tun.AgentConfig)) *agentRun {
+	t.Helper()
+	r := &agentRun{t: t, e: e, node: node, host: h, cert: cert, configure: configure}
 	r.start()
 	t.Cleanup(r.stop)
 	return r
@@ -325,10 +335,14 @@ func (r *agentRun) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := tun.NewAgent(tun.AgentConfig{Server: net.JoinHostPort(serverName, e.agentPort()), Cert: r.cert, CA: ca,
+	cfg := tun.AgentConfig{Server: net.JoinHostPort(serverName, e.agentPort()), Cert: r.cert, CA: ca,
 		Resolve: e.resolveReplicas, Addresses: []string{nodeIP}, Dial: r.host.Dial, DialTarget: r.host.Dial,
 		MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, DrainTimeout: time.Second,
-		Log: e.log.WithField("side", "agent"), Metrics: tun.NewMetrics(prometheus.NewRegistry())})
+		Log: e.log.WithField("side", "agent"), Metrics: tun.NewMetrics(prometheus.NewRegistry())}
+	if r.configure != nil {
+		r.configure(&cfg)
+	}
+	a, err := tun.NewAgent(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

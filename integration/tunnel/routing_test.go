@@ -37,6 +37,8 @@ const secondEdgeSubnet = 63
 //   - A virtual node's certificate (system:vnode:X) cannot serve a real
 //     node X, nor displace the session of X's kubelet identity; the
 //     Node's label is judged when routing, as it is then.
+//   - Network domains whose nodes share the address, each reached through
+//     its gateways (testNetworkDomains).
 func TestRoutingWhenNodesShareAnAddress(t *testing.T) {
 	e := newEnvWith(t, envOptions{preferredAddressTypes: "Hostname,InternalIP"})
 	edgeB := e.newEdgeHost(t, secondEdgeSubnet)
@@ -162,6 +164,10 @@ func TestRoutingWhenNodesShareAnAddress(t *testing.T) {
 		waitFor(ctx, t, "the relabelled node carried by the vnode identity", func() bool {
 			return hear(ctx, t, e.server.proxyAddr, egress, target) == "impostor"
 		})
+	})
+
+	t.Run("network domains through their gateways", func(t *testing.T) {
+		e.testNetworkDomains(ctx, t, edgeB, egress)
 	})
 }
 
