@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -32,6 +33,7 @@ type env struct {
 	requester *tls.Config
 	nodes     NodeResolver
 	ports     *PortPolicy
+	direct    []netip.Prefix // DirectPrefixes of the next start
 }
 
 func testLog(t testing.TB) *logrus.Entry {
@@ -48,9 +50,12 @@ func (w testWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func newEnv(t testing.TB, nodes NodeResolver, ports Ports) *env {
+func newEnv(t testing.TB, nodes NodeResolver, ports Ports, opts ...func(*env)) *env {
 	t.Helper()
 	e := &env{t: t, ca: newTestCA(t, "tunnel"), nodes: nodes, ports: NewPortPolicy(ports)}
+	for _, o := range opts {
+		o(e)
+	}
 	reqCert := e.ca.pair(t, "kube-apiserver-egress")
 	pool, _ := e.ca.bundle(t).Pool()
 	e.requester = &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, ServerName: "tunnel.test",
@@ -75,7 +80,7 @@ func (e *env) start(al, pl net.Listener) {
 	srv, err := NewServer(ServerConfig{
 		AgentCert: e.ca.pair(t, "edge-tunnel-server"), AgentCA: e.ca.bundle(t),
 		ProxyCert: e.ca.pair(t, "edge-tunnel-server"), ProxyCA: e.ca.bundle(t),
-		Nodes: e.nodes, Ports: e.ports, DialTimeout: 3 * time.Second, Log: testLog(t).WithField("side", "server"), Metrics: e.metrics,
+		Nodes: e.nodes, Ports: e.ports, DirectPrefixes: e.direct, DialTimeout: 3 * time.Second, Log: testLog(t).WithField("side", "server"), Metrics: e.metrics,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -198,8 +203,10 @@ type echoServer struct {
 	count int
 }
 
-func newEchoServer(t testing.TB) *echoServer {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func newEchoServer(t testing.TB) *echoServer { return newEchoServerOn(t, "127.0.0.1") }
+
+func newEchoServerOn(t testing.TB, ip string) *echoServer {
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,10 +12,10 @@ type Metrics struct {
 	Streams        *prometheus.GaugeVec   // open streams, by port class
 	DialDuration   prometheus.Histogram   // until the agent answered
 	DialFailures   *prometheus.CounterVec // by reason
-	Bytes          *prometheus.CounterVec // by direction: to_node, from_node
+	Bytes          *prometheus.CounterVec // by direction: to_node, from_node, to_direct, from_direct
 	Stalls         prometheus.Counter     // writes into a stream that waited on its flow-control window
 	Refused        *prometheus.CounterVec // requests refused before a dial, by reason
-	Routed         *prometheus.CounterVec // requests routed to a session, by route kind: own, gateway
+	Routed         *prometheus.CounterVec // requests routed to a session, by route kind: own, gateway, direct
 	AgentRejected  *prometheus.CounterVec // agent sessions refused, by reason
 	PendingDials   prometheus.Gauge
 	AgentSessions  prometheus.Gauge // agent side: sessions held
@@ -34,7 +34,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Bytes:          prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "bytes_total", Help: "Bytes tunneled by direction."}, []string{"direction"}),
 		Stalls:         prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "flow_control_stalls_total", Help: "Writes into a stream that waited over 50ms for its window (the reader was slow)."}),
 		Refused:        prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "requests_refused_total", Help: "Requests refused before any dial, by reason (address_clash: an address two nodes claim; identity_not_allowed: the node's only session is of an identity that may not serve it)."}, []string{"reason"}),
-		Routed:         prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "requests_routed_total", Help: "Requests routed to a session and dialed, by route: own (the node's own session), gateway (a gateway of the node's network domain)."}, []string{"route"}),
+		Routed:         prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "requests_routed_total", Help: "Requests routed to a session and dialed, by route: own (the node's own session), gateway (a gateway of the node's network domain), direct (an address in --direct-cidrs, dialed by the server)."}, []string{"route"}),
 		AgentRejected:  prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "agent_rejected_total", Help: "Agent connections refused, by reason."}, []string{"reason"}),
 		PendingDials:   prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "pending_dials", Help: "Dials waiting for the agent's answer."}),
 		AgentSessions:  prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "agent_server_sessions", Help: "Agent side: sessions held to server replicas."}),

@@ -98,6 +98,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, log, ref.code, ref.reason, ref.msg)
 		return
 	}
+	if via == routeDirect {
+		s.serveDirect(w, r, log, host, port)
+		return
+	}
 	log = log.WithFields(logrus.Fields{"node": t.Node, "session": sess.id, "route": via, "carrier": sess.key.node})
 	class := s.cfg.Ports.Get().Class(port, t.KubeletPort)
 	if class == PortLocalhost && via == routeGateway {
@@ -135,6 +139,35 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), code)
 		return
 	}
+	cls := className(class)
+	log = log.WithField("dial", net.JoinHostPort(dialHost, strconv.Itoa(port)))
+	s.splice(w, log, stream, cls, "to_node", "from_node")
+}
+
+// serveDirect carries a CONNECT to an address in DirectPrefixes.
+func (s *Server) serveDirect(w http.ResponseWriter, r *http.Request, log *logrus.Entry, host string, port int) {
+	log = log.WithField("route", routeDirect)
+	select {
+	case s.pending <- struct{}{}:
+	default:
+		s.refuse(w, log, http.StatusServiceUnavailable, "busy", "too many dials in progress")
+		return
+	}
+	s.cfg.Metrics.Routed.WithLabelValues(string(routeDirect)).Inc()
+	conn, code, err := s.dialDirect(r.Context(), host, port)
+	<-s.pending
+	if err != nil {
+		log.WithError(err).WithField("status", code).Warn("direct dial failed")
+		http.Error(w, err.Error(), code)
+		return
+	}
+	s.splice(w, log, conn, "direct", "to_direct", "from_direct")
+}
+
+// splice answers the CONNECT and relays between the requester and stream,
+// counting the stream under class and its bytes under the directions
+// named (a node's bytes are never mixed with direct ones).
+func (s *Server) splice(w http.ResponseWriter, log *logrus.Entry, stream net.Conn, class, to, from string) {
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		_ = stream.Close()
@@ -161,11 +194,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if n := rw.Reader.Buffered(); n > 0 {
 		client = &prefixConn{Conn: client, r: io.MultiReader(io.LimitReader(rw.Reader, int64(n)), conn)}
 	}
-	cls := className(class)
-	s.cfg.Metrics.Streams.WithLabelValues(cls).Inc()
-	defer s.cfg.Metrics.Streams.WithLabelValues(cls).Dec()
-	log.WithField("dial", net.JoinHostPort(dialHost, strconv.Itoa(port))).Debug("tunnel open")
-	relay(client, stream, s.cfg.Metrics.Bytes.WithLabelValues("to_node"), s.cfg.Metrics.Bytes.WithLabelValues("from_node"), s.cfg.Metrics.Stalls)
+	s.cfg.Metrics.Streams.WithLabelValues(class).Inc()
+	defer s.cfg.Metrics.Streams.WithLabelValues(class).Dec()
+	log.Debug("tunnel open")
+	relay(client, stream, s.cfg.Metrics.Bytes.WithLabelValues(to), s.cfg.Metrics.Bytes.WithLabelValues(from), s.cfg.Metrics.Stalls)
 }
 
 func className(c PortClass) string {

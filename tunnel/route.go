@@ -8,6 +8,8 @@ import (
 	"strings"
 )
 
+const reasonUnknownNode = "unknown_node"
+
 // refusal is why the routing rule carries a CONNECT nowhere: the status
 // answered, the reason counted (requests_refused_total) and the message.
 type refusal struct {
@@ -26,11 +28,16 @@ type refusal struct {
 //     but only if exactly one node does. Two claimants are refused, naming
 //     both, never guessed: NAT-ed edge sites reuse addresses, and a node
 //     may write any address into its own status.
+//   - An address no node claims is dialed by the server itself only if
+//     it lies in DirectPrefixes (direct.go), else refused.
 //   - The node is then carried only by a session allowed to serve it
 //     (sessionFor): its own, else a gateway of its network domain; or
 //     refused.
 func (s *Server) route(host string) (Target, *session, routeKind, *refusal) {
 	t, r := s.nodeFor(host)
+	if r != nil && r.reason == reasonUnknownNode && s.direct(host) {
+		return Target{}, nil, routeDirect, nil // direct.go
+	}
 	if r != nil {
 		return Target{}, nil, "", r
 	}
@@ -54,7 +61,7 @@ func (s *Server) nodeFor(host string) (Target, *refusal) {
 	}
 	switch len(claimants) {
 	case 0:
-		return Target{}, &refusal{http.StatusNotFound, "unknown_node", fmt.Sprintf("%s is not a known node name or address", host)}
+		return Target{}, &refusal{http.StatusNotFound, reasonUnknownNode, fmt.Sprintf("%s is not a known node name or address (nor in the server's --direct-cidrs)", host)}
 	case 1:
 		return claimants[0], nil
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -41,6 +42,10 @@ type ServerRunOptions struct {
 	// TokenAllowedUsers/Groups turn on bearer-token requesters (TokenReview).
 	TokenAllowedUsers, TokenAllowedGroups []string
 
+	// DirectPrefixes: addresses no node claims that the server dials
+	// itself (the cloud side's pod and Service networks; direct.go).
+	DirectPrefixes []netip.Prefix
+
 	DialTimeout     time.Duration
 	MaxPendingDials int
 
@@ -70,7 +75,7 @@ func RunServer(ctx context.Context, o ServerRunOptions) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := NewMetrics(reg)
 
-	cfg := ServerConfig{Ports: NewPortPolicy(DefaultPorts()), ProxyClientNames: o.ProxyClientNames,
+	cfg := ServerConfig{Ports: NewPortPolicy(DefaultPorts()), ProxyClientNames: o.ProxyClientNames, DirectPrefixes: o.DirectPrefixes,
 		DialTimeout: o.DialTimeout, MaxPendingDials: o.MaxPendingDials, Log: log, Metrics: metrics}
 	if cfg.AgentCert, err = certs.NewKeyPair(o.AgentCertFile, o.AgentKeyFile); err != nil {
 		return fmt.Errorf("agent-facing certificate: %w", err)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -38,6 +39,9 @@ type ServerConfig struct {
 
 	Nodes NodeResolver
 	Ports *PortPolicy // default DefaultPorts
+	// DirectPrefixes are addresses no node serves that the server dials
+	// itself (direct.go): the cloud side's pod and Service networks.
+	DirectPrefixes []netip.Prefix
 
 	DialTimeout      time.Duration // whole dial through the agent (default 10s)
 	HandshakeTimeout time.Duration // agent TLS handshake (default 10s)

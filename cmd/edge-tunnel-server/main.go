@@ -25,6 +25,7 @@ type options struct {
 	agentCert, agentKey, agentCA           string
 	proxyCert, proxyKey, proxyCA           string
 	proxyClientNames                       []string
+	directCIDRs                            []string
 	metricsCA                              string
 	tokenUsers, tokenGroups                []string
 	dialTimeout                            time.Duration
@@ -64,6 +65,7 @@ from ConfigMap kube-system/edge-tunnel-server-cfg.`,
 	f.StringVar(&o.proxyCert, "proxy-cert", "", "certificate of the CONNECT listener (default: --agent-cert)")
 	f.StringVar(&o.proxyKey, "proxy-key", "", "its key")
 	f.StringVar(&o.proxyCA, "proxy-ca", "", "CA bundle of requester client certificates (kube-apiserver's egress client; reloaded)")
+	f.StringSliceVar(&o.directCIDRs, "direct-cidrs", nil, "addresses or CIDRs no node serves that the server dials itself for kube-apiserver's cluster egress: the cloud side's pod and Service networks, where aggregated API servers (metrics-server) and Service-backed webhooks run (default none: only nodes are reached)")
 	f.StringSliceVar(&o.proxyClientNames, "proxy-client-names", nil, "if set, the only requester certificate CNs accepted")
 	f.StringSliceVar(&o.tokenUsers, "token-allowed-users", nil, "admit requesters with a bearer token of these users (TokenReview)")
 	f.StringSliceVar(&o.tokenGroups, "token-allowed-groups", nil, "admit requesters with a bearer token in these groups (TokenReview)")
@@ -88,11 +90,15 @@ func run(parent context.Context, o options) error {
 	if o.proxyCert == "" {
 		o.proxyCert, o.proxyKey = o.agentCert, o.agentKey
 	}
+	direct, err := tunnel.ParseDirectPrefixes(o.directCIDRs)
+	if err != nil {
+		return fmt.Errorf("--direct-cidrs: %w", err)
+	}
 	kube, err := cli.RESTConfig(o.kubeconfig)
 	if err != nil {
 		return err
 	}
-	ro := tunnel.ServerRunOptions{Kube: kube,
+	ro := tunnel.ServerRunOptions{Kube: kube, DirectPrefixes: direct,
 		AgentCertFile: o.agentCert, AgentKeyFile: o.agentKey, AgentCAFile: o.agentCA,
 		ProxyCertFile: o.proxyCert, ProxyKeyFile: o.proxyKey, ProxyCAFile: o.proxyCA, ProxyClientNames: o.proxyClientNames,
 		TokenAllowedUsers: o.tokenUsers, TokenAllowedGroups: o.tokenGroups,
