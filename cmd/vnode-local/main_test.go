@@ -149,7 +149,8 @@ func TestUpCommand(t *testing.T) {
 	if kubeconfig == "" || !sawPods {
 		t.Fatalf("kubeconfig %q, sample pods Running on the virtual node: %v (command: %v)\n%s", kubeconfig, sawPods, <-done, output)
 	}
-	for _, want := range []string{"$ vnode cluster setup --bootstrap", "$ vnode addon enable vnode-approver", "$ vnode addon enable eci-profile", "$ vnode create --wait"} {
+	for _, want := range []string{"$ vnode cluster setup --bootstrap", "$ vnode addon enable vnode-approver", "$ vnode addon enable eci-profile", "$ vnode create --wait",
+		"manifests/metrics-server", "$ kubectl top node"} {
 		if !strings.Contains(output, want) {
 			t.Errorf("the output does not show %q", want)
 		}
@@ -186,10 +187,11 @@ func TestUpCommand(t *testing.T) {
 	if out, err := kubectl.CombinedOutput(); err != nil || !strings.Contains(string(out), "hello from hello-") {
 		t.Fatalf("kubectl logs: %v\n%s", err, out)
 	}
+	kubectlTop(t, bins, kubeconfig, output)
 	// 4 control-plane components, vnode-kubelet, vnode-approver,
-	// eci-profile and the 2 containers.
-	if n := processesUsing(dir); n < 9 {
-		t.Fatalf("%d processes use the directory, want at least 9", n)
+	// eci-profile, metrics-server and the 2 containers.
+	if n := processesUsing(dir); n < 10 {
+		t.Fatalf("%d processes use the directory, want at least 10", n)
 	}
 	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
 		t.Fatal(err)
@@ -267,5 +269,37 @@ func landedThroughECIProfile(t *testing.T, ctx context.Context, client kubernete
 		if p.Spec.NodeSelector["type"] != "virtual-kubelet" || !strings.HasPrefix(p.Spec.NodeName, "cn-hangzhou.vnd-") {
 			t.Fatalf("pod %s: nodeSelector %v on node %q, want eci-profile's type=virtual-kubelet on the virtual node", p.Name, p.Spec.NodeSelector, p.Spec.NodeName)
 		}
+	}
+}
+
+// kubectlTop: metrics-server, scraping the virtual node's kubelet API with
+// the cluster CA verifying its serving certificate (no
+// --kubelet-insecure-tls), serves kubectl top for the node and the
+// sample's pods through kube-apiserver's aggregation layer.
+func kubectlTop(t *testing.T, bins *controlplane.Binaries, kubeconfig, output string) {
+	t.Helper()
+	for _, line := range strings.Split(output, "\n") {
+		if strings.HasPrefix(line, "$ metrics-server ") && strings.Contains(line, "insecure") {
+			t.Errorf("metrics-server does not verify the node's certificate: %s", line)
+		}
+	}
+	top := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(bins.Path(controlplane.Kubectl), append(append([]string{"top"}, args...), "--no-headers")...)
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl top %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	// NAME CPU(cores) CPU(%) MEMORY(bytes) MEMORY(%), with figures.
+	node := regexp.MustCompile(`(?m)^cn-hangzhou\.vnd-\S+\s+\d+m\s+\d+%\s+\d+[KMG]i\s+\d+%`)
+	if out := top("node"); !node.MatchString(out) {
+		t.Errorf("kubectl top node does not show the virtual node's figures:\n%s", out)
+	}
+	pod := regexp.MustCompile(`(?m)^hello-\S+\s+\d+m\s+\d+[KMG]i\s*$`)
+	if out := top("pod", "-n", local.SampleNamespace); len(pod.FindAllString(out, -1)) != 2 {
+		t.Errorf("kubectl top pod does not show the sample's 2 pods:\n%s", out)
 	}
 }

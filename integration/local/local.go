@@ -27,11 +27,9 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	"github.com/vnode-project/vnode/eci/emulator"
@@ -186,6 +184,9 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if err := s.eciProfile(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.metricsServer(ctx); err != nil {
+		return nil, err
+	}
 
 	s.section("6. Create the virtual node: the emulator starts its vnode-kubelet, which joins by TLS bootstrap; vnode-approver approves its certificates")
 	out, err := s.vnode(ctx, "create", "--wait", "--wait-timeout", "3m")
@@ -210,6 +211,9 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 			return nil, err
 		}
 		if err := s.show(ctx, "-n", SampleNamespace, "get", "pods", "-o", "wide"); err != nil {
+			return nil, err
+		}
+		if err := s.showTop(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -354,27 +358,20 @@ func (s *System) outsideCluster(ctx context.Context, deployment string) error {
 	return s.show(ctx, "-n", addonNamespace, "delete", "deployment", deployment)
 }
 
-// serviceAccountKubeconfig writes a kubeconfig with a token the
-// TokenRequest API issues for the add-on's ServiceAccount, so the process
-// has exactly the RBAC manifests/ grants it.
+// serviceAccountKubeconfig writes a kubeconfig for an add-on's
+// ServiceAccount in addonNamespace (tokenKubeconfig).
 func (s *System) serviceAccountKubeconfig(ctx context.Context, account string) (string, error) {
-	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(24 * 3600))}}
-	tr, err := s.CP.Client.CoreV1().ServiceAccounts(addonNamespace).CreateToken(ctx, account, tr, metav1.CreateOptions{})
-	if err != nil {
-		return "", fmt.Errorf("requesting a token for ServiceAccount %s/%s: %w", addonNamespace, account, err)
-	}
-	path := filepath.Join(s.CP.Dir, "addons", account+".kubeconfig")
-	cfg := &rest.Config{Host: s.CP.APIServerURL, BearerToken: tr.Status.Token, TLSClientConfig: rest.TLSClientConfig{CAData: s.CP.PKI.CAPEM()}}
-	if err := controlplane.WriteKubeconfig(path, cfg, "system:serviceaccount:"+addonNamespace+":"+account); err != nil {
-		return "", err
-	}
-	fmt.Fprintf(s.out, "# %s: a 24h token for ServiceAccount %s/%s (TokenRequest API)\n", path, addonNamespace, account)
-	return path, nil
+	return s.tokenKubeconfig(ctx, addonNamespace, account)
 }
 
 // process starts one of the binaries with its log in the run's logs
 // directory; Stop ends it with SIGTERM (SIGKILL after 20s).
 func (s *System) process(ctx context.Context, name string, args ...string) error {
+	bin := name // one of the binaries, or a path (metrics-server's, in the cache)
+	if !filepath.IsAbs(bin) {
+		bin = filepath.Join(s.BinDir, name)
+	}
+	name = filepath.Base(name)
 	logPath := filepath.Join(s.CP.Dir, "logs", name+".log")
 	fmt.Fprintf(s.out, "$ %s %s >%s 2>&1 &\n", name, strings.Join(args, " "), logPath)
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
@@ -384,7 +381,7 @@ func (s *System) process(ctx context.Context, name string, args ...string) error
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(filepath.Join(s.BinDir, name), args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Gone with this process even if it is killed without a chance to stop it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
