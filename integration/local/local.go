@@ -27,9 +27,11 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	"github.com/vnode-project/vnode/eci/emulator"
@@ -270,10 +272,10 @@ func (s *System) approver(ctx context.Context) error {
 	if _, err := s.vnode(ctx, "addon", "enable", "vnode-approver"); err != nil {
 		return err
 	}
-	if err := s.outsideCluster(ctx, "vnode-approver"); err != nil {
+	if err := s.outsideCluster(ctx, addonNamespace, "vnode-approver"); err != nil {
 		return err
 	}
-	kubeconfig, err := s.serviceAccountKubeconfig(ctx, "vnode-approver")
+	kubeconfig, err := s.serviceAccountKubeconfig(ctx, addonNamespace, "vnode-approver")
 	if err != nil {
 		return err
 	}
@@ -295,22 +297,22 @@ func (s *System) eciProfile(ctx context.Context) error {
 	if _, err := s.vnode(ctx, "addon", "enable", "eci-profile"); err != nil {
 		return err
 	}
-	if err := s.outsideCluster(ctx, "eci-profile"); err != nil {
+	if err := s.outsideCluster(ctx, addonNamespace, "eci-profile"); err != nil {
 		return err
 	}
 	// Selectors before the webhook starts: ready means they are loaded.
 	if err := s.show(ctx, "apply", "-f", filepath.Join(s.manifests, "eci-profile", "configmap-example.yaml")); err != nil {
 		return err
 	}
-	port, err := freePort()
+	listen, err := freeAddr("127.0.0.1")
 	if err != nil {
 		return err
 	}
-	healthPort, err := freePort()
+	health, err := freeAddr("127.0.0.1")
 	if err != nil {
 		return err
 	}
-	url := fmt.Sprintf("https://127.0.0.1:%d%s", port, webhook.MutatePath)
+	url := "https://" + listen + webhook.MutatePath
 	fmt.Fprintf(s.out, "# kube-apiserver calls the webhook at %s instead of through the Service\n", url)
 	mwc, err := s.CP.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, webhook.DefaultWebhookConfig, metav1.GetOptions{})
 	if err != nil {
@@ -324,17 +326,17 @@ func (s *System) eciProfile(ctx context.Context) error {
 	if _, err := s.CP.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Update(ctx, mwc, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("pointing the eci-profile webhook at %s: %w", url, err)
 	}
-	kubeconfig, err := s.serviceAccountKubeconfig(ctx, "eci-profile")
+	kubeconfig, err := s.serviceAccountKubeconfig(ctx, addonNamespace, "eci-profile")
 	if err != nil {
 		return err
 	}
-	s.ECIProfileHealth = fmt.Sprintf("http://127.0.0.1:%d/healthz", healthPort)
+	s.ECIProfileHealth = "http://" + health + "/healthz"
 	if err := s.process(ctx, "eci-profile", "--kubeconfig", kubeconfig, "--namespace="+addonNamespace, "--service=eci-profile",
-		"--webhook-config="+webhook.DefaultWebhookConfig, "--cert-host=127.0.0.1", fmt.Sprintf("--listen-addr=127.0.0.1:%d", port),
-		"--client-ca-file="+s.webhookClientCA, "--metrics-addr=", fmt.Sprintf("--health-addr=127.0.0.1:%d", healthPort)); err != nil {
+		"--webhook-config="+webhook.DefaultWebhookConfig, "--cert-host=127.0.0.1", "--listen-addr="+listen,
+		"--client-ca-file="+s.webhookClientCA, "--metrics-addr=", "--health-addr="+health); err != nil {
 		return err
 	}
-	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort)
+	readyz := "http://" + health + "/readyz"
 	probe := &http.Client{Timeout: 2 * time.Second}
 	return s.waitFor(ctx, "eci-profile to be ready and its caBundle written", func(ctx context.Context) (bool, error) {
 		resp, err := probe.Get(readyz)
@@ -353,15 +355,27 @@ func (s *System) eciProfile(ctx context.Context) error {
 // outsideCluster removes an add-on's Deployment, whose pods no kubelet
 // here would run: the add-on runs as a local process instead, and `vnode
 // addon list` reports it running outside the cluster.
-func (s *System) outsideCluster(ctx context.Context, deployment string) error {
+func (s *System) outsideCluster(ctx context.Context, namespace, deployment string) error {
 	fmt.Fprintf(s.out, "# no kubelet here runs %s's pods: its command runs as a local process instead\n", deployment)
-	return s.show(ctx, "-n", addonNamespace, "delete", "deployment", deployment)
+	return s.show(ctx, "-n", namespace, "delete", "deployment", deployment)
 }
 
-// serviceAccountKubeconfig writes a kubeconfig for an add-on's
-// ServiceAccount in addonNamespace (tokenKubeconfig).
-func (s *System) serviceAccountKubeconfig(ctx context.Context, account string) (string, error) {
-	return s.tokenKubeconfig(ctx, addonNamespace, account)
+// serviceAccountKubeconfig writes a kubeconfig with a token the
+// TokenRequest API issues for the add-on's ServiceAccount, so the process
+// has exactly the RBAC manifests/ grants it.
+func (s *System) serviceAccountKubeconfig(ctx context.Context, namespace, account string) (string, error) {
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(24 * 3600))}}
+	tr, err := s.CP.Client.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, account, tr, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("requesting a token for ServiceAccount %s/%s: %w", namespace, account, err)
+	}
+	path := filepath.Join(s.CP.Dir, "addons", account+".kubeconfig")
+	cfg := &rest.Config{Host: s.CP.APIServerURL, BearerToken: tr.Status.Token, TLSClientConfig: rest.TLSClientConfig{CAData: s.CP.PKI.CAPEM()}}
+	if err := controlplane.WriteKubeconfig(path, cfg, "system:serviceaccount:"+namespace+":"+account); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(s.out, "# %s: a 24h token for ServiceAccount %s/%s (TokenRequest API)\n", path, namespace, account)
+	return path, nil
 }
 
 // process starts one of the binaries with its log in the run's logs
@@ -468,13 +482,15 @@ func (s *System) findBinaries(ctx context.Context, dir string) (string, error) {
 	return dir, nil
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// freeAddr is host:port with a port free on host now, for a process
+// that listens there later.
+func freeAddr(host string) (string, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
+		return "", fmt.Errorf("finding a free port on %s: %w", host, err)
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return l.Addr().String(), nil
 }
 
 const (

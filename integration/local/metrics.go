@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -61,13 +62,17 @@ func (s *System) metricsServer(ctx context.Context) error {
 	if err := s.show(ctx, "apply", "-k", dir); err != nil {
 		return err
 	}
-	fmt.Fprintf(s.out, "# no kubelet here runs %s's pods: its command runs as a local process instead\n", metricsServer)
-	if err := s.show(ctx, "-n", metricsNamespace, "delete", "deployment", metricsServer); err != nil {
+	if err := s.outsideCluster(ctx, metricsNamespace, metricsServer); err != nil {
 		return err
 	}
-	port, err := freePort()
+	addr, err := freeAddr("127.0.0.1")
 	if err != nil {
 		return err
+	}
+	_, p, _ := net.SplitHostPort(addr) // freeAddr's own host:port
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return fmt.Errorf("the port of %s: %w", addr, err)
 	}
 	if err := s.pointAPIServiceAt(ctx, port); err != nil {
 		return err
@@ -84,7 +89,7 @@ func (s *System) metricsServer(ctx context.Context) error {
 	if err := s.setAPIServiceCA(ctx, ca.CAPEM()); err != nil {
 		return err
 	}
-	kubeconfig, err := s.tokenKubeconfig(ctx, metricsNamespace, metricsServer)
+	kubeconfig, err := s.serviceAccountKubeconfig(ctx, metricsNamespace, metricsServer)
 	if err != nil {
 		return err
 	}
