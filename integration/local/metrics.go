@@ -44,7 +44,9 @@ const (
 // 127.0.0.0/8) while this host may have no other address. An ExternalName
 // Service needs neither: the aggregator dials <externalName>:<APIService
 // port> (k8s.io/apiserver's proxy.ResolveCluster), here 127.0.0.1 and the
-// process's port. kube-apiserver still verifies metrics-server's serving
+// process's port. (With --enable-aggregator-routing it refuses an
+// ExternalName Service; and with a "cluster" egress selection, as for the
+// edge tunnel, the aggregator's connection goes through that proxy too.) kube-apiserver still verifies metrics-server's serving
 // certificate as metrics-server.kube-system.svc, against a caBundle: the
 // process serves a certificate from a CA of its own instead of upstream's
 // self-signed one with insecureSkipTLSVerify.
