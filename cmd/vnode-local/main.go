@@ -42,7 +42,7 @@ func newBuildCommand() *cobra.Command {
 	var opts controlplane.BuildOptions
 	cmd := &cobra.Command{
 		Use:   "build",
-		Short: "Build etcd, kube-apiserver, kube-scheduler, kube-controller-manager and kubectl into the cache",
+		Short: "Build etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kubectl and metrics-server into the cache",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts.Progress = cmd.OutOrStdout()
@@ -56,6 +56,16 @@ func newBuildCommand() *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "control plane %s (Kubernetes %s, etcd %s) %s in %s\n",
 				"binaries", controlplane.KubernetesVersion, controlplane.EtcdVersion, state, bins.Dir)
+			// make run serves kubectl top with it.
+			ms, err := controlplane.EnsureMetricsServer(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			state = "already built"
+			if ms.Built {
+				state = "built"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "metrics-server %s %s in %s\n", controlplane.MetricsServerVersion, state, ms.Dir)
 			return nil
 		},
 	}
@@ -151,6 +161,8 @@ func newUpCommand() *cobra.Command {
 			}
 			fmt.Fprintf(out, "  kubectl -n %s scale deploy/hello --replicas=5\n", local.SampleNamespace)
 			fmt.Fprintf(out, "  kubectl -n %s describe pod -l app=hello   # ECI annotations and events\n", local.SampleNamespace)
+			fmt.Fprintln(out, "  kubectl top node                      # metrics-server scrapes the virtual node's /metrics/resource")
+			fmt.Fprintf(out, "  kubectl -n %s top pod\n", local.SampleNamespace)
 			fmt.Fprintln(out, "press Ctrl-C to stop everything")
 			<-ctx.Done()
 			fmt.Fprintln(out, "stopping")

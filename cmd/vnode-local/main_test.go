@@ -220,6 +220,7 @@ func TestUpCommand(t *testing.T) {
 	}
 	client := kubernetes.NewForConfigOrDie(cfg)
 	ctx := context.Background()
+	kubectlTop(t, kubeconfig, output)
 	approvedBootstrapCSR(t, ctx, client)
 	nodeCertFromApprovedCSR(t, ctx, client, nodeLogs[0])
 	landedThroughECIProfile(t, ctx, client)
@@ -475,5 +476,46 @@ func landedThroughECIProfile(t *testing.T, ctx context.Context, client kubernete
 		if p.Spec.NodeSelector["type"] != "virtual-kubelet" || !strings.HasPrefix(p.Spec.NodeName, "cn-hangzhou.vnd-") {
 			t.Fatalf("pod %s: nodeSelector %v on node %q, want eci-profile's type=virtual-kubelet on the virtual node", p.Name, p.Spec.NodeSelector, p.Spec.NodeName)
 		}
+	}
+}
+
+// kubectlTop: metrics-server, scraping the virtual node's kubelet API with
+// the cluster CA verifying its serving certificate (no
+// --kubelet-insecure-tls), serves kubectl top for the node and the
+// sample's pods through kube-apiserver's aggregation layer.
+func kubectlTop(t *testing.T, kubeconfig, output string) {
+	t.Helper()
+	for _, want := range []string{"manifests/metrics-server", "$ kubectl top node"} {
+		if !strings.Contains(output, want) {
+			t.Errorf("the output does not show %q", want)
+		}
+	}
+	bins, err := controlplane.EnsureBinaries(context.Background(), controlplane.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(output, "\n") {
+		if strings.HasPrefix(line, "$ metrics-server ") && strings.Contains(line, "insecure") {
+			t.Errorf("metrics-server does not verify the node's certificate: %s", line)
+		}
+	}
+	top := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(bins.Path(controlplane.Kubectl), append(append([]string{"top"}, args...), "--no-headers")...)
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl top %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	// NAME CPU(cores) CPU(%) MEMORY(bytes) MEMORY(%), with figures.
+	node := regexp.MustCompile(`(?m)^cn-hangzhou\.vnd-\S+\s+\d+m\s+\d+%\s+\d+[KMG]i\s+\d+%`)
+	if out := top("node"); !node.MatchString(out) {
+		t.Errorf("kubectl top node does not show the virtual node's figures:\n%s", out)
+	}
+	pod := regexp.MustCompile(`(?m)^hello-\S+\s+\d+m\s+\d+[KMG]i\s*$`)
+	if out := top("pod", "-n", local.SampleNamespace); len(pod.FindAllString(out, -1)) != 2 {
+		t.Errorf("kubectl top pod does not show the sample's 2 pods:\n%s", out)
 	}
 }

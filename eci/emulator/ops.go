@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -387,16 +388,31 @@ func statusJSON(code int, msg string) []byte {
 	return b
 }
 
-// usage reads a process's CPU time (ns) and RSS (bytes) from /proc.
+// usage reads a process's CPU time (ns) and RSS (bytes) from /proc: its
+// own run time to the nanosecond (schedstat: stat's utime and stime count
+// whole ticks, 0 for minutes for an idle shell, and metrics-server drops a
+// container whose counter is 0), plus the time of the children it waited
+// for (a shell's commands).
 func usage(pid int) (cpuNs, rss uint64) {
 	if pid <= 0 {
 		return 0, 0
 	}
 	fields := statFields(strconv.Itoa(pid))
 	if len(fields) > 22 {
+		tick := uint64(time.Second / 100) // USER_HZ is 100 on Linux
 		ut, _ := strconv.ParseUint(fields[11], 10, 64)
 		st, _ := strconv.ParseUint(fields[12], 10, 64)
-		cpuNs = (ut + st) * uint64(time.Second/100) // USER_HZ is 100 on Linux
+		cut, _ := strconv.ParseUint(fields[13], 10, 64)
+		cst, _ := strconv.ParseUint(fields[14], 10, 64)
+		own := (ut + st) * tick
+		if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/schedstat"); err == nil {
+			if f := strings.Fields(string(b)); len(f) > 0 {
+				if ns, err := strconv.ParseUint(f[0], 10, 64); err == nil {
+					own = ns
+				}
+			}
+		}
+		cpuNs = own + (cut+cst)*tick
 		pages, _ := strconv.ParseUint(fields[21], 10, 64)
 		rss = pages * uint64(os.Getpagesize())
 	}

@@ -57,15 +57,31 @@ type BuildOptions struct {
 
 type buildTarget struct {
 	name, module, pkg string
-	versionStamp      bool
+	versionStamp      bool // built with the set's ldflags, else "-s -w"
 }
 
-var targets = []buildTarget{
-	{KubeAPIServer, "kubernetes", "k8s.io/kubernetes/cmd/kube-apiserver", true},
-	{KubeControllerManager, "kubernetes", "k8s.io/kubernetes/cmd/kube-controller-manager", true},
-	{KubeScheduler, "kubernetes", "k8s.io/kubernetes/cmd/kube-scheduler", true},
-	{Kubectl, "kubernetes", "k8s.io/kubernetes/cmd/kubectl", true},
-	{Etcd, "etcd", "go.etcd.io/etcd/server/v3", false},
+// buildSet is one cached build: a folder of the cache with its own stamp
+// and lock, holding what its k8sbuild modules build. Each set is keyed
+// only by its own modules, so adding or changing one set (metrics-server)
+// never rebuilds another (the control plane, minutes of work).
+type buildSet struct {
+	dir     string   // the folder's name in the cache
+	modules []string // k8sbuild modules whose go.mod and go.sum key the build
+	ldflags string   // for targets with versionStamp
+	targets []buildTarget
+}
+
+var controlPlaneSet = buildSet{
+	dir:     "k8s-" + KubernetesVersion + "-etcd-" + EtcdVersion,
+	modules: []string{"kubernetes", "etcd"},
+	ldflags: versionLDFlags(),
+	targets: []buildTarget{
+		{KubeAPIServer, "kubernetes", "k8s.io/kubernetes/cmd/kube-apiserver", true},
+		{KubeControllerManager, "kubernetes", "k8s.io/kubernetes/cmd/kube-controller-manager", true},
+		{KubeScheduler, "kubernetes", "k8s.io/kubernetes/cmd/kube-scheduler", true},
+		{Kubectl, "kubernetes", "k8s.io/kubernetes/cmd/kubectl", true},
+		{Etcd, "etcd", "go.etcd.io/etcd/server/v3", false},
+	},
 }
 
 // DefaultCacheDir is where built binaries live unless overridden.
@@ -103,6 +119,12 @@ func defaultSourceDir() (string, error) {
 // callers (parallel test binaries) serialise on a lock file, so only one of
 // them builds.
 func EnsureBinaries(ctx context.Context, opts BuildOptions) (*Binaries, error) {
+	return ensure(ctx, opts, controlPlaneSet)
+}
+
+// ensure builds set into its folder of the cache unless its stamp says
+// this exact build is there.
+func ensure(ctx context.Context, opts BuildOptions, set buildSet) (*Binaries, error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		return nil, errors.New("the Go toolchain is not on PATH: install Go 1.26 (https://go.dev/dl) to build the test control plane")
@@ -119,11 +141,11 @@ func EnsureBinaries(ctx context.Context, opts BuildOptions) (*Binaries, error) {
 			return nil, err
 		}
 	}
-	key, err := buildKey(ctx, goBin, src)
+	key, err := buildKey(ctx, goBin, src, set)
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(root, "k8s-"+KubernetesVersion+"-etcd-"+EtcdVersion)
+	dir := filepath.Join(root, set.dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cache directory %s cannot be created (set VNODE_CACHE_DIR to a writable directory): %w", dir, err)
 	}
@@ -135,13 +157,13 @@ func EnsureBinaries(ctx context.Context, opts BuildOptions) (*Binaries, error) {
 
 	b := &Binaries{Dir: dir}
 	stamp := filepath.Join(dir, ".stamp")
-	if prev, err := os.ReadFile(stamp); err == nil && string(prev) == key && allPresent(dir) {
+	if prev, err := os.ReadFile(stamp); err == nil && string(prev) == key && allPresent(dir, set.targets) {
 		return b, nil
 	}
 	_ = os.Remove(stamp)
-	for _, t := range targets {
+	for _, t := range set.targets {
 		start := time.Now()
-		if err := buildOne(ctx, goBin, src, dir, t); err != nil {
+		if err := buildOne(ctx, goBin, src, dir, set.ldflags, t); err != nil {
 			return nil, err
 		}
 		if opts.Progress != nil {
@@ -155,7 +177,7 @@ func EnsureBinaries(ctx context.Context, opts BuildOptions) (*Binaries, error) {
 	return b, nil
 }
 
-func allPresent(dir string) bool {
+func allPresent(dir string, targets []buildTarget) bool {
 	for _, t := range targets {
 		if fi, err := os.Stat(filepath.Join(dir, t.name)); err != nil || fi.Mode()&0o111 == 0 {
 			return false
@@ -164,11 +186,11 @@ func allPresent(dir string) bool {
 	return true
 }
 
-// buildKey identifies a build: the pinned module files, the ldflags and the
-// Go version. A change to any of them rebuilds.
-func buildKey(ctx context.Context, goBin, src string) (string, error) {
+// buildKey identifies a set's build: its pinned module files, its ldflags
+// and the Go version. A change to any of them rebuilds the set.
+func buildKey(ctx context.Context, goBin, src string, set buildSet) (string, error) {
 	h := sha256.New()
-	for _, m := range []string{"kubernetes", "etcd"} {
+	for _, m := range set.modules {
 		for _, f := range []string{"go.mod", "go.sum"} {
 			data, err := os.ReadFile(filepath.Join(src, m, f))
 			if err != nil {
@@ -182,7 +204,7 @@ func buildKey(ctx context.Context, goBin, src string) (string, error) {
 		return "", fmt.Errorf("asking go for its version: %w", err)
 	}
 	h.Write(out)
-	h.Write([]byte(versionLDFlags()))
+	h.Write([]byte(set.ldflags))
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
@@ -200,10 +222,10 @@ func versionLDFlags() string {
 	return strings.Join(flags, " ")
 }
 
-func buildOne(ctx context.Context, goBin, src, dir string, t buildTarget) error {
+func buildOne(ctx context.Context, goBin, src, dir, ldflags string, t buildTarget) error {
 	ld := "-s -w"
 	if t.versionStamp {
-		ld = versionLDFlags()
+		ld = ldflags
 	}
 	tmp := filepath.Join(dir, "."+t.name+".tmp")
 	cmd := exec.CommandContext(ctx, goBin, "build", "-mod=readonly", "-ldflags", ld, "-o", tmp, t.pkg)

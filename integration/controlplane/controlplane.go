@@ -300,16 +300,7 @@ func (cp *ControlPlane) componentArgs(name, user string, port int) ([]string, er
 	if err != nil {
 		return nil, err
 	}
-	return []string{
-		"--kubeconfig=" + kubeconfig,
-		"--authentication-kubeconfig=" + kubeconfig,
-		"--authorization-kubeconfig=" + kubeconfig,
-		"--bind-address=127.0.0.1",
-		"--secure-port=" + strconv.Itoa(port),
-		"--tls-cert-file=" + serving.CertPath, "--tls-private-key-file=" + serving.KeyPath,
-		"--leader-elect=false",
-		"--v=1",
-	}, nil
+	return append(DelegatingServerFlags(kubeconfig, port, serving), "--leader-elect=false", "--v=1"), nil
 }
 
 // bindKubeletClient grants the API server's kubelet client identity the

@@ -224,6 +224,9 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if err := s.eciProfile(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.metricsServer(ctx); err != nil {
+		return nil, err
+	}
 
 	s.section("7. Create the virtual node: the emulator starts its vnode-kubelet, which joins by TLS bootstrap; vnode-approver approves its certificates")
 	out, err := s.vnode(ctx, "create", "--wait", "--wait-timeout", "3m")
@@ -251,6 +254,9 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 			return nil, err
 		}
 		if err := s.show(ctx, "-n", SampleNamespace, "get", "pods", "-o", "wide"); err != nil {
+			return nil, err
+		}
+		if err := s.showTop(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -416,6 +422,11 @@ func (s *System) serviceAccountKubeconfig(ctx context.Context, namespace, accoun
 // process starts one of the binaries with its log in the run's logs
 // directory; Stop ends it with SIGTERM (SIGKILL after 20s).
 func (s *System) process(ctx context.Context, name string, args ...string) error {
+	bin := name // one of the binaries, or a path (metrics-server's, in the cache)
+	if !filepath.IsAbs(bin) {
+		bin = filepath.Join(s.BinDir, name)
+	}
+	name = filepath.Base(name)
 	logPath := filepath.Join(s.CP.Dir, "logs", name+".log")
 	fmt.Fprintf(s.out, "$ %s %s >%s 2>&1 &\n", name, strings.Join(args, " "), logPath)
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
@@ -425,7 +436,7 @@ func (s *System) process(ctx context.Context, name string, args ...string) error
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(filepath.Join(s.BinDir, name), args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Gone with this process even if it is killed without a chance to stop it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

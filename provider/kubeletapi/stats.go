@@ -45,11 +45,33 @@ type Stats struct {
 	at      time.Time
 	samples map[string]model.InstanceSample
 	asked   map[string]bool // instances read in this TTL window
+	nodeCPU nodeCPU
 }
 
-func (s *Stats) collect(ctx context.Context) (map[string]model.InstanceSample, []RunningPod, error) {
+// collect returns the samples of the running pods and the node's
+// cumulative CPU time. One collection at a time: callers in a burst share
+// it, and the node's counter moves in the order the samples were taken.
+func (s *Stats) collect(ctx context.Context) (map[string]model.InstanceSample, []RunningPod, uint64, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock() // one collection at a time; callers in a burst share it
+	defer s.mu.Unlock()
+	samples, pods, err := s.sample(ctx)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	running := make([]string, 0, len(pods))
+	sampled := make(map[string]uint64, len(pods))
+	for _, p := range pods {
+		running = append(running, p.InstanceID)
+		if sm, ok := samples[p.InstanceID]; ok {
+			sampled[p.InstanceID] = sm.CPUUsageCoreNanoSeconds
+		}
+	}
+	return samples, pods, s.nodeCPU.total(running, sampled), nil
+}
+
+// sample reads the running pods' instances, or takes them from the cache.
+// The caller holds s.mu.
+func (s *Stats) sample(ctx context.Context) (map[string]model.InstanceSample, []RunningPod, error) {
 	ttl := s.TTL
 	if ttl <= 0 {
 		ttl = 10 * time.Second
@@ -138,11 +160,15 @@ func (s *Stats) fetch(ctx context.Context, ids []string) (map[string]model.Insta
 
 // Summary builds the kubelet's /stats/summary.
 func (s *Stats) Summary(ctx context.Context) (*statsv1alpha1.Summary, error) {
-	samples, pods, err := s.collect(ctx)
+	samples, pods, cpuTotal, err := s.collect(ctx)
 	if err != nil {
 		return nil, err
 	}
 	now := metav1.Now()
+	// The node's figures are as of its newest sample: metrics-server
+	// divides the counter's increase by the time between two scrapes'
+	// timestamps, so they must date the values, not the request.
+	var newest time.Time
 	var node model.Usage
 	var rx, tx uint64
 	out := &statsv1alpha1.Summary{}
@@ -171,20 +197,27 @@ func (s *Stats) Summary(ctx context.Context) (*statsv1alpha1.Summary, error) {
 			})
 		}
 		out.Pods = append(out.Pods, ps)
+		if sm.Time.After(newest) {
+			newest = sm.Time
+		}
 		node.CPUUsageNanoCores += sm.CPUUsageNanoCores
-		node.CPUUsageCoreNanoSeconds += sm.CPUUsageCoreNanoSeconds
 		node.MemoryWorkingSetBytes += sm.MemoryWorkingSetBytes
 		node.MemoryUsageBytes += sm.MemoryUsageBytes
 		node.MemoryRSSBytes += sm.MemoryRSSBytes
 		rx += sm.RxBytes
 		tx += sm.TxBytes
 	}
+	node.CPUUsageCoreNanoSeconds = cpuTotal
+	at := now
+	if !newest.IsZero() {
+		at = metav1.NewTime(newest)
+	}
 	out.Node = statsv1alpha1.NodeStats{
 		NodeName:  s.NodeName,
 		StartTime: now,
-		CPU:       cpuStats(now, node),
-		Memory:    memStats(now, node),
-		Network:   &statsv1alpha1.NetworkStats{Time: now, InterfaceStats: statsv1alpha1.InterfaceStats{Name: "eth0", RxBytes: ptr.To(rx), TxBytes: ptr.To(tx)}},
+		CPU:       cpuStats(at, node),
+		Memory:    memStats(at, node),
+		Network:   &statsv1alpha1.NetworkStats{Time: at, InterfaceStats: statsv1alpha1.InterfaceStats{Name: "eth0", RxBytes: ptr.To(rx), TxBytes: ptr.To(tx)}},
 	}
 	return out, nil
 }
@@ -268,4 +301,46 @@ func (s *Stats) MetricsResource(ctx context.Context) ([]*dto.MetricFamily, error
 		}
 	}
 	return []*dto.MetricFamily{nodeCPU, nodeMem, podCPU, podMem, cCPU, cMem, cStart, scrape}, nil
+}
+
+// nodeCPU keeps the node's cumulative CPU time a counter, as
+// node_cpu_usage_seconds_total (and the summary's usageCoreNanoSeconds)
+// must be: the plain sum of its pods' counters falls when a pod goes or an
+// instance's counter starts again, and metrics-server then drops the
+// node's figures ("unexpected decrease in cumulative CPU usage value").
+// The last counter of an instance that went stays in the total.
+type nodeCPU struct {
+	last map[string]uint64 // each running instance's counter when last sampled
+	gone uint64            // the last counters of instances gone or restarted
+}
+
+// total is the node's counter, given the running instances and the
+// counters sampled now; a running instance without a sample this time
+// counts with its last one (it has not gone).
+func (n *nodeCPU) total(running []string, sampled map[string]uint64) uint64 {
+	next := make(map[string]uint64, len(running))
+	for _, id := range running {
+		v, ok := sampled[id]
+		prev, seen := n.last[id]
+		switch {
+		case !ok && !seen:
+			continue
+		case !ok:
+			v = prev
+		case seen && v < prev:
+			n.gone += prev // its counter started again
+		}
+		next[id] = v
+	}
+	for id, v := range n.last {
+		if _, running := next[id]; !running {
+			n.gone += v
+		}
+	}
+	n.last = next
+	sum := n.gone
+	for _, v := range next {
+		sum += v
+	}
+	return sum
 }
