@@ -145,9 +145,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return nil, err
 	}
 	s.webhookClientCA = webhookClientCA.CACertPath
-	// No kube-proxy here: an aggregated API (metrics-server) is reached
-	// at its Service's endpoints, never at a ClusterIP nothing routes.
-	cpOpts.ExtraAPIServerFlags = append(apiserverFlags, "--enable-aggregator-routing=true")
+	cpOpts.ExtraAPIServerFlags = apiserverFlags
 	if s.CP, err = controlplane.Start(ctx, cpOpts); err != nil {
 		return nil, err
 	}

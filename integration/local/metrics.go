@@ -45,8 +45,11 @@ const (
 // Service needs neither: the aggregator dials <externalName>:<APIService
 // port> (k8s.io/apiserver's proxy.ResolveCluster), here 127.0.0.1 and the
 // process's port. (With --enable-aggregator-routing it refuses an
-// ExternalName Service; and with a "cluster" egress selection, as for the
-// edge tunnel, the aggregator's connection goes through that proxy too.) kube-apiserver still verifies metrics-server's serving
+// ExternalName Service.) With the edge tunnel as the "cluster" egress,
+// the aggregator's connection goes through edge-tunnel-server too, whose
+// direct route (--direct-cidrs 127.0.0.1/32, tunnel.go) dials it: as
+// a cluster's tunnel server reaches metrics-server on the cloud side's
+// pod network. kube-apiserver still verifies metrics-server's serving
 // certificate as metrics-server.kube-system.svc, against a caBundle: the
 // process serves a certificate from a CA of its own instead of upstream's
 // self-signed one with insecureSkipTLSVerify.

@@ -117,7 +117,12 @@ func (s *System) edgeTunnel(ctx context.Context) error {
 	if err := s.process(ctx, tunnelServer, "--kubeconfig", kubeconfig,
 		"--agent-addr="+t.AgentAddr, "--proxy-addr="+t.proxyAddr, "--meta-addr="+t.metaAddr,
 		"--agent-cert="+t.serving.CertPath, "--agent-key="+t.serving.KeyPath, "--agent-ca="+s.CP.PKI.CACertPath,
-		"--proxy-ca="+t.CAFile, "--proxy-client-names="+egressClientName, "--metrics-ca="+t.CAFile); err != nil {
+		"--proxy-ca="+t.CAFile, "--proxy-client-names="+egressClientName, "--metrics-ca="+t.CAFile,
+		// kube-apiserver's cluster egress also carries its calls to
+		// metrics-server (metrics.go), on this host's loopback here as
+		// on the cloud side's pod network in a cluster: no node serves
+		// it, so the server dials it itself.
+		"--direct-cidrs=127.0.0.1/32"); err != nil {
 		return err
 	}
 	pool := x509.NewCertPool()
