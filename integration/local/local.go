@@ -35,6 +35,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/vnode-project/vnode/eci/emulator"
+	"github.com/vnode-project/vnode/eci/emulator/sandbox"
 	"github.com/vnode-project/vnode/eci/emulator/vnodehost"
 	"github.com/vnode-project/vnode/eciprofile/webhook"
 	"github.com/vnode-project/vnode/integration/controlplane"
@@ -69,6 +70,24 @@ type Options struct {
 	// Sample applies manifests/samples/hello.yaml and waits for it.
 	Sample bool
 	Out    io.Writer
+	// IsolationProbe says why the emulator's process runtime cannot
+	// isolate pods here (default sandbox.Probe); then pods run on the
+	// sim runtime, and the run says so.
+	IsolationProbe func() error
+}
+
+// podRuntime picks the emulator's runtime: "process" where it can isolate
+// every instance from this machine, else "sim" (nothing runs: logs and
+// exec have nothing real to show), saying why on out.
+func podRuntime(probe func() error, out io.Writer) string {
+	if probe == nil {
+		probe = sandbox.Probe
+	}
+	if err := probe(); err != nil {
+		fmt.Fprintf(out, "# The process runtime cannot isolate pods from this machine (%v),\n# so pods run on the sim runtime: they reach Running, but no process runs, so logs and exec show nothing real.\n", err)
+		return "sim"
+	}
+	return "process"
 }
 
 // System is the running local system.
@@ -162,7 +181,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	var emulatorAddr string
 	var stopEmulator func()
 	s.Emulator, emulatorAddr, stopEmulator, err = emulator.StartLocal(emulator.Config{Credentials: map[string]string{id: secret},
-		Region: region, Runtime: "process", DataDir: filepath.Join(s.CP.Dir, "eci"), Logger: logger,
+		Region: region, Runtime: podRuntime(o.IsolationProbe, s.out), DataDir: filepath.Join(s.CP.Dir, "eci"), Logger: logger,
 		ListenAddr: net.JoinHostPort(s.listenHost(), "0")})
 	if err != nil {
 		return nil, err

@@ -192,7 +192,7 @@ func (s *System) patchAPIService(ctx context.Context, spec map[string]any) error
 // and of every sample pod (it reports a rate, so one scrape is not
 // enough), then shows them as `kubectl top` does.
 func (s *System) showTop(ctx context.Context) error {
-	s.section("8. kubectl top: metrics-server scrapes the virtual node's kubelet API (/metrics/resource) and serves metrics.k8s.io through kube-apiserver")
+	s.section("9. kubectl top: metrics-server scrapes the virtual node's kubelet API (/metrics/resource) and serves metrics.k8s.io through kube-apiserver")
 	err := s.waitFor(ctx, "metrics of "+s.NodeName+" and the sample's pods", func(ctx context.Context) (bool, error) {
 		if ok, err := s.hasMetrics(ctx, "/apis/metrics.k8s.io/v1beta1/nodes/"+s.NodeName, ""); !ok || err != nil {
 			return false, err
