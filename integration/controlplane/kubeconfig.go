@@ -27,6 +27,7 @@ func WriteKubeconfig(path string, cfg *rest.Config, user string) error {
 		ClientCertificateData: cfg.CertData,
 		ClientKeyData:         cfg.KeyData,
 		Token:                 cfg.BearerToken,
+		TokenFile:             cfg.BearerTokenFile,
 	}
 	kc.Contexts[user] = &clientcmdapi.Context{Cluster: "vnode", AuthInfo: user}
 	kc.CurrentContext = user

@@ -32,6 +32,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 
 	"github.com/vnode-project/vnode/eci/emulator"
@@ -75,6 +76,10 @@ type Options struct {
 	// sim runtime, and the run says so.
 	IsolationProbe func() error
 }
+
+// addonTokenLife is how long each add-on's ServiceAccount token lives; it
+// is renewed before it ends (token.go).
+const addonTokenLife = time.Hour
 
 // podRuntime picks the emulator's runtime: "process" where it can isolate
 // every instance from this machine, else "sim" (nothing runs: logs and
@@ -422,17 +427,43 @@ func (s *System) outsideCluster(ctx context.Context, namespace, deployment strin
 // TokenRequest API issues for the add-on's ServiceAccount, so the process
 // has exactly the RBAC manifests/ grants it.
 func (s *System) serviceAccountKubeconfig(ctx context.Context, namespace, account string) (string, error) {
-	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(24 * 3600))}}
-	tr, err := s.CP.Client.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, account, tr, metav1.CreateOptions{})
-	if err != nil {
-		return "", fmt.Errorf("requesting a token for ServiceAccount %s/%s: %w", namespace, account, err)
+	request := func(ctx context.Context) (string, time.Time, error) {
+		tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(addonTokenLife / time.Second))}}
+		tr, err := s.CP.Client.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, account, tr, metav1.CreateOptions{})
+		if err != nil {
+			return "", time.Time{}, fmt.Errorf("requesting a token for ServiceAccount %s/%s: %w", namespace, account, err)
+		}
+		return tr.Status.Token, tr.Status.ExpirationTimestamp.Time, nil
 	}
-	path := filepath.Join(s.CP.Dir, "addons", account+".kubeconfig")
-	cfg := &rest.Config{Host: s.CP.APIServerURL, BearerToken: tr.Status.Token, TLSClientConfig: rest.TLSClientConfig{CAData: s.CP.PKI.CAPEM()}}
+	issued := time.Now()
+	token, expires, err := request(ctx)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(s.CP.Dir, "addons")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("creating %s: %w", dir, err)
+	}
+	tokenPath := filepath.Join(dir, account+".token")
+	if err := writeToken(tokenPath, token); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, account+".kubeconfig")
+	cfg := &rest.Config{Host: s.CP.APIServerURL, BearerTokenFile: tokenPath, TLSClientConfig: rest.TLSClientConfig{CAData: s.CP.PKI.CAPEM()}}
 	if err := controlplane.WriteKubeconfig(path, cfg, "system:serviceaccount:"+namespace+":"+account); err != nil {
 		return "", err
 	}
-	fmt.Fprintf(s.out, "# %s: a 24h token for ServiceAccount %s/%s (TokenRequest API)\n", path, namespace, account)
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		renewToken(rctx, clock.RealClock{}, tokenPath, request, issued, expires, time.Minute, func(err error) {
+			fmt.Fprintf(s.out, "# renewing %s's token failed, retrying in a minute: %v\n", account, err)
+		})
+	}()
+	s.stop = append(s.stop, func() { cancel(); <-done })
+	fmt.Fprintf(s.out, "# %s: ServiceAccount %s/%s's token in %s (TokenRequest API, %s, renewed at 80%% of its life as the kubelet renews a pod's)\n",
+		path, namespace, account, tokenPath, addonTokenLife)
 	return path, nil
 }
 
