@@ -76,7 +76,7 @@ agents trust the CA from ConfigMap --ca-configmap.`,
 	f.StringVar(&o.agentCert, "agent-cert", "", "certificate agents see (reloaded when the file changes); empty: the server provisions its own (--cert-*)")
 	f.StringVar(&o.agentKey, "agent-key", "", "its key (default: in the certificate file)")
 	f.StringVar(&o.agentCA, "agent-ca", "", "CA bundle of agent client certificates (the cluster CA; reloaded)")
-	f.StringVar(&o.proxyCert, "proxy-cert", "", "certificate of the CONNECT listener (default: --agent-cert)")
+	f.StringVar(&o.proxyCert, "proxy-cert", "", "certificate of the CONNECT listener (default: the agent-facing one, provisioned or --agent-cert)")
 	f.StringVar(&o.proxyKey, "proxy-key", "", "its key")
 	f.StringVar(&o.proxyCA, "proxy-ca", "", "CA bundle of requester client certificates (kube-apiserver's egress client; reloaded)")
 	f.StringSliceVar(&o.proxyClientNames, "proxy-client-names", nil, "if set, the only requester certificate CNs accepted")
