@@ -3,15 +3,11 @@ package tunnel
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -21,7 +17,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -30,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
+	"github.com/vnode-project/vnode/eciprofile/servingcert"
 	"github.com/vnode-project/vnode/internal/certs"
 )
 
@@ -39,34 +35,32 @@ import (
 // balancer's IP or host name, a ClusterIP over a leased line (seed 002
 // switches x-tunnel-server-svc from LoadBalancer to ClusterIP), a Service
 // name. The certificate must name that address, and it changes when the
-// Service does. So each replica issues its own certificate, with the
-// names and current addresses of its Services, and issues it again when
-// they change (an informer per Service) or two thirds of its life has
-// passed.
+// Service does. So the replicas issue their own certificate, for the
+// names and current addresses of their Services, and issue it again when
+// they change (an informer per Service, a workqueue) or when it is due.
 //
 // The signing key is a CA of the tunnel's own, kept in a Secret only the
 // server reads, rather than a CSR to the cluster CA: the cluster CA signs
-// for a kubelet-serving or client signer with fixed identities and no
-// approver here vouches for arbitrary SANs; a cluster-CA-signed
-// certificate with names of the server's choosing would be trusted by
-// everything that trusts the cluster CA (kubelets verifying the API
-// server, for one). The tunnel CA vouches for the tunnel only. The first
-// replica to find the Secret empty fills it (an update on its
-// resourceVersion: of replicas starting together one wins, the others
-// read its CA); its certificate goes to a ConfigMap that the agents'
+// for kubelet-serving or client signers with fixed identities, and no
+// approver here vouches for arbitrary SANs; a cluster-CA certificate with
+// names of the server's choosing would be trusted by everything that
+// trusts the cluster CA (kubelets verifying the API server, for one). The
+// tunnel CA vouches for the tunnel only. The Secret is kept by
+// servingcert.Manager, the project's one CA-in-a-Secret mechanism (also
+// eci-profile's webhook): the CA and one serving certificate shared by
+// the replicas, created and renewed with compare-and-swap updates so
+// replicas never overwrite each other, the CA rotated with the old one
+// kept in the bundle. The bundle goes to a ConfigMap that the agents'
 // DaemonSet mounts, so agents trust it with no manual step. Both objects
 // ship empty in manifests/tunnel, so the server needs get and update on
 // those two names only, never create.
 //
 // The certificate and key are written to one file, 0600 in a 0700
-// directory, replaced atomically; certs.KeyPair, the project's reload
+// directory, replaced atomically; certs.KeyPair, the tunnel's reload
 // mechanism, picks the new one up at the next handshake.
 
-// Keys of the CA Secret and ConfigMap.
-const (
-	CACertKey = "ca.crt"
-	CAKeyKey  = "ca.key"
-)
+// CACertKey is the key of the CA bundle in the CA ConfigMap (and Secret).
+const CACertKey = servingcert.KeyCACert
 
 // ServingCertConfig configures ProvisionServingCert.
 type ServingCertConfig struct {
@@ -77,8 +71,8 @@ type ServingCertConfig struct {
 	Services      []string
 	ClusterDomain string        // default cluster.local
 	ExtraSANs     []string      // more names or addresses (a public DNS name of the load balancer)
-	CASecret      string        // Secret of the tunnel CA (ca.crt, ca.key), filled on first use
-	CAConfigMap   string        // ConfigMap publishing ca.crt to agents
+	CASecret      string        // Secret of the tunnel CA and the serving certificate, filled on first use
+	CAConfigMap   string        // ConfigMap publishing the CA bundle (ca.crt) to agents
 	Dir           string        // where tls.pem is written
 	Validity      time.Duration // default 30 days; renewed at two thirds
 	Log           *logrus.Entry
@@ -87,12 +81,12 @@ type ServingCertConfig struct {
 // ServingCert keeps the serving certificate in Dir current.
 type ServingCert struct {
 	cfg      ServingCertConfig
-	ca       *tunnelCA
+	mgr      *servingcert.Manager // only the worker calls it
 	listers  []cache.Store
 	synced   []cache.InformerSynced
 	queue    workqueue.TypedRateLimitingInterface[string]
-	current  *x509.Certificate // only the worker touches it
-	issued   chan struct{}     // closed after the first certificate
+	written  []byte        // DER of the certificate in File
+	issued   chan struct{} // closed after the first certificate
 	issuedOK bool
 }
 
@@ -101,8 +95,8 @@ func (s *ServingCert) File() string { return filepath.Join(s.cfg.Dir, "tls.pem")
 
 const servingKey = "serving-certificate"
 
-// ProvisionServingCert sets up the tunnel CA, starts following the
-// Services, and returns once a certificate is in place, as a KeyPair that
+// ProvisionServingCert starts following the Services, keeps the tunnel CA
+// and serving certificate in the CA Secret, and returns once a certificate is in place, as a KeyPair that
 // reloads every re-issued one. It keeps the certificate current until ctx
 // ends.
 func ProvisionServingCert(ctx context.Context, cfg ServingCertConfig) (*certs.KeyPair, error) {
@@ -128,10 +122,8 @@ func ProvisionServingCert(ctx context.Context, cfg ServingCertConfig) (*certs.Ke
 	s := &ServingCert{cfg: cfg, issued: make(chan struct{}),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.NewTypedItemExponentialFailureRateLimiter[string](200*time.Millisecond, time.Minute),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "serving-certificate"})}
-	var err error
-	if s.ca, err = ensureTunnelCA(ctx, cfg.Client, cfg.Namespace, cfg.CASecret, cfg.Log); err != nil {
-		return nil, err
-	}
+	s.mgr = &servingcert.Manager{Client: cfg.Client, Namespace: cfg.Namespace, SecretName: cfg.CASecret,
+		Name: "edge-tunnel-server", CertValidity: cfg.Validity, Log: cfg.Log}
 	for _, name := range cfg.Services {
 		f := informers.NewSharedInformerFactoryWithOptions(cfg.Client, 10*time.Minute, informers.WithNamespace(cfg.Namespace),
 			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -185,9 +177,10 @@ func (s *ServingCert) processNext(ctx context.Context) bool {
 	return true
 }
 
-// reconcile issues a certificate if the current one lacks a name or
-// address of the Services, carries one they no longer have, or is due for
-// renewal; it returns when to look again at the latest.
+// reconcile has the Secret's certificate cover every name and address of
+// the Services (servingcert.Manager renews it when one is missing or it
+// is due, or loads another replica's renewal), writes it to File if it
+// changed, and publishes the CA bundle; it returns when to look again.
 func (s *ServingCert) reconcile(ctx context.Context) (time.Duration, error) {
 	var svcs []*corev1.Service
 	for _, l := range s.listers {
@@ -198,44 +191,70 @@ func (s *ServingCert) reconcile(ctx context.Context) (time.Duration, error) {
 		}
 	}
 	dns, ips := servingSANs(s.cfg.Namespace, s.cfg.ClusterDomain, s.cfg.Services, svcs, s.cfg.ExtraSANs)
-	now := time.Now()
-	if c := s.current; c != nil && sameSANs(c, dns, ips) && now.Before(renewAt(c)) {
-		return time.Until(renewAt(c)), nil
+	hosts := slices.Clone(dns)
+	for _, ip := range ips {
+		hosts = append(hosts, ip.String())
 	}
-	if err := s.publishCA(ctx); err != nil {
+	s.mgr.Hosts = hosts
+	if err := s.mgr.Sync(ctx); err != nil {
+		return 0, fmt.Errorf("tunnel CA Secret %s/%s (it ships, empty, in manifests/tunnel): %w", s.cfg.Namespace, s.cfg.CASecret, err)
+	}
+	if err := s.publishCA(ctx, s.mgr.CABundle()); err != nil {
 		return 0, err
 	}
-	cert, pemBytes, err := s.ca.issue(dns, ips, now, s.cfg.Validity)
+	cert, err := s.mgr.GetCertificate(nil)
 	if err != nil {
 		return 0, err
 	}
-	if err := writeFileAtomic(s.File(), pemBytes); err != nil {
-		return 0, fmt.Errorf("writing the serving certificate: %w", err)
+	if !bytes.Equal(cert.Certificate[0], s.written) {
+		data, err := keyPairPEM(cert)
+		if err != nil {
+			return 0, err
+		}
+		if err := writeFileAtomic(s.File(), data); err != nil {
+			return 0, fmt.Errorf("writing the serving certificate: %w", err)
+		}
+		s.written = cert.Certificate[0]
+		s.cfg.Log.WithFields(logrus.Fields{"dns": cert.Leaf.DNSNames, "ips": cert.Leaf.IPAddresses,
+			"expires": cert.Leaf.NotAfter.Format(time.RFC3339)}).Info("serving certificate in place")
 	}
-	s.current = cert
-	s.cfg.Log.WithFields(logrus.Fields{"dns": dns, "ips": ips, "expires": cert.NotAfter.Format(time.RFC3339)}).Info("serving certificate issued")
 	if !s.issuedOK {
 		s.issuedOK = true
 		close(s.issued)
 	}
-	return time.Until(renewAt(cert)), nil
+	// Look again when it is due (and hourly: a CA another replica rotated
+	// is published by every replica).
+	return min(max(time.Until(renewAt(cert.Leaf)), time.Second), time.Hour), nil
 }
 
-// publishCA makes the CA ConfigMap hold the CA certificate.
-func (s *ServingCert) publishCA(ctx context.Context) error {
+// keyPairPEM is cert's chain and key in one PEM file, as certs.KeyPair reads.
+func keyPairPEM(cert *tls.Certificate) ([]byte, error) {
+	var out []byte
+	for _, der := range cert.Certificate {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the serving key: %w", err)
+	}
+	return append(out, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})...), nil
+}
+
+// publishCA makes the CA ConfigMap hold bundle.
+func (s *ServingCert) publishCA(ctx context.Context, bundle []byte) error {
 	cms := s.cfg.Client.CoreV1().ConfigMaps(s.cfg.Namespace)
 	cm, err := cms.Get(ctx, s.cfg.CAConfigMap, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("reading ConfigMap %s/%s (it ships in manifests/tunnel): %w", s.cfg.Namespace, s.cfg.CAConfigMap, err)
 	}
-	if cm.Data[CACertKey] == string(s.ca.certPEM) {
+	if cm.Data[CACertKey] == string(bundle) {
 		return nil
 	}
 	cm = cm.DeepCopy()
 	if cm.Data == nil {
 		cm.Data = map[string]string{}
 	}
-	cm.Data[CACertKey] = string(s.ca.certPEM)
+	cm.Data[CACertKey] = string(bundle)
 	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("publishing the tunnel CA in ConfigMap %s/%s: %w", s.cfg.Namespace, s.cfg.CAConfigMap, err)
 	}
@@ -293,145 +312,6 @@ func servingSANs(ns, domain string, names []string, svcs []*corev1.Service, extr
 	slices.Sort(dns)
 	slices.SortFunc(ips, func(a, b net.IP) int { return bytes.Compare(a.To16(), b.To16()) })
 	return dns, ips
-}
-
-func sameSANs(c *x509.Certificate, dns []string, ips []net.IP) bool {
-	if !slices.Equal(slices.Sorted(slices.Values(c.DNSNames)), dns) || len(c.IPAddresses) != len(ips) {
-		return false
-	}
-	for _, ip := range ips {
-		if !slices.ContainsFunc(c.IPAddresses, ip.Equal) {
-			return false
-		}
-	}
-	return true
-}
-
-// tunnelCA signs the replicas' serving certificates.
-type tunnelCA struct {
-	cert    *x509.Certificate
-	key     *ecdsa.PrivateKey
-	certPEM []byte
-}
-
-// ensureTunnelCA reads the CA from Secret ns/name, or fills the empty
-// Secret with a new one. Replicas racing to fill it settle on the one
-// update that succeeds.
-func ensureTunnelCA(ctx context.Context, client kubernetes.Interface, ns, name string, log *logrus.Entry) (*tunnelCA, error) {
-	secrets := client.CoreV1().Secrets(ns)
-	for attempt := 0; ; attempt++ {
-		sec, err := secrets.Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return nil, fmt.Errorf("reading the tunnel CA Secret %s/%s (it ships, empty, in manifests/tunnel): %w", ns, name, err)
-		}
-		if len(sec.Data[CACertKey]) > 0 || len(sec.Data[CAKeyKey]) > 0 {
-			ca, err := parseTunnelCA(sec.Data[CACertKey], sec.Data[CAKeyKey])
-			if err != nil {
-				return nil, fmt.Errorf("tunnel CA Secret %s/%s: %w", ns, name, err)
-			}
-			return ca, nil
-		}
-		certPEM, keyPEM, err := newTunnelCA(time.Now())
-		if err != nil {
-			return nil, err
-		}
-		sec = sec.DeepCopy()
-		sec.Data = map[string][]byte{CACertKey: certPEM, CAKeyKey: keyPEM}
-		_, err = secrets.Update(ctx, sec, metav1.UpdateOptions{})
-		switch {
-		case err == nil:
-			log.WithField("secret", ns+"/"+name).Info("tunnel CA created")
-			return parseTunnelCA(certPEM, keyPEM)
-		case apierrors.IsConflict(err) && attempt < 5: // another replica filled it first: read its CA
-			continue
-		default:
-			return nil, fmt.Errorf("storing the new tunnel CA in Secret %s/%s: %w", ns, name, err)
-		}
-	}
-}
-
-func newTunnelCA(now time.Time) (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generating the tunnel CA key: %w", err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: randomSerial(), Subject: pkix.Name{CommonName: "edge-tunnel-ca"},
-		NotBefore: now.Add(-5 * time.Minute), NotAfter: now.Add(10 * 365 * 24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("signing the tunnel CA: %w", err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("encoding the tunnel CA key: %w", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), nil
-}
-
-func parseTunnelCA(certPEM, keyPEM []byte) (*tunnelCA, error) {
-	cb, _ := pem.Decode(certPEM)
-	if cb == nil || cb.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("%s holds no PEM certificate", CACertKey)
-	}
-	cert, err := x509.ParseCertificate(cb.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("parsing %s: %w", CACertKey, err)
-	}
-	if !cert.IsCA {
-		return nil, fmt.Errorf("%s is not a CA certificate", CACertKey)
-	}
-	kb, _ := pem.Decode(keyPEM)
-	if kb == nil {
-		return nil, fmt.Errorf("%s holds no PEM key", CAKeyKey)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("parsing %s: %w", CAKeyKey, err)
-	}
-	key, ok := k.(*ecdsa.PrivateKey)
-	if !ok || !key.PublicKey.Equal(cert.PublicKey) {
-		return nil, fmt.Errorf("%s is not the ECDSA key of %s", CAKeyKey, CACertKey)
-	}
-	return &tunnelCA{cert: cert, key: key, certPEM: certPEM}, nil
-}
-
-// issue signs a serving certificate for dns and ips and returns it with
-// the PEM of it and its key, in one block sequence as certs.KeyPair reads.
-func (ca *tunnelCA) issue(dns []string, ips []net.IP, now time.Time, validity time.Duration) (*x509.Certificate, []byte, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generating the serving key: %w", err)
-	}
-	notAfter := now.Add(validity)
-	if notAfter.After(ca.cert.NotAfter) {
-		notAfter = ca.cert.NotAfter
-	}
-	tmpl := &x509.Certificate{SerialNumber: randomSerial(), Subject: pkix.Name{CommonName: "edge-tunnel-server"},
-		NotBefore: now.Add(-5 * time.Minute), NotAfter: notAfter, DNSNames: dns, IPAddresses: ips,
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("signing the serving certificate: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, nil, err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	out = append(out, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})...)
-	return cert, out, nil
-}
-
-func randomSerial() *big.Int {
-	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	return n.Add(n, big.NewInt(1))
 }
 
 // writeFileAtomic writes data to path, 0600, by a rename: a reader sees
