@@ -59,19 +59,24 @@ func (h *heldReplicas) need(addrs int) bool {
 	return len(h.held) < h.wantLocked(addrs)
 }
 
-// pick chooses the address to dial: one not yet known to lead to a replica
-// held (a headless Service's next pod), else the next in turn (a load
-// balancer: only another try can land elsewhere).
+// pick chooses the address to dial: in turn among those not known to
+// lead to a replica held (a headless Service's other pods; a dead one
+// must not hold up the rest), else in turn among all (a load balancer:
+// only another try can land elsewhere).
 func (h *heldReplicas) pick(addrs []string) string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	var fresh []string
 	for _, a := range addrs {
 		if r, ok := h.lastAt[a]; !ok || h.held[r] == nil {
-			return a
+			fresh = append(fresh, a)
 		}
 	}
+	if len(fresh) == 0 {
+		fresh = addrs
+	}
 	h.next++
-	return addrs[h.next%len(addrs)]
+	return fresh[h.next%len(fresh)]
 }
 
 // add records a session to s.replica unless one is held already (false:

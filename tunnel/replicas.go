@@ -170,13 +170,24 @@ type controlStream struct {
 	st *yamux.Stream
 }
 
-func (c *controlStreams) add(s *session, st *yamux.Stream) {
+func (c *controlStreams) add(s *session, st *yamux.Stream) *controlStream {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
 		c.m = map[*session]*controlStream{}
 	}
-	c.m[s] = &controlStream{st: st}
+	cs := &controlStream{st: st}
+	c.m[s] = cs
+	return cs
+}
+
+// send writes the replica's current hello. A write to a dead session
+// gives up after timeout.
+func (c *controlStream) send(r *Replicas, timeout time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_ = c.st.SetWriteDeadline(time.Now().Add(timeout))
+	return writeFrame(c.st, r.hello())
 }
 
 func (c *controlStreams) remove(s *session) {
@@ -196,28 +207,42 @@ func (c *controlStreams) all() []*controlStream {
 }
 
 // greet runs the server's half of the control stream's start: it tells the
-// agent who this replica is and returns whether the agent keeps the
-// session, and the stream for later announcements.
-func (s *Server) greet(mux *yamux.Session) (*yamux.Stream, bool, error) {
+// agent who this replica is and returns the stream for later
+// announcements, the count it told, and whether the agent keeps the
+// session.
+func (s *Server) greet(mux *yamux.Session) (*yamux.Stream, int, bool, error) {
 	st, err := mux.OpenStream()
 	if err != nil {
-		return nil, false, fmt.Errorf("opening the control stream: %w", err)
+		return nil, 0, false, fmt.Errorf("opening the control stream: %w", err)
 	}
 	_ = st.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	if err := writeFrame(st, s.cfg.Replicas.hello()); err != nil {
-		return nil, false, fmt.Errorf("telling the agent this replica: %w", err)
+	h := s.cfg.Replicas.hello()
+	if err := writeFrame(st, h); err != nil {
+		return nil, 0, false, fmt.Errorf("telling the agent this replica: %w", err)
 	}
 	var ans helloAnswer
 	if err := readFrame(st, &ans); err != nil {
-		return nil, false, fmt.Errorf("reading the agent's answer: %w", err)
+		return nil, 0, false, fmt.Errorf("reading the agent's answer: %w", err)
 	}
 	_ = st.SetDeadline(time.Time{})
-	return st, ans.Keep, nil
+	return st, h.Replicas, ans.Keep, nil
+}
+
+// followReplicas keeps session sess's agent told of the replica count: it
+// registers the control stream for announceReplicas, and sends the count
+// again if it changed while the session was being greeted (that change's
+// announcement went out before the stream was registered).
+func (s *Server) followReplicas(sess *session, ctl *yamux.Stream, told int) (stop func()) {
+	cs := s.ctls.add(sess, ctl)
+	if s.cfg.Replicas.Count() != told {
+		go func() { _ = cs.send(s.cfg.Replicas, s.cfg.HandshakeTimeout) }()
+	}
+	return func() { s.ctls.remove(sess) }
 }
 
 // announceReplicas tells every agent of each new replica count until ctx
-// ends. A write to a dead session gives up after the session's write
-// timeout, in its own goroutine so that it holds up no other.
+// ends, each in its own goroutine so that a dead session holds up no
+// other.
 func (s *Server) announceReplicas(ctx context.Context) {
 	for {
 		select {
@@ -227,10 +252,7 @@ func (s *Server) announceReplicas(ctx context.Context) {
 		}
 		for _, c := range s.ctls.all() {
 			go func() {
-				c.mu.Lock()
-				defer c.mu.Unlock()
-				_ = c.st.SetWriteDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-				if err := writeFrame(c.st, s.cfg.Replicas.hello()); err != nil {
+				if err := c.send(s.cfg.Replicas, s.cfg.HandshakeTimeout); err != nil {
 					s.cfg.Log.WithError(err).Debug("announcing the replica count")
 				}
 			}()

@@ -20,17 +20,21 @@ func TestHeldReplicasDialPlan(t *testing.T) {
 	if !h.need(2) {
 		t.Fatal("an agent holding nothing needs no session")
 	}
-	// A headless name: each address is tried before any again.
+	// A headless name: the addresses are tried in turn (a dead replica's
+	// address must not hold up the others)...
 	addrs := []string{"10.0.0.1", "10.0.0.2"}
-	if got := h.pick(addrs); got != "10.0.0.1" {
-		t.Fatalf("first pick %s", got)
+	if first, second := h.pick(addrs), h.pick(addrs); first == second {
+		t.Fatalf("picked %s twice in a row with nothing held", first)
 	}
 	a := &agentSession{replica: "a", addr: "10.0.0.1", since: time.Now()}
 	if !h.add(a, 0) {
 		t.Fatal("first session to replica a refused")
 	}
-	if got := h.pick(addrs); got != "10.0.0.2" {
-		t.Fatalf("second pick %s, want the address not yet leading to a held replica", got)
+	// ...and once one leads to a replica held, only the others.
+	for range 3 {
+		if got := h.pick(addrs); got != "10.0.0.2" {
+			t.Fatalf("picked %s, want the address not yet leading to a held replica", got)
+		}
 	}
 	if !h.need(2) || h.need(1) {
 		t.Fatal("with the count unknown, want one session per address")

@@ -205,9 +205,10 @@ func (s *Server) handleAgent(c *tls.Conn) {
 		return
 	}
 	var ctl *yamux.Stream
+	told := 0
 	if st.NegotiatedProtocol == alpnReplicas {
 		var keep bool
-		if ctl, keep, err = s.greet(mux); err != nil || !keep {
+		if ctl, told, keep, err = s.greet(mux); err != nil || !keep {
 			_ = mux.Close()
 			if err != nil {
 				reject("session", err)
@@ -229,8 +230,7 @@ func (s *Server) handleAgent(c *tls.Conn) {
 	log = log.WithFields(logrus.Fields{"node": node, "identity": id.Prefix, "session": sess.id})
 	s.cfg.Metrics.Sessions.WithLabelValues(node, id.Prefix).Set(1)
 	if ctl != nil {
-		s.ctls.add(sess, ctl)
-		defer s.ctls.remove(sess)
+		defer s.followReplicas(sess, ctl, told)()
 	}
 	if old != nil {
 		s.cfg.Metrics.Replacements.Inc()
