@@ -7,11 +7,13 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	discoveryv1 "k8s.io/api/discovery/v1"
 )
 
 func TestHeldReplicasDialPlan(t *testing.T) {
@@ -278,4 +280,38 @@ func connectTo(t testing.TB, proxy string, cfg *tls.Config, target string) (int,
 		t.Fatalf("CONNECT %s: %v", target, err)
 	}
 	return status, c
+}
+
+func TestReplicaCountIsReadyEndpoints(t *testing.T) {
+	yes, no := true, false
+	slice := func(eps ...discoveryv1.Endpoint) any { return &discoveryv1.EndpointSlice{Endpoints: eps} }
+	ep := func(addr string, ready *bool) discoveryv1.Endpoint {
+		return discoveryv1.Endpoint{Addresses: []string{addr}, Conditions: discoveryv1.EndpointConditions{Ready: ready}}
+	}
+	got := readyEndpoints([]any{
+		slice(ep("10.0.0.1", &yes), ep("10.0.0.2", &no), ep("10.0.0.3", nil)),
+		// A replica listed in two slices while they are rebalanced counts once.
+		slice(ep("10.0.0.1", &yes), ep("10.0.0.4", &yes)),
+	})
+	if got != 3 {
+		t.Fatalf("ready replicas %d, want 3 (not ready excluded, unknown readiness counted, duplicates once)", got)
+	}
+
+	r := NewReplicas("edge-tunnel-server-0")
+	changed := r.Changed()
+	r.Set(0)
+	select {
+	case <-changed:
+		t.Fatal("an unchanged count woke the announcer")
+	default:
+	}
+	r.Set(3)
+	select {
+	case <-changed:
+	default:
+		t.Fatal("a new count did not wake the announcer")
+	}
+	if h := r.hello(); h.Replicas != 3 || !strings.HasPrefix(h.Replica, "edge-tunnel-server-0-") || NewReplicas("edge-tunnel-server-0").ID() == h.Replica {
+		t.Fatalf("hello %+v: want the count and a name unique to this start", h)
+	}
 }
