@@ -25,9 +25,11 @@ type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // AgentConfig configures an agent.
 type AgentConfig struct {
-	// Server is host:port of the tunnel servers. The host is resolved
-	// again before every connection attempt, and the agent holds a
-	// session to every address it resolves to (one per replica).
+	// Server is host:port of the tunnel servers: one address in front of
+	// every replica (a load balancer), or a name resolving to one address
+	// per replica (a headless Service). The host is resolved again before
+	// every connection attempt; the agent holds a session to every
+	// replica (Run).
 	Server string
 	// ServerName is the name the servers' certificate must carry
 	// (default: Server's host).
@@ -52,7 +54,7 @@ type AgentConfig struct {
 	Resolve func(ctx context.Context, host string) ([]string, error)
 
 	MinBackoff, MaxBackoff time.Duration // default 1s, 30s
-	ResolveInterval        time.Duration // look for new replicas (default 30s)
+	ResolveInterval        time.Duration // resolve again for new replicas while holding all (default 30s)
 	DialTimeout            time.Duration // to a server or a target (default 10s)
 	DrainTimeout           time.Duration // on shutdown, for open streams (default 10s)
 
@@ -68,6 +70,7 @@ type Agent struct {
 	node     string
 	muxLog   io.WriteCloser
 	sessions atomic.Int32 // held now, for readiness
+	held     *heldReplicas
 }
 
 // NewAgent checks cfg and fills defaults.
@@ -119,54 +122,81 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	return &Agent{cfg: cfg, host: host, port: port, node: node,
+	return &Agent{cfg: cfg, host: host, port: port, node: node, held: newHeldReplicas(),
 		muxLog: cfg.Log.WithField("component", "yamux").WriterLevel(logrus.DebugLevel)}, nil
 }
 
-// Run holds sessions to every server replica until ctx ends, then drains:
-// servers are told to open no more streams (GoAway) and open streams get
-// DrainTimeout to finish.
+// Run holds a session to every server replica until ctx ends, then
+// drains: servers are told to open no more streams (GoAway) and open
+// streams get DrainTimeout to finish.
+//
+// The replicas may sit behind one address (a load balancer picks one for
+// each connection) or resolve to one address each (a headless Service):
+// Run dials, one attempt at a time, until it holds a session to as many
+// distinct replicas as they announce (heldReplicas decides what to dial),
+// drops a second session to a replica it holds, and dials again when a
+// session ends or the announced count grows.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.muxLog.Close()
 	var wg sync.WaitGroup
-	running := map[string]bool{}
-	done := make(chan string)
-	spawn := func() {
-		addrs, err := a.resolve(ctx)
-		if err != nil {
-			a.cfg.Log.WithError(err).Warn("resolving the tunnel servers")
-			return
-		}
-		for _, ip := range addrs {
-			if running[ip] {
-				continue
-			}
-			running[ip] = true
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				a.maintain(ctx, ip)
-				select {
-				case done <- ip:
-				case <-ctx.Done():
-				}
-			}()
-		}
-	}
-	spawn()
-	t := time.NewTicker(a.cfg.ResolveInterval)
-	defer t.Stop()
-	for {
+	defer wg.Wait()
+	bo := backoff.Policy{Base: a.cfg.MinBackoff, Max: a.cfg.MaxBackoff}
+	tick := time.NewTicker(a.cfg.ResolveInterval)
+	defer tick.Stop()
+	pause := func(d time.Duration) bool {
 		select {
 		case <-ctx.Done():
-			wg.Wait()
-			return nil
-		case ip := <-done:
-			delete(running, ip)
-		case <-t.C:
-			spawn()
+			return false
+		case <-time.After(d):
+			return true
 		}
 	}
+	for ctx.Err() == nil {
+		addrs, err := a.resolve(ctx)
+		if err != nil {
+			a.held.failed()
+			wait := bo.Delay(a.held.attempts())
+			a.cfg.Log.WithError(err).WithField("retry_in", wait.Round(time.Millisecond)).Warn("resolving the tunnel servers")
+			pause(wait)
+			continue
+		}
+		if !a.held.need(len(addrs)) {
+			select {
+			case <-ctx.Done():
+			case <-a.held.wake:
+			case <-tick.C: // the name may resolve to more replicas now
+			}
+			continue
+		}
+		if n := a.held.attempts(); n > 0 && !pause(bo.Delay(n)) {
+			break
+		}
+		addr := a.held.pick(addrs)
+		log := a.cfg.Log.WithField("server", net.JoinHostPort(addr, a.port))
+		s, err := a.connect(ctx, addr)
+		switch {
+		case errors.Is(err, errHeldReplica):
+			log.WithError(err).Debug("landed on a replica already held: dialing again")
+			continue
+		case err != nil:
+			if ctx.Err() == nil {
+				a.held.failed()
+				log.WithError(err).Warn("connecting to a tunnel server failed")
+			}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			log := log.WithField("replica", s.replica)
+			err := a.serve(ctx, s, log)
+			a.held.remove(s, a.cfg.MaxBackoff)
+			if ctx.Err() == nil {
+				log.WithError(err).Warn("tunnel session ended")
+			}
+		}()
+	}
+	return nil
 }
 
 func (a *Agent) resolve(ctx context.Context) ([]string, error) {
@@ -179,81 +209,111 @@ func (a *Agent) resolve(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolving %s: %w", a.host, err)
 	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("%s resolves to no address", a.host)
+	}
 	slices.Sort(addrs)
 	return slices.Compact(addrs), nil
 }
 
-// maintain keeps a session to the replica at ip until ctx ends or ip is
-// no longer among the server's addresses.
-func (a *Agent) maintain(ctx context.Context, ip string) {
-	log := a.cfg.Log.WithField("server", net.JoinHostPort(ip, a.port))
-	bo := backoff.Policy{Base: a.cfg.MinBackoff, Max: a.cfg.MaxBackoff}
-	failures := 0
-	for ctx.Err() == nil {
-		start := time.Now()
-		err := a.session(ctx, ip, log)
-		if ctx.Err() != nil {
-			return
-		}
-		// A session that lasted a while was a success: start over at the
-		// shortest wait.
-		if time.Since(start) > a.cfg.MaxBackoff {
-			failures = 0
-		}
-		failures++
-		wait := bo.Delay(failures)
-		log.WithError(err).WithField("retry_in", wait.Round(time.Millisecond)).Warn("tunnel session ended")
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		// Re-resolve on every retry: a replica that went away is dropped
-		// (its replacement is picked up by Run), a DNS change is followed.
-		addrs, err := a.resolve(ctx)
-		if err == nil && !slices.Contains(addrs, ip) {
-			log.Info("server address no longer resolves: dropping it")
-			return
-		}
-	}
-}
+// errHeldReplica: the connection reached a replica the agent already holds.
+var errHeldReplica = errors.New("already holding a session to this replica")
 
-// session dials ip once and serves the session until it ends.
-func (a *Agent) session(ctx context.Context, ip string, log *logrus.Entry) error {
+// connect dials addr and sets up a session. On a replica the agent does
+// not hold yet, the session is registered in a.held and returned; on one
+// it holds, it is closed before the server registers it (errHeldReplica).
+func (a *Agent) connect(ctx context.Context, addr string) (*agentSession, error) {
 	a.cfg.Metrics.AgentReconnect.Inc()
 	tcfg, err := clientTLS(a.cfg.Cert, a.cfg.CA, a.cfg.ServerName)
 	if err != nil {
-		return fmt.Errorf("preparing TLS: %w", err)
+		return nil, fmt.Errorf("preparing TLS: %w", err)
 	}
 	dctx, cancel := context.WithTimeout(ctx, a.cfg.DialTimeout)
 	defer cancel()
-	raw, err := a.cfg.Dial(dctx, "tcp", net.JoinHostPort(ip, a.port))
+	raw, err := a.cfg.Dial(dctx, "tcp", net.JoinHostPort(addr, a.port))
 	if err != nil {
-		return fmt.Errorf("dialing the server: %w", err)
+		return nil, fmt.Errorf("dialing the server: %w", err)
 	}
 	conn := tls.Client(&batchConn{Conn: raw}, tcfg)
 	if err := conn.HandshakeContext(dctx); err != nil {
 		_ = raw.Close()
-		return fmt.Errorf("TLS handshake with the server: %w", err)
+		return nil, fmt.Errorf("TLS handshake with the server: %w", err)
 	}
-	if conn.ConnectionState().NegotiatedProtocol != alpnProtocol {
+	proto := conn.ConnectionState().NegotiatedProtocol
+	if proto != alpnReplicas && proto != alpnProtocol {
 		_ = conn.Close()
-		return fmt.Errorf("server does not speak %s", alpnProtocol)
+		return nil, fmt.Errorf("server speaks neither %s nor %s", alpnReplicas, alpnProtocol)
 	}
 	mux, err := yamux.Client(newCoalescer(conn, rawOf(conn)), muxConfig(a.muxLog))
 	if err != nil {
 		_ = conn.Close()
-		return fmt.Errorf("starting the session: %w", err)
+		return nil, fmt.Errorf("starting the session: %w", err)
 	}
+	s := &agentSession{addr: addr, mux: mux, since: time.Now()}
+	if proto == alpnProtocol {
+		// An older server: it names no replica, and each address is one.
+		s.replica = "address " + addr
+		if !a.held.add(s, -1) {
+			_ = mux.Close()
+			return nil, errHeldReplica
+		}
+		return s, nil
+	}
+	if s.ctl, err = mux.AcceptStreamWithContext(dctx); err != nil {
+		_ = mux.Close()
+		return nil, fmt.Errorf("waiting for the server's control stream: %w", err)
+	}
+	_ = s.ctl.SetDeadline(time.Now().Add(a.cfg.DialTimeout))
+	var hello replicaHello
+	if err := readFrame(s.ctl, &hello); err != nil {
+		_ = mux.Close()
+		return nil, fmt.Errorf("reading which replica answered: %w", err)
+	}
+	if hello.Replica == "" {
+		_ = mux.Close()
+		return nil, errors.New("the server named no replica")
+	}
+	s.replica = hello.Replica
+	keep := a.held.add(s, hello.Replicas)
+	err = writeFrame(s.ctl, helloAnswer{Keep: keep})
+	if !keep {
+		_ = mux.Close()
+		return nil, fmt.Errorf("replica %s: %w", s.replica, errHeldReplica)
+	}
+	if err != nil {
+		a.held.remove(s, 0)
+		_ = mux.Close()
+		return nil, fmt.Errorf("answering replica %s: %w", s.replica, err)
+	}
+	_ = s.ctl.SetDeadline(time.Time{})
+	return s, nil
+}
+
+// serve serves the dial requests of session s until it ends, and takes
+// the replica counts its replica announces.
+func (a *Agent) serve(ctx context.Context, s *agentSession, log *logrus.Entry) error {
+	mux := s.mux
 	a.cfg.Metrics.AgentSessions.Inc()
 	a.sessions.Add(1)
 	defer func() {
 		a.cfg.Metrics.AgentSessions.Dec()
 		a.sessions.Add(-1)
 	}()
-	log.Info("tunnel session established")
+	log.WithField("replicas", a.held.replicas()).Info("tunnel session established")
+	if s.ctl != nil {
+		go func() {
+			for {
+				var h replicaHello
+				if err := readFrame(s.ctl, &h); err != nil {
+					return
+				}
+				log.WithField("replica_count", h.Replicas).Debug("replica count announced")
+				a.held.setCount(h.Replicas)
+			}
+		}()
+	}
 
-	stop := context.AfterFunc(ctx, func() { a.drain(mux, log) })
+	stop := context.AfterFunc(ctx, func() { a.drain(s, log) })
 	defer stop()
 	for {
 		st, err := mux.AcceptStream()
@@ -269,18 +329,26 @@ func (a *Agent) session(ctx context.Context, ip string, log *logrus.Entry) error
 }
 
 // drain stops new streams and closes the session once open ones end or
-// DrainTimeout passes.
-func (a *Agent) drain(mux *yamux.Session, log *logrus.Entry) {
+// DrainTimeout passes. The control stream, if any, stays open to the end
+// and is not waited for.
+func (a *Agent) drain(s *agentSession, log *logrus.Entry) {
+	mux := s.mux
 	_ = mux.GoAway()
+	open := func() int {
+		if s.ctl != nil {
+			return mux.NumStreams() - 1
+		}
+		return mux.NumStreams()
+	}
 	deadline := time.Now().Add(a.cfg.DrainTimeout)
-	for mux.NumStreams() > 0 && time.Now().Before(deadline) {
+	for open() > 0 && time.Now().Before(deadline) {
 		select {
 		case <-mux.CloseChan():
 			return
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	if n := mux.NumStreams(); n > 0 {
+	if n := open(); n > 0 {
 		log.WithField("streams", n).Warn("drain timed out: closing open streams")
 	}
 	_ = mux.Close()
@@ -375,3 +443,6 @@ func (a *Agent) Node() string { return a.node }
 
 // Connected says whether the agent holds at least one server session.
 func (a *Agent) Connected() bool { return a.sessions.Load() > 0 }
+
+// Replicas lists the server replicas the agent holds a session to, sorted.
+func (a *Agent) Replicas() []string { return a.held.replicas() }

@@ -51,7 +51,7 @@ func clientTLS(pair *certs.KeyPair, ca *certs.CABundle, serverName string) (*tls
 		MinVersion: tls.VersionTLS13,
 		RootCAs:    pool,
 		ServerName: serverName,
-		NextProtos: []string{alpnProtocol},
+		NextProtos: []string{alpnReplicas, alpnProtocol},
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			return pair.Get()
 		},

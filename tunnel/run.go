@@ -49,6 +49,10 @@ type ServerRunOptions struct {
 	DialTimeout     time.Duration
 	MaxPendingDials int
 
+	// Replicas: this replica's name, the replica count, and (without
+	// AgentCertFile) the provisioned serving certificate.
+	Replicas ReplicaOptions
+
 	Log *logrus.Entry
 	// Started, if set, receives the server once it serves and its caches
 	// have synced.
@@ -77,15 +81,24 @@ func RunServer(ctx context.Context, o ServerRunOptions) error {
 
 	cfg := ServerConfig{Ports: NewPortPolicy(DefaultPorts()), ProxyClientNames: o.ProxyClientNames, DirectPrefixes: o.DirectPrefixes,
 		DialTimeout: o.DialTimeout, MaxPendingDials: o.MaxPendingDials, Log: log, Metrics: metrics}
-	if cfg.AgentCert, err = certs.NewKeyPair(o.AgentCertFile, o.AgentKeyFile); err != nil {
-		return fmt.Errorf("agent-facing certificate: %w", err)
+	replicasSynced, err := setupReplicas(ctx, client, o, log, &cfg)
+	if err != nil {
+		return err
+	}
+	if cfg.AgentCert == nil {
+		if cfg.AgentCert, err = certs.NewKeyPair(o.AgentCertFile, o.AgentKeyFile); err != nil {
+			return fmt.Errorf("agent-facing certificate: %w", err)
+		}
 	}
 	if cfg.AgentCA, err = certs.NewCABundle(o.AgentCAFile); err != nil {
 		return fmt.Errorf("agent CA: %w", err)
 	}
 	if o.ProxyListener != nil {
-		if cfg.ProxyCert, err = certs.NewKeyPair(o.ProxyCertFile, o.ProxyKeyFile); err != nil {
-			return fmt.Errorf("proxy certificate: %w", err)
+		cfg.ProxyCert = cfg.AgentCert
+		if o.ProxyCertFile != "" {
+			if cfg.ProxyCert, err = certs.NewKeyPair(o.ProxyCertFile, o.ProxyKeyFile); err != nil {
+				return fmt.Errorf("proxy certificate: %w", err)
+			}
 		}
 		if o.ProxyCAFile != "" {
 			if cfg.ProxyCA, err = certs.NewCABundle(o.ProxyCAFile); err != nil {
@@ -110,7 +123,7 @@ func RunServer(ctx context.Context, o ServerRunOptions) error {
 	if err != nil {
 		return err
 	}
-	ready := func() bool { return srv.Ready() && nodes.HasSynced() && cmSynced() }
+	ready := func() bool { return srv.Ready() && nodes.HasSynced() && cmSynced() && replicasSynced() }
 
 	errc := make(chan error, 4)
 	var wg sync.WaitGroup

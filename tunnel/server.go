@@ -42,6 +42,9 @@ type ServerConfig struct {
 	// DirectPrefixes are addresses no node serves that the server dials
 	// itself (direct.go): the cloud side's pod and Service networks.
 	DirectPrefixes []netip.Prefix
+	// Replicas names this replica to agents and counts the replicas
+	// (default: a fresh name, count unknown).
+	Replicas *Replicas
 
 	DialTimeout      time.Duration // whole dial through the agent (default 10s)
 	HandshakeTimeout time.Duration // agent TLS handshake (default 10s)
@@ -57,6 +60,8 @@ type Server struct {
 	reg     *registry
 	pending chan struct{}
 	muxLog  io.WriteCloser
+	ctls    controlStreams
+	stop    context.CancelFunc // ends announceReplicas
 
 	mu        sync.Mutex
 	closed    bool
@@ -99,8 +104,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	return &Server{cfg: cfg, reg: newRegistry(), pending: make(chan struct{}, cfg.MaxPendingDials),
-		muxLog: cfg.Log.WithField("component", "yamux").WriterLevel(logrus.DebugLevel), conns: map[net.Conn]struct{}{}}, nil
+	if cfg.Replicas == nil {
+		cfg.Replicas = NewReplicas("")
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	s := &Server{cfg: cfg, reg: newRegistry(), pending: make(chan struct{}, cfg.MaxPendingDials), stop: stop,
+		muxLog: cfg.Log.WithField("component", "yamux").WriterLevel(logrus.DebugLevel), conns: map[net.Conn]struct{}{}}
+	go s.announceReplicas(ctx)
+	return s, nil
 }
 
 // track registers a listener; false if the server is already closed.
@@ -120,7 +131,7 @@ func (s *Server) track(l net.Listener, hs *http.Server) bool {
 
 // ServeAgents accepts agent sessions on l (TLS is added here) until Close.
 func (s *Server) ServeAgents(l net.Listener) error {
-	tl := tls.NewListener(batchListener{l}, serverTLS(s.cfg.AgentCert, s.cfg.AgentCA, []string{alpnProtocol}, tls.RequireAndVerifyClientCert))
+	tl := tls.NewListener(batchListener{l}, serverTLS(s.cfg.AgentCert, s.cfg.AgentCA, []string{alpnReplicas, alpnProtocol}, tls.RequireAndVerifyClientCert))
 	if !s.track(tl, nil) {
 		return net.ErrClosed
 	}
@@ -181,8 +192,8 @@ func (s *Server) handleAgent(c *tls.Conn) {
 		return
 	}
 	st := c.ConnectionState()
-	if st.NegotiatedProtocol != alpnProtocol {
-		reject("protocol", fmt.Errorf("agent offered no %s protocol", alpnProtocol))
+	if st.NegotiatedProtocol != alpnReplicas && st.NegotiatedProtocol != alpnProtocol {
+		reject("protocol", fmt.Errorf("agent offered neither %s nor %s", alpnReplicas, alpnProtocol))
 		return
 	}
 	// The handshake verified the chain; the node comes from the
@@ -197,6 +208,23 @@ func (s *Server) handleAgent(c *tls.Conn) {
 		reject("session", fmt.Errorf("starting the agent session: %w", err))
 		return
 	}
+	var ctl *yamux.Stream
+	told := 0
+	if st.NegotiatedProtocol == alpnReplicas {
+		var keep bool
+		if ctl, told, keep, err = s.greet(mux); err != nil || !keep {
+			_ = mux.Close()
+			if err != nil {
+				reject("session", err)
+			} else {
+				// Not an error: the agent dialed through a load balancer
+				// and landed on a replica it already holds.
+				s.cfg.Metrics.AgentRejected.WithLabelValues("duplicate").Inc()
+				log.WithField("node", node).Debug("agent already holds a session to this replica")
+			}
+			return
+		}
+	}
 	// A session of another identity for the same node has its own key:
 	// it never displaces this one, nor this one it (the routing rule picks
 	// the one allowed to serve the node). The same identity reconnecting
@@ -205,6 +233,9 @@ func (s *Server) handleAgent(c *tls.Conn) {
 	old := s.reg.add(sess)
 	log = log.WithFields(logrus.Fields{"node": node, "identity": id.Prefix, "session": sess.id})
 	s.cfg.Metrics.Sessions.WithLabelValues(node, id.Prefix).Set(1)
+	if ctl != nil {
+		defer s.followReplicas(sess, ctl, told)()
+	}
 	if old != nil {
 		s.cfg.Metrics.Replacements.Inc()
 		log.WithFields(logrus.Fields{"replaced": old.id, "replaced_remote": old.remote}).Info("newer agent session replaces the older one of the same identity")
@@ -259,6 +290,7 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.stop()
 	ls, hs := s.listeners, s.https
 	for c := range s.conns {
 		_ = c.Close()

@@ -44,11 +44,15 @@ func newCommand() *cobra.Command {
 		Use:     "edge-tunnel-agent",
 		Version: version.String(),
 		Short:   "Dial out to the edge tunnel servers and serve their dials on this node",
-		Long: `edge-tunnel-agent resolves --server before every attempt and holds a mutually
-authenticated TLS 1.3 session to every address it resolves to (a headless
-Service gives one per server replica). Its client certificate names the node
-it serves (system:node:<node> in system:nodes, e.g. the kubelet's
-/var/lib/kubelet/pki/kubelet-client-current.pem, or system:vnode:<node>).
+		Long: `edge-tunnel-agent holds a mutually authenticated TLS 1.3 session to every
+edge-tunnel-server replica. --server is one load-balanced address in front of
+the replicas (x-tunnel-server-svc) or a name resolving to one address per
+replica (a headless Service), resolved again before every attempt: each
+replica names itself and announces the replica count, and the agent dials
+until it holds one session per replica, dropping a second one to a replica it
+holds. Its client certificate names the node it serves (system:node:<node> in
+system:nodes, e.g. the kubelet's /var/lib/kubelet/pki/kubelet-client-current.pem,
+or system:vnode:<node>).
 
 With --gateway it is also the gateway of its node's network domain: it
 carries the traffic of every node of the domain (Raven's proxy mode), so those
@@ -64,11 +68,11 @@ addresses of its domain's nodes.`,
 		RunE:          func(cmd *cobra.Command, _ []string) error { return run(cmd.Context(), o) },
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.server, "server", "", "host:port of the tunnel servers (a name resolving to every replica)")
+	f.StringVar(&o.server, "server", "", "host:port of the tunnel servers: a load balancer in front of every replica, or a name resolving to each")
 	f.StringVar(&o.serverName, "server-name", "", "name the servers' certificate must carry (default: --server's host)")
 	f.StringVar(&o.cert, "cert", "/var/lib/kubelet/pki/kubelet-client-current.pem", "client certificate (reloaded when the file changes)")
 	f.StringVar(&o.key, "key", "", "its key (default: in the certificate file)")
-	f.StringVar(&o.ca, "ca", "/etc/kubernetes/pki/ca.crt", "CA bundle verifying the servers (reloaded)")
+	f.StringVar(&o.ca, "ca", "/etc/kubernetes/pki/ca.crt", "CA bundle verifying the servers: the tunnel CA of ConfigMap kube-system/edge-tunnel-ca (reloaded)")
 	f.StringSliceVar(&o.addresses, "node-address", nil, "addresses of this node the agent may dial besides loopback (default: its interface addresses)")
 	f.StringVar(&o.meta, "meta-addr", "127.0.0.1:10268", "HTTPS address of /metrics (client certificate from --metrics-ca only), /healthz and /readyz (open) (empty disables)")
 	f.StringVar(&o.metricsCA, "metrics-ca", "", "CA bundle of client certificates admitted to /metrics (unset: /metrics refuses everyone)")

@@ -47,6 +47,9 @@ type Manager struct {
 	SecretName string
 	// Hosts are the DNS names and IP addresses the certificate covers.
 	Hosts []string
+	// Name is the certificate's CommonName, and its CA's with "-ca@<time>"
+	// (default "eci-profile"; edge-tunnel-server uses this manager too).
+	Name string
 	// WebhookConfig is the MutatingWebhookConfiguration whose webhooks get
 	// the caBundle; "" leaves it alone.
 	WebhookConfig string
@@ -60,6 +63,13 @@ type Manager struct {
 
 	current  atomic.Pointer[tls.Certificate]
 	caBundle atomic.Pointer[[]byte]
+}
+
+func (m *Manager) name() string {
+	if m.Name != "" {
+		return m.Name
+	}
+	return "eci-profile"
 }
 
 func (m *Manager) now() time.Time {
@@ -149,7 +159,7 @@ func (m *Manager) ensureSecret(ctx context.Context) (*corev1.Secret, error) {
 				return nil, err
 			}
 			sec = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: m.SecretName, Namespace: m.Namespace,
-				Labels: map[string]string{"app.kubernetes.io/name": "eci-profile"}}, Type: corev1.SecretTypeTLS, Data: data}
+				Labels: map[string]string{"app.kubernetes.io/name": m.name()}}, Type: corev1.SecretTypeTLS, Data: data}
 			created, err := secrets.Create(ctx, sec, metav1.CreateOptions{})
 			if apierrors.IsAlreadyExists(err) {
 				continue // another replica was first: read its Secret
@@ -272,7 +282,7 @@ func (m *Manager) issue(old map[string][]byte) (map[string][]byte, error) {
 		if err == nil && now.Before(ca.NotAfter) {
 			bundle = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw})
 		}
-		if ca, caKey, err = newCA(now, m.caValidity()); err != nil {
+		if ca, caKey, err = newCA(m.name(), now, m.caValidity()); err != nil {
 			return nil, err
 		}
 	} else {
@@ -288,7 +298,7 @@ func (m *Manager) issue(old map[string][]byte) (map[string][]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generating the serving key: %w", err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: "eci-profile"},
+	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: m.name()},
 		NotBefore: now.Add(-time.Minute), NotAfter: minTime(now.Add(m.certValidity()), ca.NotAfter),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 	for _, h := range m.Hosts {
@@ -318,12 +328,12 @@ func (m *Manager) issue(old map[string][]byte) (map[string][]byte, error) {
 	}, nil
 }
 
-func newCA(now time.Time, validity time.Duration) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+func newCA(name string, now time.Time, validity time.Duration) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("generating the CA key: %w", err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: "eci-profile-ca@" + now.UTC().Format(time.RFC3339)},
+	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: name + "-ca@" + now.UTC().Format(time.RFC3339)},
 		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(validity), IsCA: true, BasicConstraintsValid: true,
 		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
