@@ -228,6 +228,9 @@ func (s *Server) dialVia(ctx context.Context, sess *session, req dialRequest) (n
 	// A requester that gives up ends the dial too.
 	stop := context.AfterFunc(ctx, func() { _ = st.Close() })
 	defer stop()
+	// A dial long unanswered may mean the agent went quiet (liveness.go).
+	probe := time.AfterFunc(silentAfter, func() { s.probe(sess) })
+	defer probe.Stop()
 	_ = st.SetDeadline(start.Add(s.cfg.DialTimeout))
 	req.TimeoutMillis = s.cfg.DialTimeout.Milliseconds()
 	var resp dialResponse

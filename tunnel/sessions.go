@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -22,6 +23,8 @@ type session struct {
 	mux    *yamux.Session
 	remote string
 	since  time.Time
+	// probing: a liveness probe of this session is running (liveness.go).
+	probing atomic.Bool
 }
 
 // registry holds the current session of each node and identity.
