@@ -31,8 +31,8 @@ const (
 // active session drops, the next CONNECT finds the next gateway: failover
 // needs no election and no timer. A gateway that crashes or restarts
 // closes its connection, and the drop is seen at once; one lost silently
-// (power cut, a NAT that forgets) is found dead by yamux: a stream it does
-// not acknowledge in 10s (StreamOpenTimeout), or the 15s keepalive.
+// (power cut, a NAT that forgets) is found dead by the first dial it
+// leaves unanswered (liveness.go), or the keepalive.
 func (s *Server) gatewaySession(t Target) *session {
 	for _, g := range s.cfg.Nodes.Gateways(t.Domain) {
 		// Checked here again, not trusted from the resolver: a gateway
