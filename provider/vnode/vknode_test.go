@@ -3,6 +3,10 @@ package vnode
 import (
 	"fmt"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/record"
 )
 
 // TestPodQueueLimiterPacesNoBurst: a burst of distinct pods gets no delay
@@ -27,5 +31,28 @@ func TestPodQueueLimiterPacesNoBurst(t *testing.T) {
 	l.Forget(k)
 	if d := l.When(k); d != podRetryBase {
 		t.Fatalf("after Forget a pod is delayed %s, want %s", d, podRetryBase)
+	}
+}
+
+// TestPodControllerRecorderDropsSuccessEvents: virtual-kubelet's
+// "the provider returned" events are dropped, its failures and every
+// other event pass.
+func TestPodControllerRecorderDropsSuccessEvents(t *testing.T) {
+	fake := record.NewFakeRecorder(10)
+	r := podControllerRecorder{fake}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns"}}
+	r.Event(pod, corev1.EventTypeNormal, "ProviderCreateSuccess", "Create pod in provider successfully")
+	r.Event(pod, corev1.EventTypeNormal, "ProviderDeleteSuccess", "Delete pod in provider successfully")
+	r.Eventf(pod, corev1.EventTypeNormal, "ProviderUpdateSuccess", "Update pod in provider successfully")
+	r.Event(pod, corev1.EventTypeWarning, "ProviderCreateFailed", "boom")
+	r.Eventf(pod, corev1.EventTypeNormal, "Other", "n=%d", 1)
+	close(fake.Events)
+	var got []string
+	for e := range fake.Events {
+		got = append(got, e)
+	}
+	want := []string{"Warning ProviderCreateFailed boom", "Normal Other n=1"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("events recorded: %q, want %q", got, want)
 	}
 }

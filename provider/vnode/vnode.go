@@ -131,7 +131,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	n, err := newVKNode(vkNodeConfig{
 		Name: o.NodeName, Client: trimmedClient{kube}, InformerResync: time.Minute, Workers: workers,
-		Recorder: recorder, Mux: mux,
+		Recorder: podControllerRecorder{recorder}, Mux: mux,
 		// vnode resolves env itself: virtual-kubelet cannot resolve
 		// status.podIP or resourceFieldRef (ECI resolves the IP).
 		SkipDownwardAPIResolution: true,
