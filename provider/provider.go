@@ -9,6 +9,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -103,7 +104,12 @@ type Provider struct {
 	creates, deletes workqueue.TypedRateLimitingInterface[types.UID]
 	// notices holds pods whose status virtual-kubelet has not been told;
 	// one goroutine tells it the latest, in order.
-	notices workqueue.TypedInterface[types.UID]
+	notices workqueue.TypedDelayingInterface[types.UID]
+
+	// staleWait and maxStaleWaits bound how long a status notice waits
+	// for virtual-kubelet's informer (see informerBehind).
+	staleWait     time.Duration
+	maxStaleWaits int
 
 	// syncMu serializes Sync; digests (instance id -> status digest of
 	// its last fetched details) and lastFull belong to it.
@@ -143,10 +149,11 @@ func New(cfg Config, cloud Cloud, kube kubernetes.Interface, src translate.Sourc
 	}
 	p := &Provider{
 		cfg: cfg, cloud: cloud, kube: kube, src: src, recorder: recorder,
-		log:     cfg.Log.WithField("node", cfg.Node.NodeName),
-		creates: newPodQueue(cfg, "vnode_pod_creates"),
-		deletes: newPodQueue(cfg, "vnode_pod_deletes"),
-		notices: workqueue.NewTyped[types.UID](),
+		log:       cfg.Log.WithField("node", cfg.Node.NodeName),
+		creates:   newPodQueue(cfg, "vnode_pod_creates"),
+		deletes:   newPodQueue(cfg, "vnode_pod_deletes"),
+		notices:   workqueue.NewTypedDelayingQueue[types.UID](),
+		staleWait: staleWait, maxStaleWaits: maxStaleWaits,
 		entries: map[types.UID]*entry{},
 		keys:    map[string]types.UID{},
 	}
@@ -230,14 +237,72 @@ func (p *Provider) tellNext() bool {
 	p.mu.Lock()
 	e, notify := p.entries[uid], p.notify
 	var snap *corev1.Pod
+	deleted := false
 	if e != nil {
 		snap = e.pod.DeepCopy()
+		deleted = e.phase == phaseDeleted
 	}
 	p.mu.Unlock()
-	if snap != nil && notify != nil {
-		notify(p.withMetadata(snap, nil))
+	if snap == nil || notify == nil || (deleted && p.goneFromAPI(snap)) {
+		return true
 	}
+	behind := p.informerBehind(snap)
+	p.mu.Lock()
+	wait := behind && e.staleWaits < p.maxStaleWaits
+	if wait {
+		e.staleWaits++
+	} else {
+		e.staleWaits = 0
+	}
+	p.mu.Unlock()
+	if wait {
+		p.notices.AddAfter(uid, p.staleWait)
+		return true
+	}
+	notify(p.withMetadata(snap, nil))
 	return true
+}
+
+// A pod's status notice waits up to maxStaleWaits times staleWait for
+// virtual-kubelet's informer to see the provider's own annotation PATCH
+// (a watch event, normally milliseconds behind), then goes out anyway.
+const (
+	staleWait     = 20 * time.Millisecond
+	maxStaleWaits = 50
+)
+
+// informerBehind reports whether virtual-kubelet's informer has not yet
+// seen annotations the provider wrote on pod. virtual-kubelet writes a
+// status with the resourceVersion its informer holds: written before the
+// informer sees the PATCH, it is refused as a conflict and retried, one
+// more request per pod (1.5 a pod at a 300-pod burst).
+func (p *Provider) informerBehind(pod *corev1.Pod) bool {
+	if p.pods == nil {
+		return false
+	}
+	l, err := p.pods.Pods(pod.Namespace).Get(pod.Name)
+	if err != nil || l.UID != pod.UID {
+		return false
+	}
+	for _, k := range ownAnnotations {
+		if v := pod.Annotations[k]; v != "" && l.Annotations[k] != v {
+			return true
+		}
+	}
+	return false
+}
+
+// goneFromAPI reports whether the API server no longer has pod (as its
+// informer last saw). A deleted pod's final status is then news to no one,
+// and virtual-kubelet, which would drop it, first waits about 200 ms on
+// its informer for a pod it does not know: one such wait per pod, in this
+// one goroutine, held every later status behind a mass delete.
+func (p *Provider) goneFromAPI(pod *corev1.Pod) bool {
+	if p.pods == nil {
+		return false
+	}
+	l, err := p.pods.Pods(pod.Namespace).Get(pod.Name)
+	return apierrors.IsNotFound(err) || (err == nil && l.UID != pod.UID)
 }
 
 // ownAnnotations are the annotations the provider writes.

@@ -202,6 +202,9 @@ func newHarness(t *testing.T, pods ...*corev1.Pod) *harness {
 	h.p = New(Config{Node: translate.NodeSettings{ClusterName: "c1", NodeName: "vn", VSwitchIDs: []string{"vsw-1"}, SecurityGroupID: "sg-1"}, Version: "test", Log: logrus.New(),
 		RetryBase: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond},
 		h.cloud, h.kube, translate.Sources{Objects: noObjects{}}, h.recorder)
+	// drain tells only what is due: a notice waiting for an informer is
+	// TestStatusWaitsForTheInformer's business.
+	h.p.maxStaleWaits = 0
 	h.p.NotifyPods(context.Background(), func(p *corev1.Pod) {
 		h.mu.Lock()
 		h.notified[p.Name] = p
@@ -1065,4 +1068,102 @@ func (s secretNamed) Secret(ns, name string) (*corev1.Secret, error) {
 		return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "secrets"}, name)
 	}
 	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Data: map[string][]byte{"k": []byte("v")}}, nil
+}
+
+// TestDeletedPodGoneFromAPIIsNotNotified: the final status of a deleted
+// pod the API server no longer has is not handed to virtual-kubelet (which
+// would wait on its informer for it, then drop it); while the API server
+// still has the pod, it is.
+func TestDeletedPodGoneFromAPIIsNotNotified(t *testing.T) {
+	ctx := context.Background()
+	kept, gone := pod("kept"), pod("gone")
+	h := newHarness(t, kept, gone)
+	pods := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	_ = pods.Add(kept)
+	_ = pods.Add(gone)
+	h.p.SetPodLister(corev1listers.NewPodLister(pods))
+	var told []string
+	h.p.NotifyPods(ctx, func(p *corev1.Pod) { told = append(told, p.Name+" "+string(p.Status.Phase)) })
+	for _, p := range []*corev1.Pod{kept, gone} {
+		if err := h.create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.drain(ctx)
+	told = nil
+	_ = pods.Delete(gone)
+	for _, p := range []*corev1.Pod{kept, gone} {
+		if err := h.remove(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := []string{"kept Succeeded"}; fmt.Sprint(told) != fmt.Sprint(want) {
+		t.Fatalf("told virtual-kubelet %q after the deletes, want %q", told, want)
+	}
+}
+
+// TestStatusWaitsForTheInformer: a status notice that follows the
+// provider's own annotation PATCH is held until virtual-kubelet's informer
+// has the annotations (a status written with the older resourceVersion
+// would be refused as a conflict and retried), and goes out then, once,
+// with them. A sync that learns status and size together PATCHes once and
+// tells virtual-kubelet once, after the PATCH.
+func TestStatusWaitsForTheInformer(t *testing.T) {
+	ctx := context.Background()
+	p1 := pod("web")
+	h := newHarness(t, p1)
+	h.p.maxStaleWaits, h.p.staleWait = 1000, time.Millisecond
+	pods := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	_ = pods.Add(p1)
+	h.p.SetPodLister(corev1listers.NewPodLister(pods))
+	var told []*corev1.Pod
+	h.p.NotifyPods(ctx, func(p *corev1.Pod) { told = append(told, p) })
+	if err := h.create(ctx, p1); err != nil {
+		t.Fatal(err)
+	}
+	h.cloud.set("eci-1", func(i *model.Instance) {
+		i.Status, i.CPU, i.MemoryGi = translate.StatusRunning, 2, 4
+		i.Containers = []model.ContainerStatus{{Name: "c", Ready: true, Current: model.ContainerState{State: "Running", Started: time.Now()}}}
+	})
+	patchesBefore := countActions(h.kube, "patch")
+	if err := h.p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := countActions(h.kube, "patch") - patchesBefore; n != 1 {
+		t.Fatalf("%d PATCHes for a pod's create-time and size annotations, want 1", n)
+	}
+	// The informer has not seen the PATCH: nothing is told.
+	h.p.tellNext() // takes the notice, finds the informer behind, puts it back
+	if len(told) != 0 {
+		t.Fatalf("told virtual-kubelet before its informer saw the annotations: %+v", told[0].Annotations)
+	}
+	// The informer catches up; the notice comes back and goes out once.
+	patched, err := h.kube.CoreV1().Pods("ns").Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = pods.Update(patched)
+	for len(told) == 0 {
+		h.p.tellNext() // blocks until the delayed notice is due
+	}
+	if len(told) != 1 || told[0].Status.Phase != corev1.PodRunning || told[0].Annotations[AnnotationInstanceID] != "eci-1" || told[0].Annotations[AnnotationInstanceZone] == "" {
+		t.Fatalf("told %d statuses, first %+v", len(told), told[0])
+	}
+	if h.p.notices.Len() != 0 {
+		t.Fatal("a notice is left after the status went out")
+	}
+}
+
+// countActions counts the client's requests of one verb.
+func countActions(c *fake.Clientset, verb string) int {
+	n := 0
+	for _, a := range c.Actions() {
+		if a.GetVerb() == verb {
+			n++
+		}
+	}
+	return n
 }
