@@ -207,6 +207,7 @@ func (p *Provider) create(ctx context.Context, e *entry) error {
 		AnnotationVKVersion:   p.cfg.Version,
 	}
 	p.mu.Unlock()
+	p.createdInstance()
 	log.WithField("instanceId", id).Info("created ECI instance")
 	p.event(pod, corev1.EventTypeNormal, ReasonCreated, "created ECI instance "+id)
 	p.markClaims(ctx, e, pod, id)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -11,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/record"
@@ -53,6 +53,9 @@ type Config struct {
 	Version string
 	// SyncInterval is how often the instances are listed (default 5s).
 	SyncInterval time.Duration
+	// StartSyncInterval is how often they are listed while instances are
+	// being created (see waitSync; default 1s).
+	StartSyncInterval time.Duration
 	// GCInterval is how often every instance is listed in full (events
 	// that came without a status change are replayed then) and orphaned
 	// instances are collected (default 1m). Between full lists a sync
@@ -111,6 +114,11 @@ type Provider struct {
 	staleWait     time.Duration
 	maxStaleWaits int
 
+	// created wakes the sync loop after a create (one pending wake-up is
+	// enough); lastCreate is when the last instance was created (Unix ns).
+	created    chan struct{}
+	lastCreate atomic.Int64
+
 	// syncMu serializes Sync; digests (instance id -> status digest of
 	// its last fetched details) and lastFull belong to it.
 	syncMu   sync.Mutex
@@ -128,6 +136,9 @@ type Provider struct {
 func New(cfg Config, cloud Cloud, kube kubernetes.Interface, src translate.Sources, recorder record.EventRecorder) *Provider {
 	if cfg.SyncInterval <= 0 {
 		cfg.SyncInterval = 5 * time.Second
+	}
+	if cfg.StartSyncInterval <= 0 || cfg.StartSyncInterval > cfg.SyncInterval {
+		cfg.StartSyncInterval = min(time.Second, cfg.SyncInterval)
 	}
 	if cfg.GCInterval <= 0 {
 		cfg.GCInterval = time.Minute
@@ -154,6 +165,7 @@ func New(cfg Config, cloud Cloud, kube kubernetes.Interface, src translate.Sourc
 		deletes:   newPodQueue(cfg, "vnode_pod_deletes"),
 		notices:   workqueue.NewTypedDelayingQueue[types.UID](),
 		staleWait: staleWait, maxStaleWaits: maxStaleWaits,
+		created: make(chan struct{}, 1),
 		entries: map[types.UID]*entry{},
 		keys:    map[string]types.UID{},
 	}
@@ -209,15 +221,60 @@ func (p *Provider) Run(ctx context.Context) {
 		for p.tellNext() {
 		}
 	})
-	wait.UntilWithContext(ctx, func(ctx context.Context) {
+	for {
 		if err := p.Sync(ctx); err != nil && ctx.Err() == nil {
 			p.log.WithError(err).Warn("sync with ECI failed; will retry")
 		}
-	}, p.cfg.SyncInterval)
+		if !p.waitSync(ctx) {
+			break
+		}
+	}
 	p.creates.ShutDown()
 	p.deletes.ShutDown()
 	p.notices.ShutDown()
 	wg.Wait()
+}
+
+// waitSync waits until the next sync is due and reports false once ctx
+// ends. A sync is due SyncInterval after the last, or StartSyncInterval
+// after an instance was created, and every StartSyncInterval while
+// instances were created in the last two SyncIntervals: a new instance's
+// Running status (and its annotations) then reach the API server about a
+// second after it starts, not up to SyncInterval later. In a burst the
+// last pods' wait for the next sync was most of the time to all Running
+// beyond ECI's create quota. The status list costs one call per 200
+// instances a sync.
+func (p *Provider) waitSync(ctx context.Context) bool {
+	d := p.cfg.SyncInterval
+	if time.Since(time.Unix(0, p.lastCreate.Load())) < 2*p.cfg.SyncInterval {
+		d = p.cfg.StartSyncInterval
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	case <-p.created:
+		t.Reset(p.cfg.StartSyncInterval)
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// createdInstance notes that an instance was just created: waitSync makes
+// the next sync come soon.
+func (p *Provider) createdInstance() {
+	p.lastCreate.Store(time.Now().UnixNano())
+	select {
+	case p.created <- struct{}{}:
+	default:
+	}
 }
 
 // SetPodLister makes the provider report pods with their current metadata.

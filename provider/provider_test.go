@@ -1167,3 +1167,28 @@ func countActions(c *fake.Clientset, verb string) int {
 	}
 	return n
 }
+
+// TestSyncComesSoonAfterCreates: a create wakes the sync loop, which then
+// lists again after StartSyncInterval, not SyncInterval, and keeps that
+// cadence while instances are being created. SyncInterval here is an
+// hour: a waitSync that waited for it ends with the test's context
+// instead.
+func TestSyncComesSoonAfterCreates(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p := New(Config{Node: translate.NodeSettings{ClusterName: "c1", NodeName: "vn"}, SyncInterval: time.Hour, StartSyncInterval: time.Millisecond, Log: logrus.New()},
+		newMemCloud(), fake.NewClientset(), translate.Sources{Objects: noObjects{}}, nil)
+	done, stop := context.WithCancel(ctx)
+	stop()
+	if p.waitSync(done) {
+		t.Fatal("waitSync reported a sync due after its context ended")
+	}
+	p.createdInstance()
+	if !p.waitSync(ctx) {
+		t.Fatal("no sync soon after a create")
+	}
+	// No new create, but one a moment ago: the short cadence goes on.
+	if !p.waitSync(ctx) {
+		t.Fatal("no sync soon while instances are being created")
+	}
+}
