@@ -1192,3 +1192,36 @@ func TestSyncComesSoonAfterCreates(t *testing.T) {
 		t.Fatal("no sync soon while instances are being created")
 	}
 }
+
+// TestDeletedEntriesForgottenFromTheInformer: a full sync forgets deleted
+// pods the informer no longer has without asking the API server for each,
+// and keeps those it still has.
+func TestDeletedEntriesForgottenFromTheInformer(t *testing.T) {
+	ctx := context.Background()
+	kept, gone := pod("kept"), pod("gone")
+	h := newHarness(t, kept, gone)
+	pods := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	_ = pods.Add(kept)
+	_ = pods.Add(gone)
+	h.p.SetPodLister(corev1listers.NewPodLister(pods))
+	for _, p := range []*corev1.Pod{kept, gone} {
+		if err := h.create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.remove(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = pods.Delete(gone)
+	getsBefore := countActions(h.kube, "get")
+	h.gc(ctx)
+	if n := countActions(h.kube, "get") - getsBefore; n != 0 {
+		t.Fatalf("%d GETs of pods to forget deleted entries, want 0 (the informer has them)", n)
+	}
+	if _, err := h.p.GetPod(ctx, "ns", "gone"); !errdefs.IsNotFound(err) {
+		t.Fatalf("the entry of a pod the API server let go is kept: %v", err)
+	}
+	if _, err := h.p.GetPod(ctx, "ns", "kept"); err != nil {
+		t.Fatalf("the entry of a deleted pod the API server still has is forgotten: %v", err)
+	}
+}
