@@ -322,10 +322,12 @@ func (p *Provider) tellNext() bool {
 
 // A pod's status notice waits up to maxStaleWaits times staleWait for
 // virtual-kubelet's informer to see the provider's own annotation PATCH
-// (a watch event, normally milliseconds behind), then goes out anyway.
+// (a watch event, normally milliseconds behind; over a second on a loaded
+// machine in a 1,000-pod burst, where a 1 s bound still let half the
+// status writes conflict), then goes out anyway.
 const (
 	staleWait     = 20 * time.Millisecond
-	maxStaleWaits = 50
+	maxStaleWaits = 250
 )
 
 // informerBehind reports whether virtual-kubelet's informer has not yet
