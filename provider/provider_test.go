@@ -1077,11 +1077,7 @@ func (s secretNamed) Secret(ns, name string) (*corev1.Secret, error) {
 func TestDeletedPodGoneFromAPIIsNotNotified(t *testing.T) {
 	ctx := context.Background()
 	kept, gone := pod("kept"), pod("gone")
-	h := newHarness(t, kept, gone)
-	pods := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
-	_ = pods.Add(kept)
-	_ = pods.Add(gone)
-	h.p.SetPodLister(corev1listers.NewPodLister(pods))
+	h, pods := newListedHarness(t, kept, gone)
 	var told []string
 	h.p.NotifyPods(ctx, func(p *corev1.Pod) { told = append(told, p.Name+" "+string(p.Status.Phase)) })
 	for _, p := range []*corev1.Pod{kept, gone} {
@@ -1114,11 +1110,8 @@ func TestDeletedPodGoneFromAPIIsNotNotified(t *testing.T) {
 func TestStatusWaitsForTheInformer(t *testing.T) {
 	ctx := context.Background()
 	p1 := pod("web")
-	h := newHarness(t, p1)
+	h, pods := newListedHarness(t, p1)
 	h.p.maxStaleWaits, h.p.staleWait = 1000, time.Millisecond
-	pods := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
-	_ = pods.Add(p1)
-	h.p.SetPodLister(corev1listers.NewPodLister(pods))
 	var told []*corev1.Pod
 	h.p.NotifyPods(ctx, func(p *corev1.Pod) { told = append(told, p) })
 	if err := h.create(ctx, p1); err != nil {
@@ -1199,11 +1192,7 @@ func TestSyncComesSoonAfterCreates(t *testing.T) {
 func TestDeletedEntriesForgottenFromTheInformer(t *testing.T) {
 	ctx := context.Background()
 	kept, gone := pod("kept"), pod("gone")
-	h := newHarness(t, kept, gone)
-	pods := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
-	_ = pods.Add(kept)
-	_ = pods.Add(gone)
-	h.p.SetPodLister(corev1listers.NewPodLister(pods))
+	h, pods := newListedHarness(t, kept, gone)
 	for _, p := range []*corev1.Pod{kept, gone} {
 		if err := h.create(ctx, p); err != nil {
 			t.Fatal(err)
@@ -1224,4 +1213,16 @@ func TestDeletedEntriesForgottenFromTheInformer(t *testing.T) {
 	if _, err := h.p.GetPod(ctx, "ns", "kept"); err != nil {
 		t.Fatalf("the entry of a deleted pod the API server still has is forgotten: %v", err)
 	}
+}
+
+// newListedHarness is a harness whose provider reads pods from an
+// informer's cache holding pods, which the test edits.
+func newListedHarness(t *testing.T, pods ...*corev1.Pod) (*harness, cache.Indexer) {
+	h := newHarness(t, pods...)
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, p := range pods {
+		_ = idx.Add(p)
+	}
+	h.p.SetPodLister(corev1listers.NewPodLister(idx))
+	return h, idx
 }
