@@ -15,7 +15,8 @@ import (
 
 // annotate merges annotations into the pod's metadata, and into the cached
 // pod: virtual-kubelet writes the cached pod through pods/status, whose
-// metadata the API server keeps, so a stale cache would erase them.
+// metadata the API server keeps, so a stale cache would erase them. Then,
+// written or not, the pod's status is queued for virtual-kubelet.
 func (p *Provider) annotate(ctx context.Context, e *entry, kv map[string]string) {
 	for k, v := range kv {
 		if v == "" {
@@ -34,6 +35,10 @@ func (p *Provider) annotate(ctx context.Context, e *entry, kv map[string]string)
 		if !apierrors.IsNotFound(err) {
 			p.log.WithError(err).WithFields(logrus.Fields{"namespace": ns, "pod": name}).Warn("writing ECI annotations on the pod failed")
 		}
+		// The status learnt with them still goes out.
+		p.mu.Lock()
+		p.changed(e)
+		p.mu.Unlock()
 		return
 	}
 	p.mu.Lock()

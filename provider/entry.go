@@ -19,9 +19,16 @@ type entry struct {
 	instanceID string
 	requestID  string
 	// attempts counts create calls, for the first-failure event.
-	attempts     int
-	annotated    bool // the size/zone annotations were written
-	missed       int  // consecutive lists the instance was absent from
+	attempts  int
+	annotated bool // the size/zone annotations were written
+	// unwritten are annotations of the create (instance and request id,
+	// client token, version), written with the first sync's size and zone
+	// in one PATCH, before that sync's status goes out.
+	unwritten map[string]string
+	// staleWaits counts the times the pod's status notice waited for
+	// virtual-kubelet's informer to see the provider's own PATCH.
+	staleWaits   int
+	missed       int // consecutive lists the instance was absent from
 	seenEvents   map[string]int32
 	claimsMarked []string        // PVC names annotated with this instance
 	noted        map[string]bool // translation notes already sent as events

@@ -108,8 +108,7 @@ func (p *Provider) collect(ctx context.Context, insts []*model.Instance) {
 	}
 	p.mu.Unlock()
 	for _, e := range gone {
-		_, err := p.kube.CoreV1().Pods(e.pod.Namespace).Get(ctx, e.pod.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
+		if p.letGo(ctx, e.pod) {
 			p.mu.Lock()
 			delete(p.entries, e.pod.UID)
 			if p.keys[key(e.pod.Namespace, e.pod.Name)] == e.pod.UID {
@@ -118,6 +117,17 @@ func (p *Provider) collect(ctx context.Context, insts []*model.Instance) {
 			p.mu.Unlock()
 		}
 	}
+}
+
+// letGo reports whether the API server has let a deleted pod go: from
+// the informer's cache where there is one (a GET per deleted pod at each
+// full sync was one request more per pod), else asked.
+func (p *Provider) letGo(ctx context.Context, pod *corev1.Pod) bool {
+	if p.pods != nil {
+		return p.goneFromAPI(pod)
+	}
+	_, err := p.kube.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+	return apierrors.IsNotFound(err)
 }
 
 // podOf reads, from the API server, the pod with this UID that an

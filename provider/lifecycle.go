@@ -197,15 +197,19 @@ func (p *Provider) create(ctx context.Context, e *entry) error {
 	}
 	e.instanceID, e.requestID, e.full = id, reqID, nil
 	p.moveTo(e, phaseRunning)
-	p.mu.Unlock()
-	log.WithField("instanceId", id).Info("created ECI instance")
-	p.event(pod, corev1.EventTypeNormal, ReasonCreated, "created ECI instance "+id)
-	p.annotate(ctx, e, map[string]string{
+	// Written by the next sync with the size and zone it learns, in one
+	// PATCH before that sync's status: a PATCH here, and the status write
+	// that had to follow it to carry it, were two requests more per pod.
+	e.unwritten = map[string]string{
 		AnnotationInstanceID:  id,
 		AnnotationRequestID:   reqID,
 		AnnotationClientToken: g.ClientToken,
 		AnnotationVKVersion:   p.cfg.Version,
-	})
+	}
+	p.mu.Unlock()
+	p.createdInstance()
+	log.WithField("instanceId", id).Info("created ECI instance")
+	p.event(pod, corev1.EventTypeNormal, ReasonCreated, "created ECI instance "+id)
 	p.markClaims(ctx, e, pod, id)
 	return nil
 }

@@ -4,13 +4,14 @@ import (
 	"context"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/record"
@@ -52,6 +53,9 @@ type Config struct {
 	Version string
 	// SyncInterval is how often the instances are listed (default 5s).
 	SyncInterval time.Duration
+	// StartSyncInterval is how often they are listed while instances are
+	// being created (see waitSync; default 1s).
+	StartSyncInterval time.Duration
 	// GCInterval is how often every instance is listed in full (events
 	// that came without a status change are replayed then) and orphaned
 	// instances are collected (default 1m). Between full lists a sync
@@ -103,7 +107,17 @@ type Provider struct {
 	creates, deletes workqueue.TypedRateLimitingInterface[types.UID]
 	// notices holds pods whose status virtual-kubelet has not been told;
 	// one goroutine tells it the latest, in order.
-	notices workqueue.TypedInterface[types.UID]
+	notices workqueue.TypedDelayingInterface[types.UID]
+
+	// staleWait and maxStaleWaits bound how long a status notice waits
+	// for virtual-kubelet's informer (see informerBehind).
+	staleWait     time.Duration
+	maxStaleWaits int
+
+	// created wakes the sync loop after a create (one pending wake-up is
+	// enough); lastCreate is when the last instance was created (Unix ns).
+	created    chan struct{}
+	lastCreate atomic.Int64
 
 	// syncMu serializes Sync; digests (instance id -> status digest of
 	// its last fetched details) and lastFull belong to it.
@@ -122,6 +136,9 @@ type Provider struct {
 func New(cfg Config, cloud Cloud, kube kubernetes.Interface, src translate.Sources, recorder record.EventRecorder) *Provider {
 	if cfg.SyncInterval <= 0 {
 		cfg.SyncInterval = 5 * time.Second
+	}
+	if cfg.StartSyncInterval <= 0 || cfg.StartSyncInterval > cfg.SyncInterval {
+		cfg.StartSyncInterval = min(time.Second, cfg.SyncInterval)
 	}
 	if cfg.GCInterval <= 0 {
 		cfg.GCInterval = time.Minute
@@ -143,10 +160,12 @@ func New(cfg Config, cloud Cloud, kube kubernetes.Interface, src translate.Sourc
 	}
 	p := &Provider{
 		cfg: cfg, cloud: cloud, kube: kube, src: src, recorder: recorder,
-		log:     cfg.Log.WithField("node", cfg.Node.NodeName),
-		creates: newPodQueue(cfg, "vnode_pod_creates"),
-		deletes: newPodQueue(cfg, "vnode_pod_deletes"),
-		notices: workqueue.NewTyped[types.UID](),
+		log:       cfg.Log.WithField("node", cfg.Node.NodeName),
+		creates:   newPodQueue(cfg, "vnode_pod_creates"),
+		deletes:   newPodQueue(cfg, "vnode_pod_deletes"),
+		notices:   workqueue.NewTypedDelayingQueue[types.UID](),
+		staleWait: staleWait, maxStaleWaits: maxStaleWaits,
+		created: make(chan struct{}, 1),
 		entries: map[types.UID]*entry{},
 		keys:    map[string]types.UID{},
 	}
@@ -202,15 +221,60 @@ func (p *Provider) Run(ctx context.Context) {
 		for p.tellNext() {
 		}
 	})
-	wait.UntilWithContext(ctx, func(ctx context.Context) {
+	for {
 		if err := p.Sync(ctx); err != nil && ctx.Err() == nil {
 			p.log.WithError(err).Warn("sync with ECI failed; will retry")
 		}
-	}, p.cfg.SyncInterval)
+		if !p.waitSync(ctx) {
+			break
+		}
+	}
 	p.creates.ShutDown()
 	p.deletes.ShutDown()
 	p.notices.ShutDown()
 	wg.Wait()
+}
+
+// waitSync waits until the next sync is due and reports false once ctx
+// ends. A sync is due SyncInterval after the last, or StartSyncInterval
+// after an instance was created, and every StartSyncInterval while
+// instances were created in the last two SyncIntervals: a new instance's
+// Running status (and its annotations) then reach the API server about a
+// second after it starts, not up to SyncInterval later. In a burst the
+// last pods' wait for the next sync was most of the time to all Running
+// beyond ECI's create quota. The status list costs one call per 200
+// instances a sync.
+func (p *Provider) waitSync(ctx context.Context) bool {
+	d := p.cfg.SyncInterval
+	if time.Since(time.Unix(0, p.lastCreate.Load())) < 2*p.cfg.SyncInterval {
+		d = p.cfg.StartSyncInterval
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	case <-p.created:
+		t.Reset(p.cfg.StartSyncInterval)
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// createdInstance notes that an instance was just created: waitSync makes
+// the next sync come soon.
+func (p *Provider) createdInstance() {
+	p.lastCreate.Store(time.Now().UnixNano())
+	select {
+	case p.created <- struct{}{}:
+	default:
+	}
 }
 
 // SetPodLister makes the provider report pods with their current metadata.
@@ -230,14 +294,74 @@ func (p *Provider) tellNext() bool {
 	p.mu.Lock()
 	e, notify := p.entries[uid], p.notify
 	var snap *corev1.Pod
+	deleted := false
 	if e != nil {
 		snap = e.pod.DeepCopy()
+		deleted = e.phase == phaseDeleted
 	}
 	p.mu.Unlock()
-	if snap != nil && notify != nil {
-		notify(p.withMetadata(snap, nil))
+	if snap == nil || notify == nil || (deleted && p.goneFromAPI(snap)) {
+		return true
 	}
+	behind := p.informerBehind(snap)
+	p.mu.Lock()
+	wait := behind && e.staleWaits < p.maxStaleWaits
+	if wait {
+		e.staleWaits++
+	} else {
+		e.staleWaits = 0
+	}
+	p.mu.Unlock()
+	if wait {
+		p.notices.AddAfter(uid, p.staleWait)
+		return true
+	}
+	notify(p.withMetadata(snap, nil))
 	return true
+}
+
+// A pod's status notice waits up to maxStaleWaits times staleWait for
+// virtual-kubelet's informer to see the provider's own annotation PATCH
+// (a watch event, normally milliseconds behind; over a second on a loaded
+// machine in a 1,000-pod burst, where a 1 s bound still let half the
+// status writes conflict), then goes out anyway.
+const (
+	staleWait     = 20 * time.Millisecond
+	maxStaleWaits = 250
+)
+
+// informerBehind reports whether virtual-kubelet's informer has not yet
+// seen annotations the provider wrote on pod. virtual-kubelet writes a
+// status with the resourceVersion its informer holds: written before the
+// informer sees the PATCH, it is refused as a conflict and retried, one
+// more request per pod (1.5 a pod at a 300-pod burst).
+func (p *Provider) informerBehind(pod *corev1.Pod) bool {
+	if p.pods == nil {
+		return false
+	}
+	l, err := p.pods.Pods(pod.Namespace).Get(pod.Name)
+	if err != nil || l.UID != pod.UID {
+		return false
+	}
+	for _, k := range ownAnnotations {
+		if v := pod.Annotations[k]; v != "" && l.Annotations[k] != v {
+			return true
+		}
+	}
+	return false
+}
+
+// goneFromAPI reports whether the API server no longer has pod (as its
+// informer last saw). A deleted pod's final status is then news to no one,
+// and virtual-kubelet, which would drop it, first waits about 200 ms on
+// its informer for a pod it does not know: one such wait per pod, in this
+// one goroutine, held every later status behind a mass delete.
+func (p *Provider) goneFromAPI(pod *corev1.Pod) bool {
+	if p.pods == nil {
+		return false
+	}
+	l, err := p.pods.Pods(pod.Namespace).Get(pod.Name)
+	return apierrors.IsNotFound(err) || (err == nil && l.UID != pod.UID)
 }
 
 // ownAnnotations are the annotations the provider writes.

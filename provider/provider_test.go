@@ -202,6 +202,9 @@ func newHarness(t *testing.T, pods ...*corev1.Pod) *harness {
 	h.p = New(Config{Node: translate.NodeSettings{ClusterName: "c1", NodeName: "vn", VSwitchIDs: []string{"vsw-1"}, SecurityGroupID: "sg-1"}, Version: "test", Log: logrus.New(),
 		RetryBase: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond},
 		h.cloud, h.kube, translate.Sources{Objects: noObjects{}}, h.recorder)
+	// drain tells only what is due: a notice waiting for an informer is
+	// TestStatusWaitsForTheInformer's business.
+	h.p.maxStaleWaits = 0
 	h.p.NotifyPods(context.Background(), func(p *corev1.Pod) {
 		h.mu.Lock()
 		h.notified[p.Name] = p
@@ -1065,4 +1068,161 @@ func (s secretNamed) Secret(ns, name string) (*corev1.Secret, error) {
 		return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "secrets"}, name)
 	}
 	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Data: map[string][]byte{"k": []byte("v")}}, nil
+}
+
+// TestDeletedPodGoneFromAPIIsNotNotified: the final status of a deleted
+// pod the API server no longer has is not handed to virtual-kubelet (which
+// would wait on its informer for it, then drop it); while the API server
+// still has the pod, it is.
+func TestDeletedPodGoneFromAPIIsNotNotified(t *testing.T) {
+	ctx := context.Background()
+	kept, gone := pod("kept"), pod("gone")
+	h, pods := newListedHarness(t, kept, gone)
+	var told []string
+	h.p.NotifyPods(ctx, func(p *corev1.Pod) { told = append(told, p.Name+" "+string(p.Status.Phase)) })
+	for _, p := range []*corev1.Pod{kept, gone} {
+		if err := h.create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.drain(ctx)
+	told = nil
+	_ = pods.Delete(gone)
+	for _, p := range []*corev1.Pod{kept, gone} {
+		if err := h.remove(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := []string{"kept Succeeded"}; fmt.Sprint(told) != fmt.Sprint(want) {
+		t.Fatalf("told virtual-kubelet %q after the deletes, want %q", told, want)
+	}
+}
+
+// TestStatusWaitsForTheInformer: a status notice that follows the
+// provider's own annotation PATCH is held until virtual-kubelet's informer
+// has the annotations (a status written with the older resourceVersion
+// would be refused as a conflict and retried), and goes out then, once,
+// with them. A sync that learns status and size together PATCHes once and
+// tells virtual-kubelet once, after the PATCH.
+func TestStatusWaitsForTheInformer(t *testing.T) {
+	ctx := context.Background()
+	p1 := pod("web")
+	h, pods := newListedHarness(t, p1)
+	h.p.maxStaleWaits, h.p.staleWait = 1000, time.Millisecond
+	var told []*corev1.Pod
+	h.p.NotifyPods(ctx, func(p *corev1.Pod) { told = append(told, p) })
+	if err := h.create(ctx, p1); err != nil {
+		t.Fatal(err)
+	}
+	h.cloud.set("eci-1", func(i *model.Instance) {
+		i.Status, i.CPU, i.MemoryGi = translate.StatusRunning, 2, 4
+		i.Containers = []model.ContainerStatus{{Name: "c", Ready: true, Current: model.ContainerState{State: "Running", Started: time.Now()}}}
+	})
+	patchesBefore := countActions(h.kube, "patch")
+	if err := h.p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := countActions(h.kube, "patch") - patchesBefore; n != 1 {
+		t.Fatalf("%d PATCHes for a pod's create-time and size annotations, want 1", n)
+	}
+	// The informer has not seen the PATCH: nothing is told.
+	h.p.tellNext() // takes the notice, finds the informer behind, puts it back
+	if len(told) != 0 {
+		t.Fatalf("told virtual-kubelet before its informer saw the annotations: %+v", told[0].Annotations)
+	}
+	// The informer catches up; the notice comes back and goes out once.
+	patched, err := h.kube.CoreV1().Pods("ns").Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = pods.Update(patched)
+	for len(told) == 0 {
+		h.p.tellNext() // blocks until the delayed notice is due
+	}
+	if len(told) != 1 || told[0].Status.Phase != corev1.PodRunning || told[0].Annotations[AnnotationInstanceID] != "eci-1" || told[0].Annotations[AnnotationInstanceZone] == "" {
+		t.Fatalf("told %d statuses, first %+v", len(told), told[0])
+	}
+	if h.p.notices.Len() != 0 {
+		t.Fatal("a notice is left after the status went out")
+	}
+}
+
+// countActions counts the client's requests of one verb.
+func countActions(c *fake.Clientset, verb string) int {
+	n := 0
+	for _, a := range c.Actions() {
+		if a.GetVerb() == verb {
+			n++
+		}
+	}
+	return n
+}
+
+// TestSyncComesSoonAfterCreates: a create wakes the sync loop, which then
+// lists again after StartSyncInterval, not SyncInterval, and keeps that
+// cadence while instances are being created. SyncInterval here is an
+// hour: a waitSync that waited for it ends with the test's context
+// instead.
+func TestSyncComesSoonAfterCreates(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p := New(Config{Node: translate.NodeSettings{ClusterName: "c1", NodeName: "vn"}, SyncInterval: time.Hour, StartSyncInterval: time.Millisecond, Log: logrus.New()},
+		newMemCloud(), fake.NewClientset(), translate.Sources{Objects: noObjects{}}, nil)
+	done, stop := context.WithCancel(ctx)
+	stop()
+	if p.waitSync(done) {
+		t.Fatal("waitSync reported a sync due after its context ended")
+	}
+	p.createdInstance()
+	if !p.waitSync(ctx) {
+		t.Fatal("no sync soon after a create")
+	}
+	// No new create, but one a moment ago: the short cadence goes on.
+	if !p.waitSync(ctx) {
+		t.Fatal("no sync soon while instances are being created")
+	}
+}
+
+// TestDeletedEntriesForgottenFromTheInformer: a full sync forgets deleted
+// pods the informer no longer has without asking the API server for each,
+// and keeps those it still has.
+func TestDeletedEntriesForgottenFromTheInformer(t *testing.T) {
+	ctx := context.Background()
+	kept, gone := pod("kept"), pod("gone")
+	h, pods := newListedHarness(t, kept, gone)
+	for _, p := range []*corev1.Pod{kept, gone} {
+		if err := h.create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.remove(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = pods.Delete(gone)
+	getsBefore := countActions(h.kube, "get")
+	h.gc(ctx)
+	if n := countActions(h.kube, "get") - getsBefore; n != 0 {
+		t.Fatalf("%d GETs of pods to forget deleted entries, want 0 (the informer has them)", n)
+	}
+	if _, err := h.p.GetPod(ctx, "ns", "gone"); !errdefs.IsNotFound(err) {
+		t.Fatalf("the entry of a pod the API server let go is kept: %v", err)
+	}
+	if _, err := h.p.GetPod(ctx, "ns", "kept"); err != nil {
+		t.Fatalf("the entry of a deleted pod the API server still has is forgotten: %v", err)
+	}
+}
+
+// newListedHarness is a harness whose provider reads pods from an
+// informer's cache holding pods, which the test edits.
+func newListedHarness(t *testing.T, pods ...*corev1.Pod) (*harness, cache.Indexer) {
+	h := newHarness(t, pods...)
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, p := range pods {
+		_ = idx.Add(p)
+	}
+	h.p.SetPodLister(corev1listers.NewPodLister(idx))
+	return h, idx
 }

@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -105,9 +106,20 @@ func (p *Provider) apply(ctx context.Context, present map[string]bool, insts []*
 	for _, x := range out.events {
 		p.event(x.pod, x.typ, x.reason, x.message)
 	}
+	// Each pod's status waits for its own PATCH (annotate tells
+	// virtual-kubelet after it), so the PATCHes of a sync that saw many
+	// new instances go out side by side, as many at once as there are
+	// create workers; the API client's rate limit paces them.
+	sem := make(chan struct{}, p.cfg.Workers)
+	var wg sync.WaitGroup
 	for _, a := range out.annots {
-		p.annotate(ctx, a.e, a.kv)
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			p.annotate(ctx, a.e, a.kv)
+		})
 	}
+	wg.Wait()
 	for _, e := range out.adopted {
 		p.mu.Lock()
 		pod, id := e.pod.DeepCopy(), e.instanceID
@@ -131,11 +143,11 @@ func (p *Provider) applyOne(e *entry, present map[string]bool, byID map[string]*
 		// mismatch): adopt it instead of creating again.
 		e.instanceID, e.full = inst.ID, nil
 		p.moveTo(e, phaseRunning)
-		out.annots = append(out.annots, podAnnotations{e, map[string]string{
+		e.unwritten = map[string]string{
 			AnnotationInstanceID:  inst.ID,
 			AnnotationClientToken: translate.ClientToken(e.pod),
 			AnnotationVKVersion:   p.cfg.Version,
-		}})
+		}
 		out.adopted = append(out.adopted, e)
 		p.log.WithFields(logrus.Fields{"namespace": e.pod.Namespace, "pod": e.pod.Name, "instanceId": inst.ID}).Info("adopted the ECI instance an earlier create made")
 	}
@@ -164,9 +176,9 @@ func (p *Provider) applyOne(e *entry, present map[string]bool, byID map[string]*
 		return // unchanged since its details were last fetched
 	}
 	st := translate.PodStatus(e.pod, inst)
-	if !statusEqual(e.pod.Status, st) {
+	statusChanged := !statusEqual(e.pod.Status, st)
+	if statusChanged {
 		e.pod.Status = st
-		p.changed(e)
 	}
 	if translate.IsFinal(inst.Status) && e.phase == phaseRunning {
 		p.moveTo(e, phaseFinal)
@@ -186,18 +198,30 @@ func (p *Provider) applyOne(e *entry, present map[string]bool, byID map[string]*
 		}
 		out.events = append(out.events, podEvent{e.pod, typ, ie.Reason, ie.Message})
 	}
+	kv := e.unwritten
+	e.unwritten = nil
 	if !e.annotated && (inst.CPU > 0 || inst.InstanceType != "") {
 		e.annotated = true
 		spec := inst.InstanceType
 		if spec == "" {
 			spec = model.Spec{CPU: inst.CPU, MemoryGi: inst.MemoryGi}.String()
 		}
-		out.annots = append(out.annots, podAnnotations{e, map[string]string{
-			AnnotationInstanceSpec: spec,
-			AnnotationInstanceCPU:  model.FormatFloat(inst.CPU),
-			AnnotationInstanceMem:  model.FormatFloat(inst.MemoryGi) + "Gi",
-			AnnotationInstanceZone: inst.ZoneID,
-		}})
+		if kv == nil {
+			kv = map[string]string{}
+		}
+		kv[AnnotationInstanceSpec] = spec
+		kv[AnnotationInstanceCPU] = model.FormatFloat(inst.CPU)
+		kv[AnnotationInstanceMem] = model.FormatFloat(inst.MemoryGi) + "Gi"
+		kv[AnnotationInstanceZone] = inst.ZoneID
+	}
+	switch {
+	case len(kv) > 0:
+		// annotate tells virtual-kubelet after the PATCH: one status
+		// write, carrying the annotations, instead of one before and one
+		// after.
+		out.annots = append(out.annots, podAnnotations{e, kv})
+	case statusChanged:
+		p.changed(e)
 	}
 }
 

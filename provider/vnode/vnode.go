@@ -129,37 +129,30 @@ func Run(ctx context.Context, o Options) error {
 	if workers <= 0 {
 		workers = 20 // cloud calls wait on the network, not the CPU
 	}
-	n, err := nodeutil.NewNode(o.NodeName,
-		func(pc nodeutil.ProviderConfig) (nodeutil.Provider, vknode.NodeProvider, error) {
-			nodeobject.Apply(pc.Node, o.Node)
-			src := translate.Sources{
-				Objects:    listerObjects{pc},
-				Claims:     apiClaims{kube},
-				Namespaces: namespaces,
-			}
-			prov = provider.New(provider.Config{
-				Node: o.Pods, Version: o.Version, SyncInterval: o.SyncInterval, GCInterval: o.GCInterval,
-				LogPollInterval: o.LogPollInterval, Tokens: tokenIssuer{kube}, Log: log,
-			}, o.Cloud, kube, src, recorder)
-			prov.SetPodLister(pc.Pods)
-			nodeProvider = nodeobject.NewProvider(pc.Node, o.Checker, 0, log)
-			if agent != nil {
-				nodeProvider.WithTunnel(agent, o.Tunnel.CheckInterval)
-			}
-			return prov, nodeProvider, nil
-		},
-		nodeutil.WithClient(trimmedClient{kube}),
-		nodeutil.AttachProviderRoutes(mux),
-		func(c *nodeutil.NodeConfig) error {
-			c.NumWorkers = workers
-			c.EventRecorder = recorder
-			// vnode resolves env itself: virtual-kubelet cannot resolve
-			// status.podIP or resourceFieldRef (ECI resolves the IP).
-			c.SkipDownwardAPIResolution = true
-			c.InformerResyncPeriod = time.Minute
-			return nil
-		},
-	)
+	n, err := newVKNode(vkNodeConfig{
+		Name: o.NodeName, Client: trimmedClient{kube}, InformerResync: time.Minute, Workers: workers,
+		Recorder: podControllerRecorder{recorder}, Mux: mux,
+		// vnode resolves env itself: virtual-kubelet cannot resolve
+		// status.podIP or resourceFieldRef (ECI resolves the IP).
+		SkipDownwardAPIResolution: true,
+	}, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, vknode.NodeProvider, error) {
+		nodeobject.Apply(pc.Node, o.Node)
+		src := translate.Sources{
+			Objects:    listerObjects{pc},
+			Claims:     apiClaims{kube},
+			Namespaces: namespaces,
+		}
+		prov = provider.New(provider.Config{
+			Node: o.Pods, Version: o.Version, SyncInterval: o.SyncInterval, GCInterval: o.GCInterval,
+			LogPollInterval: o.LogPollInterval, Tokens: tokenIssuer{kube}, Log: log,
+		}, o.Cloud, kube, src, recorder)
+		prov.SetPodLister(pc.Pods)
+		nodeProvider = nodeobject.NewProvider(pc.Node, o.Checker, 0, log)
+		if agent != nil {
+			nodeProvider.WithTunnel(agent, o.Tunnel.CheckInterval)
+		}
+		return prov, nodeProvider, nil
+	})
 	if err != nil {
 		return fmt.Errorf("creating the virtual node: %w", err)
 	}
