@@ -76,8 +76,12 @@ func (o *options) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.tunnelServer, "tunnel-server", "", "host:port of the edge tunnel servers: run the tunnel agent in-process, authenticated by the node's own client certificate (system:vnode:<node>), and be Ready only while it holds a session")
 	f.StringVar(&o.tunnelServerName, "tunnel-server-name", "", "name in the tunnel servers' certificate (default: --tunnel-server's host)")
-	f.Float32Var(&o.kubeAPIQPS, "kube-api-qps", 50, "API client queries per second (client-go's default of 5 cannot keep up with hundreds of pods)")
-	f.IntVar(&o.kubeAPIBurst, "kube-api-burst", 100, "API client burst")
+	// The default keeps up with ECI's CreateContainerGroup quota (1,000 a
+	// minute, ~16.7 pods a second) at ~5 API requests per starting pod
+	// (6.7 over a pod's life, BENCHMARKS.md), so a burst waits on the
+	// cloud, not on the node: ~83/s, with a fifth more for headroom.
+	f.Float32Var(&o.kubeAPIQPS, "kube-api-qps", 100, "API client queries per second (the default keeps up with ECI's create quota at ~5 requests per starting pod; client-go's 5 cannot keep up with hundreds of pods)")
+	f.IntVar(&o.kubeAPIBurst, "kube-api-burst", 200, "API client burst")
 	f.StringToIntVar(&o.eciRateLimits, "eci-rate-limits", nil, "ECI calls per minute the node makes, by action, e.g. CreateContainerGroup=500,DeleteContainerGroup=500 when nodes share an account; each action has its own bucket, at ECI's published quota by default; -1 lifts an action's limit")
 	f.BoolVar(&o.profiling, "profiling", true, "serve Go's profiles at /debug/pprof/ on the kubelet API, to callers allowed nodes/proxy (the kubelet's enableProfilingHandler)")
 	f.BoolVar(&o.anonymousAuth, "anonymous-auth", false, "admit kubelet API requests without credentials as system:anonymous, still authorised by SubjectAccessReview (needed for pods/<node-pod>/proxy)")

@@ -45,8 +45,8 @@ func TestAPIRateFlags(t *testing.T) {
 	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "--kube-api-qps") {
 		t.Fatalf("a zero QPS: %v", err)
 	}
-	if q, _ := newCommand().Flags().GetFloat32("kube-api-qps"); q != 50 {
-		t.Fatalf("default QPS %v, want 50", q)
+	if q, _ := newCommand().Flags().GetFloat32("kube-api-qps"); q != 100 {
+		t.Fatalf("default QPS %v, want 100", q)
 	}
 }
 

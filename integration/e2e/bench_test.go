@@ -676,7 +676,7 @@ func diff(after, before map[string]float64) map[string]float64 {
 // ((N - burst) / rate of the emulator's CreateContainerGroup quota, which
 // VNODE_BENCH_QUOTA_SCALE scales), the ratio to it and the throttled calls
 // (want 0). The node's API client is the harness's (200 QPS, burst 400),
-// not the binary's 50/100, so the figures compare with earlier runs.
+// not the binary's 100/200, so the figures compare with earlier runs.
 func BenchmarkScale1000Pods(b *testing.B) {
 	n := benchPods(b, scalePods)
 	for i := 0; i < b.N; i++ {
