@@ -169,7 +169,7 @@ func New(cfg Config, cloud Cloud, kube kubernetes.Interface, src translate.Sourc
 		entries: map[types.UID]*entry{},
 		keys:    map[string]types.UID{},
 	}
-	p.stats = &kubeletapi.Stats{NodeName: cfg.Node.NodeName, Source: cloud, Pods: p.runningPods, TTL: cfg.StatsTTL}
+	p.stats = &kubeletapi.Stats{NodeName: cfg.Node.NodeName, Source: cloud, Pods: p.runningPods, TTL: cfg.StatsTTL, Started: time.Now()}
 	return p
 }
 

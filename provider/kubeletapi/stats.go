@@ -40,6 +40,9 @@ type Stats struct {
 	Source   MetricsSource
 	Pods     func() []RunningPod
 	TTL      time.Duration
+	// Started is when the node started: its CPU counter counts from then
+	// (default: the first summary asked for).
+	Started time.Time
 
 	mu      sync.Mutex
 	at      time.Time
@@ -214,7 +217,7 @@ func (s *Stats) Summary(ctx context.Context) (*statsv1alpha1.Summary, error) {
 	}
 	out.Node = statsv1alpha1.NodeStats{
 		NodeName:  s.NodeName,
-		StartTime: now,
+		StartTime: metav1.NewTime(s.startedAt(now.Time)),
 		CPU:       cpuStats(at, node),
 		Memory:    memStats(at, node),
 		Network:   &statsv1alpha1.NetworkStats{Time: at, InterfaceStats: statsv1alpha1.InterfaceStats{Name: "eth0", RxBytes: ptr.To(rx), TxBytes: ptr.To(tx)}},
@@ -343,4 +346,16 @@ func (n *nodeCPU) total(running []string, sampled map[string]uint64) uint64 {
 		sum += v
 	}
 	return sum
+}
+
+// startedAt is the node's start time, fixed at the first call if Started
+// was not given: a start time that moved with every scrape would tell a
+// consumer the counters restarted.
+func (s *Stats) startedAt(now time.Time) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.Started.IsZero() {
+		s.Started = now
+	}
+	return s.Started
 }

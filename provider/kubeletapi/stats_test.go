@@ -68,6 +68,14 @@ func TestStatsBatchedAndCached(t *testing.T) {
 	if c := sum.Pods[0].Containers; len(c) != 1 || *c[0].Memory.WorkingSetBytes != 512 {
 		t.Fatalf("container stats %+v", c)
 	}
+	// The node's start time stays put from one summary to the next.
+	again, err := s.Summary(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Node.StartTime.Equal(&sum.Node.StartTime) {
+		t.Fatalf("node start time moved: %v, then %v", sum.Node.StartTime, again.Node.StartTime)
+	}
 	fams, err := s.MetricsResource(context.Background())
 	if err != nil {
 		t.Fatal(err)
