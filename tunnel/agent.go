@@ -195,8 +195,11 @@ func (a *Agent) maintain(ctx context.Context, ip string) {
 		if time.Since(start) > a.cfg.MaxBackoff {
 			failures = 0
 		}
-		failures++
-		wait := bo.Delay(failures)
+		wait, deferred := deferredWait(err, a.cfg.MaxBackoff)
+		if !deferred {
+			failures++
+			wait = bo.Delay(failures)
+		}
 		log.WithError(err).WithField("retry_in", wait.Round(time.Millisecond)).Warn("tunnel session ended")
 		select {
 		case <-ctx.Done():
@@ -229,6 +232,9 @@ func (a *Agent) session(ctx context.Context, ip string, log *logrus.Entry) error
 	conn := tls.Client(&batchConn{Conn: raw}, tcfg)
 	if err := conn.HandshakeContext(dctx); err != nil {
 		_ = raw.Close()
+		if d, ok := deferralOf(err); ok {
+			return d
+		}
 		return fmt.Errorf("TLS handshake with the server: %w", err)
 	}
 	if conn.ConnectionState().NegotiatedProtocol != alpnProtocol {

@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -43,6 +42,14 @@ type ServerConfig struct {
 	HandshakeTimeout time.Duration // agent TLS handshake (default 10s)
 	MaxPendingDials  int           // dials waiting for an agent's answer (default 256)
 
+	// Agent admission in a reconnect storm (admission.go): TLS handshakes
+	// at once (default 64), connections waiting for one (default 1024;
+	// negative: none), and the delay deferred agents and busy requesters
+	// are told to retry after (default 2s).
+	MaxHandshakes     int
+	MaxHandshakeQueue int
+	RetryAfter        time.Duration
+
 	Log     *logrus.Entry
 	Metrics *Metrics
 }
@@ -51,6 +58,7 @@ type ServerConfig struct {
 type Server struct {
 	cfg     ServerConfig
 	reg     *registry
+	adm     *admission
 	pending chan struct{}
 	muxLog  io.WriteCloser
 
@@ -89,13 +97,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MaxPendingDials <= 0 {
 		cfg.MaxPendingDials = 256
 	}
+	admissionDefaults(&cfg)
 	if cfg.Log == nil {
 		cfg.Log = logrus.NewEntry(logrus.StandardLogger())
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	return &Server{cfg: cfg, reg: newRegistry(), pending: make(chan struct{}, cfg.MaxPendingDials),
+	return &Server{cfg: cfg, reg: newRegistry(), adm: newAdmission(cfg.MaxHandshakes, cfg.MaxHandshakeQueue), pending: make(chan struct{}, cfg.MaxPendingDials),
 		muxLog: cfg.Log.WithField("component", "yamux").WriterLevel(logrus.DebugLevel), conns: map[net.Conn]struct{}{}}, nil
 }
 
@@ -133,6 +142,10 @@ func (s *Server) ServeAgents(l net.Listener) error {
 			}
 			return fmt.Errorf("accepting agent connections: %w", err)
 		}
+		if !s.adm.enter() {
+			s.deferConn(c.(*tls.Conn).NetConn(), "deferred")
+			continue
+		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -154,6 +167,7 @@ func (s *Server) handleAgent(c *tls.Conn) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		s.adm.leave()
 		_ = c.Close()
 		return
 	}
@@ -169,10 +183,10 @@ func (s *Server) handleAgent(c *tls.Conn) {
 		log.WithError(err).WithField("reason", reason).Warn("agent connection refused")
 		_ = c.Close()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
-	err := c.HandshakeContext(ctx)
-	cancel()
-	if err != nil {
+	if deferred, err := s.handshake(c); deferred {
+		log.WithError(err).Debug("agent connection deferred: no handshake slot in time")
+		return
+	} else if err != nil {
 		reject("handshake", fmt.Errorf("agent TLS handshake: %w", err))
 		return
 	}
@@ -188,7 +202,7 @@ func (s *Server) handleAgent(c *tls.Conn) {
 		reject("identity", err)
 		return
 	}
-	mux, err := yamux.Server(newCoalescer(c, rawOf(c)), muxConfig(s.muxLog))
+	mux, err := yamux.Server(newCoalescer(c, rawOf(c)), agentSessionConfig(s.muxLog))
 	if err != nil {
 		reject("session", fmt.Errorf("starting the agent session: %w", err))
 		return
@@ -211,17 +225,7 @@ func (s *Server) handleAgent(c *tls.Conn) {
 	if s.isClosed() { // Close ran between the check above and add
 		_ = mux.Close()
 	}
-	// Agents never open streams; refuse any so they cannot pile up.
-	go func() {
-		for {
-			st, err := mux.Accept()
-			if err != nil {
-				return
-			}
-			_ = st.Close()
-		}
-	}()
-	<-mux.CloseChan()
+	refuseStreams(mux) // until the session ends
 	if s.reg.remove(sess) {
 		s.cfg.Metrics.Sessions.DeleteLabelValues(node, id.Prefix)
 		log.Info("agent session ended")
@@ -255,6 +259,7 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.adm.close()
 	ls, hs := s.listeners, s.https
 	for c := range s.conns {
 		_ = c.Close()
