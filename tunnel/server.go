@@ -59,6 +59,7 @@ type Server struct {
 	cfg     ServerConfig
 	reg     *registry
 	adm     *admission
+	keeper  *keeper
 	pending chan struct{}
 	muxLog  io.WriteCloser
 
@@ -104,7 +105,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	return &Server{cfg: cfg, reg: newRegistry(), adm: newAdmission(cfg.MaxHandshakes, cfg.MaxHandshakeQueue), pending: make(chan struct{}, cfg.MaxPendingDials),
+	return &Server{cfg: cfg, reg: newRegistry(), adm: newAdmission(cfg.MaxHandshakes, cfg.MaxHandshakeQueue), keeper: newKeeper(), pending: make(chan struct{}, cfg.MaxPendingDials),
 		muxLog: cfg.Log.WithField("component", "yamux").WriterLevel(logrus.DebugLevel), conns: map[net.Conn]struct{}{}}, nil
 }
 
@@ -129,6 +130,7 @@ func (s *Server) ServeAgents(l net.Listener) error {
 	if !s.track(tl, nil) {
 		return net.ErrClosed
 	}
+	s.keepSessionsAlive()
 	for {
 		c, err := tl.Accept()
 		if err != nil {
@@ -260,6 +262,7 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.adm.close()
+	s.keeper.close()
 	ls, hs := s.listeners, s.https
 	for c := range s.conns {
 		_ = c.Close()

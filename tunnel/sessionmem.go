@@ -2,8 +2,11 @@ package tunnel
 
 import (
 	"io"
+	"sync"
+	"time"
 
 	"github.com/hashicorp/yamux"
+	"github.com/sirupsen/logrus"
 )
 
 // What an idle agent session costs the server is what 10,000 of them cost
@@ -16,12 +19,81 @@ import (
 // in bulk.
 const serverAcceptBacklog = 8
 
-// agentSessionConfig is muxConfig for the server's end of an agent session.
+// agentSessionConfig is muxConfig for the server's end of an agent
+// session: a small accept backlog, and no keepalive goroutine of its own
+// (the server's keeper pings every session, see keepSessionsAlive).
 func agentSessionConfig(logOut io.Writer) *yamux.Config {
 	c := muxConfig(logOut)
 	c.AcceptBacklog = serverAcceptBacklog
+	c.EnableKeepAlive = false
 	return c
 }
+
+// keepaliveWorkers bounds the pings in flight at once: a dead session's
+// ping waits ConnectionWriteTimeout, and 10,000 live ones are a round trip
+// each.
+const keepaliveWorkers = 256
+
+// keeper runs the server's one keepalive loop for all agent sessions,
+// in place of yamux's goroutine per session: every KeepAliveInterval it
+// pings each session and closes those that do not answer within
+// ConnectionWriteTimeout, as yamux's keepalive would. The agents ping
+// too (their keepalives find dead NAT paths and reconnect); this finds
+// the server's half of a session whose agent is gone, so that routing
+// does not wait on it.
+type keeper struct {
+	once     sync.Once
+	stop     chan struct{}
+	stopOnce sync.Once
+}
+
+func newKeeper() *keeper { return &keeper{stop: make(chan struct{})} }
+
+// keepSessionsAlive starts the keeper, once per server.
+func (s *Server) keepSessionsAlive() {
+	s.keeper.once.Do(func() {
+		interval := muxConfig(nil).KeepAliveInterval
+		go func() {
+			t := time.NewTicker(interval)
+			defer t.Stop()
+			for {
+				select {
+				case <-s.keeper.stop:
+					return
+				case <-t.C:
+				}
+				s.pingAll()
+			}
+		}()
+	})
+}
+
+// pingAll pings every current session, keepaliveWorkers at a time, and
+// closes the ones that fail.
+func (s *Server) pingAll() {
+	sem := make(chan struct{}, keepaliveWorkers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, sess := range s.reg.all() {
+		select {
+		case sem <- struct{}{}:
+		case <-s.keeper.stop:
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if _, err := sess.mux.Ping(); err != nil && err != yamux.ErrSessionShutdown {
+				s.cfg.Log.WithError(err).WithFields(logrus.Fields{"node": sess.key.node, "identity": sess.key.identity, "session": sess.id}).
+					Warn("agent session did not answer its keepalive: closing it")
+				_ = sess.mux.Close()
+			}
+		}()
+	}
+}
+
+// close ends the loop (Server.Close).
+func (k *keeper) close() { k.stopOnce.Do(func() { close(k.stop) }) }
 
 // refuseStreams closes every stream the agent opens until the session
 // ends: agents never open streams, and refused ones cannot pile up. It
