@@ -5,19 +5,19 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"sync"
 	"time"
-
-	"github.com/vnode-project/vnode/internal/backoff"
 )
 
 // Admission of agent connections, for a reconnect storm (every agent of a
 // restarted replica dialing back at once): at most MaxHandshakes TLS
 // handshakes run at a time, at most MaxHandshakeQueue more connections
 // wait for one, and every connection beyond that is deferred: told to come
-// back after RetryAfter (the agent adds jitter), never dropped for good.
+// back later (an appointment at the rate handshakes finish, at least
+// RetryAfter; the agent adds jitter), never dropped for good.
 // Handshakes are what a storm costs (a session, once up, costs memory
 // only), so bounding them leaves CPU to the connected nodes' traffic.
 //
@@ -75,16 +75,21 @@ func deferralOf(err error) (*DeferredError, bool) {
 }
 
 // deferredWait is how long an agent waits after err if it is a deferral:
-// uniform in [d/2, d] for d the lesser of twice the server's RetryAfter and
-// maxBackoff, so deferred agents come back spread out, after about the
-// delay the server asked for, and never later than their own longest
-// backoff. A deferral is no failure: it does not lengthen later backoffs.
+// the server's delay plus up to a quarter more, so that agents deferred
+// together do not come back in lock step, and never longer than the
+// agent's own longest backoff. A deferral is no failure: it does not
+// lengthen later backoffs.
 func deferredWait(err error, maxBackoff time.Duration) (time.Duration, bool) {
 	var d *DeferredError
 	if !errors.As(err, &d) {
 		return 0, false
 	}
-	return backoff.Policy{Base: 2 * d.RetryAfter, Max: maxBackoff}.Delay(1), true
+	wait := max(d.RetryAfter, 0)
+	wait += rand.N(wait/4 + 1)
+	if maxBackoff > 0 {
+		wait = min(wait, maxBackoff)
+	}
+	return wait, true
 }
 
 // admission counts agent connections between accept and the end of their
@@ -97,7 +102,26 @@ type admission struct {
 	mu       sync.Mutex
 	admitted int // running a handshake or waiting for a slot
 	limit    int // slots plus queue
+
+	// Deferred agents get appointments: one handshake time apart, after
+	// the admitted ones, so that they come back about when the server
+	// can take them rather than all at once to be deferred again. The
+	// pace is Little's law over the slots: slots / the time a handshake
+	// takes (smoothed), which is the server's capacity while the slots
+	// are all busy, as they are in a storm, and a harmless overestimate
+	// otherwise. It holds for agents a round trip away as on loopback.
+	handshake time.Duration // smoothed duration of a handshake (0: none yet)
+	next      time.Time     // the latest appointment given
 }
+
+// Appointments reach at most maxAppointment ahead, below the agents'
+// default MaxBackoff (30s): an agent capped by its own backoff would come
+// back before a later turn, and the turns given to it would pile up. Until
+// a handshake has been timed, one is guessed to take guessedHandshake.
+const (
+	maxAppointment   = 10 * time.Second
+	guessedHandshake = 100 * time.Millisecond
+)
 
 func newAdmission(handshakes, queue int) *admission {
 	return &admission{slots: make(chan struct{}, handshakes), stop: make(chan struct{}), limit: handshakes + queue}
@@ -120,6 +144,39 @@ func (a *admission) leave() {
 	a.mu.Lock()
 	a.admitted--
 	a.mu.Unlock()
+}
+
+// finished times a handshake that took d.
+func (a *admission) finished(d time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.handshake == 0 {
+		a.handshake = d
+		return
+	}
+	a.handshake = (7*a.handshake + d) / 8
+}
+
+// appointment is the delay a connection deferred at now is told: its turn
+// after the admitted connections and every earlier appointment, at least
+// least and at most maxAppointment.
+func (a *admission) appointment(now time.Time, least time.Duration) time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	hs := a.handshake
+	if hs == 0 {
+		hs = guessedHandshake
+	}
+	per := hs / time.Duration(cap(a.slots)) // one turn
+	first := now.Add(time.Duration(a.admitted) * per)
+	if a.next.Before(first) {
+		a.next = first
+	}
+	a.next = a.next.Add(per)
+	if horizon := now.Add(maxAppointment); a.next.After(horizon) {
+		a.next = horizon
+	}
+	return max(a.next.Sub(now), least)
 }
 
 // acquire waits for a handshake slot; release gives it back.
@@ -155,13 +212,17 @@ func (s *Server) handshake(c *tls.Conn) (deferred bool, err error) {
 		return true, err
 	}
 	defer s.adm.release()
-	return false, c.HandshakeContext(ctx)
+	start := time.Now()
+	err = c.HandshakeContext(ctx)
+	s.adm.finished(time.Since(start))
+	return false, err
 }
 
-// deferConn tells a connection's agent to come back later and closes it.
+// deferConn tells a connection's agent when to come back (its
+// appointment, at least RetryAfter) and closes it.
 func (s *Server) deferConn(raw net.Conn, reason string) {
 	s.cfg.Metrics.AgentRejected.WithLabelValues(reason).Inc()
-	b := encodeDeferral(s.cfg.RetryAfter)
+	b := encodeDeferral(s.adm.appointment(time.Now(), s.cfg.RetryAfter))
 	_ = raw.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = raw.Write(b[:])
 	_ = raw.Close()

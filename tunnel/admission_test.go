@@ -35,13 +35,45 @@ func TestDeferredWaitHonoursServerDelayWithinMaxBackoff(t *testing.T) {
 	}
 	for range 200 {
 		w, ok := deferredWait(fmt.Errorf("wrapped: %w", &DeferredError{RetryAfter: 2 * time.Second}), 30*time.Second)
-		if !ok || w < 2*time.Second || w > 4*time.Second {
-			t.Fatalf("deferral of 2s: wait %v (%v), want within [2s, 4s]", w, ok)
+		if !ok || w < 2*time.Second || w > 2500*time.Millisecond {
+			t.Fatalf("deferral of 2s: wait %v (%v), want within [2s, 2.5s]", w, ok)
 		}
-		w, _ = deferredWait(&DeferredError{RetryAfter: time.Minute}, 10*time.Second)
-		if w < 5*time.Second || w > 10*time.Second {
-			t.Fatalf("deferral of 1m with a 10s max backoff: wait %v, want within [5s, 10s]", w)
+		if w, _ = deferredWait(&DeferredError{RetryAfter: time.Minute}, 10*time.Second); w != 10*time.Second {
+			t.Fatalf("deferral of 1m with a 10s max backoff: wait %v, want 10s", w)
 		}
+	}
+}
+
+// Deferred agents are given turns one handshake time (over the slots)
+// apart, after the admitted ones, never beyond maxAppointment.
+func TestAppointmentsFollowTheHandshakeTime(t *testing.T) {
+	a := newAdmission(4, 4)
+	for range 50 {
+		a.finished(40 * time.Millisecond) // 4 slots: a turn every 10ms
+	}
+	now := time.Unix(1000, 0)
+	a.enter()
+	a.enter() // two admitted: the first appointment is the third turn
+	for i, want := range []time.Duration{30, 40, 50} {
+		if got := a.appointment(now, 0); got != want*time.Millisecond {
+			t.Fatalf("appointment %d: %v, want %v", i, got, want*time.Millisecond)
+		}
+	}
+	if got := a.appointment(now, time.Second); got != time.Second {
+		t.Fatalf("an appointment sooner than RetryAfter: %v, want 1s", got)
+	}
+	// Later, past every appointment given, turns start again from now.
+	later := now.Add(time.Hour)
+	if got := a.appointment(later, 0); got != 30*time.Millisecond {
+		t.Fatalf("a fresh appointment: %v, want 30ms", got)
+	}
+	// However many are deferred, none is told to wait past the horizon.
+	var last time.Duration
+	for range 10000 {
+		last = a.appointment(later, 0)
+	}
+	if last != maxAppointment {
+		t.Fatalf("the 10,000th appointment: %v, want the horizon %v", last, maxAppointment)
 	}
 }
 

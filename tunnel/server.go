@@ -204,7 +204,8 @@ func (s *Server) handleAgent(c *tls.Conn) {
 		reject("identity", err)
 		return
 	}
-	mux, err := yamux.Server(newCoalescer(c, rawOf(c)), agentSessionConfig(s.muxLog))
+	co := newCoalescer(c, rawOf(c))
+	mux, err := yamux.Server(co, agentSessionConfig(s.muxLog))
 	if err != nil {
 		reject("session", fmt.Errorf("starting the agent session: %w", err))
 		return
@@ -224,13 +225,11 @@ func (s *Server) handleAgent(c *tls.Conn) {
 	} else {
 		log.Info("agent session registered")
 	}
+	// No goroutine of ours waits for the session: its end unregisters it
+	// (sessionmem.go).
+	co.afterClose(func() { s.endSession(sess) })
 	if s.isClosed() { // Close ran between the check above and add
 		_ = mux.Close()
-	}
-	refuseStreams(mux) // until the session ends
-	if s.reg.remove(sess) {
-		s.cfg.Metrics.Sessions.DeleteLabelValues(node, id.Prefix)
-		log.Info("agent session ended")
 	}
 }
 

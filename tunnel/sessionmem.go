@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"context"
 	"io"
 	"sync"
 	"time"
@@ -83,6 +84,7 @@ func (s *Server) pingAll() {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
+			refuseStreams(sess.mux)
 			if _, err := sess.mux.Ping(); err != nil && err != yamux.ErrSessionShutdown {
 				s.cfg.Log.WithError(err).WithFields(logrus.Fields{"node": sess.key.node, "identity": sess.key.identity, "session": sess.id}).
 					Warn("agent session did not answer its keepalive: closing it")
@@ -95,12 +97,27 @@ func (s *Server) pingAll() {
 // close ends the loop (Server.Close).
 func (k *keeper) close() { k.stopOnce.Do(func() { close(k.stop) }) }
 
-// refuseStreams closes every stream the agent opens until the session
-// ends: agents never open streams, and refused ones cannot pile up. It
-// runs on the session's own goroutine rather than one more per session.
+// endSession unregisters sess once it has ended, unless a newer session
+// of its key replaced it. Its log fields are made here, not kept for the
+// session's life.
+func (s *Server) endSession(sess *session) {
+	if s.reg.remove(sess) {
+		s.cfg.Metrics.Sessions.DeleteLabelValues(sess.key.node, sess.key.identity)
+		s.cfg.Log.WithFields(logrus.Fields{"remote": sess.remote, "node": sess.key.node, "identity": sess.key.identity, "session": sess.id}).
+			Info("agent session ended")
+	}
+}
+
+// refuseStreams closes the streams an agent opened: agents never open
+// streams. The keeper sweeps every session so (no goroutine waits in
+// Accept per session); until then at most serverAcceptBacklog wait, and
+// yamux resets any beyond. With an expired context, a waiting stream and
+// the context race (select): the rest go at the next sweep.
 func refuseStreams(mux *yamux.Session) {
-	for {
-		st, err := mux.Accept()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range serverAcceptBacklog {
+		st, err := mux.AcceptStreamWithContext(ctx)
 		if err != nil {
 			return
 		}

@@ -108,6 +108,8 @@ type coalescer struct {
 	err     error // the writer's, sticky
 	once    sync.Once
 	cerr    error
+	closed  bool   // Close has closed the connection
+	onClose func() // run once the connection is closed (afterClose)
 }
 
 const (
@@ -229,8 +231,30 @@ func (c *coalescer) Close() error {
 		c.waitIdle()
 		c.mu.Unlock()
 		c.cerr = c.Conn.Close()
+		c.mu.Lock()
+		c.closed = true
+		f := c.onClose
+		c.mu.Unlock()
+		if f != nil {
+			f()
+		}
 	})
 	return c.cerr
+}
+
+// afterClose runs f once Close has closed the connection (at once if it
+// has): yamux closes its connection whenever its session ends, however
+// it ends, so f is the session's end without a goroutine waiting for it.
+func (c *coalescer) afterClose(f func()) {
+	c.mu.Lock()
+	closed := c.closed
+	if !closed {
+		c.onClose = f
+	}
+	c.mu.Unlock()
+	if closed {
+		f()
+	}
 }
 
 // batchConn is the raw connection under a session's TLS connection.

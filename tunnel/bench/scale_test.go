@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sirupsen/logrus"
 
 	"github.com/vnode-project/vnode/internal/certs"
@@ -96,8 +97,9 @@ func runScaleServer() error {
 	for i := range n {
 		nodes[scaleNode(i)] = tunnel.Target{Node: scaleNode(i), IP: "127.0.0.1", Virtual: true}
 	}
+	m := tunnel.NewMetrics(nil)
 	srv, err := tunnel.NewServer(tunnel.ServerConfig{AgentCert: pair, AgentCA: ca, ProxyCert: pair, ProxyCA: ca,
-		Nodes: nodes, Ports: tunnel.NewPortPolicy(tunnel.Ports{HTTPS: []int{port}}), Log: logrus.NewEntry(log)})
+		Nodes: nodes, Ports: tunnel.NewPortPolicy(tunnel.Ports{HTTPS: []int{port}}), Log: logrus.NewEntry(log), Metrics: m})
 	if err != nil {
 		return err
 	}
@@ -120,6 +122,11 @@ func runScaleServer() error {
 		}
 		fmt.Fprint(w, c)
 	})
+	mux.HandleFunc("/rejected", func(w http.ResponseWriter, _ *http.Request) {
+		for _, r := range []string{"deferred", "handshake"} {
+			fmt.Fprintf(w, "%s=%v ", r, testutil.ToFloat64(m.AgentRejected.WithLabelValues(r)))
+		}
+	})
 	mux.HandleFunc("/pick", func(w http.ResponseWriter, _ *http.Request) {
 		for range 4 * n {
 			if name := scaleNode(rand.N(n)); srv.HasSession(name) {
@@ -134,6 +141,12 @@ func runScaleServer() error {
 		_ = pprof.WriteHeapProfile(w)
 	})
 	mux.HandleFunc("/goroutines", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, runtime.NumGoroutine()) })
+	mux.HandleFunc("/mem", func(w http.ResponseWriter, _ *http.Request) {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		fmt.Fprintf(w, "heap-inuse=%dMiB stacks=%dMiB sys=%dMiB", ms.HeapInuse>>20, ms.StackInuse>>20, ms.Sys>>20)
+	})
 	go func() { _ = http.Serve(ls["STATUS_ADDR"], mux) }()
 	fmt.Println("ready")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
@@ -363,6 +376,9 @@ func scaleOurs(b *testing.B, p *pki, o origins, n int, certDir, key string) {
 		gs, _ := strconv.Atoi(g)
 		b.ReportMetric(float64(gs), "server-goroutines")
 	}
+	if m, err := s.get("/mem"); err == nil {
+		b.Logf("server memory with %d idle sessions: %s", n, m)
+	}
 	if dir := os.Getenv("VNODE_BENCH_HEAPPROFILE"); dir != "" {
 		if h, err := s.get("/heap"); err == nil {
 			_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("heap-%d.pprof", n)), []byte(h), 0o644)
@@ -389,11 +405,11 @@ func scaleOurs(b *testing.B, p *pki, o origins, n int, certDir, key string) {
 
 	// The storm: kill the server, start a new one on the same addresses,
 	// and from the moment it accepts, time until every session is back
-	// while requesters keep asking for nodes already back.
+	// while four requesters, each pausing 100ms between requests, keep
+	// asking for nodes already back.
 	_ = syscall.Kill(s.pid, syscall.SIGKILL)
 	waitExit(b, s.pid)
 	s.start(b)
-	storm := time.Now()
 	stop := make(chan struct{})
 	var mu sync.Mutex
 	var during []time.Duration
@@ -424,13 +440,22 @@ func scaleOurs(b *testing.B, p *pki, o origins, n int, certDir, key string) {
 					during = append(during, d)
 				}
 				mu.Unlock()
+				time.Sleep(100 * time.Millisecond) // at most 40 requests a second in all
 			}
 		}()
 	}
-	back := waitCount(b, "the storm", n, 10*time.Minute, func() int { return s.count(b) })
+	last := time.Now()
+	back := waitCount(b, "the storm", n, 10*time.Minute, func() int {
+		c := s.count(b)
+		if time.Since(last) > 2*time.Second {
+			last = time.Now()
+			r, _ := s.get("/rejected")
+			b.Logf("storm: %d back, agents refused: %s, load %s", c, r, load())
+		}
+		return c
+	})
 	close(stop)
 	wg.Wait()
-	_ = storm
 	b.ReportMetric(back.Seconds(), "storm-all-back-s")
 	b.ReportMetric(float64(asked), "storm-requests")
 	b.ReportMetric(float64(failed), "storm-failed")
