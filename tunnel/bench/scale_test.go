@@ -365,8 +365,10 @@ func scaleOurs(b *testing.B, p *pki, o origins, n int, certDir, key string) {
 	agents := exec.Command(os.Args[0], "-test.run=^$")
 	agents.Env = append(os.Environ(), scaleAgentsEnv+"=1", "CA="+p.caFile, "CERT_DIR="+certDir, "KEY="+key,
 		"AGENT_ADDR="+s.agentAddr, "N="+strconv.Itoa(n))
+	started := time.Now()
 	startReady(b, agents, "agents")
-	connect := waitCount(b, "connecting", n, 10*time.Minute, func() int { return s.count(b) })
+	waitCount(b, "connecting", n, 10*time.Minute, func() int { return s.count(b) })
+	connect := time.Since(started)
 	time.Sleep(3 * time.Second) // past the handshakes' garbage
 	after := rssOf(b, s.pid)
 	b.ReportMetric(float64(after)/(1<<20), "server-RSS-MiB")
@@ -520,8 +522,10 @@ func scaleANP(b *testing.B, bin, agentsBin string, p *pki, n int) {
 	agents := exec.Command(agentsBin)
 	agents.Env = append(os.Environ(), "N="+strconv.Itoa(n), "CA="+p.caFile, "AGENT_CERT="+ac, "AGENT_KEY="+ak,
 		"ADDR="+net.JoinHostPort("127.0.0.1", strconv.Itoa(agentPort)), "SYNC_INTERVAL=5s")
+	started := time.Now()
 	startReady(b, agents, "ANP agents")
-	connect := waitCount(b, "ANP agents connecting", n, 10*time.Minute, backends)
+	waitCount(b, "ANP agents connecting", n, 10*time.Minute, backends)
+	connect := time.Since(started)
 	time.Sleep(3 * time.Second)
 	after := rssOf(b, spid)
 	b.ReportMetric(float64(after)/(1<<20), "server-RSS-MiB")
