@@ -142,13 +142,7 @@ func TestServerDefersAgentsBeyondHandshakeCapacity(t *testing.T) {
 	e.waitSession("n1")
 
 	stalled := e.stallHandshake(1)
-	a, err := NewAgent(AgentConfig{Server: e.agentAddr, ServerName: "tunnel.test", Cert: e.ca.pair(t, "system:vnode:n2", "system:vnodes"),
-		CA: e.ca.bundle(t), DialTimeout: 5 * time.Second, Log: testLog(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	host, _, _ := net.SplitHostPort(e.agentAddr)
-	err = a.session(context.Background(), host, testLog(t))
+	err := e.sessionOnce("n2")
 	var d *DeferredError
 	if !errors.As(err, &d) || d.RetryAfter != 1500*time.Millisecond {
 		t.Fatalf("an agent beyond capacity got %v, want a deferral of 1.5s", err)
@@ -180,13 +174,7 @@ func TestQueuedAgentIsDeferredWhenNoSlotFrees(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.srv.adm.release()
-	a, err := NewAgent(AgentConfig{Server: e.agentAddr, ServerName: "tunnel.test", Cert: e.ca.pair(t, "system:vnode:n1", "system:vnodes"),
-		CA: e.ca.bundle(t), DialTimeout: 5 * time.Second, Log: testLog(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	host, _, _ := net.SplitHostPort(e.agentAddr)
-	err = a.session(context.Background(), host, testLog(t))
+	err := e.sessionOnce("n1")
 	var d *DeferredError
 	if !errors.As(err, &d) {
 		t.Fatalf("a queued agent whose wait ran out got %v, want a deferral", err)
@@ -236,6 +224,19 @@ func TestBusyServerAnswersRetryAfter(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "3" {
 		t.Fatalf("a requester beyond capacity got %d, Retry-After %q; want 503, 3", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
+}
+
+// sessionOnce makes one connection attempt as node's agent and returns
+// how it ended.
+func (e *env) sessionOnce(node string) error {
+	e.t.Helper()
+	a, err := NewAgent(AgentConfig{Server: e.agentAddr, ServerName: "tunnel.test", Cert: e.ca.pair(e.t, "system:vnode:"+node, "system:vnodes"),
+		CA: e.ca.bundle(e.t), DialTimeout: 5 * time.Second, Log: testLog(e.t)})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	host, _, _ := net.SplitHostPort(e.agentAddr)
+	return a.session(context.Background(), host, testLog(e.t))
 }
 
 func tlsDial(e *env) (net.Conn, error) {

@@ -65,20 +65,29 @@ func raiseNoFile() error {
 	return syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
 }
 
+// childStart readies a scale child: descriptors raised, $N read.
+func childStart() (int, error) {
+	if err := raiseNoFile(); err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(os.Getenv("N"))
+	if err != nil {
+		return 0, fmt.Errorf("N: %w", err)
+	}
+	return n, nil
+}
+
 // runScaleServer serves $N nodes (node-<i>, all at 127.0.0.1) on
 // $AGENT_ADDR and $PROXY_ADDR, and the benchmark's view of it on
 // $STATUS_ADDR (loopback): /count (nodes with a session), /pick (a random
 // node with a session), /heap (a heap profile). Prints "ready" once it
 // accepts.
 func runScaleServer() error {
-	if err := raiseNoFile(); err != nil {
+	n, err := childStart()
+	if err != nil {
 		return err
 	}
 	env := os.Getenv
-	n, err := strconv.Atoi(env("N"))
-	if err != nil {
-		return fmt.Errorf("N: %w", err)
-	}
 	port, err := strconv.Atoi(env("PORT"))
 	if err != nil {
 		return fmt.Errorf("PORT: %w", err)
@@ -160,14 +169,11 @@ func runScaleServer() error {
 // address (127.0.0.2-201, so that 10,000 sessions do not run out of source
 // ports), with the default backoff (1s to 30s) unless $MAX_BACKOFF says.
 func runScaleAgents() error {
-	if err := raiseNoFile(); err != nil {
+	n, err := childStart()
+	if err != nil {
 		return err
 	}
 	env := os.Getenv
-	n, err := strconv.Atoi(env("N"))
-	if err != nil {
-		return fmt.Errorf("N: %w", err)
-	}
 	maxBackoff, _ := time.ParseDuration(env("MAX_BACKOFF"))
 	log := logrus.New()
 	log.SetLevel(logrus.ErrorLevel)
