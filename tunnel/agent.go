@@ -179,10 +179,18 @@ func (a *Agent) Run(ctx context.Context) error {
 			log.WithError(err).Debug("landed on a replica already held: dialing again")
 			continue
 		case err != nil:
-			if ctx.Err() == nil {
-				a.held.failed()
-				log.WithError(err).Warn("connecting to a tunnel server failed")
+			if ctx.Err() != nil {
+				continue
 			}
+			// A server busy with a reconnect storm defers the agent
+			// (admission.go): wait as told, and it is no failure.
+			if wait, deferred := deferredWait(err, a.cfg.MaxBackoff); deferred {
+				log.WithField("retry_in", wait.Round(time.Millisecond)).Debug("the tunnel server deferred this agent")
+				pause(wait)
+				continue
+			}
+			a.held.failed()
+			log.WithError(err).Warn("connecting to a tunnel server failed")
 			continue
 		}
 		wg.Add(1)
@@ -237,6 +245,9 @@ func (a *Agent) connect(ctx context.Context, addr string) (*agentSession, error)
 	conn := tls.Client(&batchConn{Conn: raw}, tcfg)
 	if err := conn.HandshakeContext(dctx); err != nil {
 		_ = raw.Close()
+		if d, ok := deferralOf(err); ok {
+			return nil, d
+		}
 		return nil, fmt.Errorf("TLS handshake with the server: %w", err)
 	}
 	proto := conn.ConnectionState().NegotiatedProtocol

@@ -40,8 +40,8 @@ func TestDirectRoute(t *testing.T) {
 	nodeEcho := newEchoServer(t)                 // 127.0.0.1, claimed by n1
 	cloudEcho := newEchoServerOn(t, "127.0.0.2") // a pod on the cloud side
 	outside := newEchoServerOn(t, "127.0.0.3")   // not in the prefixes
-	e := newEnv(t, loopNode("n1"), allow(nodeEcho.port()), func(e *env) {
-		e.direct = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/31"), netip.MustParsePrefix("127.0.0.2/32")}
+	e := newEnvWith(t, loopNode("n1"), allow(nodeEcho.port()), func(c *ServerConfig) {
+		c.DirectPrefixes = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/31"), netip.MustParsePrefix("127.0.0.2/32")}
 	})
 	var dials dialLog
 	e.startVNodeAgents(&dials, "n1")

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -33,7 +32,8 @@ type env struct {
 	requester *tls.Config
 	nodes     NodeResolver
 	ports     *PortPolicy
-	direct    []netip.Prefix // DirectPrefixes of the next start
+	// serverOpts change the server's configuration from the next start.
+	serverOpts []func(*ServerConfig)
 }
 
 func testLog(t testing.TB) *logrus.Entry {
@@ -50,12 +50,15 @@ func (w testWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func newEnv(t testing.TB, nodes NodeResolver, ports Ports, opts ...func(*env)) *env {
+func newEnv(t testing.TB, nodes NodeResolver, ports Ports) *env {
 	t.Helper()
-	e := &env{t: t, ca: newTestCA(t, "tunnel"), nodes: nodes, ports: NewPortPolicy(ports)}
-	for _, o := range opts {
-		o(e)
-	}
+	return newEnvWith(t, nodes, ports)
+}
+
+// newEnvWith is newEnv with changes to the server's configuration.
+func newEnvWith(t testing.TB, nodes NodeResolver, ports Ports, serverOpts ...func(*ServerConfig)) *env {
+	t.Helper()
+	e := &env{t: t, ca: newTestCA(t, "tunnel"), nodes: nodes, ports: NewPortPolicy(ports), serverOpts: serverOpts}
 	reqCert := e.ca.pair(t, "kube-apiserver-egress")
 	pool, _ := e.ca.bundle(t).Pool()
 	e.requester = &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, ServerName: "tunnel.test",
@@ -77,11 +80,15 @@ func newEnv(t testing.TB, nodes NodeResolver, ports Ports, opts ...func(*env)) *
 func (e *env) start(al, pl net.Listener) {
 	t := e.t
 	e.metrics = NewMetrics(prometheus.NewRegistry())
-	srv, err := NewServer(ServerConfig{
+	cfg := ServerConfig{
 		AgentCert: e.ca.pair(t, "edge-tunnel-server"), AgentCA: e.ca.bundle(t),
 		ProxyCert: e.ca.pair(t, "edge-tunnel-server"), ProxyCA: e.ca.bundle(t),
-		Nodes: e.nodes, Ports: e.ports, DirectPrefixes: e.direct, DialTimeout: 3 * time.Second, Log: testLog(t).WithField("side", "server"), Metrics: e.metrics,
-	})
+		Nodes: e.nodes, Ports: e.ports, DialTimeout: 3 * time.Second, Log: testLog(t).WithField("side", "server"), Metrics: e.metrics,
+	}
+	for _, o := range e.serverOpts {
+		o(&cfg)
+	}
+	srv, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,6 +64,9 @@ func (s *Server) refuse(w http.ResponseWriter, log *logrus.Entry, code int, reas
 	if code == http.StatusProxyAuthRequired {
 		w.Header().Set("Proxy-Authenticate", `Bearer realm="edge-tunnel"`)
 	}
+	if code == http.StatusServiceUnavailable { // busy, or the node's agent not (yet) connected
+		w.Header().Set("Retry-After", s.retryAfterSeconds())
+	}
 	http.Error(w, msg, code)
 }
 
@@ -136,6 +139,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	<-s.pending
 	if err != nil {
 		log.WithError(err).WithField("status", code).Warn("dial through the tunnel failed")
+		if code == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", s.retryAfterSeconds())
+		}
 		http.Error(w, err.Error(), code)
 		return
 	}

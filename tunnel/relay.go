@@ -59,7 +59,9 @@ func relay(local, stream net.Conn, toPeer, fromPeer, stalls prometheus.Counter) 
 			_ = stream.Close()
 		})
 	}
-	wg.Add(2)
+	// One direction runs on the caller's goroutine: an idle stream holds
+	// one goroutine fewer on each side.
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		if err := copyCounted(stream, local, toPeer, stalls); err != nil {
@@ -68,14 +70,11 @@ func relay(local, stream net.Conn, toPeer, fromPeer, stalls prometheus.Counter) 
 		}
 		closeWrite(stream)
 	}()
-	go func() {
-		defer wg.Done()
-		if err := copyCounted(local, stream, fromPeer, nil); err != nil {
-			abort()
-			return
-		}
+	if err := copyCounted(local, stream, fromPeer, nil); err != nil {
+		abort()
+	} else {
 		closeWrite(local)
-	}()
+	}
 	wg.Wait()
 	abort()
 }

@@ -50,6 +50,14 @@ type ServerConfig struct {
 	HandshakeTimeout time.Duration // agent TLS handshake (default 10s)
 	MaxPendingDials  int           // dials waiting for an agent's answer (default 256)
 
+	// Agent admission in a reconnect storm (admission.go): TLS handshakes
+	// at once (default 64), connections waiting for one (default 1024;
+	// negative: none), and the delay deferred agents and busy requesters
+	// are told to retry after (default 2s).
+	MaxHandshakes     int
+	MaxHandshakeQueue int
+	RetryAfter        time.Duration
+
 	Log     *logrus.Entry
 	Metrics *Metrics
 }
@@ -58,6 +66,8 @@ type ServerConfig struct {
 type Server struct {
 	cfg     ServerConfig
 	reg     *registry
+	adm     *admission
+	keeper  *keeper
 	pending chan struct{}
 	muxLog  io.WriteCloser
 	ctls    controlStreams
@@ -98,6 +108,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MaxPendingDials <= 0 {
 		cfg.MaxPendingDials = 256
 	}
+	admissionDefaults(&cfg)
 	if cfg.Log == nil {
 		cfg.Log = logrus.NewEntry(logrus.StandardLogger())
 	}
@@ -108,7 +119,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg.Replicas = NewReplicas("")
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, reg: newRegistry(), pending: make(chan struct{}, cfg.MaxPendingDials), stop: stop,
+	s := &Server{cfg: cfg, reg: newRegistry(), adm: newAdmission(cfg.MaxHandshakes, cfg.MaxHandshakeQueue), keeper: newKeeper(),
+		pending: make(chan struct{}, cfg.MaxPendingDials), stop: stop,
 		muxLog: cfg.Log.WithField("component", "yamux").WriterLevel(logrus.DebugLevel), conns: map[net.Conn]struct{}{}}
 	go s.announceReplicas(ctx)
 	return s, nil
@@ -135,6 +147,7 @@ func (s *Server) ServeAgents(l net.Listener) error {
 	if !s.track(tl, nil) {
 		return net.ErrClosed
 	}
+	s.keepSessionsAlive()
 	for {
 		c, err := tl.Accept()
 		if err != nil {
@@ -147,6 +160,10 @@ func (s *Server) ServeAgents(l net.Listener) error {
 				continue
 			}
 			return fmt.Errorf("accepting agent connections: %w", err)
+		}
+		if !s.adm.enter() {
+			s.deferConn(c.(*tls.Conn).NetConn(), "deferred")
+			continue
 		}
 		s.wg.Add(1)
 		go func() {
@@ -169,6 +186,7 @@ func (s *Server) handleAgent(c *tls.Conn) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		s.adm.leave()
 		_ = c.Close()
 		return
 	}
@@ -184,10 +202,10 @@ func (s *Server) handleAgent(c *tls.Conn) {
 		log.WithError(err).WithField("reason", reason).Warn("agent connection refused")
 		_ = c.Close()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
-	err := c.HandshakeContext(ctx)
-	cancel()
-	if err != nil {
+	if deferred, err := s.handshake(c); deferred {
+		log.WithError(err).Debug("agent connection deferred: no handshake slot in time")
+		return
+	} else if err != nil {
 		reject("handshake", fmt.Errorf("agent TLS handshake: %w", err))
 		return
 	}
@@ -203,7 +221,8 @@ func (s *Server) handleAgent(c *tls.Conn) {
 		reject("identity", err)
 		return
 	}
-	mux, err := yamux.Server(newCoalescer(c, rawOf(c)), muxConfig(s.muxLog))
+	co := newCoalescer(c, rawOf(c))
+	mux, err := yamux.Server(co, agentSessionConfig(s.muxLog))
 	if err != nil {
 		reject("session", fmt.Errorf("starting the agent session: %w", err))
 		return
@@ -233,8 +252,9 @@ func (s *Server) handleAgent(c *tls.Conn) {
 	old := s.reg.add(sess)
 	log = log.WithFields(logrus.Fields{"node": node, "identity": id.Prefix, "session": sess.id})
 	s.cfg.Metrics.Sessions.WithLabelValues(node, id.Prefix).Set(1)
+	unfollow := func() {}
 	if ctl != nil {
-		defer s.followReplicas(sess, ctl, told)()
+		unfollow = s.followReplicas(sess, ctl, told)
 	}
 	if old != nil {
 		s.cfg.Metrics.Replacements.Inc()
@@ -243,23 +263,11 @@ func (s *Server) handleAgent(c *tls.Conn) {
 	} else {
 		log.Info("agent session registered")
 	}
+	// No goroutine of ours waits for the session: its end unregisters it
+	// (sessionmem.go).
+	co.afterClose(func() { unfollow(); s.endSession(sess) })
 	if s.isClosed() { // Close ran between the check above and add
 		_ = mux.Close()
-	}
-	// Agents never open streams; refuse any so they cannot pile up.
-	go func() {
-		for {
-			st, err := mux.Accept()
-			if err != nil {
-				return
-			}
-			_ = st.Close()
-		}
-	}()
-	<-mux.CloseChan()
-	if s.reg.remove(sess) {
-		s.cfg.Metrics.Sessions.DeleteLabelValues(node, id.Prefix)
-		log.Info("agent session ended")
 	}
 }
 
@@ -291,6 +299,8 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.stop()
+	s.adm.close()
+	s.keeper.close()
 	ls, hs := s.listeners, s.https
 	for c := range s.conns {
 		_ = c.Close()

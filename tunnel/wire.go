@@ -87,6 +87,9 @@ const StreamWindow = 1 << 20
 // records: a 16 KiB body after its 12-byte header is no longer sent as a
 // 16,384-byte record and a 12-byte one.
 //
+// The writer runs only while something is pending: an idle session (most
+// of a server's thousands) holds no goroutine for it.
+//
 // yamux writes a data frame's header and its body in two calls; the
 // coalescer holds a data header that announces a body until the body
 // comes, so the writer never sends a header alone. The pending buffer is
@@ -99,17 +102,18 @@ type coalescer struct {
 	raw      *batchConn // under the TLS connection, or nil: one syscall a TLS write
 
 	mu      sync.Mutex
-	ready   sync.Cond // pending has bytes, or closing, for the writer
 	space   sync.Cond // pending was taken, or the writer failed, for Write
+	idle    sync.Cond // the writer stopped, for Close
 	hdr     []byte    // a held data header, or empty
 	pending []byte
 	spare   []byte // the buffer the writer last sent, reused
-	sending bool   // the writer is in send
+	running bool   // a writer goroutine is sending pending
 	closing bool
 	err     error // the writer's, sticky
-	done    chan struct{}
 	once    sync.Once
 	cerr    error
+	closed  bool   // Close has closed the connection
+	onClose func() // run once the connection is closed (afterClose)
 }
 
 const (
@@ -124,10 +128,9 @@ const (
 )
 
 func newCoalescer(c net.Conn, raw *batchConn) *coalescer {
-	co := &coalescer{Conn: c, raw: raw, done: make(chan struct{})}
-	co.ready.L = &co.mu
+	co := &coalescer{Conn: c, raw: raw}
 	co.space.L = &co.mu
-	go co.writeLoop()
+	co.idle.L = &co.mu
 	return co
 }
 
@@ -157,42 +160,51 @@ func (c *coalescer) Write(p []byte) (int, error) {
 	}
 	c.pending = append(append(c.pending, c.hdr...), p...)
 	c.hdr = c.hdr[:0]
-	c.ready.Signal()
+	if !c.running {
+		c.running = true
+		go c.writeLoop()
+	}
 	return len(p), nil
 }
 
-// writeLoop sends what is pending until Close has sent the last of it or a
-// write fails; a failed write closes the connection, so that yamux's
-// reader ends the session too.
+// writeLoop sends what is pending until nothing is or a write fails; a
+// failed write closes the connection, so that yamux's reader ends the
+// session too.
 func (c *coalescer) writeLoop() {
-	defer close(c.done)
 	c.mu.Lock()
-	for {
-		for len(c.pending) == 0 && !c.closing {
-			c.ready.Wait()
-		}
-		if len(c.pending) == 0 { // closing, all sent
-			c.mu.Unlock()
-			return
-		}
+	for len(c.pending) > 0 {
 		out := c.pending
 		c.pending, c.spare = c.spare[:0], nil
-		c.sending = true
 		c.space.Broadcast()
 		c.mu.Unlock()
 		err := c.send(out)
 		c.mu.Lock()
-		c.sending = false
 		if cap(out) <= 2*pendingLimit { // a rare big frame: do not keep its buffer
 			c.spare = out[:0]
 		}
 		if err != nil {
 			c.err = err
 			c.space.Broadcast()
+			c.stopped()
 			c.mu.Unlock()
 			_ = c.Conn.Close()
 			return
 		}
+	}
+	c.stopped()
+	c.mu.Unlock()
+}
+
+// stopped marks the writer gone (mu held).
+func (c *coalescer) stopped() {
+	c.running = false
+	c.idle.Broadcast()
+}
+
+// waitIdle waits until no writer runs (mu held).
+func (c *coalescer) waitIdle() {
+	for c.running {
+		c.idle.Wait()
 	}
 }
 
@@ -216,17 +228,37 @@ func (c *coalescer) Close() error {
 	c.once.Do(func() {
 		c.mu.Lock()
 		c.closing = true
-		busy := len(c.pending) > 0 || c.sending
-		c.ready.Signal()
 		c.space.Broadcast()
-		c.mu.Unlock()
-		if busy {
+		if c.running {
 			_ = c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
 		}
-		<-c.done
+		c.waitIdle()
+		c.mu.Unlock()
 		c.cerr = c.Conn.Close()
+		c.mu.Lock()
+		c.closed = true
+		f := c.onClose
+		c.mu.Unlock()
+		if f != nil {
+			f()
+		}
 	})
 	return c.cerr
+}
+
+// afterClose runs f once Close has closed the connection (at once if it
+// has): yamux closes its connection whenever its session ends, however
+// it ends, so f is the session's end without a goroutine waiting for it.
+func (c *coalescer) afterClose(f func()) {
+	c.mu.Lock()
+	closed := c.closed
+	if !closed {
+		c.onClose = f
+	}
+	c.mu.Unlock()
+	if closed {
+		f()
+	}
 }
 
 // batchConn is the raw connection under a session's TLS connection.

@@ -239,7 +239,9 @@ func TestCoalescerWriteErrorEndsTheConnection(t *testing.T) {
 	w.err = boom
 	c := newCoalescer(w, nil)
 	_, _ = c.Write(muxHeader(2, 1))
-	<-c.done
+	c.mu.Lock()
+	c.waitIdle()
+	c.mu.Unlock()
 	if _, closed := w.snapshot(); !closed {
 		t.Fatal("the connection is still open")
 	}

@@ -31,6 +31,15 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	for env, run := range map[string]func() error{scaleServerEnv: runScaleServer, scaleAgentsEnv: runScaleAgents} {
+		if os.Getenv(env) != "" {
+			if err := run(); err != nil {
+				fmt.Fprintln(os.Stderr, env, err)
+				os.Exit(1)
+			}
+			os.Exit(0)
+		}
+	}
 	if os.Getenv(childEnv) != "" {
 		if err := runChild(); err != nil {
 			fmt.Fprintln(os.Stderr, "tunnel child:", err)

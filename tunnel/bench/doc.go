@@ -5,7 +5,13 @@
 // tunnels run as child processes (ours is this test binary re-executed),
 // so memory is theirs alone. Run:
 //
-//	go test -run '^$' -bench . -benchtime 1x ./provider/tunnel/bench/
+//	go test -run '^$' -bench VersusANP -benchtime 1x ./tunnel/bench/
+//
+// BenchmarkScale (scale_test.go) holds 1, 1,000 and 10,000 agent sessions
+// on one server and compares its memory with ANP's server holding as many
+// ANP agents; it also times a restart storm and CONNECT latency at scale:
+//
+//	go test -run '^$' -bench Scale -benchtime 1x -timeout 60m ./tunnel/bench/
 //
 // ANP is built from the module proxy in a scratch module outside the
 // repository; the benchmark skips, saying so, only if that build fails.

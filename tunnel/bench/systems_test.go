@@ -138,15 +138,7 @@ func buildANP(tb testing.TB) (string, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o755); err != nil {
 		return "", err
 	}
-	run := func(args ...string) error {
-		cmd := exec.Command("go", args...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOSUMDB=off", "GOWORK=off")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return nil
-	}
+	run := func(args ...string) error { return goIn(dir, args...) }
 	if _, err := os.Stat(filepath.Join(dir, "go.mod")); err != nil {
 		if err := run("mod", "init", "vnodebench/anp"); err != nil {
 			return "", err
@@ -161,6 +153,17 @@ func buildANP(tb testing.TB) (string, error) {
 		}
 	}
 	return filepath.Join(dir, "bin"), nil
+}
+
+// goIn runs the go command in the scratch module dir.
+func goIn(dir string, args ...string) error {
+	cmd := exec.Command("go", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOSUMDB=off", "GOWORK=off")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return nil
 }
 
 // anp runs ANP's proxy-server (HTTP-CONNECT, mTLS frontend and agents) and
