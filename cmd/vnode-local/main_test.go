@@ -140,145 +140,37 @@ func TestUpCommand(t *testing.T) {
 	done := make(chan error, 1)
 	finished := make(chan struct{})
 	go func() { done <- cmd.ExecuteContext(context.Background()); w.Close(); close(finished) }()
+	self, err := os.FindProcess(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
 	// A check that fails stops the run all the same, so that it leaves
 	// neither processes nor its network namespace behind.
-	t.Cleanup(func() {
-		select {
-		case <-finished:
-		default:
-			_ = syscall.Kill(os.Getpid(), syscall.SIGINT)
-			select {
-			case <-finished:
-			case <-time.After(90 * time.Second):
-			}
-		}
-	})
-	var kubeconfig, vnodeConfig, addonList, output, namespace, veth string
-	var metrics []string // the tunnel's metrics: CA, certificate, key, URL
-	var sawPods bool
-	lines := bufio.NewScanner(r)
-	for lines.Scan() {
-		line := lines.Text()
-		output += line + "\n"
-		if k, ok := strings.CutPrefix(line, "export KUBECONFIG="); ok {
-			kubeconfig = k
-		}
-		if f := strings.Fields(line); len(f) == 5 && f[0] == "$" && f[1] == "ip" && f[2] == "netns" && f[3] == "add" {
-			namespace = f[4]
-		}
-		if f := strings.Fields(line); len(f) > 4 && f[0] == "$" && f[1] == "ip" && f[2] == "link" && f[3] == "add" {
-			veth = f[4]
-		}
-		if args, ok := strings.CutPrefix(line, "  vnode addon list "); ok {
-			addonList, _, _ = strings.Cut(args, "   #")
-		}
-		if k, ok := strings.CutPrefix(line, "export VNODE_CONFIG="); ok {
-			vnodeConfig = k
-		}
-		if m := tunnelMetricsLine.FindStringSubmatch(line); m != nil {
-			metrics = m[1:]
-		}
-		if strings.HasPrefix(line, "hello-") && strings.Contains(line, "Running") && strings.Contains(line, "cn-hangzhou.vnd-") {
-			sawPods = true
-		}
-		if strings.HasPrefix(line, "press Ctrl-C") {
-			break
-		}
-	}
-	go io.Copy(io.Discard, r)
-	if kubeconfig == "" || !sawPods {
-		t.Fatalf("kubeconfig %q, sample pods Running on the virtual node: %v (command: %v)\n%s", kubeconfig, sawPods, <-done, output)
+	interruptOnCleanup(t, self, finished)
+	up := readUp(r)
+	if up.kubeconfig == "" || !up.sawPods {
+		t.Fatalf("kubeconfig %q, sample pods Running on the virtual node: %v (command: %v)\n%s", up.kubeconfig, up.sawPods, <-done, up.output)
 	}
 	asRoot := os.Geteuid() == 0
-	wants := []string{"$ vnode cluster setup --bootstrap", "$ vnode addon enable vnode-approver", "$ vnode addon enable eci-profile",
-		"$ vnode create --wait", "  vnode list", "/proxy/stats/summary"}
-	if asRoot {
-		wants = append(wants, "$ vnode addon enable edge-tunnel", "$ edge-tunnel-server ")
-	}
-	for _, want := range wants {
-		if !strings.Contains(output, want) {
-			t.Errorf("the output does not show %q", want)
-		}
-	}
-	// A healthy start logs no error, in one format (logrus text).
-	for _, line := range strings.Split(output, "\n") {
-		if strings.Contains(line, "level=error") || klogLine.MatchString(line) {
-			t.Errorf("a healthy start printed: %s", line)
-		}
-	}
-	// Nor does the hosted virtual node's own log.
-	nodeLogs, _ := filepath.Glob(filepath.Join(dir, "eci", "vnodes", "*", "vnode-kubelet.log"))
-	if len(nodeLogs) != 1 {
-		t.Fatalf("hosted virtual node logs: %v, want one", nodeLogs)
-	}
-	if b, err := os.ReadFile(nodeLogs[0]); err != nil || strings.Contains(string(b), "level=error") {
-		t.Errorf("the virtual node's log (%v):\n%s", err, b)
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := kubernetes.NewForConfigOrDie(cfg)
+	client := checkUp(t, up, dir, asRoot)
 	ctx := context.Background()
-	kubectlTop(t, kubeconfig, output)
-	approvedBootstrapCSR(t, ctx, client)
-	nodeCertFromApprovedCSR(t, ctx, client, nodeLogs[0])
-	landedThroughECIProfile(t, ctx, client)
-	// The printed `vnode addon list` finds every add-on running outside
-	// the cluster (the tunnel's only as root).
-	var list bytes.Buffer
-	vnode := vnodectl.NewCommand(&list, &list)
-	vnode.SetArgs(append(strings.Fields("addon list "+addonList), "--config", vnodeConfig, "--kubeconfig", kubeconfig))
-	if err := vnode.ExecuteContext(ctx); err != nil {
-		t.Fatalf("vnode addon list %s: %v\n%s", addonList, err, list.String())
-	}
-	outside := map[string]bool{}
-	for _, l := range strings.Split(list.String(), "\n") {
-		if f := strings.Fields(l); len(f) > 1 && strings.Contains(l, "Running outside the cluster") {
-			outside[f[0]] = true
-		}
-	}
-	if !outside["vnode-approver"] || !outside["eci-profile"] || outside["edge-tunnel"] != (os.Geteuid() == 0) {
-		t.Errorf("vnode addon list %s:\n%s", addonList, list.String())
-	}
-
-	switch {
-	case asRoot && (namespace == "" || veth == "" || metrics == nil):
-		t.Fatalf("as root, the output shows no network namespace (%q), veth (%q) or tunnel metrics line (%v)", namespace, veth, metrics)
-	case !asRoot && !strings.Contains(output, "# Not root (run \"sudo make run\" to see them), so this run cannot show"):
-		t.Fatal("without root, the output does not say what it cannot show")
-	}
-	bins, err := controlplane.EnsureBinaries(context.Background(), controlplane.BuildOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubectl := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command(bins.Path(controlplane.Kubectl), args...)
-		cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	kubectl := kubectlFor(t, up.kubeconfig)
 	if !asRoot {
-		if out := kubectl("-n", local.SampleNamespace, "logs", "deploy/hello"); !strings.Contains(out, "hello from hello-") {
-			t.Fatalf("kubectl logs:\n%s", out)
-		}
-		stopUp(t, done, dir)
+		sampleLogs(t, kubectl)
+		stopUp(t, self, done, dir)
 		return
+	}
+	if up.namespace == "" || up.veth == "" || up.metrics == nil {
+		t.Fatalf("as root, the output shows no network namespace (%q), veth (%q) or tunnel metrics line (%v)", up.namespace, up.veth, up.metrics)
 	}
 	// Node traffic has no way but the tunnel (the egress selector): each
 	// of these adds to the bytes the tunnel carried from the node.
-	scrape := tunnelScraper(t, metrics)
+	scrape := tunnelScraper(t, up.metrics)
 	before := scrape()
 	if sessions := before["vnode_tunnel_sessions"]; sessions != 1 {
 		t.Fatalf("tunnel sessions %v, want the node's one", sessions)
 	}
-	if out := kubectl("-n", local.SampleNamespace, "logs", "deploy/hello"); !strings.Contains(out, "hello from hello-") {
-		t.Fatalf("kubectl logs:\n%s", out)
-	}
+	sampleLogs(t, kubectl)
 	afterLogs := scrape()
 	if out := kubectl("-n", local.SampleNamespace, "exec", "deploy/hello", "--", "sh", "-c", "echo through the tunnel"); !strings.Contains(out, "through the tunnel") {
 		t.Fatalf("kubectl exec:\n%s", out)
@@ -305,22 +197,177 @@ func TestUpCommand(t *testing.T) {
 	if n := processesUsing(dir); n < 10 {
 		t.Fatalf("%d processes use the directory, want at least 10", n)
 	}
-	stopUp(t, done, dir)
+	stopUp(t, self, done, dir)
 	if mounts, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mounts), dir) {
 		t.Errorf("mounts of the run are left after Ctrl-C:\n%s", mounts)
 	}
-	if _, err := os.Stat("/var/run/netns/" + namespace); err == nil {
-		t.Errorf("network namespace %s is left after Ctrl-C", namespace)
+	if _, err := os.Stat("/var/run/netns/" + up.namespace); err == nil {
+		t.Errorf("network namespace %s is left after Ctrl-C", up.namespace)
 	}
-	if _, err := net.InterfaceByName(veth); err == nil {
-		t.Errorf("veth %s is left after Ctrl-C", veth)
+	if _, err := net.InterfaceByName(up.veth); err == nil {
+		t.Errorf("veth %s is left after Ctrl-C", up.veth)
 	}
 }
 
-// stopUp sends Ctrl-C and checks that up stops and leaves no process.
-func stopUp(t *testing.T, done <-chan error, dir string) {
+// upOutput is what `vnode-local up` printed up to its "press Ctrl-C"
+// line, and what the checks read from it.
+type upOutput struct {
+	output, kubeconfig, vnodeConfig, addonList string
+	namespace, veth                            string   // the node's network namespace and veth (as root)
+	metrics                                    []string // the tunnel's metrics: CA, certificate, key, URL (as root)
+	sawPods                                    bool     // the sample's pods shown Running on the virtual node
+}
+
+// readUp reads up's output until it says the system runs; the rest of r
+// is drained so that up never blocks writing.
+func readUp(r io.Reader) *upOutput {
+	up := &upOutput{}
+	lines := bufio.NewScanner(r)
+	for lines.Scan() {
+		line := lines.Text()
+		up.output += line + "\n"
+		if k, ok := strings.CutPrefix(line, "export KUBECONFIG="); ok {
+			up.kubeconfig = k
+		}
+		if f := strings.Fields(line); len(f) == 5 && f[0] == "$" && f[1] == "ip" && f[2] == "netns" && f[3] == "add" {
+			up.namespace = f[4]
+		}
+		if f := strings.Fields(line); len(f) > 4 && f[0] == "$" && f[1] == "ip" && f[2] == "link" && f[3] == "add" {
+			up.veth = f[4]
+		}
+		if args, ok := strings.CutPrefix(line, "  vnode addon list "); ok {
+			up.addonList, _, _ = strings.Cut(args, "   #")
+		}
+		if k, ok := strings.CutPrefix(line, "export VNODE_CONFIG="); ok {
+			up.vnodeConfig = k
+		}
+		if m := tunnelMetricsLine.FindStringSubmatch(line); m != nil {
+			up.metrics = m[1:]
+		}
+		if strings.HasPrefix(line, "hello-") && strings.Contains(line, "Running") && strings.Contains(line, "cn-hangzhou.vnd-") {
+			up.sawPods = true
+		}
+		if strings.HasPrefix(line, "press Ctrl-C") {
+			break
+		}
+	}
+	go io.Copy(io.Discard, r)
+	return up
+}
+
+// checkUp checks what a run shows with or without root: the procedure's
+// commands, a start without errors in one format, kubectl top, the node's
+// certificates approved by vnode-approver, the sample sent to the node by
+// eci-profile, the add-ons found outside the cluster and, without root,
+// the note naming what the run cannot show. It returns an admin client.
+func checkUp(t *testing.T, up *upOutput, dir string, asRoot bool) kubernetes.Interface {
 	t.Helper()
-	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+	wants := []string{"$ vnode cluster setup --bootstrap", "$ vnode addon enable vnode-approver", "$ vnode addon enable eci-profile",
+		"$ vnode create --wait", "  vnode list", "/proxy/stats/summary"}
+	if asRoot {
+		wants = append(wants, "$ vnode addon enable edge-tunnel", "$ edge-tunnel-server ")
+	} else {
+		wants = append(wants, "# Not root (run \"sudo make run\" to see them), so this run cannot show",
+			"#  - the node's own network", "#  - the edge tunnel")
+	}
+	for _, want := range wants {
+		if !strings.Contains(up.output, want) {
+			t.Errorf("the output does not show %q", want)
+		}
+	}
+	// A healthy start logs no error, in one format (logrus text).
+	for _, line := range strings.Split(up.output, "\n") {
+		if strings.Contains(line, "level=error") || klogLine.MatchString(line) {
+			t.Errorf("a healthy start printed: %s", line)
+		}
+	}
+	// Nor does the hosted virtual node's own log.
+	nodeLogs, _ := filepath.Glob(filepath.Join(dir, "eci", "vnodes", "*", "vnode-kubelet.log"))
+	if len(nodeLogs) != 1 {
+		t.Fatalf("hosted virtual node logs: %v, want one", nodeLogs)
+	}
+	if b, err := os.ReadFile(nodeLogs[0]); err != nil || strings.Contains(string(b), "level=error") {
+		t.Errorf("the virtual node's log (%v):\n%s", err, b)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", up.kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := kubernetes.NewForConfigOrDie(cfg)
+	ctx := context.Background()
+	kubectlTop(t, up.kubeconfig, up.output)
+	approvedBootstrapCSR(t, ctx, client)
+	nodeCertFromApprovedCSR(t, ctx, client, nodeLogs[0])
+	landedThroughECIProfile(t, ctx, client)
+	// The printed `vnode addon list` finds every add-on running outside
+	// the cluster (the tunnel's only as root).
+	var list bytes.Buffer
+	vnode := vnodectl.NewCommand(&list, &list)
+	vnode.SetArgs(append(strings.Fields("addon list "+up.addonList), "--config", up.vnodeConfig, "--kubeconfig", up.kubeconfig))
+	if err := vnode.ExecuteContext(ctx); err != nil {
+		t.Fatalf("vnode addon list %s: %v\n%s", up.addonList, err, list.String())
+	}
+	outside := map[string]bool{}
+	for _, l := range strings.Split(list.String(), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && strings.Contains(l, "Running outside the cluster") {
+			outside[f[0]] = true
+		}
+	}
+	if !outside["vnode-approver"] || !outside["eci-profile"] || outside["edge-tunnel"] != asRoot {
+		t.Errorf("vnode addon list %s:\n%s", up.addonList, list.String())
+	}
+	return client
+}
+
+// kubectlFor runs the cached kubectl against kubeconfig, failing the test
+// if it fails.
+func kubectlFor(t *testing.T, kubeconfig string) func(args ...string) string {
+	bins, err := controlplane.EnsureBinaries(context.Background(), controlplane.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(bins.Path(controlplane.Kubectl), args...)
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+}
+
+// interruptOnCleanup sends up (the process p runs it in) Ctrl-C when the
+// test ends, unless it has finished, and waits for it to.
+func interruptOnCleanup(t *testing.T, p *os.Process, finished <-chan struct{}) {
+	t.Cleanup(func() {
+		select {
+		case <-finished:
+			return
+		default:
+		}
+		_ = p.Signal(os.Interrupt)
+		select {
+		case <-finished:
+		case <-time.After(90 * time.Second):
+		}
+	})
+}
+
+// sampleLogs: kubectl logs shows what the sample's container writes.
+func sampleLogs(t *testing.T, kubectl func(args ...string) string) {
+	t.Helper()
+	if out := kubectl("-n", local.SampleNamespace, "logs", "deploy/hello"); !strings.Contains(out, "hello from hello-") {
+		t.Fatalf("kubectl logs:\n%s", out)
+	}
+}
+
+// stopUp sends up (the process p runs it in) Ctrl-C and checks that it
+// stops and leaves no process.
+func stopUp(t *testing.T, p *os.Process, done <-chan error, dir string) {
+	t.Helper()
+	if err := p.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -490,24 +537,15 @@ func kubectlTop(t *testing.T, kubeconfig, output string) {
 			t.Errorf("the output does not show %q", want)
 		}
 	}
-	bins, err := controlplane.EnsureBinaries(context.Background(), controlplane.BuildOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, line := range strings.Split(output, "\n") {
 		if strings.HasPrefix(line, "$ metrics-server ") && strings.Contains(line, "insecure") {
 			t.Errorf("metrics-server does not verify the node's certificate: %s", line)
 		}
 	}
+	kubectl := kubectlFor(t, kubeconfig)
 	top := func(args ...string) string {
 		t.Helper()
-		cmd := exec.Command(bins.Path(controlplane.Kubectl), append(append([]string{"top"}, args...), "--no-headers")...)
-		cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("kubectl top %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
+		return kubectl(append(append([]string{"top"}, args...), "--no-headers")...)
 	}
 	// NAME CPU(cores) CPU(%) MEMORY(bytes) MEMORY(%), with figures.
 	node := regexp.MustCompile(`(?m)^cn-hangzhou\.vnd-\S+\s+\d+m\s+\d+%\s+\d+[KMG]i\s+\d+%`)
