@@ -123,17 +123,10 @@ func TestSlowReaderDoesNotStallOtherStreams(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "the first stream's target", func() bool { return f.conn(0) != nil })
 	slow := f.conn(0)
-	// Stalled: its target has been unable to write for 200ms (the window
-	// and the socket buffers on the way are full).
-	last, since := int64(-1), time.Now()
-	waitFor(t, 20*time.Second, "the unread stream to stall", func() bool {
-		if v := slow.Load(); v != last {
-			last, since = v, time.Now()
-			return false
-		}
-		return time.Since(since) > 200*time.Millisecond
-	})
-	stalledAt := slow.Load()
+	// Its window filled: the target has written at least a window's worth
+	// (whether the window and socket buffers are full yet does not matter:
+	// the bound below is checked after the other stream moved 64 MiB).
+	waitFor(t, 20*time.Second, "the unread stream to fill its window", func() bool { return slow.Load() >= StreamWindow })
 
 	status, fast := e.connect(target)
 	if status != http.StatusOK {
@@ -147,14 +140,15 @@ func TestSlowReaderDoesNotStallOtherStreams(t *testing.T) {
 		t.Fatalf("second stream read %d bytes then: %v (it was stalled by the first)", n, err)
 	}
 	d := time.Since(start)
-	t.Logf("unread stream stalled after %d KiB buffered; the other read %d MiB in %s (%.0f MiB/s)",
-		stalledAt>>10, want>>20, d.Round(time.Millisecond), float64(want>>20)/d.Seconds())
-	if got := slow.Load(); got != stalledAt {
-		t.Fatalf("the unread stream moved from %d to %d bytes: not bounded", stalledAt, got)
-	}
-	// Bounded buffering: the window plus socket buffers, not the flood.
-	if stalledAt > 32<<20 {
-		t.Fatalf("%d bytes buffered for a reader that never read", stalledAt)
+	buffered := slow.Load()
+	t.Logf("unread stream: %d KiB taken from its target while the other read %d MiB in %s (%.0f MiB/s)",
+		buffered>>10, want>>20, d.Round(time.Millisecond), float64(want>>20)/d.Seconds())
+	// Bounded buffering: the window plus socket buffers, not the flood. Its
+	// target writes as fast as the other's, so a stream without a bound
+	// would have taken about as much as the other read. (Not a stall timed
+	// on the clock: a loaded machine pauses a stream without any window.)
+	if buffered > 32<<20 {
+		t.Fatalf("%d bytes taken for a reader that never read, while the other read %d: not bounded", buffered, want)
 	}
 }
 
