@@ -161,13 +161,13 @@ func ensure(ctx context.Context, opts BuildOptions, set buildSet) (*Binaries, er
 		return b, nil
 	}
 	_ = os.Remove(stamp)
-	for _, t := range set.targets {
-		start := time.Now()
-		if err := buildOne(ctx, goBin, src, dir, set.ldflags, t); err != nil {
+	for i, t := range set.targets {
+		what := fmt.Sprintf("%s (%d of %d)", t.name, i+1, len(set.targets))
+		err := withProgress(opts.Progress, what, progressEvery, func() error {
+			return buildOne(ctx, goBin, src, dir, set.ldflags, t)
+		})
+		if err != nil {
 			return nil, err
-		}
-		if opts.Progress != nil {
-			fmt.Fprintf(opts.Progress, "built %s in %s\n", t.name, time.Since(start).Round(time.Second))
 		}
 	}
 	if err := os.WriteFile(stamp, []byte(key), 0o644); err != nil {
@@ -262,4 +262,40 @@ func tail(s string, lines int) string {
 		parts = parts[len(parts)-lines:]
 	}
 	return strings.Join(parts, "\n")
+}
+
+// progressEvery is how often a long build says it is still going: the
+// first build of kube-apiserver takes minutes, and silence looks hung.
+const progressEvery = 15 * time.Second
+
+// withProgress runs build, telling out what it builds, how long it has
+// taken every interval, and when it is done. nil out: silent.
+func withProgress(out io.Writer, what string, interval time.Duration, build func() error) error {
+	if out == nil {
+		return build()
+	}
+	start := time.Now()
+	fmt.Fprintf(out, "building %s ...\n", what)
+	done := make(chan struct{})
+	ticked := make(chan struct{})
+	go func() {
+		defer close(ticked)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				fmt.Fprintf(out, "  still building %s: %s so far\n", what, time.Since(start).Round(time.Second))
+			}
+		}
+	}()
+	err := build()
+	close(done)
+	<-ticked // no line after the last
+	if err == nil {
+		fmt.Fprintf(out, "built %s in %s\n", what, time.Since(start).Round(time.Second))
+	}
+	return err
 }

@@ -1,0 +1,61 @@
+package controlplane
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is written by the progress goroutine and read by the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// A long build says what it builds, that it is still going, and when it
+// is done; a failed one is not called built.
+func TestWithProgress(t *testing.T) {
+	var out syncBuffer
+	err := withProgress(&out, "kube-apiserver (2 of 5)", time.Millisecond, func() error {
+		for strings.Count(out.String(), "still building") < 2 {
+			time.Sleep(time.Millisecond)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	for _, want := range []string{"building kube-apiserver (2 of 5) ...\n", "  still building kube-apiserver (2 of 5): ", "built kube-apiserver (2 of 5) in "} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in:\n%s", want, got)
+		}
+	}
+	if lines := strings.Split(strings.TrimSpace(got), "\n"); !strings.HasPrefix(lines[len(lines)-1], "built ") {
+		t.Errorf("a line after built:\n%s", got)
+	}
+
+	var failed syncBuffer
+	boom := errors.New("compile error")
+	if err := withProgress(&failed, "etcd (1 of 5)", time.Hour, func() error { return boom }); !errors.Is(err, boom) {
+		t.Fatalf("error %v, want the build's", err)
+	}
+	if strings.Contains(failed.String(), "built") {
+		t.Fatalf("a failed build called built:\n%s", failed.String())
+	}
+}
