@@ -1,36 +1,18 @@
 package controlplane
 
 import (
-	"bytes"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/vnode-project/vnode/integration/testio"
 )
-
-// syncBuffer is written by the progress goroutine and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // A long build says what it builds, that it is still going, and when it
 // is done; a failed one is not called built.
 func TestWithProgress(t *testing.T) {
-	var out syncBuffer
+	var out testio.LockedBuffer
 	err := withProgress(&out, "kube-apiserver (2 of 5)", time.Millisecond, func() error {
 		for strings.Count(out.String(), "still building") < 2 {
 			time.Sleep(time.Millisecond)
@@ -50,7 +32,7 @@ func TestWithProgress(t *testing.T) {
 		t.Errorf("a line after built:\n%s", got)
 	}
 
-	var failed syncBuffer
+	var failed testio.LockedBuffer
 	boom := errors.New("compile error")
 	if err := withProgress(&failed, "etcd (1 of 5)", time.Hour, func() error { return boom }); !errors.Is(err, boom) {
 		t.Fatalf("error %v, want the build's", err)

@@ -2,13 +2,11 @@ package local
 
 import (
 	"context"
-	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 	"time"
 
 	"k8s.io/utils/clock"
+
+	"github.com/vnode-project/vnode/internal/config"
 )
 
 // A local add-on runs under a ServiceAccount token, as its pod would; a
@@ -26,26 +24,10 @@ func renewAfter(now, expires time.Time) time.Duration {
 	return expires.Sub(now) * 8 / 10
 }
 
-// writeToken replaces path's content atomically, 0600: a reader sees the
-// old token or the new one, never a part.
+// writeToken replaces path's content atomically, 0600 (a secret): a
+// reader sees the old token or the new one, never a part.
 func writeToken(path, token string) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("writing token %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := io.WriteString(tmp, token); err != nil {
-		_ = tmp.Close()
-		return fmt.Errorf("writing token %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing token %s: %w", path, err)
-	}
-	// CreateTemp makes the file 0600 already.
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing token %s: %w", path, err)
-	}
-	return nil
+	return config.WriteSecretFile(path, []byte(token))
 }
 
 // renewToken keeps path holding a valid token until ctx ends. The token
