@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"os"
 	"os/exec"
+	"strconv"
 	"testing"
+	"time"
 )
 
 // A process that has barely run (an idle shell between its commands) has
@@ -26,6 +28,18 @@ func TestUsageCountsLessThanATick(t *testing.T) {
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
 		t.Fatal(err)
+	}
+	// The kernel adds a task's run time up when it leaves the CPU: until
+	// then, in its first slice, schedstat says 0. Wait until it sleeps.
+	pid := strconv.Itoa(cmd.Process.Pid)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if f := statFields(pid); len(f) > 0 && f[0] == "S" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %s never went to sleep", pid)
+		}
+		time.Sleep(time.Millisecond)
 	}
 	if cpu, _ := usage(cmd.Process.Pid); cpu == 0 {
 		t.Fatal("a started process used 0 ns of CPU")
