@@ -554,10 +554,20 @@ func runLifecycle(b *testing.B, e *env, c kubernetes.Interface, ns, node string,
 	r.toRunning = time.Since(start)
 
 	start = time.Now()
-	if err := c.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+	// At 10,000 pods one DeleteCollection outlasts the API server's
+	// request timeout (60 s) and is cut off part-way; calling it again
+	// deletes what is left (a pod already being deleted stays so).
+	var err error
+	for attempt := 0; attempt < 10; attempt++ {
+		if err = c.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err == nil {
+			break
+		}
+		fmt.Fprintf(os.Stderr, "%s: deleting the pods of %s, attempt %d: %v\n", b.Name(), ns, attempt+1, err)
+	}
+	if err != nil {
 		b.Fatal(err)
 	}
-	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Minute, true, func(context.Context) (bool, error) {
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Minute, true, func(context.Context) (bool, error) {
 		return instances() == 0 && len(w.store.List()) == 0, nil
 	})
 	if err != nil {
@@ -821,8 +831,13 @@ func cpuSeconds(pid int) (float64, error) {
 // VNODE_BENCH_MEMORY_LIMIT, if set, is passed as --memory-limit (what
 // "auto" would set in a container with a memory limit). With
 // VNODE_BENCH_FLOOR=1 it runs floorkubelet instead: virtual-kubelet over a
-// provider that runs nothing, the floor any provider stands on
-// (VNODE_BENCH_FLOOR=trimmed: with vnode's managedFields trimming).
+// provider that runs nothing on the controllers vnode-kubelet assembles,
+// the floor any provider stands on (VNODE_BENCH_FLOOR=trimmed: with vnode's
+// managedFields trimming). VNODE_BENCH_HEAP_PROFILE=path saves the
+// binary's heap profile once all are Running, VNODE_BENCH_CPU_PROFILE=path
+// its CPU profile of the burst (vnode-kubelet only: the floor serves none);
+// VNODE_BENCH_STEADY=3m then holds the pods Running that long and reports
+// ECI calls per pod per minute and CPU seconds a minute.
 func BenchmarkScaleKubeletRSS(b *testing.B) {
 	n := benchPods(b, 10000)
 	for i := 0; i < b.N; i++ {
@@ -944,6 +959,19 @@ func BenchmarkScaleKubeletRSS(b *testing.B) {
 		w := watchPods(b, c, ns, n)
 		b.StartTimer()
 		start := time.Now()
+		// VNODE_BENCH_CPU_PROFILE: the binary's CPU profile of the burst's
+		// first VNODE_BENCH_CPU_PROFILE_SECONDS (default 120).
+		var cpuProf chan error
+		if path := os.Getenv("VNODE_BENCH_CPU_PROFILE"); path != "" && !floor {
+			secs := 120
+			if v := os.Getenv("VNODE_BENCH_CPU_PROFILE_SECONDS"); v != "" {
+				if secs, err = strconv.Atoi(v); err != nil || secs < 1 {
+					b.Fatalf("VNODE_BENCH_CPU_PROFILE_SECONDS=%q: want a positive integer", v)
+				}
+			}
+			cpuProf = make(chan error, 1)
+			go func() { cpuProf <- saveProfile(e, c, name, fmt.Sprintf("profile?seconds=%d", secs), path) }()
+		}
 		createPods(b, c, ns, name, n)
 		creates := time.Since(start)
 		b.Logf("%d pods created in %.1f s", n, creates.Seconds())
@@ -978,45 +1006,91 @@ func BenchmarkScaleKubeletRSS(b *testing.B) {
 		b.ReportMetric(running.Seconds(), "running-s")
 		b.ReportMetric(rss, "rss-MiB")
 		b.ReportMetric(hwm, "hwm-MiB")
+		if v := os.Getenv("VNODE_BENCH_STEADY"); v != "" {
+			steadyState(b, e, cmd.Process.Pid, v, n)
+		}
+		if cpuProf != nil {
+			// After the figures: a failed profile loses no measurement.
+			if err := <-cpuProf; err != nil {
+				b.Error(err)
+			} else {
+				b.Logf("CPU profile: %s", os.Getenv("VNODE_BENCH_CPU_PROFILE"))
+			}
+		}
 		if path := os.Getenv("VNODE_BENCH_HEAP_PROFILE"); path != "" {
-			saveHeapProfile(b, e, c, name, path)
+			if err := saveProfile(e, c, name, "heap?gc=1", path); err != nil {
+				b.Error(err)
+			} else {
+				b.Logf("heap profile: %s", path)
+			}
 		}
 	}
 }
 
-// saveHeapProfile fetches vnode-kubelet's heap profile from its kubelet API
-// (/debug/pprof/heap, as the API server's kubelet client) into path, for
-// `go tool pprof`.
-func saveHeapProfile(b *testing.B, e *env, c kubernetes.Interface, nodeName, path string) {
+// steadyState measures the node holding n Running pods for the window
+// (a duration, VNODE_BENCH_STEADY): ECI calls per running pod per minute
+// by action (the emulator's count: the floor makes none) and the
+// process's CPU seconds a minute.
+func steadyState(b *testing.B, e *env, pid int, window string, n int) {
 	b.Helper()
-	node, err := c.CoreV1().Nodes().Get(context.Background(), nodeName, metav1.GetOptions{})
+	d, err := time.ParseDuration(window)
+	if err != nil || d <= 0 {
+		b.Fatalf("VNODE_BENCH_STEADY=%q: want a positive duration", window)
+	}
+	cpu0, err := cpuSeconds(pid)
 	if err != nil {
 		b.Fatal(err)
+	}
+	calls0 := e.emu.CallCounts()
+	time.Sleep(d) // a measuring window, not a synchronisation
+	cpu1, err := cpuSeconds(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	minutes := d.Minutes()
+	calls := map[string]float64{}
+	for a, v := range e.emu.CallCounts() {
+		calls[a] = float64(v-calls0[a]) / minutes
+	}
+	perPod(b, fmt.Sprintf("steady state, %s with %d pods Running: ECI calls a minute", d, n), calls, n)
+	var total float64
+	for _, v := range calls {
+		total += v
+	}
+	b.Logf("steady state: %.0f ECI calls a minute, %.2f s of CPU a minute", total, (cpu1-cpu0)/minutes)
+	b.ReportMetric(total/float64(n), "steady-eci-calls/pod/min")
+	b.ReportMetric((cpu1-cpu0)/minutes, "steady-cpu-s/min")
+}
+
+// saveProfile fetches one of vnode-kubelet's Go profiles from its kubelet
+// API (/debug/pprof/<what>, as the API server's kubelet client) into path,
+// for `go tool pprof`.
+func saveProfile(e *env, c kubernetes.Interface, nodeName, what, path string) error {
+	node, err := c.CoreV1().Nodes().Get(context.Background(), nodeName, metav1.GetOptions{})
+	if err != nil {
+		return err
 	}
 	cert, err := tls.LoadX509KeyPair(e.cp.KubeletClient.CertPath, e.cp.KubeletClient.KeyPath)
 	if err != nil {
-		b.Fatal(err)
+		return err
 	}
 	ca, err := os.ReadFile(e.cp.PKI.CACertPath)
 	if err != nil {
-		b.Fatal(err)
+		return err
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(ca)
-	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+	hc := &http.Client{Timeout: 30 * time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{
 		Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}}}
-	url := fmt.Sprintf("https://127.0.0.1:%d/debug/pprof/heap?gc=1", node.Status.DaemonEndpoints.KubeletEndpoint.Port)
+	url := fmt.Sprintf("https://127.0.0.1:%d/debug/pprof/%s", node.Status.DaemonEndpoints.KubeletEndpoint.Port, what)
 	resp, err := hc.Get(url)
 	if err != nil {
-		b.Fatalf("fetching the heap profile: %v", err)
+		return fmt.Errorf("fetching the %s profile: %w", what, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != http.StatusOK {
-		b.Fatalf("fetching the heap profile: %s %v %.200s", resp.Status, err, data)
+		return fmt.Errorf("fetching the %s profile: %s %v %.200s", what, resp.Status, err, data)
 	}
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		b.Fatal(err)
-	}
-	b.Logf("heap profile: %s (%d bytes)", path, len(data))
+	return os.WriteFile(path, data, 0o600)
 }

@@ -38,11 +38,13 @@ func podQueueLimiter() workqueue.TypedRateLimiter[any] {
 	return workqueue.NewTypedItemExponentialFailureRateLimiter[any](podRetryBase, podRetryMax)
 }
 
-// vkNode is virtual-kubelet's node and pod controllers over the provider,
+// VKNode is virtual-kubelet's node and pod controllers over a provider,
 // assembled as nodeutil.NewNode does (the same informers, node spec, lease
 // and kubelet API routes) but with podQueueLimiter on the pod controller's
-// queues, which nodeutil offers no option for.
-type vkNode struct {
+// queues, which nodeutil offers no option for, and without virtual-kubelet's
+// success events. Exported for the scale benchmark's floor
+// (integration/e2e/floorkubelet), which must stand on the same controllers.
+type VKNode struct {
 	nc        *vknode.NodeController
 	pc        *vknode.PodController
 	factories []informers.SharedInformerFactory
@@ -50,8 +52,8 @@ type vkNode struct {
 	ready     chan struct{}
 }
 
-// vkNodeConfig is what newVKNode needs.
-type vkNodeConfig struct {
+// VKNodeConfig is what NewVKNode needs.
+type VKNodeConfig struct {
 	Name string
 	// Client lists and watches for the informers and writes pods, events,
 	// the node and its lease.
@@ -59,7 +61,9 @@ type vkNodeConfig struct {
 	// InformerResync is the informers' resync period.
 	InformerResync time.Duration
 	// Workers is how many pods the pod controller handles at once.
-	Workers  int
+	Workers int
+	// Recorder records the pod controller's events; its success events
+	// are dropped (podControllerRecorder).
 	Recorder record.EventRecorder
 	// Mux gets the kubelet API's pod routes (logs, exec, stats, pods).
 	Mux api.ServeMux
@@ -67,7 +71,9 @@ type vkNodeConfig struct {
 	SkipDownwardAPIResolution bool
 }
 
-func newVKNode(cfg vkNodeConfig, newProvider nodeutil.NewProviderFunc) (*vkNode, error) {
+// NewVKNode assembles the controllers; newProvider gets nodeutil's starting
+// node and must return a node provider.
+func NewVKNode(cfg VKNodeConfig, newProvider nodeutil.NewProviderFunc) (*VKNode, error) {
 	podFactory := informers.NewSharedInformerFactoryWithOptions(cfg.Client, cfg.InformerResync, nodeutil.PodInformerFilter(cfg.Name))
 	scmFactory := informers.NewSharedInformerFactoryWithOptions(cfg.Client, cfg.InformerResync)
 	pods := podFactory.Core().V1().Pods()
@@ -113,7 +119,7 @@ func newVKNode(cfg vkNodeConfig, newProvider nodeutil.NewProviderFunc) (*vkNode,
 	}
 	pc, err := vknode.NewPodController(vknode.PodControllerConfig{
 		PodClient:                            cfg.Client.CoreV1(),
-		EventRecorder:                        cfg.Recorder,
+		EventRecorder:                        podControllerRecorder{cfg.Recorder},
 		Provider:                             p,
 		PodInformer:                          pods,
 		SecretInformer:                       secrets,
@@ -127,17 +133,17 @@ func newVKNode(cfg vkNodeConfig, newProvider nodeutil.NewProviderFunc) (*vkNode,
 	if err != nil {
 		return nil, fmt.Errorf("creating the pod controller: %w", err)
 	}
-	return &vkNode{nc: nc, pc: pc, factories: []informers.SharedInformerFactory{podFactory, scmFactory},
+	return &VKNode{nc: nc, pc: pc, factories: []informers.SharedInformerFactory{podFactory, scmFactory},
 		workers: cfg.Workers, ready: make(chan struct{})}, nil
 }
 
 // Ready is closed once both controllers are ready.
-func (n *vkNode) Ready() <-chan struct{} { return n.ready }
+func (n *VKNode) Ready() <-chan struct{} { return n.ready }
 
 // Run runs the informers, the pod controller and, once it is ready, the
 // node controller, until ctx ends or either controller stops; it returns
 // after both have stopped.
-func (n *vkNode) Run(ctx context.Context) error {
+func (n *VKNode) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for _, f := range n.factories {

@@ -129,9 +129,9 @@ func Run(ctx context.Context, o Options) error {
 	if workers <= 0 {
 		workers = 20 // cloud calls wait on the network, not the CPU
 	}
-	n, err := newVKNode(vkNodeConfig{
+	n, err := NewVKNode(VKNodeConfig{
 		Name: o.NodeName, Client: trimmedClient{kube}, InformerResync: time.Minute, Workers: workers,
-		Recorder: podControllerRecorder{recorder}, Mux: mux,
+		Recorder: recorder, Mux: mux,
 		// vnode resolves env itself: virtual-kubelet cannot resolve
 		// status.podIP or resourceFieldRef (ECI resolves the IP).
 		SkipDownwardAPIResolution: true,

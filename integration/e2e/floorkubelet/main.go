@@ -1,9 +1,11 @@
-// Command floorkubelet is the memory floor of BenchmarkScaleKubeletRSS:
-// virtual-kubelet's node and pod controllers (nodeutil.NewNode, with
-// vnode-kubelet's API client rate and workers) over a provider that runs
-// nothing and keeps only what it must to report a pod: its metadata,
-// container names and status. Whatever it uses at 10,000 pods, any
-// virtual-kubelet provider uses at least.
+// Command floorkubelet is the memory and CPU floor of
+// BenchmarkScaleKubeletRSS: virtual-kubelet's node and pod controllers,
+// assembled as vnode-kubelet assembles them (vnode.NewVKNode: nodeutil's
+// informers, node and lease, the pod queues paced by per-pod backoff only,
+// no success events; vnode-kubelet's API client rate and workers) over a
+// provider that runs nothing and keeps only what it must to report a pod:
+// its metadata, container names and status. Whatever it uses at 10,000
+// pods, any provider on these controllers uses at least.
 package main
 
 import (
@@ -15,6 +17,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	vknode "github.com/virtual-kubelet/virtual-kubelet/node"
@@ -23,7 +26,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/vnode-project/vnode/provider/vnode"
 )
@@ -47,7 +53,7 @@ func run(kubeconfig, name string, pods int, trim bool) error {
 	if err != nil {
 		return err
 	}
-	cfg.QPS, cfg.Burst = 50, 100 // vnode-kubelet's defaults
+	cfg.QPS, cfg.Burst = 100, 200 // vnode-kubelet's defaults (--kube-api-qps, --kube-api-burst)
 	var kube kubernetes.Interface
 	if kube, err = kubernetes.NewForConfig(cfg); err != nil {
 		return err
@@ -55,17 +61,27 @@ func run(kubeconfig, name string, pods int, trim bool) error {
 	if trim {
 		kube = vnode.TrimManagedFields(kube)
 	}
-	n, err := nodeutil.NewNode(name, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, vknode.NodeProvider, error) {
+	// As nodeutil.NewNode and vnode-kubelet do: events to the API server.
+	eb := record.NewBroadcaster()
+	eb.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events(corev1.NamespaceAll)})
+	defer eb.Shutdown()
+	n, err := vnode.NewVKNode(vnode.VKNodeConfig{
+		Name: name, Client: kube, InformerResync: time.Minute, // nodeutil's default resync
+		Workers:  20, // vnode-kubelet's default
+		Recorder: eb.NewRecorder(scheme.Scheme, corev1.EventSource{Component: name + "/pod-controller"}),
+	}, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, vknode.NodeProvider, error) {
 		capacity := corev1.ResourceList{
 			corev1.ResourcePods:   resource.MustParse(strconv.Itoa(pods)),
 			corev1.ResourceCPU:    resource.MustParse("100000"),
 			corev1.ResourceMemory: resource.MustParse("100000Gi"),
 		}
 		pc.Node.Status.Capacity, pc.Node.Status.Allocatable = capacity, capacity
-		return &provider{pods: map[string]*corev1.Pod{}}, nil, nil
-	}, nodeutil.WithClient(kube), func(c *nodeutil.NodeConfig) error {
-		c.NumWorkers = 20 // vnode-kubelet's default
-		return nil
+		// Ready from the start, as nodeutil marks a node with no node
+		// provider of its own.
+		pc.Node.Status.Phase = corev1.NodeRunning
+		pc.Node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue,
+			Reason: "KubeletReady", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
+		return &provider{pods: map[string]*corev1.Pod{}}, vknode.NewNaiveNodeProvider(), nil
 	})
 	if err != nil {
 		return err
