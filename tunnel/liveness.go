@@ -7,8 +7,8 @@ import (
 )
 
 // An agent whose connection goes quiet without closing (a power cut, a NAT
-// that forgets the flow) leaves its session registered until yamux's
-// keepalive gives up, about 30s (a ping every 15s, then 15s to write).
+// that forgets the flow) leaves its session registered until the keeper's
+// round gives up on it, up to 30s (a ping every 15s, then 15s to answer).
 // Until then every request for its node, or for its network domain if it
 // is the active gateway, times out. A stream that is never acknowledged
 // would end it sooner (StreamOpenTimeout), but the dial's own deadline
@@ -31,20 +31,30 @@ func (s *Server) probe(sess *session) {
 	}
 	go func() {
 		defer sess.probing.Store(false)
-		answered := make(chan error, 1)
-		go func() { _, err := sess.mux.Ping(); answered <- err }()
-		timer := time.NewTimer(probeTimeout)
-		defer timer.Stop()
-		select {
-		case err := <-answered:
-			if err == nil || sess.mux.IsClosed() {
-				return // alive, or already gone
-			}
-		case <-timer.C:
-		}
-		s.cfg.Metrics.SilentClosed.Inc()
-		s.cfg.Log.WithFields(logrus.Fields{"node": sess.key.node, "identity": sess.key.identity, "session": sess.id, "remote": sess.remote}).
-			Warn("tunnel session closed: a dial and a ping went unanswered, the agent's connection is silent")
-		_ = sess.mux.Close()
+		s.pingOrClose(sess, probeTimeout, "a dial and a ping went unanswered, the agent's connection is silent")
 	}()
+}
+
+// pingOrClose is the one liveness check of a session, for the keeper's
+// round and a dial's probe alike: a ping unanswered within timeout ends
+// the session (counted in sessions_silent_closed_total).
+func (s *Server) pingOrClose(sess *session, timeout time.Duration, why string) {
+	answered := make(chan error, 1)
+	go func() { _, err := sess.mux.Ping(); answered <- err }()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case err := <-answered:
+		if err == nil || sess.mux.IsClosed() {
+			return // alive, or already gone
+		}
+	case <-timer.C:
+		if sess.mux.IsClosed() {
+			return // the other check got there first
+		}
+	}
+	s.cfg.Metrics.SilentClosed.Inc()
+	s.cfg.Log.WithFields(logrus.Fields{"node": sess.key.node, "identity": sess.key.identity, "session": sess.id, "remote": sess.remote}).
+		Warn("tunnel session closed: " + why)
+	_ = sess.mux.Close()
 }

@@ -9,7 +9,7 @@ import (
 type Metrics struct {
 	Sessions       *prometheus.GaugeVec   // by node and identity
 	Replacements   prometheus.Counter     // sessions replaced by a newer one for the same node and identity
-	SilentClosed   prometheus.Counter     // sessions ended because the agent stopped answering (liveness.go)
+	SilentClosed   prometheus.Counter     // sessions ended because the agent stopped answering a ping (liveness.go)
 	Streams        *prometheus.GaugeVec   // open streams, by port class
 	DialDuration   prometheus.Histogram   // until the agent answered
 	DialFailures   *prometheus.CounterVec // by reason
@@ -29,7 +29,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Sessions:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "sessions", Help: "Agent sessions per node and identity (certificate CN prefix) on this server."}, []string{"node", "identity"}),
 		Replacements:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "session_replacements_total", Help: "Sessions replaced by a newer session for the same node and identity."}),
-		SilentClosed:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "sessions_silent_closed_total", Help: "Sessions ended because a dial went unanswered and so did a ping: the agent's connection went quiet without closing (power cut, a NAT that forgot it)."}),
+		SilentClosed:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "sessions_silent_closed_total", Help: "Sessions ended because a ping went unanswered (the keepalive round, or a probe after an unanswered dial): the agent's connection went quiet without closing (power cut, a NAT that forgot it)."}),
 		Streams:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "streams", Help: "Open tunneled streams by port class."}, []string{"class"}),
 		DialDuration:   prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "dial_duration_seconds", Help: "Time from stream open to the agent's dial answer.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 		DialFailures:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dial_failures_total", Help: "Failed dials by reason."}, []string{"reason"}),

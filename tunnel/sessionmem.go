@@ -30,6 +30,10 @@ func agentSessionConfig(logOut io.Writer) *yamux.Config {
 	return c
 }
 
+// keepaliveTimeout is how long a keepalive ping may go unanswered, as
+// yamux's own keepalive allows (ConnectionWriteTimeout).
+var keepaliveTimeout = muxConfig(nil).ConnectionWriteTimeout
+
 // keepaliveWorkers bounds the pings in flight at once: a dead session's
 // ping waits ConnectionWriteTimeout, and 10,000 live ones are a round trip
 // each.
@@ -85,11 +89,7 @@ func (s *Server) pingAll() {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			refuseStreams(sess.mux)
-			if _, err := sess.mux.Ping(); err != nil && err != yamux.ErrSessionShutdown {
-				s.cfg.Log.WithError(err).WithFields(logrus.Fields{"node": sess.key.node, "identity": sess.key.identity, "session": sess.id}).
-					Warn("agent session did not answer its keepalive: closing it")
-				_ = sess.mux.Close()
-			}
+			s.pingOrClose(sess, keepaliveTimeout, "it did not answer its keepalive")
 		}()
 	}
 }
