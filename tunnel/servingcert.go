@@ -27,6 +27,7 @@ import (
 
 	"github.com/vnode-project/vnode/eciprofile/servingcert"
 	"github.com/vnode-project/vnode/internal/certs"
+	"github.com/vnode-project/vnode/internal/config"
 )
 
 // The server's own serving certificate.
@@ -211,7 +212,7 @@ func (s *ServingCert) reconcile(ctx context.Context) (time.Duration, error) {
 		if err != nil {
 			return 0, err
 		}
-		if err := writeFileAtomic(s.File(), data); err != nil {
+		if err := config.WriteSecretFile(s.File(), data); err != nil {
 			return 0, fmt.Errorf("writing the serving certificate: %w", err)
 		}
 		s.written = cert.Certificate[0]
@@ -312,30 +313,4 @@ func servingSANs(ns, domain string, names []string, svcs []*corev1.Service, extr
 	slices.Sort(dns)
 	slices.SortFunc(ips, func(a, b net.IP) int { return bytes.Compare(a.To16(), b.To16()) })
 	return dns, ips
-}
-
-// writeFileAtomic writes data to path, 0600, by a rename: a reader sees
-// the old file or the new one, never a mix.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tls-*.pem")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name()) // after a successful rename, nothing to remove
-	if err := f.Chmod(0o600); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

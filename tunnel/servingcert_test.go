@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vnode-project/vnode/internal/certs"
+	"github.com/vnode-project/vnode/internal/config"
 )
 
 func TestServingSANsFollowTheServices(t *testing.T) {
@@ -77,7 +78,7 @@ func TestServingCertFileReloads(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := writeFileAtomic(file, data); err != nil {
+		if err := config.WriteSecretFile(file, data); err != nil {
 			t.Fatal(err)
 		}
 		fi, err := os.Stat(file)
