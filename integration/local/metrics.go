@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -133,12 +134,7 @@ func deploymentArgs(path string) ([]string, error) {
 	}
 	var out []string
 	for _, a := range d.Spec.Template.Spec.Containers[0].Args {
-		name, _, _ := strings.Cut(a, "=")
-		overridden := false
-		for _, o := range overriddenOutside {
-			overridden = overridden || name == o
-		}
-		if !overridden {
+		if name, _, _ := strings.Cut(a, "="); !slices.Contains(overriddenOutside, name) {
 			out = append(out, a)
 		}
 	}
