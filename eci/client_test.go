@@ -281,7 +281,7 @@ func TestStatusesAndDetailsByID(t *testing.T) {
 	}
 	running := func() map[string]model.GroupStatus {
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			sts, err := c.ListStatuses(ctx, tags)
+			sts, err := c.ListStatuses(ctx, tags, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -313,7 +313,7 @@ func TestStatusesAndDetailsByID(t *testing.T) {
 	if err := emu.Expire(ids[3]); err != nil {
 		t.Fatal(err)
 	}
-	sts, err := c.ListStatuses(ctx, tags)
+	sts, err := c.ListStatuses(ctx, tags, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,6 +321,20 @@ func TestStatusesAndDetailsByID(t *testing.T) {
 		if s.ID == ids[3] && (s.Digest == before[ids[3]].Digest || s.Status != translate.StatusExpired) {
 			t.Errorf("expired group: %+v", s)
 		}
+	}
+
+	// With changedWithin (SinceSecond), only what changed that recently:
+	// one group expires two seconds after the rest last changed.
+	time.Sleep(2 * time.Second)
+	if err := emu.Expire(ids[7]); err != nil {
+		t.Fatal(err)
+	}
+	recent, err := c.ListStatuses(ctx, tags, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recent) != 1 || recent[0].ID != ids[7] || recent[0].Status != translate.StatusExpired {
+		t.Errorf("statuses changed within 1s: %+v; want only the group expired now", recent)
 	}
 
 	// The full list follows NextToken: 25 groups are two pages of 20.

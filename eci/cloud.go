@@ -432,12 +432,16 @@ func (c *Client) GetContainerGroups(ctx context.Context, ids []string) ([]*model
 
 // ListStatuses implements provider.Cloud: every page of
 // DescribeContainerGroupStatus (200 groups a page, against
-// DescribeContainerGroups' 20) filtered by tags. Each entry's digest
+// DescribeContainerGroups' 20) filtered by tags, and with changedWithin
+// by SinceSecond (rounded up to whole seconds). Each entry's digest
 // changes whenever anything in its status does, so the provider fetches
 // details only for groups that changed.
-func (c *Client) ListStatuses(ctx context.Context, tags map[string]string) ([]model.GroupStatus, error) {
+func (c *Client) ListStatuses(ctx context.Context, tags map[string]string, changedWithin time.Duration) ([]model.GroupStatus, error) {
 	p := flat{"Limit": "200"}
 	setTags(p, tags)
+	if changedWithin > 0 {
+		p["SinceSecond"] = strconv.FormatInt(int64((changedWithin+time.Second-1)/time.Second), 10)
+	}
 	var out []model.GroupStatus
 	err := c.pages(ctx, "DescribeContainerGroupStatus", p, func(body []byte) error {
 		var page struct {

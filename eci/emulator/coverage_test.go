@@ -300,9 +300,11 @@ func TestDescribeContainerGroupStatus(t *testing.T) {
 	}
 	manyJSON, _ := json.Marshal(many)
 	for name, q := range map[string]map[string]string{
-		"21 ids":   {"ContainerGroupIds": string(manyJSON)},
-		"not JSON": {"ContainerGroupIds": "eci-1,eci-2"},
-		"Limit 0":  {"Limit": "0"},
+		"21 ids":         {"ContainerGroupIds": string(manyJSON)},
+		"not JSON":       {"ContainerGroupIds": "eci-1,eci-2"},
+		"Limit 0":        {"Limit": "0"},
+		"SinceSecond -1": {"SinceSecond": "-1"},
+		"SinceSecond x":  {"SinceSecond": "x"},
 	} {
 		_, err := commonCall(c, "http", "DescribeContainerGroupStatus", q)
 		if se := serverError(t, err); se.ErrorCode() != "InvalidParameter" {

@@ -372,8 +372,10 @@ func removeID(ids []string, id string) []string {
 	return ids
 }
 
-// changedLocked records that g changed, so the next snapshot saves it.
+// changedLocked records that g changed, so the next snapshot saves it and
+// SinceSecond finds it. Every change to a group goes through here.
 func (e *Emulator) changedLocked(g *group) {
+	g.changed = time.Now()
 	e.persist.changedLocked(g.ContainerGroupID)
 }
 

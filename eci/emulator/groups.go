@@ -263,13 +263,22 @@ func (e *Emulator) describeGroups(p params) (map[string]any, *apiError) {
 // given by ContainerGroupIds (at most 20), or every group, paged (Limit
 // default 200), filtered by ZoneId, VSwitchId and Tag.N like
 // DescribeContainerGroups. Each entry has the id, name, status and a
-// Kubernetes-shaped PodStatus with ECI's key spellings (see podStatus);
-// SinceSecond is not implemented.
+// Kubernetes-shaped PodStatus with ECI's key spellings (see podStatus).
+// SinceSecond keeps only groups that changed in the last that many
+// seconds, for pollers.
 func (e *Emulator) describeGroupStatus(p params) (map[string]any, *apiError) {
 	start, limit, apiErr := page(p, 200, 200)
 	if apiErr != nil {
 		return nil, apiErr
 	}
+	since, apiErr := p.int("SinceSecond", 0)
+	if apiErr != nil {
+		return nil, apiErr
+	}
+	if since < 0 {
+		return nil, invalidParam("SinceSecond", "must not be negative")
+	}
+	now := time.Now()
 	ids, apiErr := idList(p, "ContainerGroupIds", 20)
 	if apiErr != nil {
 		return nil, apiErr
@@ -285,6 +294,9 @@ func (e *Emulator) describeGroupStatus(p params) (map[string]any, *apiError) {
 	for _, id := range e.order {
 		g := e.groups[id]
 		if (len(idSet) > 0 && !idSet[id]) || !matches(p, "ZoneId", g.ZoneID) || !matches(p, "VSwitchId", g.VSwitchID) || !hasTags(g.Tags, want) {
+			continue
+		}
+		if since > 0 && now.Sub(g.changed) > time.Duration(since)*time.Second {
 			continue
 		}
 		matched = append(matched, g)

@@ -49,6 +49,9 @@ type group struct {
 	created     time.Time
 	credentials []registryCredential // never returned, as ECI never returns them
 	pending     *groupUpdate         // an accepted UpdateContainerGroup not yet applied
+	// changed is when the group last changed (status, a container's state,
+	// an event): DescribeContainerGroupStatus' SinceSecond filters on it.
+	changed time.Time
 }
 
 // hostName is the instance's hostname: HostName, else its name.

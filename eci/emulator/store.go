@@ -254,6 +254,9 @@ func (e *Emulator) load() error {
 			return fmt.Errorf("%s: a group without an id", path)
 		}
 		g.clientToken, g.created, g.credentials, g.pending = r.ClientToken, r.Created, r.Credentials, r.Pending
+		// When it last changed was not saved: as of now, so a poller's
+		// SinceSecond misses nothing across a restart.
+		g.changed = time.Now()
 		e.groups[g.ContainerGroupID] = g
 		e.order = append(e.order, g.ContainerGroupID)
 	}
