@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"time"
 
 	"github.com/vnode-project/vnode/eci/model"
 	"github.com/vnode-project/vnode/provider/kubeletapi"
@@ -19,8 +20,10 @@ type Cloud interface {
 	// following pagination.
 	ListContainerGroups(ctx context.Context, tags map[string]string) ([]*model.Instance, error)
 	// ListStatuses returns the status of every instance carrying all of
-	// tags, following pagination: cheap enough to call every sync.
-	ListStatuses(ctx context.Context, tags map[string]string) ([]model.GroupStatus, error)
+	// tags, following pagination: cheap enough to call every sync. With
+	// changedWithin > 0, only of those whose status changed within that
+	// long (ECI's SinceSecond): a poll that costs what changed.
+	ListStatuses(ctx context.Context, tags map[string]string, changedWithin time.Duration) ([]model.GroupStatus, error)
 	// GetContainerGroups returns the instances with these ids; ids that do
 	// not exist are left out.
 	GetContainerGroups(ctx context.Context, ids []string) ([]*model.Instance, error)

@@ -62,9 +62,9 @@ func (c *orderedCloud) DeleteContainerGroup(ctx context.Context, id string) erro
 	return c.memCloud.DeleteContainerGroup(ctx, id)
 }
 
-func (c *orderedCloud) ListStatuses(ctx context.Context, tags map[string]string) ([]model.GroupStatus, error) {
+func (c *orderedCloud) ListStatuses(ctx context.Context, tags map[string]string, changedWithin time.Duration) ([]model.GroupStatus, error) {
 	c.record("list-statuses")
-	return c.memCloud.ListStatuses(ctx, tags)
+	return c.memCloud.ListStatuses(ctx, tags, changedWithin)
 }
 
 // With a backlog of creates waiting on the quota (every create worker held,

@@ -119,10 +119,12 @@ type Provider struct {
 	created    chan struct{}
 	lastCreate atomic.Int64
 
-	// syncMu serializes Sync; digests (instance id -> status digest of
-	// its last fetched details) and lastFull belong to it.
+	// syncMu serializes syncs; digests (instance id -> status digest of
+	// its last fetched details), lastList (when the last status list
+	// began) and lastFull belong to it.
 	syncMu   sync.Mutex
 	digests  map[string]uint64
+	lastList time.Time
 	lastFull time.Time
 
 	mu      sync.Mutex
@@ -221,11 +223,17 @@ func (p *Provider) Run(ctx context.Context) {
 		for p.tellNext() {
 		}
 	})
+	changes := false
+	var fullDue time.Time
 	for {
-		if err := p.Sync(ctx); err != nil && ctx.Err() == nil {
+		if err := p.sync(ctx, changes); err != nil && ctx.Err() == nil {
 			p.log.WithError(err).Warn("sync with ECI failed; will retry")
 		}
-		if !p.waitSync(ctx) {
+		if !changes {
+			fullDue = time.Now().Add(p.cfg.SyncInterval)
+		}
+		var ok bool
+		if changes, ok = p.waitSync(ctx, fullDue); !ok {
 			break
 		}
 	}
@@ -235,35 +243,35 @@ func (p *Provider) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-// waitSync waits until the next sync is due and reports false once ctx
-// ends. A sync is due SyncInterval after the last, or StartSyncInterval
-// after an instance was created, and every StartSyncInterval while
-// instances were created in the last two SyncIntervals: a new instance's
-// Running status (and its annotations) then reach the API server about a
-// second after it starts, not up to SyncInterval later. In a burst the
-// last pods' wait for the next sync was most of the time to all Running
-// beyond ECI's create quota. The status list costs one call per 200
-// instances a sync.
-func (p *Provider) waitSync(ctx context.Context) bool {
-	d := p.cfg.SyncInterval
+// waitSync waits until the next sync is due and says whether it is a poll
+// of changes (SyncChanges) or a whole list (Sync, due at fullDue); false
+// once ctx ends. A poll is due StartSyncInterval after an instance was
+// created, and every StartSyncInterval while instances were created in
+// the last two SyncIntervals: a new instance's Running status (and its
+// annotations) then reach the API server about a second after it starts,
+// not up to SyncInterval later. In a burst the last pods' wait for the
+// next sync was most of the time to all Running beyond ECI's create
+// quota; a poll costs one call plus one per 20 changed instances.
+func (p *Provider) waitSync(ctx context.Context, fullDue time.Time) (changes, ok bool) {
+	d := time.Until(fullDue)
 	if time.Since(time.Unix(0, p.lastCreate.Load())) < 2*p.cfg.SyncInterval {
-		d = p.cfg.StartSyncInterval
+		d = min(d, p.cfg.StartSyncInterval)
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return false
+		return false, false
 	case <-t.C:
-		return true
+		return time.Now().Before(fullDue), true
 	case <-p.created:
-		t.Reset(p.cfg.StartSyncInterval)
+		t.Reset(min(p.cfg.StartSyncInterval, time.Until(fullDue)))
 	}
 	select {
 	case <-ctx.Done():
-		return false
+		return false, false
 	case <-t.C:
-		return true
+		return time.Now().Before(fullDue), true
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"io"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -54,10 +55,12 @@ type memCloud struct {
 	beforeCreate func()
 	fetched      []string                // ids GetContainerGroups was asked for
 	groups       []*model.ContainerGroup // what each create that made an instance asked for
+	changed      map[string]time.Time    // when create or set last changed an instance
+	statusLists  []time.Duration         // each ListStatuses' changedWithin
 }
 
 func newMemCloud() *memCloud {
-	return &memCloud{insts: map[string]*model.Instance{}, tokens: map[string]string{}}
+	return &memCloud{insts: map[string]*model.Instance{}, tokens: map[string]string{}, changed: map[string]time.Time{}}
 }
 
 func (m *memCloud) CreateContainerGroup(_ context.Context, g *model.ContainerGroup) (string, string, error) {
@@ -84,6 +87,7 @@ func (m *memCloud) CreateContainerGroup(_ context.Context, g *model.ContainerGro
 	m.tokens[g.ClientToken] = id
 	m.groups = append(m.groups, g)
 	m.insts[id] = &model.Instance{ID: id, Name: g.Name, Status: translate.StatusPending, Tags: g.Tags, CPU: g.CPU, MemoryGi: g.MemoryGi, ZoneID: "cn-hangzhou-h"}
+	m.changed[id] = time.Now()
 	if m.lostAnswers > 0 {
 		m.lostAnswers--
 		return "", "", errors.New("ServiceUnavailable: the answer was lost")
@@ -113,13 +117,20 @@ func (m *memCloud) ListContainerGroups(_ context.Context, tags map[string]string
 
 // ListStatuses digests what ECI's status list carries (status, IP,
 // containers), not events: an event alone changes no digest, as in ECI.
-func (m *memCloud) ListStatuses(ctx context.Context, tags map[string]string) ([]model.GroupStatus, error) {
+// changedWithin keeps the instances create or set changed that recently.
+func (m *memCloud) ListStatuses(ctx context.Context, tags map[string]string, changedWithin time.Duration) ([]model.GroupStatus, error) {
 	insts, err := m.ListContainerGroups(ctx, tags)
 	if err != nil {
 		return nil, err
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.statusLists = append(m.statusLists, changedWithin)
 	out := make([]model.GroupStatus, 0, len(insts))
 	for _, inst := range insts {
+		if changedWithin > 0 && time.Since(m.changed[inst.ID]) > changedWithin {
+			continue
+		}
 		h := fnv.New64a()
 		fmt.Fprintf(h, "%s %s %+v %+v", inst.Status, inst.IntranetIP, inst.Containers, inst.InitContainers)
 		out = append(out, model.GroupStatus{ID: inst.ID, Status: inst.Status, Digest: h.Sum64()})
@@ -172,6 +183,7 @@ func (m *memCloud) set(id string, f func(*model.Instance)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	f(m.insts[id])
+	m.changed[id] = time.Now()
 }
 
 type noObjects struct{}
@@ -563,6 +575,80 @@ func TestListErrorsAndVanishedInstances(t *testing.T) {
 	_ = h.p.Sync(ctx)
 	if s := h.last("p").Status; s.Phase != corev1.PodFailed || s.Reason != ReasonVanished {
 		t.Fatalf("vanished: %+v", s)
+	}
+}
+
+// TestSyncChangesCostsWhatChanged: the poll between two whole lists asks
+// only for statuses that changed since the last list began and fetches
+// only their details, so polling every second through a burst is not
+// O(N²); and an instance missing from a poll is not taken for gone, which
+// only two whole lists can tell.
+func TestSyncChangesCostsWhatChanged(t *testing.T) {
+	ctx := context.Background()
+	var pods []*corev1.Pod
+	for i := range 5 {
+		pods = append(pods, pod(fmt.Sprintf("p%d", i)))
+	}
+	h := newHarness(t, pods...)
+	if err := h.p.SyncChanges(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.cloud.statusLists; len(got) != 1 || got[0] != 0 {
+		t.Fatalf("a first poll, with no list before it, asked for %v; want a whole list (0)", got)
+	}
+	for _, p := range pods {
+		if err := h.create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= 5; i++ {
+		h.cloud.set(fmt.Sprintf("eci-%d", i), func(i *model.Instance) { i.Status = translate.StatusRunning })
+	}
+	if err := h.p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Everything changed long ago but eci-4, which fails now.
+	h.cloud.mu.Lock()
+	for id := range h.cloud.changed {
+		h.cloud.changed[id] = time.Now().Add(-time.Hour)
+	}
+	h.cloud.fetched, h.cloud.statusLists = nil, nil
+	h.cloud.mu.Unlock()
+	h.cloud.set("eci-4", func(i *model.Instance) { i.Status = translate.StatusFailed })
+	if err := h.p.SyncChanges(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.cloud.mu.Lock()
+	lists, fetched := slices.Clone(h.cloud.statusLists), slices.Clone(h.cloud.fetched)
+	h.cloud.mu.Unlock()
+	if len(lists) != 1 || lists[0] <= 0 || lists[0] > time.Minute {
+		t.Errorf("the poll listed statuses changed within %v; want only since the last list", lists)
+	}
+	if !slices.Equal(fetched, []string{"eci-4"}) {
+		t.Errorf("the poll fetched details of %v; want only eci-4", fetched)
+	}
+	if s := h.last("p3").Status; s.Phase != corev1.PodFailed {
+		t.Errorf("p3 after its instance failed: %+v", s)
+	}
+
+	h.cloud.mu.Lock()
+	delete(h.cloud.insts, "eci-2") // deleted behind our back
+	h.cloud.mu.Unlock()
+	for range 3 {
+		if err := h.p.SyncChanges(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := h.last("p1").Status; s.Phase != corev1.PodRunning {
+		t.Fatalf("polls of changes took a missing instance for gone: %+v", s)
+	}
+	for range 2 {
+		if err := h.p.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := h.last("p1").Status; s.Phase != corev1.PodFailed || s.Reason != ReasonVanished {
+		t.Fatalf("two whole lists without its instance: %+v", s)
 	}
 }
 
@@ -1162,27 +1248,32 @@ func countActions(c *fake.Clientset, verb string) int {
 }
 
 // TestSyncComesSoonAfterCreates: a create wakes the sync loop, which then
-// lists again after StartSyncInterval, not SyncInterval, and keeps that
-// cadence while instances are being created. SyncInterval here is an
-// hour: a waitSync that waited for it ends with the test's context
-// instead.
+// polls for changes after StartSyncInterval, not SyncInterval, and keeps
+// that cadence while instances are being created; the whole list is still
+// due at its time. SyncInterval here is an hour: a waitSync that waited
+// for it ends with the test's context instead.
 func TestSyncComesSoonAfterCreates(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	p := New(Config{Node: translate.NodeSettings{ClusterName: "c1", NodeName: "vn"}, SyncInterval: time.Hour, StartSyncInterval: time.Millisecond, Log: logrus.New()},
 		newMemCloud(), fake.NewClientset(), translate.Sources{Objects: noObjects{}}, nil)
+	fullDue := time.Now().Add(time.Hour)
 	done, stop := context.WithCancel(ctx)
 	stop()
-	if p.waitSync(done) {
+	if _, ok := p.waitSync(done, fullDue); ok {
 		t.Fatal("waitSync reported a sync due after its context ended")
 	}
 	p.createdInstance()
-	if !p.waitSync(ctx) {
-		t.Fatal("no sync soon after a create")
+	if changes, ok := p.waitSync(ctx, fullDue); !ok || !changes {
+		t.Fatalf("after a create: sync %v, a poll of changes %v; want a poll soon", ok, changes)
 	}
 	// No new create, but one a moment ago: the short cadence goes on.
-	if !p.waitSync(ctx) {
-		t.Fatal("no sync soon while instances are being created")
+	if changes, ok := p.waitSync(ctx, fullDue); !ok || !changes {
+		t.Fatalf("while creating: sync %v, a poll of changes %v; want a poll soon", ok, changes)
+	}
+	// The whole list, once due, is not replaced by a poll.
+	if changes, ok := p.waitSync(ctx, time.Now()); !ok || changes {
+		t.Fatalf("whole list due: sync %v, a poll of changes %v; want the whole list", ok, changes)
 	}
 }
 

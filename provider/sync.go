@@ -21,17 +21,40 @@ import (
 // follows what changed, not how many pods run. Creates and deletes are
 // not its business: they have their own queue, so a backlog of either
 // never delays status.
-func (p *Provider) Sync(ctx context.Context) error {
+func (p *Provider) Sync(ctx context.Context) error { return p.sync(ctx, false) }
+
+// SyncChanges is the poll between two Syncs: it lists only the statuses
+// that changed since the last list began (SinceSecond, with a margin for
+// the clocks), so polling every second while creates go on costs what
+// changed, not every instance of the node each time (O(N²) over a burst).
+// It judges no instance gone: only a whole list can.
+func (p *Provider) SyncChanges(ctx context.Context) error { return p.sync(ctx, true) }
+
+// changesMargin widens SinceSecond past the last list's start: ECI's
+// clock and ours differ, and a change made as that list was answered may
+// be missing from it.
+const changesMargin = 2 * time.Second
+
+func (p *Provider) sync(ctx context.Context, changes bool) error {
 	p.syncMu.Lock()
 	defer p.syncMu.Unlock()
 	tags := p.nodeTags()
+	var within time.Duration
+	if changes {
+		if p.lastList.IsZero() {
+			changes = false // nothing to poll from: a whole list
+		} else {
+			within = time.Since(p.lastList) + changesMargin
+		}
+	}
+	listed := time.Now()
 	// Statuses first: details fetched after them are at least as new.
-	statuses, err := p.cloud.ListStatuses(ctx, tags)
+	statuses, err := p.cloud.ListStatuses(ctx, tags, within)
 	if err != nil {
 		// Never taken as "all instances gone": statuses stay as they were.
 		return fmt.Errorf("listing this node's instance statuses: %w", err)
 	}
-	full := p.lastFull.IsZero() || time.Since(p.lastFull) >= p.cfg.GCInterval
+	full := !changes && (p.lastFull.IsZero() || time.Since(p.lastFull) >= p.cfg.GCInterval)
 	var insts []*model.Instance
 	if full {
 		insts, err = p.cloud.ListContainerGroups(ctx, tags)
@@ -47,11 +70,19 @@ func (p *Provider) Sync(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reading this node's instances: %w", err)
 	}
-	p.digests = make(map[string]uint64, len(statuses))
-	present := make(map[string]bool, len(statuses))
-	for _, st := range statuses {
-		p.digests[st.ID] = st.Digest
-		present[st.ID] = true
+	p.lastList = listed
+	var present map[string]bool // nil: this list cannot tell what is gone
+	if changes {
+		for _, st := range statuses {
+			p.digests[st.ID] = st.Digest
+		}
+	} else {
+		p.digests = make(map[string]uint64, len(statuses))
+		present = make(map[string]bool, len(statuses))
+		for _, st := range statuses {
+			p.digests[st.ID] = st.Digest
+			present[st.ID] = true
+		}
 	}
 	if full {
 		p.lastFull = time.Now()
@@ -86,7 +117,8 @@ type podAnnotations struct {
 }
 
 // apply takes in what a sync learnt: present holds every instance of this
-// node, insts the details of those that changed.
+// node (nil after a poll of changes, which cannot tell), insts the details
+// of those that changed.
 func (p *Provider) apply(ctx context.Context, present map[string]bool, insts []*model.Instance) {
 	byID := make(map[string]*model.Instance, len(insts))
 	byUID := make(map[types.UID]*model.Instance, len(insts))
@@ -154,7 +186,7 @@ func (p *Provider) applyOne(e *entry, present map[string]bool, byID map[string]*
 	if e.instanceID == "" {
 		return
 	}
-	if !present[e.instanceID] {
+	if present != nil && !present[e.instanceID] {
 		// Lists are eventually consistent: a fresh instance may be
 		// missing once. Twice, it is gone.
 		e.missed++
@@ -170,7 +202,9 @@ func (p *Provider) applyOne(e *entry, present map[string]bool, byID map[string]*
 		out.events = append(out.events, podEvent{e.pod, corev1.EventTypeWarning, ReasonVanished, msg})
 		return
 	}
-	e.missed = 0
+	if present != nil {
+		e.missed = 0
+	}
 	inst := byID[e.instanceID]
 	if inst == nil {
 		return // unchanged since its details were last fetched

@@ -459,14 +459,18 @@ next:
 }
 
 // ListStatuses and GetContainerGroups answer like the emulator, as one
-// call each; the floor's instances never change after create.
-func (m *memCloud) ListStatuses(_ context.Context, tags map[string]string) ([]model.GroupStatus, error) {
+// call each; the floor's instances never change after create, so
+// changedWithin keeps those created that recently.
+func (m *memCloud) ListStatuses(_ context.Context, tags map[string]string, changedWithin time.Duration) ([]model.GroupStatus, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls["DescribeContainerGroupStatus"]++
 	var out []model.GroupStatus
 next:
 	for _, g := range m.groups {
+		if changedWithin > 0 && time.Since(g.Created) > changedWithin {
+			continue
+		}
 		for k, v := range tags {
 			if g.Tags[k] != v {
 				continue next
