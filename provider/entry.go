@@ -12,7 +12,8 @@ type entry struct {
 	// reported: what the provider reads once the instance exists.
 	pod *corev1.Pod
 	// full is the pod as given, kept only until its instance exists or it
-	// is refused: create translates it, retries included.
+	// is refused, and only when the provider has no pod lister to read it
+	// from (see podToCreate): create translates it, retries included.
 	full *corev1.Pod
 	// instanceID is the pod's instance, once one exists (it may outlive
 	// the pod's own phase: an ended instance is still deleted).

@@ -31,7 +31,10 @@ func (p *Provider) CreatePod(_ context.Context, pod *corev1.Pod) error {
 		p.mu.Unlock()
 		return nil // known: created, being created, refused or being deleted
 	}
-	e := &entry{phase: phaseWaiting, pod: skeleton(pod), full: slim(pod), seenEvents: map[string]int32{}}
+	e := &entry{phase: phaseWaiting, pod: skeleton(pod), seenEvents: map[string]int32{}}
+	if p.pods == nil {
+		e.full = slim(pod) // no informer to read it from when its create comes
+	}
 	e.pod.Status = pendingStatus(pod, "ContainerCreating")
 	p.entries[pod.UID] = e
 	p.keys[key(pod.Namespace, pod.Name)] = pod.UID
@@ -126,12 +129,18 @@ func (p *Provider) processNext(ctx context.Context, q workqueue.TypedRateLimitin
 // cannot run or ECI refuses it, and returns errRetry when it may work later.
 func (p *Provider) create(ctx context.Context, e *entry) error {
 	p.mu.Lock()
-	if e.phase != phaseWaiting || e.full == nil {
+	if e.phase != phaseWaiting {
 		p.mu.Unlock()
 		return nil
 	}
+	pod := p.podToCreate(e)
+	if pod == nil {
+		p.mu.Unlock()
+		// Gone from the informer: its DeletePod is on the way and ends
+		// the retries.
+		return fmt.Errorf("pod %s/%s is no longer in the informer", e.pod.Namespace, e.pod.Name)
+	}
 	p.moveTo(e, phaseCreating)
-	pod := e.full.DeepCopy()
 	e.attempts++
 	p.mu.Unlock()
 	log := p.log.WithFields(logrus.Fields{"namespace": pod.Namespace, "pod": pod.Name})
@@ -286,6 +295,25 @@ func (p *Provider) retryLater(e *entry, pod *corev1.Pod, cause string, err error
 		p.event(pod, corev1.EventTypeWarning, ReasonRetrying, "cannot create the ECI instance yet, retrying: "+err.Error())
 	}
 	return errRetry
+}
+
+// podToCreate is a copy of the pod e's instance is made from: the
+// informer's, when the provider has one, so that no copy of its own waits
+// with each queued create (at 10,000 pods waiting on ECI's create quota
+// those copies were the provider's largest memory); else e.full. nil when
+// the informer no longer has the pod. mu is held.
+func (p *Provider) podToCreate(e *entry) *corev1.Pod {
+	if e.full != nil {
+		return e.full.DeepCopy()
+	}
+	if p.pods == nil {
+		return nil
+	}
+	l, err := p.pods.Pods(e.pod.Namespace).Get(e.pod.Name)
+	if err != nil || l.UID != e.pod.UID {
+		return nil
+	}
+	return slim(l)
 }
 
 // fail ends a pod that cannot run: Failed, with reason and event.

@@ -578,6 +578,54 @@ func TestListErrorsAndVanishedInstances(t *testing.T) {
 	}
 }
 
+// TestQueuedCreateReadsTheInformer: with a pod lister, a queued create
+// keeps no copy of its pod (at 10,000 pods waiting on ECI's quota those
+// copies were the provider's largest memory) and is made from the
+// informer's pod; a pod gone from the informer before its turn is not
+// created, and its DeletePod ends it.
+func TestQueuedCreateReadsTheInformer(t *testing.T) {
+	ctx := context.Background()
+	kept, gone := pod("kept"), pod("gone")
+	h, pods := newListedHarness(t, kept, gone)
+	for _, p := range []*corev1.Pod{kept, gone} {
+		if err := h.p.CreatePod(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.p.mu.Lock()
+	for _, e := range h.p.entries {
+		if e.full != nil {
+			t.Errorf("%s: a queued create holds a copy of its pod", e.pod.Name)
+		}
+	}
+	h.p.mu.Unlock()
+	_ = pods.Delete(gone)
+	for h.p.creates.Len() > 0 {
+		h.p.processCreate(ctx)
+	}
+	h.cloud.mu.Lock()
+	var made []string
+	for _, g := range h.cloud.groups {
+		made = append(made, g.Name)
+		if len(g.Containers) != 1 || g.Containers[0].Image != "nginx" {
+			t.Errorf("%s: created without the informer's containers: %+v", g.Name, g.Containers)
+		}
+	}
+	h.cloud.mu.Unlock()
+	if len(made) != 1 || h.p.entries[kept.UID].phase != phaseRunning {
+		t.Fatalf("instances made: %v, kept's phase %v; want one, for kept", made, h.p.entries[kept.UID].phase)
+	}
+	if err := h.remove(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	for h.p.creates.Len() > 0 {
+		h.p.processCreate(ctx)
+	}
+	if h.cloud.creates != 1 || h.p.entries[gone.UID].phase != phaseDeleted {
+		t.Fatalf("after DeletePod: %d creates, gone's phase %v; want 1 and deleted", h.cloud.creates, h.p.entries[gone.UID].phase)
+	}
+}
+
 // TestSyncChangesCostsWhatChanged: the poll between two whole lists asks
 // only for statuses that changed since the last list began and fetches
 // only their details, so polling every second through a burst is not
