@@ -2,6 +2,7 @@ package eci
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
 
@@ -69,4 +70,33 @@ func newClientB(b *testing.B, ep string) *Client {
 		b.Fatal(err)
 	}
 	return c
+}
+
+// BenchmarkStatusPageDecode decodes one answer of
+// DescribeContainerGroupStatus (200 groups, as the emulator gives them) as
+// ListStatuses does: the client's side of every sync's status list.
+//
+//	go test -run '^$' -bench StatusPageDecode -benchmem ./eci/
+func BenchmarkStatusPageDecode(b *testing.B) {
+	_, ep := emulatortest.StartForTest(b, emulator.Config{Credentials: map[string]string{id: secret}, Runtime: "sim",
+		Quota: emulator.Quota{Off: true}})
+	c := newClientB(b, ep)
+	ctx := context.Background()
+	for i := 0; i < 200; i++ {
+		if _, _, err := c.CreateContainerGroup(ctx, group(fmt.Sprintf("s-%d", i), fmt.Sprintf("tok-s-%d", i))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	body, err := c.once(ctx, "DescribeContainerGroupStatus", flat{"Limit": "200"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var page statusPage
+		if err := json.Unmarshal(body, &page); err != nil || len(page.Data) != 200 {
+			b.Fatalf("%d statuses, %v", len(page.Data), err)
+		}
+	}
 }

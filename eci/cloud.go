@@ -365,17 +365,10 @@ func (c *Client) ListContainerGroups(ctx context.Context, tags map[string]string
 	p := flat{"Limit": "20"}
 	setTags(p, tags)
 	var out []*model.Instance
-	err := c.pages(ctx, "DescribeContainerGroups", p, func(body []byte) error {
-		var page struct {
-			ContainerGroups []rawGroup `json:"ContainerGroups"`
-		}
-		if err := json.Unmarshal(body, &page); err != nil {
-			return err
-		}
+	err := pages(ctx, c, "DescribeContainerGroups", p, func(page *groupsPage) {
 		for _, g := range page.ContainerGroups {
 			out = append(out, g.domain())
 		}
-		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -384,29 +377,31 @@ func (c *Client) ListContainerGroups(ctx context.Context, tags map[string]string
 }
 
 // pages calls action with p, then again with each NextToken the answers
-// give, handing every answer's body to take.
-func (c *Client) pages(ctx context.Context, action string, p flat, take func(body []byte) error) error {
+// give, decoding each answer once, into a fresh page, handed to take.
+func pages[P any, PP interface {
+	*P
+	next() string
+}](ctx context.Context, c *Client, action string, p flat, take func(PP)) error {
 	for {
-		var body json.RawMessage
-		if err := c.call(ctx, action, p, &body); err != nil {
+		page := PP(new(P))
+		if err := c.call(ctx, action, p, page); err != nil {
 			return err
 		}
-		var page struct {
-			NextToken string `json:"NextToken"`
-		}
-		err := json.Unmarshal(body, &page)
-		if err == nil {
-			err = take(body)
-		}
-		if err != nil {
-			return &Error{Action: action, Kind: KindUnknown, Err: fmt.Errorf("decoding the answer: %w", err)}
-		}
-		if page.NextToken == "" {
+		take(page)
+		if page.next() == "" {
 			return nil
 		}
-		p["NextToken"] = page.NextToken
+		p["NextToken"] = page.next()
 	}
 }
+
+// groupsPage is one answer of DescribeContainerGroups.
+type groupsPage struct {
+	NextToken       string     `json:"NextToken"`
+	ContainerGroups []rawGroup `json:"ContainerGroups"`
+}
+
+func (g *groupsPage) next() string { return g.NextToken }
 
 // GetContainerGroups implements provider.Cloud: DescribeContainerGroups
 // by id, 20 ids a call (ECI's maximum). Ids that no longer exist are
@@ -443,31 +438,42 @@ func (c *Client) ListStatuses(ctx context.Context, tags map[string]string, chang
 		p["SinceSecond"] = strconv.FormatInt(int64((changedWithin+time.Second-1)/time.Second), 10)
 	}
 	var out []model.GroupStatus
-	err := c.pages(ctx, "DescribeContainerGroupStatus", p, func(body []byte) error {
-		var page struct {
-			Data []json.RawMessage `json:"Data"`
+	err := pages(ctx, c, "DescribeContainerGroupStatus", p, func(page *statusPage) {
+		for _, st := range page.Data {
+			out = append(out, model.GroupStatus(st))
 		}
-		if err := json.Unmarshal(body, &page); err != nil {
-			return err
-		}
-		for _, raw := range page.Data {
-			var d struct {
-				ContainerGroupID string `json:"ContainerGroupId"`
-				Status           string `json:"Status"`
-			}
-			if err := json.Unmarshal(raw, &d); err != nil {
-				return fmt.Errorf("a group's status: %w", err)
-			}
-			h := fnv.New64a()
-			_, _ = h.Write(raw)
-			out = append(out, model.GroupStatus{ID: d.ContainerGroupID, Status: d.Status, Digest: h.Sum64()})
-		}
-		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// statusPage is one answer of DescribeContainerGroupStatus.
+type statusPage struct {
+	NextToken string        `json:"NextToken"`
+	Data      []groupStatus `json:"Data"`
+}
+
+func (s *statusPage) next() string { return s.NextToken }
+
+// groupStatus is one group of a status list: its id and status, and a
+// digest of the whole entry as it came. Decoded in the page's one pass, as
+// the list of a 10,000-pod node is most of a sync's CPU.
+type groupStatus model.GroupStatus
+
+func (s *groupStatus) UnmarshalJSON(raw []byte) error {
+	var d struct {
+		ContainerGroupID string `json:"ContainerGroupId"`
+		Status           string `json:"Status"`
+	}
+	if err := json.Unmarshal(raw, &d); err != nil {
+		return fmt.Errorf("a group's status: %w", err)
+	}
+	h := fnv.New64a()
+	_, _ = h.Write(raw)
+	*s = groupStatus{ID: d.ContainerGroupID, Status: d.Status, Digest: h.Sum64()}
+	return nil
 }
 
 // DeleteContainerGroup implements provider.Cloud.

@@ -178,21 +178,22 @@ func (c *Client) ListVirtualNodes(ctx context.Context, f VirtualNodeFilter) ([]V
 	p.set("Status", f.Status)
 	setTags(p, f.Tags)
 	var out []VirtualNode
-	err := c.pages(ctx, "DescribeVirtualNodes", p, func(body []byte) error {
-		var page struct {
-			VirtualNodes []VirtualNode `json:"VirtualNodes"`
-		}
-		if err := json.Unmarshal(body, &page); err != nil {
-			return err
-		}
+	err := pages(ctx, c, "DescribeVirtualNodes", p, func(page *virtualNodesPage) {
 		out = append(out, page.VirtualNodes...)
-		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
+
+// virtualNodesPage is one answer of DescribeVirtualNodes.
+type virtualNodesPage struct {
+	NextToken    string        `json:"NextToken"`
+	VirtualNodes []VirtualNode `json:"VirtualNodes"`
+}
+
+func (v *virtualNodesPage) next() string { return v.NextToken }
 
 // DeleteVirtualNode deletes a virtual node.
 func (c *Client) DeleteVirtualNode(ctx context.Context, id string) error {
