@@ -17,6 +17,7 @@ import (
 	"github.com/vnode-project/vnode/cmd/internal/cli"
 	"github.com/vnode-project/vnode/eci"
 	"github.com/vnode-project/vnode/internal/config"
+	"github.com/vnode-project/vnode/internal/memlimit"
 	"github.com/vnode-project/vnode/internal/version"
 	"github.com/vnode-project/vnode/provider/bootstrap"
 	"github.com/vnode-project/vnode/provider/kubeletapi"
@@ -97,7 +98,7 @@ func run(parent context.Context, o options) error {
 	}
 	defer stop()
 	log := logrus.NewEntry(logger)
-	if err := cli.SetMemoryLimit(o.memoryLimit, log); err != nil {
+	if err := memlimit.Set(o.memoryLimit, log); err != nil {
 		return err
 	}
 	if o.kubeAPIQPS <= 0 || o.kubeAPIBurst <= 0 {

@@ -1,11 +1,11 @@
-package cli
+package memlimit
 
 import (
 	"testing"
 	"testing/fstest"
 )
 
-func TestMemoryLimit(t *testing.T) {
+func TestLimit(t *testing.T) {
 	v2 := fstest.MapFS{
 		"proc/self/cgroup":                          {Data: []byte("0::/kubepods/pod1/c1\n")},
 		"sys/fs/cgroup/kubepods/pod1/c1/memory.max": {Data: []byte("335544320\n")},
@@ -50,9 +50,9 @@ func TestMemoryLimit(t *testing.T) {
 		{"negative", "-1Gi", v2, 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, _, err := MemoryLimit(tc.flag, tc.root)
+			got, _, err := Limit(tc.flag, tc.root)
 			if (err != nil) != tc.wantErr || got != tc.want {
-				t.Fatalf("MemoryLimit(%q) = %d, %v; want %d, error %v", tc.flag, got, err, tc.want, tc.wantErr)
+				t.Fatalf("Limit(%q) = %d, %v; want %d, error %v", tc.flag, got, err, tc.want, tc.wantErr)
 			}
 		})
 	}

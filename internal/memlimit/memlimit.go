@@ -1,4 +1,6 @@
-package cli
+// Package memlimit sets the Go runtime's soft memory limit from a
+// --memory-limit flag, read against the cgroup the process runs in.
+package memlimit
 
 import (
 	"bufio"
@@ -24,12 +26,12 @@ const autoRatio = 0.9
 // MaxInt64); anything this large is no limit.
 const noLimit = 1 << 60
 
-// MemoryLimit is the soft memory limit (GOMEMLIMIT) that --memory-limit
+// Limit is the soft memory limit (GOMEMLIMIT) that --memory-limit
 // asks for: "auto" is 90% of the container's cgroup memory limit (none
 // when it has none), "0" none, otherwise a quantity such as 270Mi. The
 // limit only makes the collector run sooner as memory nears it: the Go
 // default, twice the live heap, is most of the RSS of a node with many pods.
-func MemoryLimit(flag string, root fs.FS) (limit int64, source string, err error) {
+func Limit(flag string, root fs.FS) (limit int64, source string, err error) {
 	switch flag {
 	case "auto":
 		l, err := cgroupLimit(root)
@@ -47,14 +49,14 @@ func MemoryLimit(flag string, root fs.FS) (limit int64, source string, err error
 	return q.Value(), "--memory-limit", nil
 }
 
-// SetMemoryLimit applies --memory-limit, unless GOMEMLIMIT is set: the
+// Set applies --memory-limit, unless GOMEMLIMIT is set: the
 // runtime already obeys the variable, and an operator's explicit setting
 // wins.
-func SetMemoryLimit(flag string, log logrus.FieldLogger) error {
+func Set(flag string, log logrus.FieldLogger) error {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return nil
 	}
-	limit, source, err := MemoryLimit(flag, os.DirFS("/"))
+	limit, source, err := Limit(flag, os.DirFS("/"))
 	if err != nil || limit == 0 {
 		return err
 	}
