@@ -17,6 +17,12 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
+// Usage is the help of a --memory-limit flag, whose default is Auto.
+const Usage = "soft memory limit for Go's collector (as GOMEMLIMIT, which wins if set): a quantity such as 270Mi, auto for 90% of the container's memory limit if it has one, or 0 for none"
+
+// Auto is --memory-limit's default: 90% of the cgroup's memory limit.
+const Auto = "auto"
+
 // autoRatio is the share of a container's memory limit given to the Go
 // heap in "auto" mode; the rest covers stacks, the runtime and cgo, as in
 // Prometheus's --auto-gomemlimit.ratio.
@@ -33,7 +39,7 @@ const noLimit = 1 << 60
 // default, twice the live heap, is most of the RSS of a node with many pods.
 func Limit(flag string, root fs.FS) (limit int64, source string, err error) {
 	switch flag {
-	case "auto":
+	case Auto:
 		l, err := cgroupLimit(root)
 		if err != nil || l == 0 {
 			return 0, "", err
