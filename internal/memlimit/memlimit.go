@@ -71,18 +71,47 @@ func Set(flag string, log logrus.FieldLogger) error {
 	return nil
 }
 
-// cgroupLimit is the memory limit of this process's cgroup (v2, or v1's
-// memory controller), 0 if there is none. root is the file system root.
-func cgroupLimit(root fs.FS) (int64, error) {
+// Cgroup is one of this process's memory cgroups, as /proc/self/cgroup
+// names it: the unified (v2) hierarchy's, or cgroup v1's memory
+// controller's.
+type Cgroup struct {
+	V2   bool
+	Path string // in its hierarchy, e.g. /kubepods/pod1/c1
+}
+
+// Dir is the cgroup's directory, relative to the file system root, where
+// the hierarchies are mounted as usual: sys/fs/cgroup for v2,
+// sys/fs/cgroup/memory for v1.
+func (c Cgroup) Dir() string { return path.Join(c.mount(), strings.TrimPrefix(c.Path, "/")) }
+
+func (c Cgroup) mount() string {
+	if c.V2 {
+		return "sys/fs/cgroup"
+	}
+	return "sys/fs/cgroup/memory"
+}
+
+// LimitFile is where the cgroup's hard memory limit is read and set.
+func (c Cgroup) LimitFile() string {
+	if c.V2 {
+		return "memory.max"
+	}
+	return "memory.limit_in_bytes"
+}
+
+// Cgroups are this process's memory cgroups, read from root's
+// proc/self/cgroup (root is the file system root): none when there is no
+// such file (not Linux).
+func Cgroups(root fs.FS) ([]Cgroup, error) {
 	f, err := root.Open("proc/self/cgroup")
 	if errors.Is(err, fs.ErrNotExist) {
-		return 0, nil // not Linux
+		return nil, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("--memory-limit auto: %w", err)
+		return nil, err
 	}
 	defer f.Close()
-	var candidates []string
+	var out []Cgroup
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		// hierarchy-id:controllers:path
@@ -90,18 +119,31 @@ func cgroupLimit(root fs.FS) (int64, error) {
 		if len(parts) != 3 {
 			continue
 		}
-		rel := strings.TrimPrefix(parts[2], "/")
 		switch {
 		case parts[0] == "0" && parts[1] == "":
-			// A container's own cgroup namespace shows "/", and its
-			// cgroup is mounted at /sys/fs/cgroup.
-			candidates = append(candidates, path.Join("sys/fs/cgroup", rel, "memory.max"), "sys/fs/cgroup/memory.max")
+			out = append(out, Cgroup{V2: true, Path: parts[2]})
 		case hasController(parts[1], "memory"):
-			candidates = append(candidates, path.Join("sys/fs/cgroup/memory", rel, "memory.limit_in_bytes"), "sys/fs/cgroup/memory/memory.limit_in_bytes")
+			out = append(out, Cgroup{Path: parts[2]})
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return 0, fmt.Errorf("--memory-limit auto: reading /proc/self/cgroup: %w", err)
+		return nil, fmt.Errorf("reading /proc/self/cgroup: %w", err)
+	}
+	return out, nil
+}
+
+// cgroupLimit is the memory limit of this process's cgroup (v2, or v1's
+// memory controller), 0 if there is none. root is the file system root.
+func cgroupLimit(root fs.FS) (int64, error) {
+	cgroups, err := Cgroups(root)
+	if err != nil {
+		return 0, fmt.Errorf("--memory-limit auto: %w", err)
+	}
+	var candidates []string
+	for _, c := range cgroups {
+		// A container's own cgroup namespace shows "/", and its cgroup
+		// is mounted at the hierarchy's mount point.
+		candidates = append(candidates, path.Join(c.Dir(), c.LimitFile()), path.Join(c.mount(), c.LimitFile()))
 	}
 	for _, c := range candidates {
 		data, err := fs.ReadFile(root, c)
