@@ -94,11 +94,15 @@ func newMemCgroup(limit int64) (*memCgroup, error) {
 }
 
 // wrap makes cmd start inside the cgroup from its first instruction, so
-// that everything it maps or allocates is charged there: on v2 the kernel
+// that everything it maps or allocates is charged there (its binary
+// evicted from the page cache first, to be charged too): on v2 the kernel
 // places it (clone3 with CLONE_INTO_CGROUP); on v1 a shell joins the
 // group and then execs cmd, keeping its pid. Call the returned function
 // once cmd has started.
 func (g *memCgroup) wrap(cmd *exec.Cmd) (started func(), err error) {
+	if err := evict(cmd.Path); err != nil {
+		return nil, err
+	}
 	if g.v2 {
 		f, err := os.Open(g.dir)
 		if err != nil {
@@ -117,6 +121,25 @@ func (g *memCgroup) wrap(cmd *exec.Cmd) (started func(), err error) {
 	cmd.Args = append([]string{"sh", "-c", `echo $$ > "$0" && exec "$@"`, filepath.Join(g.dir, "cgroup.procs"), cmd.Path}, cmd.Args[1:]...)
 	cmd.Path = sh
 	return func() {}, nil
+}
+
+// evict drops file from the page cache, so that the process that maps
+// it next (the binary under test, just written by go build and so charged
+// to the benchmark's own cgroup) faults it in afresh and is charged for
+// it in its own cgroup, as a container starting its binary is.
+func evict(file string) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil { // dirty pages are not dropped
+		return fmt.Errorf("evicting %s from the page cache: %w", file, err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		return fmt.Errorf("evicting %s from the page cache: %w", file, err)
+	}
+	return nil
 }
 
 // stats reads what the memory controller saw, also after the process ended.
