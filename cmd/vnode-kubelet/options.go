@@ -17,6 +17,7 @@ import (
 	"github.com/vnode-project/vnode/cmd/internal/cli"
 	"github.com/vnode-project/vnode/eci"
 	"github.com/vnode-project/vnode/internal/config"
+	"github.com/vnode-project/vnode/internal/memlimit"
 	"github.com/vnode-project/vnode/internal/version"
 	"github.com/vnode-project/vnode/provider/bootstrap"
 	"github.com/vnode-project/vnode/provider/kubeletapi"
@@ -87,7 +88,7 @@ func (o *options) addFlags(cmd *cobra.Command) {
 	f.BoolVar(&o.anonymousAuth, "anonymous-auth", false, "admit kubelet API requests without credentials as system:anonymous, still authorised by SubjectAccessReview (needed for pods/<node-pod>/proxy)")
 	f.IntVar(&o.maxLogStreams, "max-log-streams", kubeletapi.DefaultMaxLogStreams, "kubectl logs served at once; more are answered 429 Too Many Requests")
 	f.StringVar(&o.tunnelCA, "tunnel-ca", "", "CA bundle verifying the tunnel servers (required with --tunnel-server)")
-	f.StringVar(&o.memoryLimit, "memory-limit", "auto", "soft memory limit for Go's collector (as GOMEMLIMIT, which wins if set): a quantity such as 270Mi, auto for 90% of the container's memory limit if it has one, or 0 for none")
+	f.StringVar(&o.memoryLimit, "memory-limit", memlimit.Auto, memlimit.Usage)
 }
 
 func run(parent context.Context, o options) error {
@@ -97,7 +98,7 @@ func run(parent context.Context, o options) error {
 	}
 	defer stop()
 	log := logrus.NewEntry(logger)
-	if err := cli.SetMemoryLimit(o.memoryLimit, log); err != nil {
+	if err := memlimit.Set(o.memoryLimit, log); err != nil {
 		return err
 	}
 	if o.kubeAPIQPS <= 0 || o.kubeAPIBurst <= 0 {

@@ -41,6 +41,7 @@ import (
 	"github.com/vnode-project/vnode/eci/model"
 	"github.com/vnode-project/vnode/integration/controlplane"
 	"github.com/vnode-project/vnode/internal/config"
+	"github.com/vnode-project/vnode/internal/memlimit"
 	"github.com/vnode-project/vnode/provider"
 	"github.com/vnode-project/vnode/provider/nodeobject"
 	"github.com/vnode-project/vnode/provider/translate"
@@ -831,24 +832,43 @@ func cpuSeconds(pid int) (float64, error) {
 // BenchmarkScaleKubeletRSS runs the real vnode-kubelet binary, configured
 // like a user would (a vnode config file context pointing at the emulator,
 // a kubeconfig of system:vnode:<node>), binds VNODE_BENCH_PODS (default
-// 10,000) pods to it and reads its resident memory once all are Running.
-// VNODE_BENCH_MEMORY_LIMIT, if set, is passed as --memory-limit (what
-// "auto" would set in a container with a memory limit). With
-// VNODE_BENCH_FLOOR=1 it runs floorkubelet instead: virtual-kubelet over a
+// 10,000) pods to it and reads its resident memory (anonymous and
+// file-backed) and CPU once all are Running, beside the bound ECI's
+// CreateContainerGroup quota puts on the burst.
+//
+// VNODE_BENCH_FLOOR runs floorkubelet instead: virtual-kubelet over a
 // provider that runs nothing on the controllers vnode-kubelet assembles,
-// the floor any provider stands on (VNODE_BENCH_FLOOR=trimmed: with vnode's
-// managedFields trimming). VNODE_BENCH_HEAP_PROFILE=path saves the
-// binary's heap profile once all are Running, VNODE_BENCH_CPU_PROFILE=path
-// its CPU profile of the burst (vnode-kubelet only: the floor serves none);
-// VNODE_BENCH_STEADY=3m then holds the pods Running that long and reports
-// ECI calls per pod per minute and CPU seconds a minute.
+// the floor any provider stands on. Its value is a comma-separated list:
+//   - 1: the floor with its defaults, creates paced at ECI's published
+//     CreateContainerGroup quota and burst as vnode-kubelet's are, so
+//     that the burst takes as long as on ECI and CPU compares like with
+//     like;
+//   - trimmed: with vnode's managedFields trimming
+//     (--trim-managed-fields);
+//   - unpaced: every pod Running at once (--eci-create-quota=false), the
+//     floor as first measured;
+//
+// e.g. VNODE_BENCH_FLOOR=trimmed,unpaced. Empty or 0 runs vnode-kubelet.
+//
+// VNODE_BENCH_MEMORY_LIMIT, if set, is passed to either binary as
+// --memory-limit (what "auto" would set in a container with a memory
+// limit). VNODE_BENCH_CGROUP_MEMORY=320Mi runs the binary in a fresh
+// memory cgroup with that hard limit (cgroup v1's memory controller or
+// cgroup v2; a child of the benchmark's own cgroup, removed afterwards)
+// from its first instruction, with --memory-limit auto (unless
+// VNODE_BENCH_MEMORY_LIMIT says otherwise), and reports the cgroup's
+// peak usage, how often usage reached the limit and OOM kills beside the
+// RSS. VNODE_BENCH_HEAP_PROFILE=path saves the binary's heap profile once
+// all are Running, VNODE_BENCH_CPU_PROFILE=path its CPU profile of the
+// burst (vnode-kubelet only: the floor serves none); VNODE_BENCH_STEADY=3m
+// then holds the pods Running that long and reports ECI calls per pod per
+// minute and CPU seconds a minute.
 func BenchmarkScaleKubeletRSS(b *testing.B) {
 	n := benchPods(b, 10000)
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		phase := time.Now()
-		floorMode := os.Getenv("VNODE_BENCH_FLOOR")
-		floor := floorMode == "1" || floorMode == "trimmed"
+		floor, floorArgs := benchFloor(b)
 		pkg := "./cmd/vnode-kubelet"
 		if floor {
 			pkg = "./integration/e2e/floorkubelet"
@@ -897,16 +917,28 @@ func BenchmarkScaleKubeletRSS(b *testing.B) {
 		cmd := exec.Command(bin, "--config", cfgPath, "--listen", "127.0.0.1:0", "--node-ip", "127.0.0.1",
 			"--client-ca-file", e.cp.PKI.CACertPath, "--tls-cert-file", serving.CertPath, "--tls-private-key-file", serving.KeyPath,
 			"--cluster-dns", "10.0.0.10")
-		if v := os.Getenv("VNODE_BENCH_MEMORY_LIMIT"); v != "" {
-			cmd.Args = append(cmd.Args, "--memory-limit", v)
-		}
 		if floor {
-			cmd = exec.Command(bin, "--kubeconfig", kubeconfig, "--nodename", name, "--pods", strconv.Itoa(max(n, 1000)),
-				"--trim-managed-fields="+strconv.FormatBool(floorMode == "trimmed"))
+			cmd = exec.Command(bin, append([]string{"--kubeconfig", kubeconfig, "--nodename", name, "--pods", strconv.Itoa(max(n, 1000))}, floorArgs...)...)
+		}
+		cgroup := benchCgroup(b)
+		memLimit := os.Getenv("VNODE_BENCH_MEMORY_LIMIT")
+		if memLimit == "" && cgroup != nil {
+			memLimit = memlimit.Auto
+		}
+		if memLimit != "" {
+			cmd.Args = append(cmd.Args, "--memory-limit", memLimit)
 		}
 		cmd.Stdout, cmd.Stderr = logFile, logFile
 		cmd.Env = append(os.Environ(), "VNODE_CONFIG="+cfgPath)
-		if err := cmd.Start(); err != nil {
+		started := func() {}
+		if cgroup != nil {
+			if started, err = cgroup.wrap(cmd); err != nil {
+				b.Fatal(err)
+			}
+		}
+		err = cmd.Start()
+		started()
+		if err != nil {
 			b.Fatal(err)
 		}
 		// exited is closed when the process ends, exitErr set before.
@@ -955,6 +987,22 @@ func BenchmarkScaleKubeletRSS(b *testing.B) {
 		}
 		idle, _, _ := procStatus(cmd.Process.Pid)
 		b.Logf("vnode-kubelet Ready in %.1f s, RSS %.0f MiB with no pods", time.Since(phase).Seconds(), idle)
+		if cgroup != nil {
+			// memlimit.Set logs the soft limit it set: without it, auto
+			// did not see the cgroup and the run measures nothing.
+			line := ""
+			if data, err := os.ReadFile(logPath); err == nil {
+				for l := range strings.Lines(string(data)) {
+					if strings.Contains(l, "soft memory limit set") {
+						line = strings.TrimSpace(l)
+					}
+				}
+			}
+			if line == "" && memLimit == memlimit.Auto {
+				b.Fatalf("--memory-limit auto set no soft limit in the %d MiB cgroup\n%s", cgroup.limit>>20, logTail())
+			}
+			b.Logf("in a memory cgroup of %d MiB (%s): %s", cgroup.limit>>20, cgroup.dir, line)
+		}
 
 		ns := "bench-rss"
 		if err := e.cp.CreateNamespace(context.Background(), ns); err != nil {
@@ -1010,6 +1058,25 @@ func BenchmarkScaleKubeletRSS(b *testing.B) {
 		b.ReportMetric(running.Seconds(), "running-s")
 		b.ReportMetric(rss, "rss-MiB")
 		b.ReportMetric(hwm, "hwm-MiB")
+		b.ReportMetric(mem["RssFile:"], "file-MiB")
+		if l, ok := e.emu.Quotas()["CreateContainerGroup"]; ok {
+			bound := quotaBound(l, n)
+			b.Logf("ECI's create quota (%.0f a minute, burst %d) bounds the burst at %.1f s: all Running at %.2fx",
+				l.PerMinute, l.Burst, bound.Seconds(), running.Seconds()/bound.Seconds())
+			b.ReportMetric(bound.Seconds(), "quota-bound-s")
+			b.ReportMetric(running.Seconds()/bound.Seconds(), "running/quota-bound")
+		}
+		if cgroup != nil {
+			st, err := cgroup.stats()
+			if err != nil {
+				b.Fatalf("reading the memory cgroup: %v", err)
+			}
+			b.Logf("memory cgroup of %d MiB: %s (RSS %.0f MiB: anonymous %.0f, file %.0f)", cgroup.limit>>20, st, rss, mem["RssAnon:"], mem["RssFile:"])
+			b.ReportMetric(float64(cgroup.limit>>20), "cgroup-limit-MiB")
+			b.ReportMetric(st.peakMiB, "cgroup-peak-MiB")
+			b.ReportMetric(float64(st.limitHits), "cgroup-limit-hits")
+			b.ReportMetric(float64(st.oomKills), "cgroup-oom-kills")
+		}
 		if v := os.Getenv("VNODE_BENCH_STEADY"); v != "" {
 			steadyState(b, e, cmd.Process.Pid, v, n)
 		}
@@ -1029,6 +1096,60 @@ func BenchmarkScaleKubeletRSS(b *testing.B) {
 			}
 		}
 	}
+}
+
+// benchFloor reads VNODE_BENCH_FLOOR (see BenchmarkScaleKubeletRSS):
+// whether to run floorkubelet, and its flags.
+func benchFloor(b *testing.B) (floor bool, args []string) {
+	b.Helper()
+	v := os.Getenv("VNODE_BENCH_FLOOR")
+	if v == "" || v == "0" {
+		return false, nil
+	}
+	trimmed, paced := false, true
+	for _, w := range strings.Split(v, ",") {
+		switch strings.TrimSpace(w) {
+		case "1":
+		case "trimmed":
+			trimmed = true
+		case "unpaced":
+			paced = false
+		default:
+			b.Fatalf("VNODE_BENCH_FLOOR=%q: want a comma-separated list of 1, trimmed and unpaced (or 0 for vnode-kubelet)", v)
+		}
+	}
+	return true, []string{"--trim-managed-fields=" + strconv.FormatBool(trimmed), "--eci-create-quota=" + strconv.FormatBool(paced)}
+}
+
+// benchCgroup makes the memory cgroup VNODE_BENCH_CGROUP_MEMORY asks for
+// (a quantity such as 320Mi), removed when the benchmark ends, or nil.
+func benchCgroup(b *testing.B) *memCgroup {
+	b.Helper()
+	v := os.Getenv("VNODE_BENCH_CGROUP_MEMORY")
+	if v == "" {
+		return nil
+	}
+	q, err := resource.ParseQuantity(v)
+	if err != nil || q.Sign() <= 0 {
+		b.Fatalf("VNODE_BENCH_CGROUP_MEMORY=%q: want a positive quantity such as 320Mi", v)
+	}
+	g, err := newMemCgroup(q.Value())
+	if err != nil {
+		b.Fatalf("VNODE_BENCH_CGROUP_MEMORY=%s: %v", v, err)
+	}
+	// Registered before the process's own cleanup, so run after it:
+	// a cgroup is removed only once empty.
+	b.Cleanup(func() {
+		if b.Failed() {
+			if st, err := g.stats(); err == nil {
+				b.Logf("memory cgroup of %d MiB: %s", g.limit>>20, st)
+			}
+		}
+		if err := g.remove(); err != nil {
+			b.Error(err)
+		}
+	})
+	return g
 }
 
 // steadyState measures the node holding n Running pods for the window

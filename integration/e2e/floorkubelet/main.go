@@ -6,6 +6,13 @@
 // provider that runs nothing and keeps only what it must to report a pod:
 // its metadata, container names and status. Whatever it uses at 10,000
 // pods, any provider on these controllers uses at least.
+//
+// By default its creates are paced as any provider's on ECI must be:
+// CreatePod only queues the pod, and a worker makes its "instance" Running
+// as ECI's published CreateContainerGroup quota and burst allow
+// (-eci-create-quota=false runs every pod at once, the unpaced floor). It
+// takes vnode-kubelet's --memory-limit (default auto), so that both run
+// under the same soft limit in a memory cgroup.
 package main
 
 import (
@@ -19,9 +26,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	vknode "github.com/virtual-kubelet/virtual-kubelet/node"
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -30,7 +39,11 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
 
+	"github.com/vnode-project/vnode/eci/model"
+	"github.com/vnode-project/vnode/internal/memlimit"
 	"github.com/vnode-project/vnode/provider/vnode"
 )
 
@@ -39,14 +52,20 @@ func main() {
 	name := flag.String("nodename", "floor", "node name")
 	pods := flag.Int("pods", 10000, "pods capacity")
 	trim := flag.Bool("trim-managed-fields", false, "give virtual-kubelet's informers the client vnode-kubelet gives them, which drops managedFields")
+	paced := flag.Bool("eci-create-quota", true, "pace creates at ECI's published CreateContainerGroup quota and burst, as on ECI; false runs every pod at once")
+	memLimit := flag.String("memory-limit", memlimit.Auto, memlimit.Usage)
 	flag.Parse()
-	if err := run(*kubeconfig, *name, *pods, *trim); err != nil {
+	if err := memlimit.Set(*memLimit, logrus.New()); err != nil {
+		fmt.Fprintln(os.Stderr, "floorkubelet:", err)
+		os.Exit(1)
+	}
+	if err := run(*kubeconfig, *name, *pods, *trim, *paced); err != nil {
 		fmt.Fprintln(os.Stderr, "floorkubelet:", err)
 		os.Exit(1)
 	}
 }
 
-func run(kubeconfig, name string, pods int, trim bool) error {
+func run(kubeconfig, name string, pods int, trim, paced bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
@@ -65,6 +84,11 @@ func run(kubeconfig, name string, pods int, trim bool) error {
 	eb := record.NewBroadcaster()
 	eb.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events(corev1.NamespaceAll)})
 	defer eb.Shutdown()
+	var limiter *rate.Limiter
+	if paced {
+		limiter = createLimiter()
+	}
+	p := newProvider(limiter, clock.RealClock{})
 	n, err := vnode.NewVKNode(vnode.VKNodeConfig{
 		Name: name, Client: kube, InformerResync: time.Minute, // nodeutil's default resync
 		Workers:  20, // vnode-kubelet's default
@@ -81,22 +105,47 @@ func run(kubeconfig, name string, pods int, trim bool) error {
 		pc.Node.Status.Phase = corev1.NodeRunning
 		pc.Node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue,
 			Reason: "KubeletReady", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
-		return &provider{pods: map[string]*corev1.Pod{}}, vknode.NewNaiveNodeProvider(), nil
+		return p, vknode.NewNaiveNodeProvider(), nil
 	})
 	if err != nil {
 		return err
 	}
+	if p.creates != nil {
+		go p.run(ctx)
+	}
 	return n.Run(ctx)
 }
 
-// provider runs every pod at once and keeps a skeleton of it. The floor
-// starts no kubelet API (no TLS configured), so the API's methods, left to
-// the nil embedded interface, are never called.
+// createLimiter is ECI's published CreateContainerGroup quota and the
+// burst assumed with it (model.QuotaBurst): what paces any provider's
+// creates on ECI, vnode's included.
+func createLimiter() *rate.Limiter {
+	perMin := model.Quotas["CreateContainerGroup"]
+	return rate.NewLimiter(rate.Limit(float64(perMin)/60), model.QuotaBurst(perMin))
+}
+
+// provider runs every pod it is given and keeps a skeleton of it. Paced
+// (a limiter), CreatePod only queues the pod, Pending, and run makes it
+// Running as the limiter's tokens allow; unpaced, CreatePod makes it
+// Running at once. The floor starts no kubelet API (no TLS configured),
+// so the API's methods, left to the nil embedded interface, are never
+// called.
 type provider struct {
 	nodeutil.Provider
-	mu     sync.Mutex
-	pods   map[string]*corev1.Pod
-	notify func(*corev1.Pod)
+	limiter *rate.Limiter                    // nil: unpaced
+	clock   clock.Clock                      // the limiter's time
+	creates workqueue.TypedInterface[string] // pods waiting for a create token; nil: unpaced
+	mu      sync.Mutex
+	pods    map[string]*corev1.Pod
+	notify  func(*corev1.Pod)
+}
+
+func newProvider(limiter *rate.Limiter, clk clock.Clock) *provider {
+	p := &provider{limiter: limiter, clock: clk, pods: map[string]*corev1.Pod{}}
+	if limiter != nil {
+		p.creates = workqueue.NewTyped[string]()
+	}
+	return p
 }
 
 func key(ns, name string) string { return ns + "/" + name }
@@ -104,24 +153,95 @@ func key(ns, name string) string { return ns + "/" + name }
 func (p *provider) CreatePod(_ context.Context, pod *corev1.Pod) error {
 	sk := &corev1.Pod{ObjectMeta: *pod.ObjectMeta.DeepCopy()}
 	sk.ManagedFields = nil
-	now := metav1.Now()
-	sk.Status = corev1.PodStatus{Phase: corev1.PodRunning, StartTime: &now, QOSClass: pod.Status.QOSClass,
-		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now}}}
+	sk.Status = corev1.PodStatus{Phase: corev1.PodPending, QOSClass: pod.Status.QOSClass}
 	for _, c := range pod.Spec.Containers {
 		sk.Spec.Containers = append(sk.Spec.Containers, corev1.Container{Name: c.Name, Image: c.Image})
-		sk.Status.ContainerStatuses = append(sk.Status.ContainerStatuses, corev1.ContainerStatus{Name: c.Name, Image: c.Image, Ready: true,
-			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}})
 	}
+	k := key(pod.Namespace, pod.Name)
 	p.mu.Lock()
-	p.pods[key(pod.Namespace, pod.Name)] = sk
-	notify := p.notify
+	p.pods[k] = sk
 	p.mu.Unlock()
-	if notify != nil {
-		notify(sk.DeepCopy())
+	if p.creates == nil {
+		p.start(k)
+		return nil
 	}
+	p.creates.Add(k)
 	return nil
 }
 
+// run makes the queued pods Running, one create token each, until ctx
+// ends. One worker is enough: a create here costs nothing but its token.
+func (p *provider) run(ctx context.Context) {
+	go func() { <-ctx.Done(); p.creates.ShutDown() }()
+	for {
+		k, shutdown := p.creates.Get()
+		if shutdown {
+			return
+		}
+		var err error
+		if p.pending(k) { // a pod deleted while queued takes no token
+			if err = p.token(ctx); err == nil {
+				p.start(k)
+			}
+		}
+		p.creates.Done(k)
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *provider) pending(k string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sk, ok := p.pods[k]
+	return ok && sk.Status.Phase == corev1.PodPending
+}
+
+// token waits for one create token on p's clock.
+func (p *provider) token(ctx context.Context) error {
+	now := p.clock.Now()
+	r := p.limiter.ReserveN(now, 1)
+	if !r.OK() {
+		return fmt.Errorf("create limiter allows no create (burst %d)", p.limiter.Burst())
+	}
+	d := r.DelayFrom(now)
+	if d <= 0 {
+		return nil
+	}
+	t := p.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return nil
+	case <-ctx.Done():
+		r.CancelAt(p.clock.Now())
+		return ctx.Err()
+	}
+}
+
+// start makes pod k's "instance" Running, unless it was deleted first,
+// and reports it.
+func (p *provider) start(k string) {
+	p.mu.Lock()
+	sk, ok := p.pods[k]
+	if !ok || sk.Status.Phase != corev1.PodPending { // deleted, or started already
+		p.mu.Unlock()
+		return
+	}
+	now := metav1.Now()
+	sk.Status = corev1.PodStatus{Phase: corev1.PodRunning, StartTime: &now, QOSClass: sk.Status.QOSClass,
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now}}}
+	for _, c := range sk.Spec.Containers {
+		sk.Status.ContainerStatuses = append(sk.Status.ContainerStatuses, corev1.ContainerStatus{Name: c.Name, Image: c.Image, Ready: true,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}})
+	}
+	notify, out := p.notify, sk.DeepCopy()
+	p.mu.Unlock()
+	if notify != nil {
+		notify(out)
+	}
+}
 func (p *provider) UpdatePod(context.Context, *corev1.Pod) error { return nil }
 
 func (p *provider) DeletePod(_ context.Context, pod *corev1.Pod) error {

@@ -1,11 +1,11 @@
-package cli
+package memlimit
 
 import (
 	"testing"
 	"testing/fstest"
 )
 
-func TestMemoryLimit(t *testing.T) {
+func TestLimit(t *testing.T) {
 	v2 := fstest.MapFS{
 		"proc/self/cgroup":                          {Data: []byte("0::/kubepods/pod1/c1\n")},
 		"sys/fs/cgroup/kubepods/pod1/c1/memory.max": {Data: []byte("335544320\n")},
@@ -50,10 +50,35 @@ func TestMemoryLimit(t *testing.T) {
 		{"negative", "-1Gi", v2, 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, _, err := MemoryLimit(tc.flag, tc.root)
+			got, _, err := Limit(tc.flag, tc.root)
 			if (err != nil) != tc.wantErr || got != tc.want {
-				t.Fatalf("MemoryLimit(%q) = %d, %v; want %d, error %v", tc.flag, got, err, tc.want, tc.wantErr)
+				t.Fatalf("Limit(%q) = %d, %v; want %d, error %v", tc.flag, got, err, tc.want, tc.wantErr)
 			}
 		})
+	}
+}
+
+func TestCgroups(t *testing.T) {
+	root := fstest.MapFS{"proc/self/cgroup": {Data: []byte("9:name=systemd:/\n4:cpu,memory:/docker/abc\n3:cpuset:/\n0::/user.slice/x\n")}}
+	got, err := Cgroups(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Cgroup{{Path: "/docker/abc"}, {V2: true, Path: "/user.slice/x"}}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("Cgroups = %+v, want %+v", got, want)
+	}
+	for c, dir := range map[Cgroup]string{
+		got[0]: "sys/fs/cgroup/memory/docker/abc", got[1]: "sys/fs/cgroup/user.slice/x", {V2: true, Path: "/"}: "sys/fs/cgroup",
+	} {
+		if c.Dir() != dir {
+			t.Errorf("%+v: Dir %q, want %q", c, c.Dir(), dir)
+		}
+	}
+	if got[0].LimitFile() != "memory.limit_in_bytes" || got[1].LimitFile() != "memory.max" {
+		t.Errorf("limit files %q, %q", got[0].LimitFile(), got[1].LimitFile())
+	}
+	if got, err := Cgroups(fstest.MapFS{}); err != nil || got != nil {
+		t.Fatalf("not Linux: %v, %v", got, err)
 	}
 }
