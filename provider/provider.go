@@ -51,11 +51,16 @@ type Config struct {
 	Node translate.NodeSettings
 	// Version is written to pods as k8s.aliyun.com/vk-version.
 	Version string
-	// SyncInterval is how often the instances are listed (default 5s).
+	// SyncInterval is how often the instances' status changes are polled
+	// (default 5s).
 	SyncInterval time.Duration
-	// StartSyncInterval is how often they are listed while instances are
+	// StartSyncInterval is how often they are polled while instances are
 	// being created (see waitSync; default 1s).
 	StartSyncInterval time.Duration
+	// ListInterval is how often every instance's status is listed instead
+	// (default six SyncIntervals): the list finds instances gone (absent
+	// from two lists in a row) and any change a poll missed.
+	ListInterval time.Duration
 	// GCInterval is how often every instance is listed in full (events
 	// that came without a status change are replayed then) and orphaned
 	// instances are collected (default 1m). Between full lists a sync
@@ -141,6 +146,9 @@ func New(cfg Config, cloud Cloud, kube kubernetes.Interface, src translate.Sourc
 	}
 	if cfg.StartSyncInterval <= 0 || cfg.StartSyncInterval > cfg.SyncInterval {
 		cfg.StartSyncInterval = min(time.Second, cfg.SyncInterval)
+	}
+	if cfg.ListInterval < cfg.SyncInterval {
+		cfg.ListInterval = 6 * cfg.SyncInterval
 	}
 	if cfg.GCInterval <= 0 {
 		cfg.GCInterval = time.Minute
@@ -230,7 +238,7 @@ func (p *Provider) Run(ctx context.Context) {
 			p.log.WithError(err).Warn("sync with ECI failed; will retry")
 		}
 		if !changes {
-			fullDue = time.Now().Add(p.cfg.SyncInterval)
+			fullDue = time.Now().Add(p.cfg.ListInterval)
 		}
 		var ok bool
 		if changes, ok = p.waitSync(ctx, fullDue); !ok {
@@ -245,15 +253,17 @@ func (p *Provider) Run(ctx context.Context) {
 
 // waitSync waits until the next sync is due and says whether it is a poll
 // of changes (SyncChanges) or a whole list (Sync, due at fullDue); false
-// once ctx ends. A poll is due StartSyncInterval after an instance was
-// created, and every StartSyncInterval while instances were created in
-// the last two SyncIntervals: a new instance's Running status (and its
-// annotations) then reach the API server about a second after it starts,
-// not up to SyncInterval later. In a burst the last pods' wait for the
-// next sync was most of the time to all Running beyond ECI's create
-// quota; a poll costs one call plus one per 20 changed instances.
+// once ctx ends. A poll is due every SyncInterval; StartSyncInterval
+// after an instance was created, and every StartSyncInterval while
+// instances were created in the last two SyncIntervals: a new instance's
+// Running status (and its annotations) then reach the API server about a
+// second after it starts, not up to SyncInterval later. In a burst the
+// last pods' wait for the next sync was most of the time to all Running
+// beyond ECI's create quota. A poll costs one call plus one per 20
+// changed instances; a whole list one per 200 instances, which at 10,000
+// pods every 5 s was most of the node's ECI calls and CPU when idle.
 func (p *Provider) waitSync(ctx context.Context, fullDue time.Time) (changes, ok bool) {
-	d := time.Until(fullDue)
+	d := min(p.cfg.SyncInterval, time.Until(fullDue))
 	if time.Since(time.Unix(0, p.lastCreate.Load())) < 2*p.cfg.SyncInterval {
 		d = min(d, p.cfg.StartSyncInterval)
 	}

@@ -1323,6 +1323,13 @@ func TestSyncComesSoonAfterCreates(t *testing.T) {
 	if changes, ok := p.waitSync(ctx, time.Now()); !ok || changes {
 		t.Fatalf("whole list due: sync %v, a poll of changes %v; want the whole list", ok, changes)
 	}
+	// With no create for long, polls come every SyncInterval while the
+	// whole list is not due.
+	p = New(Config{Node: translate.NodeSettings{ClusterName: "c1", NodeName: "vn"}, SyncInterval: time.Millisecond, ListInterval: time.Hour, Log: logrus.New()},
+		newMemCloud(), fake.NewClientset(), translate.Sources{Objects: noObjects{}}, nil)
+	if changes, ok := p.waitSync(ctx, fullDue); !ok || !changes {
+		t.Fatalf("idle: sync %v, a poll of changes %v; want a poll every SyncInterval", ok, changes)
+	}
 }
 
 // TestDeletedEntriesForgottenFromTheInformer: a full sync forgets deleted
