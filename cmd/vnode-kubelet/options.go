@@ -72,7 +72,7 @@ func (o *options) addFlags(cmd *cobra.Command) {
 	f.BoolVar(&o.rotateServerCerts, "rotate-server-certificates", false, "request the kubelet API's serving certificate from the cluster (a kubernetes.io/kubelet-serving CSR as system:vnode:<node>, approved by vnode-approver), keep it in --cert-dir and renew it before it expires; instead of --tls-cert-file/--tls-private-key-file")
 	f.StringVar(&o.clusterDNS, "cluster-dns", "", "comma-separated cluster DNS addresses for ClusterFirst pods")
 	f.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "cluster domain for DNS search paths")
-	f.DurationVar(&o.syncInterval, "sync-interval", 5*time.Second, "how often the statuses of the node's instances are listed (changed ones are then read in full)")
+	f.DurationVar(&o.syncInterval, "sync-interval", 5*time.Second, "how often the node's instances are polled for status changes (changed ones are then read in full); every sixth time all statuses are listed")
 	f.DurationVar(&o.gcInterval, "gc-interval", time.Minute, "how often every instance is read in full and orphaned instances are collected")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.tunnelServer, "tunnel-server", "", "host:port of the edge tunnel servers: run the tunnel agent in-process, authenticated by the node's own client certificate (system:vnode:<node>), and be Ready only while it holds a session")
