@@ -78,7 +78,7 @@ func BenchmarkPrioritiesUnderBacklog(b *testing.B) {
 		accepted := func() int {
 			return ee.emu.CallCounts()["CreateContainerGroup"] - ee.emu.ThrottledCounts()["CreateContainerGroup"]
 		}
-		cloud := &deleteLog{Client: client, accepted: accepted, called: map[string]time.Time{}, ended: map[string]time.Time{}, createsAt: map[string]int{}}
+		cloud := &cloudLog{Client: client, accepted: accepted, called: map[string]time.Time{}, ended: map[string]time.Time{}, createsAt: map[string]int{}, expired: map[string]time.Time{}}
 		runBenchNode(b, ee, node, cloud, client)
 		c := unthrottled(b, ee.cp)
 		ctx := context.Background()
@@ -121,7 +121,7 @@ func BenchmarkPrioritiesUnderBacklog(b *testing.B) {
 		// every second for two sync intervals after a create (waitSync),
 		// as it does all through the burst: say how long ago that was.
 		sinceCreate := time.Since(cloud.lastCreate())
-		floorStatus := expireAndWait(b, ee.emu, ew, "status, no backlog", earlyNS, statusFloor, ids, 0, accepted)
+		floorStatus := expireAndWait(b, ee.emu, cloud, ew, "status, no backlog", earlyNS, statusFloor, ids, 0, accepted)
 		floorDelete := deleteAndWait(b, c, cloud, "deletes, no backlog", earlyNS, deleteFloor, ids, 0, accepted)
 		if b.Failed() {
 			return
@@ -141,7 +141,7 @@ func BenchmarkPrioritiesUnderBacklog(b *testing.B) {
 		var backlogStatus, backlogDelete prioResult
 		var wg sync.WaitGroup
 		wg.Go(func() {
-			backlogStatus = expireAndWait(b, ee.emu, ew, "status, backlog", earlyNS, statusBacklog, ids, backlog, accepted)
+			backlogStatus = expireAndWait(b, ee.emu, cloud, ew, "status, backlog", earlyNS, statusBacklog, ids, backlog, accepted)
 		})
 		wg.Go(func() {
 			backlogDelete = deleteAndWait(b, c, cloud, "deletes, backlog", earlyNS, deleteBacklog, ids, backlog, accepted)
@@ -177,6 +177,8 @@ func BenchmarkPrioritiesUnderBacklog(b *testing.B) {
 		}
 		b.Logf("deletes: the user's DELETE to the provider's DeleteContainerGroup call p50 %.0f ms p99 %.0f ms (no backlog: %.0f / %.0f)",
 			ms(percentile(backlogDelete.toCall, .5)), ms(percentile(backlogDelete.toCall, .99)), ms(percentile(floorDelete.toCall, .5)), ms(percentile(floorDelete.toCall, .99)))
+		b.Logf("status: the reclamation to a sync reading it p50 %.0f ms p99 %.0f ms (no backlog: %.0f / %.0f); the rest is the provider, virtual-kubelet and the API server",
+			ms(percentile(backlogStatus.toCall, .5)), ms(percentile(backlogStatus.toCall, .99)), ms(percentile(floorStatus.toCall, .5)), ms(percentile(floorStatus.toCall, .99)))
 		b.Logf("throttled ECI calls: %.0f seen by the client, %d answered by the emulator (want 0)", throttled, emuThrottled)
 
 		b.ReportMetric(float64(backlog), "backlog-creates")
@@ -204,25 +206,57 @@ type prioResult struct {
 	what    string
 	backlog int             // creates queued when the group began
 	lat     []time.Duration // the action to ECI (deletes) or to the API server (status), sorted
-	toCall  []time.Duration // deletes: the user's DELETE to the provider's call, sorted
+	toCall  []time.Duration // deletes: the user's DELETE to the provider's call; status: the reclamation to a sync reading it; sorted
 	between []int           // creates the emulator accepted during each, sorted
 }
 
-// deleteLog is the real ECI client, recording for each instance when the
+// cloudLog is the real ECI client, recording for each instance when the
 // provider first called DeleteContainerGroup, when a call first
-// succeeded and how many creates the emulator had accepted by then, and
-// when the last instance was created.
-type deleteLog struct {
+// succeeded and how many creates the emulator had accepted by then, when
+// a sync first read it Expired, and when the last instance was created.
+type cloudLog struct {
 	*eci.Client
 	accepted func() int
 
 	mu            sync.Mutex
 	called, ended map[string]time.Time
 	createsAt     map[string]int
+	expired       map[string]time.Time
 	created       time.Time
 }
 
-func (c *deleteLog) CreateContainerGroup(ctx context.Context, g *model.ContainerGroup) (string, string, error) {
+// GetContainerGroups and ListContainerGroups are how a sync reads the
+// details of changed instances, and of all of them every GC interval.
+func (c *cloudLog) GetContainerGroups(ctx context.Context, ids []string) ([]*model.Instance, error) {
+	insts, err := c.Client.GetContainerGroups(ctx, ids)
+	c.read(insts)
+	return insts, err
+}
+
+func (c *cloudLog) ListContainerGroups(ctx context.Context, tags map[string]string) ([]*model.Instance, error) {
+	insts, err := c.Client.ListContainerGroups(ctx, tags)
+	c.read(insts)
+	return insts, err
+}
+
+func (c *cloudLog) read(insts []*model.Instance) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, inst := range insts {
+		if _, ok := c.expired[inst.ID]; !ok && inst.Status == translate.StatusExpired {
+			c.expired[inst.ID] = now
+		}
+	}
+}
+
+func (c *cloudLog) expiredAt(id string) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.expired[id]
+}
+
+func (c *cloudLog) CreateContainerGroup(ctx context.Context, g *model.ContainerGroup) (string, string, error) {
 	id, req, err := c.Client.CreateContainerGroup(ctx, g)
 	if err == nil {
 		now := time.Now()
@@ -233,7 +267,7 @@ func (c *deleteLog) CreateContainerGroup(ctx context.Context, g *model.Container
 	return id, req, err
 }
 
-func (c *deleteLog) DeleteContainerGroup(ctx context.Context, id string) error {
+func (c *cloudLog) DeleteContainerGroup(ctx context.Context, id string) error {
 	now := time.Now()
 	c.mu.Lock()
 	if _, ok := c.called[id]; !ok {
@@ -253,7 +287,7 @@ func (c *deleteLog) DeleteContainerGroup(ctx context.Context, id string) error {
 	return nil
 }
 
-func (c *deleteLog) lastCreate() time.Time {
+func (c *cloudLog) lastCreate() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.created
@@ -261,7 +295,7 @@ func (c *deleteLog) lastCreate() time.Time {
 
 // done reports when id's delete was called and succeeded, and the
 // creates accepted by then.
-func (c *deleteLog) done(id string) (called, ended time.Time, creates int, ok bool) {
+func (c *cloudLog) done(id string) (called, ended time.Time, creates int, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ended, ok = c.ended[id]
@@ -271,7 +305,7 @@ func (c *deleteLog) done(id string) (called, ended time.Time, creates int, ok bo
 // deleteAndWait deletes the pods as their user would (one DELETE each,
 // all at once, the pods' default grace period) and waits until the
 // emulator has deleted each one's instance.
-func deleteAndWait(b *testing.B, c kubernetes.Interface, cloud *deleteLog, what, ns string, pods []string, ids map[string]string, backlog int, accepted func() int) prioResult {
+func deleteAndWait(b *testing.B, c kubernetes.Interface, cloud *cloudLog, what, ns string, pods []string, ids map[string]string, backlog int, accepted func() int) prioResult {
 	type asked struct {
 		at      time.Time
 		creates int
@@ -322,7 +356,7 @@ func deleteAndWait(b *testing.B, c kubernetes.Interface, cloud *deleteLog, what,
 // expireAndWait reclaims the pods' instances in the emulator (a spot
 // reclamation: status Expired) and waits until each pod is Failed in the
 // API server, as w's informer sees it.
-func expireAndWait(b *testing.B, emu *emulator.Emulator, w *podWatch, what, ns string, pods []string, ids map[string]string, backlog int, accepted func() int) prioResult {
+func expireAndWait(b *testing.B, emu *emulator.Emulator, cloud *cloudLog, w *podWatch, what, ns string, pods []string, ids map[string]string, backlog int, accepted func() int) prioResult {
 	r := prioResult{what: what, backlog: backlog}
 	at, creates := map[string]time.Time{}, map[string]int{}
 	// Spread over one sync period, so that the figures sample every
@@ -354,6 +388,7 @@ func expireAndWait(b *testing.B, emu *emulator.Emulator, w *podWatch, what, ns s
 			}
 			seen[name] = true
 			r.lat = append(r.lat, time.Since(at[name]))
+			r.toCall = append(r.toCall, cloud.expiredAt(ids[name]).Sub(at[name]))
 			r.between = append(r.between, accepted()-creates[name])
 		}
 		return len(seen) == len(pods), nil
