@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -65,14 +63,7 @@ func BenchmarkPrioritiesUnderBacklog(b *testing.B) {
 		}
 		del := clientLimits["DeleteContainerGroup"]
 		deleteBucket := emulator.Limit{PerMinute: float64(del.PerMinute), Burst: del.Burst}
-		reg := prometheus.NewRegistry()
-		logger := logrus.New()
-		logger.SetLevel(logrus.WarnLevel)
-		client, err := eci.New(eci.Config{RegionID: "cn-hangzhou", Endpoint: "http://" + ee.ep, AccessKeyID: akID, AccessKeySecret: akSecret,
-			Metrics: reg, Logger: logger, VkClientVersion: "vnode-bench", RateLimits: limits})
-		if err != nil {
-			b.Fatal(err)
-		}
+		client, reg := benchClient(b, ee, limits)
 		// Creates the emulator accepted: its own count, less any it
 		// throttled (which did nothing).
 		accepted := func() int {
