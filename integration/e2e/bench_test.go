@@ -666,6 +666,21 @@ func benchQuota(b *testing.B, emu *emulator.Emulator) map[string]int {
 	return limits
 }
 
+// benchClient is the real ECI client on e's emulator within limits (see
+// benchQuota), its calls counted in a registry of its own.
+func benchClient(b *testing.B, e *env, limits map[string]int) (*eci.Client, *prometheus.Registry) {
+	b.Helper()
+	reg := prometheus.NewRegistry()
+	logger := logrus.New()
+	logger.SetLevel(logrus.WarnLevel)
+	client, err := eci.New(eci.Config{RegionID: "cn-hangzhou", Endpoint: "http://" + e.ep, AccessKeyID: akID, AccessKeySecret: akSecret,
+		Metrics: reg, Logger: logger, VkClientVersion: "vnode-bench", RateLimits: limits})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return client, reg
+}
+
 // quotaBound is the least time ECI's create quota allows n creates: the
 // burst at once, the rest at the quota's rate.
 func quotaBound(l emulator.Limit, n int) time.Duration {
@@ -724,14 +739,7 @@ func BenchmarkScale1000Pods(b *testing.B) {
 		limits := benchQuota(b, ee.emu)
 		createQuota := ee.emu.Quotas()["CreateContainerGroup"]
 		bound := quotaBound(createQuota, n)
-		reg := prometheus.NewRegistry()
-		logger := logrus.New()
-		logger.SetLevel(logrus.WarnLevel)
-		client, err := eci.New(eci.Config{RegionID: "cn-hangzhou", Endpoint: "http://" + ee.ep, AccessKeyID: akID, AccessKeySecret: akSecret,
-			Metrics: reg, Logger: logger, VkClientVersion: "vnode-bench", RateLimits: limits})
-		if err != nil {
-			b.Fatal(err)
-		}
+		client, reg := benchClient(b, ee, limits)
 		timed := &timedECI{Client: client, times: newCreateTimes()}
 		eapi := runBenchNode(b, ee, "vn-eci", timed, client)
 		ec := unthrottled(b, ee.cp)
