@@ -927,6 +927,10 @@ func BenchmarkScaleKubeletRSS(b *testing.B) {
 			"--cluster-dns", "10.0.0.10")
 		if floor {
 			cmd = exec.Command(bin, append([]string{"--kubeconfig", kubeconfig, "--nodename", name, "--pods", strconv.Itoa(max(n, 1000))}, floorArgs...)...)
+			if path := os.Getenv("VNODE_BENCH_HEAP_PROFILE"); path != "" {
+				_ = os.Remove(path)
+				cmd.Args = append(cmd.Args, "--heap-profile", path)
+			}
 		}
 		cgroup := benchCgroup(b)
 		memLimit := os.Getenv("VNODE_BENCH_MEMORY_LIMIT")
@@ -1096,7 +1100,13 @@ func BenchmarkScaleKubeletRSS(b *testing.B) {
 				b.Logf("CPU profile: %s", os.Getenv("VNODE_BENCH_CPU_PROFILE"))
 			}
 		}
-		if path := os.Getenv("VNODE_BENCH_HEAP_PROFILE"); path != "" {
+		if path := os.Getenv("VNODE_BENCH_HEAP_PROFILE"); path != "" && floor {
+			if err := floorHeapProfile(cmd.Process, path); err != nil {
+				b.Error(err)
+			} else {
+				b.Logf("heap profile: %s", path)
+			}
+		} else if path != "" {
 			if err := saveProfile(e, c, name, "heap?gc=1", path); err != nil {
 				b.Error(err)
 			} else {
@@ -1104,6 +1114,22 @@ func BenchmarkScaleKubeletRSS(b *testing.B) {
 			}
 		}
 	}
+}
+
+// floorHeapProfile asks floorkubelet for its heap profile (SIGUSR1, see
+// its --heap-profile) and waits for the file.
+func floorHeapProfile(p *os.Process, path string) error {
+	if err := p.Signal(syscall.SIGUSR1); err != nil {
+		return fmt.Errorf("asking the floor for its heap profile: %w", err)
+	}
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		st, err := os.Stat(path)
+		return err == nil && st.Size() > 0, nil
+	})
+	if err != nil {
+		return fmt.Errorf("the floor wrote no heap profile to %s: %w", path, err)
+	}
+	return nil
 }
 
 // benchFloor reads VNODE_BENCH_FLOOR (see BenchmarkScaleKubeletRSS):

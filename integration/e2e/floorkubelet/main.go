@@ -21,6 +21,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"syscall"
@@ -54,7 +56,11 @@ func main() {
 	trim := flag.Bool("trim-managed-fields", false, "give virtual-kubelet's informers the client vnode-kubelet gives them, which drops managedFields")
 	paced := flag.Bool("eci-create-quota", true, "pace creates at ECI's published CreateContainerGroup quota and burst, as on ECI; false runs every pod at once")
 	memLimit := flag.String("memory-limit", memlimit.Auto, memlimit.Usage)
+	heapProfile := flag.String("heap-profile", "", "on SIGUSR1, write a heap profile (after a collection) to this file: the benchmark's VNODE_BENCH_HEAP_PROFILE, as vnode-kubelet serves it on /debug/pprof/heap")
 	flag.Parse()
+	if *heapProfile != "" {
+		go writeHeapOnSignal(*heapProfile)
+	}
 	if err := memlimit.Set(*memLimit, logrus.New()); err != nil {
 		fmt.Fprintln(os.Stderr, "floorkubelet:", err)
 		os.Exit(1)
@@ -286,4 +292,28 @@ func (p *provider) NotifyPods(_ context.Context, f func(*corev1.Pod)) {
 	p.mu.Lock()
 	p.notify = f
 	p.mu.Unlock()
+}
+
+// writeHeapOnSignal writes a heap profile to path at each SIGUSR1. The
+// floor serves no HTTP, so a signal asks for it.
+func writeHeapOnSignal(path string) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR1)
+	for range sig {
+		runtime.GC()
+		tmp := path + ".tmp"
+		f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		if err == nil {
+			err = pprof.WriteHeapProfile(f)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err == nil {
+			err = os.Rename(tmp, path)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "floorkubelet: heap profile:", err)
+		}
+	}
 }
