@@ -855,6 +855,9 @@ func cpuSeconds(pid int) (float64, error) {
 //     (--trim-managed-fields);
 //   - unpaced: every pod Running at once (--eci-create-quota=false), the
 //     floor as first measured;
+//   - annotated: one annotation PATCH a pod once it runs (--annotate), as
+//     vnode-kubelet writes its instance annotations: virtual-kubelet's
+//     reaction to that update is part of any annotating provider's cost;
 //
 // e.g. VNODE_BENCH_FLOOR=trimmed,unpaced. Empty or 0 runs vnode-kubelet.
 //
@@ -1140,7 +1143,7 @@ func benchFloor(b *testing.B) (floor bool, args []string) {
 	if v == "" || v == "0" {
 		return false, nil
 	}
-	trimmed, paced := false, true
+	trimmed, paced, annotate := false, true, false
 	for _, w := range strings.Split(v, ",") {
 		switch strings.TrimSpace(w) {
 		case "1":
@@ -1148,11 +1151,14 @@ func benchFloor(b *testing.B) (floor bool, args []string) {
 			trimmed = true
 		case "unpaced":
 			paced = false
+		case "annotated":
+			annotate = true
 		default:
-			b.Fatalf("VNODE_BENCH_FLOOR=%q: want a comma-separated list of 1, trimmed and unpaced (or 0 for vnode-kubelet)", v)
+			b.Fatalf("VNODE_BENCH_FLOOR=%q: want a comma-separated list of 1, trimmed, unpaced and annotated (or 0 for vnode-kubelet)", v)
 		}
 	}
-	return true, []string{"--trim-managed-fields=" + strconv.FormatBool(trimmed), "--eci-create-quota=" + strconv.FormatBool(paced)}
+	return true, []string{"--trim-managed-fields=" + strconv.FormatBool(trimmed), "--eci-create-quota=" + strconv.FormatBool(paced),
+		"--annotate=" + strconv.FormatBool(annotate)}
 }
 
 // benchCgroup makes the memory cgroup VNODE_BENCH_CGROUP_MEMORY asks for

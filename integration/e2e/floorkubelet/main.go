@@ -36,6 +36,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -46,6 +47,7 @@ import (
 
 	"github.com/vnode-project/vnode/eci/model"
 	"github.com/vnode-project/vnode/internal/memlimit"
+	vnodeprovider "github.com/vnode-project/vnode/provider"
 	"github.com/vnode-project/vnode/provider/vnode"
 )
 
@@ -56,6 +58,7 @@ func main() {
 	trim := flag.Bool("trim-managed-fields", false, "give virtual-kubelet's informers the client vnode-kubelet gives them, which drops managedFields")
 	paced := flag.Bool("eci-create-quota", true, "pace creates at ECI's published CreateContainerGroup quota and burst, as on ECI; false runs every pod at once")
 	memLimit := flag.String("memory-limit", memlimit.Auto, memlimit.Usage)
+	annotate := flag.Bool("annotate", false, "PATCH each pod's instance-id annotation once it runs, as vnode-kubelet writes its annotations: the floor of a provider that annotates its pods")
 	heapProfile := flag.String("heap-profile", "", "on SIGUSR1, write a heap profile (after a collection) to this file: the benchmark's VNODE_BENCH_HEAP_PROFILE, as vnode-kubelet serves it on /debug/pprof/heap")
 	flag.Parse()
 	if *heapProfile != "" {
@@ -65,13 +68,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "floorkubelet:", err)
 		os.Exit(1)
 	}
-	if err := run(*kubeconfig, *name, *pods, *trim, *paced); err != nil {
+	if err := run(*kubeconfig, *name, *pods, *trim, *paced, *annotate); err != nil {
 		fmt.Fprintln(os.Stderr, "floorkubelet:", err)
 		os.Exit(1)
 	}
 }
 
-func run(kubeconfig, name string, pods int, trim, paced bool) error {
+func run(kubeconfig, name string, pods int, trim, paced, annotate bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
@@ -95,6 +98,9 @@ func run(kubeconfig, name string, pods int, trim, paced bool) error {
 		limiter = createLimiter()
 	}
 	p := newProvider(limiter, clock.RealClock{})
+	if annotate {
+		p.kube = kube
+	}
 	n, err := vnode.NewVKNode(vnode.VKNodeConfig{
 		Name: name, Client: kube, InformerResync: time.Minute, // nodeutil's default resync
 		Workers:  20, // vnode-kubelet's default
@@ -141,6 +147,7 @@ type provider struct {
 	limiter *rate.Limiter                    // nil: unpaced
 	clock   clock.Clock                      // the limiter's time
 	creates workqueue.TypedInterface[string] // pods waiting for a create token; nil: unpaced
+	kube    kubernetes.Interface             // set: annotate each pod once it runs
 	mu      sync.Mutex
 	pods    map[string]*corev1.Pod
 	notify  func(*corev1.Pod)
@@ -244,6 +251,13 @@ func (p *provider) start(k string) {
 	}
 	notify, out := p.notify, sk.DeepCopy()
 	p.mu.Unlock()
+	if p.kube != nil {
+		// One PATCH a pod, as vnode-kubelet's instance annotations.
+		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, vnodeprovider.AnnotationInstanceID, "floor-"+out.Name)
+		if _, err := p.kube.CoreV1().Pods(out.Namespace).Patch(context.Background(), out.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			fmt.Fprintln(os.Stderr, "floorkubelet: annotating", k, err)
+		}
+	}
 	if notify != nil {
 		notify(out)
 	}
