@@ -249,6 +249,15 @@ func (p *provider) start(k string) {
 		sk.Status.ContainerStatuses = append(sk.Status.ContainerStatuses, corev1.ContainerStatus{Name: c.Name, Image: c.Image, Ready: true,
 			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}})
 	}
+	if p.kube != nil {
+		// The pod reported carries the annotation, as vnode's do:
+		// virtual-kubelet writes the status with the reported metadata,
+		// which would otherwise erase it.
+		if sk.Annotations == nil {
+			sk.Annotations = map[string]string{}
+		}
+		sk.Annotations[vnodeprovider.AnnotationInstanceID] = "floor-" + sk.Name
+	}
 	notify, out := p.notify, sk.DeepCopy()
 	p.mu.Unlock()
 	if p.kube != nil {
