@@ -40,6 +40,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
@@ -106,6 +107,7 @@ func run(kubeconfig, name string, pods int, trim, paced, annotate bool) error {
 		Workers:  20, // vnode-kubelet's default
 		Recorder: eb.NewRecorder(scheme.Scheme, corev1.EventSource{Component: name + "/pod-controller"}),
 	}, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, vknode.NodeProvider, error) {
+		p.lister = pc.Pods
 		capacity := corev1.ResourceList{
 			corev1.ResourcePods:   resource.MustParse(strconv.Itoa(pods)),
 			corev1.ResourceCPU:    resource.MustParse("100000"),
@@ -148,6 +150,7 @@ type provider struct {
 	clock   clock.Clock                      // the limiter's time
 	creates workqueue.TypedInterface[string] // pods waiting for a create token; nil: unpaced
 	kube    kubernetes.Interface             // set: annotate each pod once it runs
+	lister  corev1listers.PodLister          // virtual-kubelet's informer, to wait for the PATCH
 	mu      sync.Mutex
 	pods    map[string]*corev1.Pod
 	notify  func(*corev1.Pod)
@@ -261,11 +264,15 @@ func (p *provider) start(k string) {
 	notify, out := p.notify, sk.DeepCopy()
 	p.mu.Unlock()
 	if p.kube != nil {
-		// One PATCH a pod, as vnode-kubelet's instance annotations.
-		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, vnodeprovider.AnnotationInstanceID, "floor-"+out.Name)
-		if _, err := p.kube.CoreV1().Pods(out.Namespace).Patch(context.Background(), out.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-			fmt.Fprintln(os.Stderr, "floorkubelet: annotating", k, err)
-		}
+		// Beside the create worker, as vnode's PATCHes are beside its
+		// creates.
+		go func() {
+			p.annotate(out)
+			if notify != nil {
+				notify(out)
+			}
+		}()
+		return
 	}
 	if notify != nil {
 		notify(out)
@@ -338,5 +345,23 @@ func writeHeapOnSignal(path string) {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "floorkubelet: heap profile:", err)
 		}
+	}
+}
+
+// annotate PATCHes out's instance-id annotation, as vnode-kubelet writes
+// its annotations, and waits for virtual-kubelet's informer to have it.
+func (p *provider) annotate(out *corev1.Pod) {
+	// One PATCH a pod, as vnode-kubelet's instance annotations.
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, vnodeprovider.AnnotationInstanceID, "floor-"+out.Name)
+	if _, err := p.kube.CoreV1().Pods(out.Namespace).Patch(context.Background(), out.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		fmt.Fprintln(os.Stderr, "floorkubelet: annotating", out.Namespace+"/"+out.Name, err)
+	}
+	// As vnode's provider: the status goes out once virtual-kubelet's
+	// informer has the PATCH (up to 5 s), or its write conflicts.
+	for range 250 {
+		if l, err := p.lister.Pods(out.Namespace).Get(out.Name); err != nil || l.Annotations[vnodeprovider.AnnotationInstanceID] != "" {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
