@@ -37,10 +37,10 @@ func TestLimit(t *testing.T) {
 		want       int64
 		wantErr    bool
 	}{
-		{"auto, cgroup v2", "auto", v2, 335544320 * 9 / 10, false},
-		{"auto, cgroup v2 namespace", "auto", v2ns, 104857600 * 9 / 10, false},
+		{"auto, cgroup v2 (320Mi: the limit less 64Mi)", "auto", v2, 335544320 - 64<<20, false},
+		{"auto, cgroup v2 namespace (100Mi: half)", "auto", v2ns, 104857600 / 2, false},
 		{"auto, cgroup v2 without a limit", "auto", v2max, 0, false},
-		{"auto, cgroup v1", "auto", v1, 209715200 * 9 / 10, false},
+		{"auto, cgroup v1 (200Mi: the limit less 64Mi)", "auto", v1, 209715200 - 64<<20, false},
 		{"auto, cgroup v1 without a limit", "auto", v1none, 0, false},
 		{"auto, not Linux", "auto", fstest.MapFS{}, 0, false},
 		{"auto, unreadable limit", "auto", garbage, 0, true},
@@ -80,5 +80,19 @@ func TestCgroups(t *testing.T) {
 	}
 	if got, err := Cgroups(fstest.MapFS{}); err != nil || got != nil {
 		t.Fatalf("not Linux: %v, %v", got, err)
+	}
+}
+
+// auto gives the Go heap 90% of a large limit, and leaves at least 64 MiB
+// for the binary's pages under a small one.
+func TestAutoLimit(t *testing.T) {
+	for _, tc := range []struct{ limit, want int64 }{
+		{2 << 30, 1932735283}, // 90%
+		{320 << 20, 256 << 20},
+		{100 << 20, 50 << 20},
+	} {
+		if got := autoLimit(tc.limit); got != tc.want {
+			t.Errorf("autoLimit(%d MiB) = %d MiB, want %d MiB", tc.limit>>20, got>>20, tc.want>>20)
+		}
 	}
 }
