@@ -63,8 +63,10 @@ type Config struct {
 	ListInterval time.Duration
 	// GCInterval is how often every instance is listed in full (events
 	// that came without a status change are replayed then) and orphaned
-	// instances are collected (default 1m). Between full lists a sync
-	// lists statuses only and fetches the instances that changed.
+	// instances are collected (default 1m): with the first whole status
+	// list once GCInterval has passed, so every 60-90 s at the defaults.
+	// Between full lists a sync lists statuses only and fetches the
+	// instances that changed.
 	GCInterval time.Duration
 	// Workers is how many creates run at once, and how many deletes
 	// (default 16 each: they have their own queues).
