@@ -66,6 +66,15 @@ func TestStateSurvivesRestart(t *testing.T) {
 
 	_, ep2, _ := runEmulator(t, cfg)
 	c2 := sdkClient(t, ep2, testID, testSecret)
+	// When a group last changed is not saved: a poller asking what changed
+	// since before the restart is told of every group, not of none.
+	recent, err := commonCall(c2, "http", "DescribeContainerGroupStatus", map[string]string{"SinceSecond": "60"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(recent["Data"].([]any)); n != 3 {
+		t.Errorf("SinceSecond=60 just after the restart listed %d groups, want the 3 kept", n)
+	}
 	for name, want := range map[string]string{"keep-0": "Running", "keep-1": "Running", "keep-2": "Expired"} {
 		g := describeGroup(t, c2, "http", ids[name])
 		if g == nil {
