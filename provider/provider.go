@@ -254,7 +254,7 @@ func (p *Provider) Run(ctx context.Context) {
 }
 
 // waitSync waits until the next sync is due and says whether it is a poll
-// of changes (SyncChanges) or a whole list (Sync, due at fullDue); false
+// of changes (sync with changes) or a whole list (Sync, due at fullDue); false
 // once ctx ends. A poll is due every SyncInterval; StartSyncInterval
 // after an instance was created, and every StartSyncInterval while
 // instances were created in the last two SyncIntervals: a new instance's

@@ -638,7 +638,7 @@ func TestSyncChangesCostsWhatChanged(t *testing.T) {
 		pods = append(pods, pod(fmt.Sprintf("p%d", i)))
 	}
 	h := newHarness(t, pods...)
-	if err := h.p.SyncChanges(ctx); err != nil {
+	if err := h.p.sync(ctx, true); err != nil {
 		t.Fatal(err)
 	}
 	if got := h.cloud.statusLists; len(got) != 1 || got[0] != 0 {
@@ -663,7 +663,7 @@ func TestSyncChangesCostsWhatChanged(t *testing.T) {
 	h.cloud.fetched, h.cloud.statusLists = nil, nil
 	h.cloud.mu.Unlock()
 	h.cloud.set("eci-4", func(i *model.Instance) { i.Status = translate.StatusFailed })
-	if err := h.p.SyncChanges(ctx); err != nil {
+	if err := h.p.sync(ctx, true); err != nil {
 		t.Fatal(err)
 	}
 	h.cloud.mu.Lock()
@@ -683,7 +683,7 @@ func TestSyncChangesCostsWhatChanged(t *testing.T) {
 	delete(h.cloud.insts, "eci-2") // deleted behind our back
 	h.cloud.mu.Unlock()
 	for range 3 {
-		if err := h.p.SyncChanges(ctx); err != nil {
+		if err := h.p.sync(ctx, true); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -23,18 +23,16 @@ import (
 // never delays status.
 func (p *Provider) Sync(ctx context.Context) error { return p.sync(ctx, false) }
 
-// SyncChanges is the poll between two Syncs: it lists only the statuses
-// that changed since the last list began (SinceSecond, with a margin for
-// the clocks), so polling every second while creates go on costs what
-// changed, not every instance of the node each time (O(N²) over a burst).
-// It judges no instance gone: only a whole list can.
-func (p *Provider) SyncChanges(ctx context.Context) error { return p.sync(ctx, true) }
-
 // changesMargin widens SinceSecond past the last list's start: ECI's
 // clock and ours differ, and a change made as that list was answered may
 // be missing from it.
 const changesMargin = 2 * time.Second
 
+// sync is Sync, or with changes the poll between two Syncs: it lists only
+// the statuses that changed since the last list began (SinceSecond, with
+// a margin for the clocks), so polling every second while creates go on
+// costs what changed, not every instance of the node each time (O(N²)
+// over a burst). A poll judges no instance gone: only a whole list can.
 func (p *Provider) sync(ctx context.Context, changes bool) error {
 	p.syncMu.Lock()
 	defer p.syncMu.Unlock()
