@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -136,7 +137,7 @@ func Cgroups(root fs.FS) ([]Cgroup, error) {
 		switch {
 		case parts[0] == "0" && parts[1] == "":
 			out = append(out, Cgroup{V2: true, Path: parts[2]})
-		case hasController(parts[1], "memory"):
+		case slices.Contains(strings.Split(parts[1], ","), "memory"):
 			out = append(out, Cgroup{Path: parts[2]})
 		}
 	}
@@ -178,13 +179,4 @@ func cgroupLimit(root fs.FS) (int64, error) {
 		return n, nil
 	}
 	return 0, nil
-}
-
-func hasController(list, name string) bool {
-	for _, c := range strings.Split(list, ",") {
-		if c == name {
-			return true
-		}
-	}
-	return false
 }
