@@ -16,6 +16,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -47,6 +48,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/vnode-project/vnode/eci/model"
+	"github.com/vnode-project/vnode/internal/config"
 	"github.com/vnode-project/vnode/internal/memlimit"
 	vnodeprovider "github.com/vnode-project/vnode/provider"
 	"github.com/vnode-project/vnode/provider/vnode"
@@ -331,16 +333,10 @@ func writeHeapOnSignal(path string) {
 	signal.Notify(sig, syscall.SIGUSR1)
 	for range sig {
 		runtime.GC()
-		tmp := path + ".tmp"
-		f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		var buf bytes.Buffer
+		err := pprof.WriteHeapProfile(&buf)
 		if err == nil {
-			err = pprof.WriteHeapProfile(f)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-		}
-		if err == nil {
-			err = os.Rename(tmp, path)
+			err = config.WriteSecretFile(path, buf.Bytes())
 		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "floorkubelet: heap profile:", err)
