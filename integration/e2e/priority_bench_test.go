@@ -24,7 +24,7 @@ import (
 // (deletes and status changes, each without and with the backlog).
 const prioSamples = 20
 
-// syncPeriod is how often the provider lists statuses while instances
+// syncPeriod is how often the provider polls statuses while instances
 // are being created (provider.Config.StartSyncInterval's default), as
 // they are all through the burst and just after the early pods start.
 const syncPeriod = time.Second
