@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"time"
 
-	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -13,46 +12,27 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
-// annotate merges annotations into the pod's metadata, and into the cached
-// pod: virtual-kubelet writes the cached pod through pods/status, whose
-// metadata the API server keeps, so a stale cache would erase them. Then,
-// written or not, the pod's status is queued for virtual-kubelet.
-func (p *Provider) annotate(ctx context.Context, e *entry, kv map[string]string) {
-	for k, v := range kv {
-		if v == "" {
-			delete(kv, k)
-		}
-	}
-	p.mu.Lock()
-	ns, name := e.pod.Namespace, e.pod.Name
-	p.mu.Unlock()
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": kv}})
-	err := retryTransient(ctx, func() error {
-		_, err := p.kube.CoreV1().Pods(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
-		return err
-	})
-	if err != nil {
-		if !apierrors.IsNotFound(err) {
-			p.log.WithError(err).WithFields(logrus.Fields{"namespace": ns, "pod": name}).Warn("writing ECI annotations on the pod failed")
-		}
-		// The status learnt with them still goes out.
-		p.mu.Lock()
-		p.changed(e)
-		p.mu.Unlock()
-		return
-	}
-	p.mu.Lock()
+// annotate adds annotations of the provider's own to e's pod and queues its
+// status for virtual-kubelet; mu is held. They cost no request of their
+// own: virtual-kubelet writes the reported pod through pods/status, which
+// keeps the metadata it is sent (all but labels and owners), so the status
+// write carries them. A PATCH of their own was one request and one watch
+// event more per pod, and an annotation change virtual-kubelet's pod
+// controller re-synced the whole pod for (a go-cmp of the pod, GetPod,
+// UpdatePod): most of the node's CPU over a 10,000-pod burst. Its informer
+// now never shows them (vnode's trimmed client).
+func (p *Provider) annotate(e *entry, kv map[string]string) {
 	ann := make(map[string]string, len(e.pod.Annotations)+len(kv))
 	for k, v := range e.pod.Annotations {
 		ann[k] = v
 	}
 	for k, v := range kv {
-		ann[k] = v
+		if v != "" {
+			ann[k] = v
+		}
 	}
 	e.pod.Annotations = ann
-	// The last notification virtual-kubelet writes must carry them.
 	p.changed(e)
-	p.mu.Unlock()
 }
 
 // markClaims writes the instance's id on each claim the pod mounts.

@@ -21,14 +21,11 @@ type entry struct {
 	requestID  string
 	// attempts counts create calls, for the first-failure event.
 	attempts  int
-	annotated bool // the size/zone annotations were written
+	annotated bool // the size/zone annotations were added
 	// unwritten are annotations of the create (instance and request id,
-	// client token, version), written with the first sync's size and zone
-	// in one PATCH, before that sync's status goes out.
-	unwritten map[string]string
-	// staleWaits counts the times the pod's status notice waited for
-	// virtual-kubelet's informer to see the provider's own PATCH.
-	staleWaits   int
+	// client token, version), added with the first sync's size and zone,
+	// so that one status write carries them all.
+	unwritten    map[string]string
 	missed       int // consecutive lists the instance was absent from
 	seenEvents   map[string]int32
 	claimsMarked []string        // PVC names annotated with this instance

@@ -43,6 +43,15 @@ func (p *Provider) Recover(ctx context.Context) error {
 		for _, ev := range inst.Events {
 			e.seenEvents[eventKey(ev)] = ev.Count // replayed events are not news
 		}
+		if pod.Annotations[AnnotationInstanceID] != inst.ID {
+			// Created just before a crash, never annotated: the first
+			// sync reports them (it fetches every instance's details).
+			e.unwritten = map[string]string{
+				AnnotationInstanceID:  inst.ID,
+				AnnotationClientToken: translate.ClientToken(pod),
+				AnnotationVKVersion:   p.cfg.Version,
+			}
+		}
 		// Keep the status the API server has: the first sync reports any
 		// difference (a status computed here would look unchanged).
 		p.mu.Lock()
@@ -50,14 +59,6 @@ func (p *Provider) Recover(ctx context.Context) error {
 		p.keys[key(ns, name)] = uid
 		p.mu.Unlock()
 		adopted++
-		if pod.Annotations[AnnotationInstanceID] != inst.ID {
-			// Created just before a crash, never annotated.
-			p.annotate(ctx, e, map[string]string{
-				AnnotationInstanceID:  inst.ID,
-				AnnotationClientToken: translate.ClientToken(pod),
-				AnnotationVKVersion:   p.cfg.Version,
-			})
-		}
 	}
 	p.log.WithField("instances", len(insts)).WithField("adopted", adopted).Info("recovered state from ECI")
 	return nil

@@ -206,9 +206,8 @@ func (p *Provider) create(ctx context.Context, e *entry) error {
 	}
 	e.instanceID, e.requestID, e.full = id, reqID, nil
 	p.moveTo(e, phaseRunning)
-	// Written by the next sync with the size and zone it learns, in one
-	// PATCH before that sync's status: a PATCH here, and the status write
-	// that had to follow it to carry it, were two requests more per pod.
+	// Reported with the next sync's status, size and zone, in one status
+	// write: reported now, they would cost a status write of their own.
 	e.unwritten = map[string]string{
 		AnnotationInstanceID:  id,
 		AnnotationRequestID:   reqID,

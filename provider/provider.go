@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -114,12 +115,7 @@ type Provider struct {
 	creates, deletes workqueue.TypedRateLimitingInterface[types.UID]
 	// notices holds pods whose status virtual-kubelet has not been told;
 	// one goroutine tells it the latest, in order.
-	notices workqueue.TypedDelayingInterface[types.UID]
-
-	// staleWait and maxStaleWaits bound how long a status notice waits
-	// for virtual-kubelet's informer (see informerBehind).
-	staleWait     time.Duration
-	maxStaleWaits int
+	notices workqueue.TypedInterface[types.UID]
 
 	// created wakes the sync loop after a create (one pending wake-up is
 	// enough); lastCreate is when the last instance was created (Unix ns).
@@ -172,11 +168,10 @@ func New(cfg Config, cloud Cloud, kube kubernetes.Interface, src translate.Sourc
 	}
 	p := &Provider{
 		cfg: cfg, cloud: cloud, kube: kube, src: src, recorder: recorder,
-		log:       cfg.Log.WithField("node", cfg.Node.NodeName),
-		creates:   newPodQueue(cfg, "vnode_pod_creates"),
-		deletes:   newPodQueue(cfg, "vnode_pod_deletes"),
-		notices:   workqueue.NewTypedDelayingQueue[types.UID](),
-		staleWait: staleWait, maxStaleWaits: maxStaleWaits,
+		log:     cfg.Log.WithField("node", cfg.Node.NodeName),
+		creates: newPodQueue(cfg, "vnode_pod_creates"),
+		deletes: newPodQueue(cfg, "vnode_pod_deletes"),
+		notices: workqueue.NewTypedDelayingQueue[types.UID](),
 		created: make(chan struct{}, 1),
 		entries: map[types.UID]*entry{},
 		keys:    map[string]types.UID{},
@@ -323,52 +318,8 @@ func (p *Provider) tellNext() bool {
 	if snap == nil || notify == nil || (deleted && p.goneFromAPI(snap)) {
 		return true
 	}
-	behind := p.informerBehind(snap)
-	p.mu.Lock()
-	wait := behind && e.staleWaits < p.maxStaleWaits
-	if wait {
-		e.staleWaits++
-	} else {
-		e.staleWaits = 0
-	}
-	p.mu.Unlock()
-	if wait {
-		p.notices.AddAfter(uid, p.staleWait)
-		return true
-	}
-	notify(p.withMetadata(snap, nil))
+	notify(p.reported(snap))
 	return true
-}
-
-// A pod's status notice waits up to maxStaleWaits times staleWait for
-// virtual-kubelet's informer to see the provider's own annotation PATCH
-// (a watch event, normally milliseconds behind; over a second on a loaded
-// machine in a 1,000-pod burst, where a 1 s bound still let half the
-// status writes conflict), then goes out anyway.
-const (
-	staleWait     = 20 * time.Millisecond
-	maxStaleWaits = 250
-)
-
-// informerBehind reports whether virtual-kubelet's informer has not yet
-// seen annotations the provider wrote on pod. virtual-kubelet writes a
-// status with the resourceVersion its informer holds: written before the
-// informer sees the PATCH, it is refused as a conflict and retried, one
-// more request per pod (1.5 a pod at a 300-pod burst).
-func (p *Provider) informerBehind(pod *corev1.Pod) bool {
-	if p.pods == nil {
-		return false
-	}
-	l, err := p.pods.Pods(pod.Namespace).Get(pod.Name)
-	if err != nil || l.UID != pod.UID {
-		return false
-	}
-	for _, k := range ownAnnotations {
-		if v := pod.Annotations[k]; v != "" && l.Annotations[k] != v {
-			return true
-		}
-	}
-	return false
 }
 
 // goneFromAPI reports whether the API server no longer has pod (as its
@@ -384,42 +335,48 @@ func (p *Provider) goneFromAPI(pod *corev1.Pod) bool {
 	return apierrors.IsNotFound(err) || (err == nil && l.UID != pod.UID)
 }
 
-// ownAnnotations are the annotations the provider writes.
+// ownAnnotations are the annotations the provider writes (see annotate).
 var ownAnnotations = []string{AnnotationInstanceID, AnnotationInstanceSpec, AnnotationInstanceCPU, AnnotationInstanceMem,
 	AnnotationInstanceZone, AnnotationRequestID, AnnotationClientToken, AnnotationVKVersion}
 
-// withMetadata returns snap (a copy of an entry's skeleton) with the API
-// server's latest metadata and, over it, the annotations the provider
-// wrote (the informer may not have seen them yet; a pods/status write of
-// older metadata would erase them). With a non-nil full, the result
-// carries the pod's whole spec: the informer's, else full's.
-func (p *Provider) withMetadata(snap, full *corev1.Pod) *corev1.Pod {
+// OwnAnnotations returns the annotations the provider writes on its pods.
+// They are its output, never its input: the node's informers may drop them.
+func OwnAnnotations() []string { return slices.Clone(ownAnnotations) }
+
+// listed returns the informer's copy of pod, or nil (no lister, or no pod
+// of that name and UID); it must not be changed.
+func (p *Provider) listed(pod *corev1.Pod) *corev1.Pod {
+	if p.pods == nil {
+		return nil
+	}
+	l, err := p.pods.Pods(pod.Namespace).Get(pod.Name)
+	if err != nil || l.UID != pod.UID {
+		return nil
+	}
+	return l
+}
+
+// reported is what virtual-kubelet is told of a pod and writes through
+// pods/status: snap (a copy of an entry's skeleton) with the API server's
+// latest metadata as the informer has it and, over it, the provider's own
+// annotations, which this write is what writes (see annotate). Owners are
+// left out: pods/status keeps the stored ones.
+func (p *Provider) reported(snap *corev1.Pod) *corev1.Pod {
 	own := snap.Annotations
-	out := snap
-	var lp *corev1.Pod
-	if p.pods != nil {
-		if l, err := p.pods.Pods(out.Namespace).Get(out.Name); err == nil && l.UID == out.UID {
-			lp = l
-			out.ObjectMeta = *lp.ObjectMeta.DeepCopy()
-			out.ManagedFields = nil
-		}
+	if l := p.listed(snap); l != nil {
+		snap.ObjectMeta = *l.ObjectMeta.DeepCopy()
+		snap.ManagedFields = nil
 	}
-	switch {
-	case full == nil:
-	case lp != nil:
-		out.Spec = *lp.Spec.DeepCopy()
-	default:
-		out.Spec = full.Spec
-	}
+	snap.OwnerReferences = nil
 	for _, k := range ownAnnotations {
 		if v := own[k]; v != "" {
-			if out.Annotations == nil {
-				out.Annotations = map[string]string{}
+			if snap.Annotations == nil {
+				snap.Annotations = map[string]string{}
 			}
-			out.Annotations[k] = v
+			snap.Annotations[k] = v
 		}
 	}
-	return out
+	return snap
 }
 
 // UpdatePod implements node.PodLifecycleHandler. ECI cannot change a running
@@ -446,7 +403,11 @@ func (p *Provider) UpdatePod(_ context.Context, pod *corev1.Pod) error {
 	return nil
 }
 
-// GetPod implements node.PodLifecycleHandler.
+// GetPod implements node.PodLifecycleHandler: the pod as the informer has
+// it, whole, with the provider's status. virtual-kubelet compares it with
+// its informer's copy to tell whether the pod changed, so the provider's
+// own annotations, which that informer does not show, are left out.
+// Without an informer: the skeleton's metadata and the pod's whole spec.
 func (p *Provider) GetPod(_ context.Context, ns, name string) (*corev1.Pod, error) {
 	p.mu.Lock()
 	uid, ok := p.keys[key(ns, name)]
@@ -463,7 +424,14 @@ func (p *Provider) GetPod(_ context.Context, ns, name string) (*corev1.Pod, erro
 		full = &corev1.Pod{Spec: *e.pod.Spec.DeepCopy()}
 	}
 	p.mu.Unlock()
-	return p.withMetadata(snap, full), nil
+	if l := p.listed(snap); l != nil {
+		out := l.DeepCopy()
+		out.ManagedFields = nil
+		out.Status = snap.Status
+		return out, nil
+	}
+	snap.Spec = full.Spec
+	return snap, nil
 }
 
 // GetPodStatus implements node.PodLifecycleHandler.

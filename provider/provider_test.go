@@ -214,9 +214,6 @@ func newHarness(t *testing.T, pods ...*corev1.Pod) *harness {
 	h.p = New(Config{Node: translate.NodeSettings{ClusterName: "c1", NodeName: "vn", VSwitchIDs: []string{"vsw-1"}, SecurityGroupID: "sg-1"}, Version: "test", Log: logrus.New(),
 		RetryBase: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond},
 		h.cloud, h.kube, translate.Sources{Objects: noObjects{}}, h.recorder)
-	// drain tells only what is due: a notice waiting for an informer is
-	// TestStatusWaitsForTheInformer's business.
-	h.p.maxStaleWaits = 0
 	h.p.NotifyPods(context.Background(), func(p *corev1.Pod) {
 		h.mu.Lock()
 		h.notified[p.Name] = p
@@ -332,7 +329,9 @@ func TestCreateSyncAnnotateDelete(t *testing.T) {
 	if n := h.last("web"); n == nil || n.Status.Phase != corev1.PodRunning || n.Status.PodIP != "192.168.1.5" {
 		t.Fatalf("notified %+v", n)
 	}
-	ann, _ := h.kube.CoreV1().Pods("ns").Get(ctx, "web", metav1.GetOptions{})
+	// The annotations go out with the status (virtual-kubelet's status
+	// write carries them): see TestAnnotationsRideTheStatus.
+	ann := h.last("web")
 	for k, v := range map[string]string{AnnotationInstanceID: "eci-1", AnnotationRequestID: "req-eci-1", AnnotationClientToken: "vnode-uid-web",
 		AnnotationVKVersion: "test", AnnotationInstanceSpec: "2-4Gi", AnnotationInstanceCPU: "2", AnnotationInstanceMem: "4Gi", AnnotationInstanceZone: "cn-hangzhou-h"} {
 		if ann.Annotations[k] != v {
@@ -539,9 +538,8 @@ func TestLostCreateAnswerIsAdopted(t *testing.T) {
 	if h.cloud.creates != 1 || len(h.cloud.insts) != 1 {
 		t.Fatalf("%d creates, %d instances", h.cloud.creates, len(h.cloud.insts))
 	}
-	got, _ := h.kube.CoreV1().Pods("ns").Get(ctx, "lost", metav1.GetOptions{})
-	if got.Annotations[AnnotationInstanceID] != "eci-1" {
-		t.Fatalf("annotations %v", got.Annotations)
+	if got := h.last("lost"); got == nil || got.Annotations[AnnotationInstanceID] != "eci-1" {
+		t.Fatalf("reported %+v, want the adopted instance's annotations", got)
 	}
 	if s := h.last("lost"); s != nil && s.Status.Phase == corev1.PodFailed {
 		t.Fatalf("pod failed: %+v", s.Status)
@@ -862,8 +860,14 @@ func TestRecoveredPodIsReported(t *testing.T) {
 	if err := h2.p.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := h2.last("adopted"); n == nil || n.Status.Phase != corev1.PodRunning {
+	n := h2.last("adopted")
+	if n == nil || n.Status.Phase != corev1.PodRunning {
 		t.Fatalf("adopted pod not reported Running: %+v", n)
+	}
+	// Its create was never annotated (the API server has none): the first
+	// sync's report carries the annotations.
+	if n.Annotations[AnnotationInstanceID] != "eci-1" || n.Annotations[AnnotationVKVersion] != "test" {
+		t.Fatalf("adopted pod reported with annotations %v", n.Annotations)
 	}
 }
 
@@ -1235,52 +1239,58 @@ func TestDeletedPodGoneFromAPIIsNotNotified(t *testing.T) {
 	}
 }
 
-// TestStatusWaitsForTheInformer: a status notice that follows the
-// provider's own annotation PATCH is held until virtual-kubelet's informer
-// has the annotations (a status written with the older resourceVersion
-// would be refused as a conflict and retried), and goes out then, once,
-// with them. A sync that learns status and size together PATCHes once and
-// tells virtual-kubelet once, after the PATCH.
-func TestStatusWaitsForTheInformer(t *testing.T) {
+// TestAnnotationsRideTheStatus: the provider's annotations cost no request
+// of their own. A sync that learns a new instance's status and size tells
+// virtual-kubelet once, with the informer's metadata (a label set since
+// the create included), its status and every annotation of the create and
+// the size, for its pods/status write to carry; no PATCH is made. GetPod
+// answers the informer's metadata, without them: virtual-kubelet compares
+// it with its informer's copy, which does not show them.
+func TestAnnotationsRideTheStatus(t *testing.T) {
 	ctx := context.Background()
 	p1 := pod("web")
+	p1.OwnerReferences = []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "web-1", UID: "rs"}}
 	h, pods := newListedHarness(t, p1)
-	h.p.maxStaleWaits, h.p.staleWait = 1000, time.Millisecond
 	var told []*corev1.Pod
 	h.p.NotifyPods(ctx, func(p *corev1.Pod) { told = append(told, p) })
 	if err := h.create(ctx, p1); err != nil {
 		t.Fatal(err)
 	}
+	if len(told) != 0 {
+		t.Fatalf("told virtual-kubelet before the first sync: %+v", told[0])
+	}
+	labelled := p1.DeepCopy()
+	labelled.Labels = map[string]string{"tier": "front"}
+	_ = pods.Update(labelled)
 	h.cloud.set("eci-1", func(i *model.Instance) {
 		i.Status, i.CPU, i.MemoryGi = translate.StatusRunning, 2, 4
 		i.Containers = []model.ContainerStatus{{Name: "c", Ready: true, Current: model.ContainerState{State: "Running", Started: time.Now()}}}
 	})
-	patchesBefore := countActions(h.kube, "patch")
-	if err := h.p.Sync(ctx); err != nil {
-		t.Fatal(err)
+	for range 2 { // the second sync finds nothing new
+		if err := h.p.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		h.drain(ctx)
 	}
-	if n := countActions(h.kube, "patch") - patchesBefore; n != 1 {
-		t.Fatalf("%d PATCHes for a pod's create-time and size annotations, want 1", n)
+	if n := countActions(h.kube, "patch"); n != 0 {
+		t.Fatalf("%d PATCH requests, want none: the status write carries the annotations", n)
 	}
-	// The informer has not seen the PATCH: nothing is told.
-	h.p.tellNext() // takes the notice, finds the informer behind, puts it back
-	if len(told) != 0 {
-		t.Fatalf("told virtual-kubelet before its informer saw the annotations: %+v", told[0].Annotations)
+	if len(told) != 1 {
+		t.Fatalf("told virtual-kubelet %d times, want once", len(told))
 	}
-	// The informer catches up; the notice comes back and goes out once.
-	patched, err := h.kube.CoreV1().Pods("ns").Get(ctx, "web", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
+	got := told[0]
+	if got.Status.Phase != corev1.PodRunning || got.Labels["tier"] != "front" || got.OwnerReferences != nil {
+		t.Fatalf("told %+v", got)
 	}
-	_ = pods.Update(patched)
-	for len(told) == 0 {
-		h.p.tellNext() // blocks until the delayed notice is due
+	for k, v := range map[string]string{AnnotationInstanceID: "eci-1", AnnotationRequestID: "req-eci-1", AnnotationClientToken: "vnode-uid-web",
+		AnnotationVKVersion: "test", AnnotationInstanceSpec: "2-4Gi", AnnotationInstanceCPU: "2", AnnotationInstanceMem: "4Gi", AnnotationInstanceZone: "cn-hangzhou-h"} {
+		if got.Annotations[k] != v {
+			t.Errorf("told annotation %s=%q, want %q", k, got.Annotations[k], v)
+		}
 	}
-	if len(told) != 1 || told[0].Status.Phase != corev1.PodRunning || told[0].Annotations[AnnotationInstanceID] != "eci-1" || told[0].Annotations[AnnotationInstanceZone] == "" {
-		t.Fatalf("told %d statuses, first %+v", len(told), told[0])
-	}
-	if h.p.notices.Len() != 0 {
-		t.Fatal("a notice is left after the status went out")
+	gp, err := h.p.GetPod(ctx, "ns", "web")
+	if err != nil || gp.Status.Phase != corev1.PodRunning || gp.Labels["tier"] != "front" || gp.Annotations[AnnotationInstanceID] != "" || len(gp.OwnerReferences) != 1 {
+		t.Fatalf("GetPod = %+v, %v; want the informer's pod with the provider's status", gp, err)
 	}
 }
 

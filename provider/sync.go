@@ -3,7 +3,6 @@ package provider
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -16,7 +15,7 @@ import (
 
 // Sync lists this node's instances' statuses once, fetches the details of
 // those that changed (of all, every GCInterval, then collects garbage),
-// updates every pod's status, replays ECI events and writes annotations.
+// updates every pod's status and annotations, and replays ECI events.
 // The status list costs one call per 200 instances, so a sync's cost
 // follows what changed, not how many pods run. Creates and deletes are
 // not its business: they have their own queue, so a backlog of either
@@ -98,7 +97,6 @@ func (p *Provider) sync(ctx context.Context, changes bool) error {
 // learnt is what apply found under the lock and acts on after it.
 type learnt struct {
 	events []podEvent
-	annots []podAnnotations
 	// adopted are pods whose instance an earlier create made, found by a
 	// list: their claims are marked.
 	adopted []*entry
@@ -107,11 +105,6 @@ type learnt struct {
 type podEvent struct {
 	pod                  *corev1.Pod
 	typ, reason, message string
-}
-
-type podAnnotations struct {
-	e  *entry
-	kv map[string]string
 }
 
 // apply takes in what a sync learnt: present holds every instance of this
@@ -136,20 +129,6 @@ func (p *Provider) apply(ctx context.Context, present map[string]bool, insts []*
 	for _, x := range out.events {
 		p.event(x.pod, x.typ, x.reason, x.message)
 	}
-	// Each pod's status waits for its own PATCH (annotate tells
-	// virtual-kubelet after it), so the PATCHes of a sync that saw many
-	// new instances go out side by side, as many at once as there are
-	// create workers; the API client's rate limit paces them.
-	sem := make(chan struct{}, p.cfg.Workers)
-	var wg sync.WaitGroup
-	for _, a := range out.annots {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			p.annotate(ctx, a.e, a.kv)
-		})
-	}
-	wg.Wait()
 	for _, e := range out.adopted {
 		p.mu.Lock()
 		pod, id := e.pod.DeepCopy(), e.instanceID
@@ -248,10 +227,7 @@ func (p *Provider) applyOne(e *entry, present map[string]bool, byID map[string]*
 	}
 	switch {
 	case len(kv) > 0:
-		// annotate tells virtual-kubelet after the PATCH: one status
-		// write, carrying the annotations, instead of one before and one
-		// after.
-		out.annots = append(out.annots, podAnnotations{e, kv})
+		p.annotate(e, kv) // the status write carries both
 	case statusChanged:
 		p.changed(e)
 	}

@@ -24,7 +24,7 @@ type namespaceCache struct {
 func newNamespaceCache(kube kubernetes.Interface) *namespaceCache {
 	f := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTransform(func(o any) (any, error) {
 		if ro, ok := o.(runtime.Object); ok {
-			trimObject(ro)
+			trimObject(ro, nil)
 		}
 		return o, nil
 	}))

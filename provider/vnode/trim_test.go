@@ -10,6 +10,8 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/vnode-project/vnode/provider"
 )
 
 func managed() []metav1.ManagedFieldsEntry {
@@ -17,21 +19,28 @@ func managed() []metav1.ManagedFieldsEntry {
 		FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{}}`)}}}
 }
 
+// The virtual node's client drops managedFields from what its informers
+// list and watch, and from pods the provider's own annotations too.
 func TestTrimmedClientDropsManagedFieldsFromListsAndWatches(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a", ManagedFields: managed(),
-		Annotations: map[string]string{"keep": "me"}}}
+		Annotations: map[string]string{"keep": "me", provider.AnnotationInstanceID: "eci-1", provider.AnnotationInstanceZone: "z"}}}
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "s", ManagedFields: managed()}}
 	raw := fake.NewClientset(pod, secret)
-	c := trimmedClient{raw}
+	c := newTrimmedClient(raw)
+	trimmed := func(p *corev1.Pod) bool {
+		_, id := p.Annotations[provider.AnnotationInstanceID]
+		_, zone := p.Annotations[provider.AnnotationInstanceZone]
+		return p.ManagedFields == nil && p.Annotations["keep"] == "me" && !id && !zone
+	}
 
 	pods, err := c.CoreV1().Pods("ns").List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(pods.Items) != 1 || pods.Items[0].ManagedFields != nil || pods.Items[0].Annotations["keep"] != "me" {
-		t.Fatalf("listed pods = %+v, want one pod with its annotations and no managedFields", pods.Items)
+	if len(pods.Items) != 1 || !trimmed(&pods.Items[0]) {
+		t.Fatalf("listed pods = %+v, want one pod with only others' annotations and no managedFields", pods.Items)
 	}
 	secrets, err := c.CoreV1().Secrets("ns").List(ctx, metav1.ListOptions{})
 	if err != nil || len(secrets.Items) != 1 || secrets.Items[0].ManagedFields != nil {
@@ -39,8 +48,8 @@ func TestTrimmedClientDropsManagedFieldsFromListsAndWatches(t *testing.T) {
 	}
 	// Single reads are not trimmed: only what the informers cache is.
 	got, err := c.CoreV1().Pods("ns").Get(ctx, "a", metav1.GetOptions{})
-	if err != nil || got.ManagedFields == nil {
-		t.Fatalf("get = %+v, %v; want managedFields kept", got, err)
+	if err != nil || got.ManagedFields == nil || got.Annotations[provider.AnnotationInstanceID] != "eci-1" {
+		t.Fatalf("get = %+v, %v; want managedFields and annotations kept", got, err)
 	}
 
 	// An informer over the client caches trimmed objects, also those it
@@ -60,8 +69,8 @@ func TestTrimmedClientDropsManagedFieldsFromListsAndWatches(t *testing.T) {
 	for {
 		p, err := lister.Pods("ns").Get("b")
 		if err == nil {
-			if p.ManagedFields != nil {
-				t.Fatalf("watched pod kept managedFields: %+v", p.ManagedFields)
+			if !trimmed(p) {
+				t.Fatalf("watched pod kept managedFields or the provider's annotations: %+v", p.ObjectMeta)
 			}
 			break
 		}
@@ -71,7 +80,7 @@ func TestTrimmedClientDropsManagedFieldsFromListsAndWatches(t *testing.T) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	if p, err := lister.Pods("ns").Get("a"); err != nil || p.ManagedFields != nil {
-		t.Fatalf("listed pod in the informer = %+v, %v; want it without managedFields", p, err)
+	if p, err := lister.Pods("ns").Get("a"); err != nil || !trimmed(p) {
+		t.Fatalf("listed pod in the informer = %+v, %v; want it trimmed", p, err)
 	}
 }

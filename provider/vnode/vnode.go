@@ -130,7 +130,7 @@ func Run(ctx context.Context, o Options) error {
 		workers = 20 // cloud calls wait on the network, not the CPU
 	}
 	n, err := NewVKNode(VKNodeConfig{
-		Name: o.NodeName, Client: trimmedClient{kube}, InformerResync: time.Minute, Workers: workers,
+		Name: o.NodeName, Client: newTrimmedClient(kube), InformerResync: time.Minute, Workers: workers,
 		Recorder: recorder, Mux: mux,
 		// vnode resolves env itself: virtual-kubelet cannot resolve
 		// status.podIP or resourceFieldRef (ECI resolves the IP).
