@@ -115,13 +115,24 @@ func TestVNodeRestriction(t *testing.T) {
 	waitEnforced(ctx, t, a)
 
 	nodes := a.CoreV1().Nodes()
-	podsOf := func(c kubernetes.Interface) func(name, patch string, sub ...string) error {
-		return func(name, patch string, sub ...string) error {
-			_, err := c.CoreV1().Pods(ns).Patch(ctx, name, types.MergePatchType, mergePatch(patch), metav1.PatchOptions{}, sub...)
+	// A node writes a pod only through pods/status (status, and the ECI
+	// annotations with it) and by the final delete.
+	statusOf := func(c kubernetes.Interface) func(name string, change func(*corev1.Pod)) error {
+		return func(name string, change func(*corev1.Pod)) error {
+			p, err := admin.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			change(p)
+			_, err = c.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
 			return err
 		}
 	}
-	podPatch := podsOf(a)
+	podStatus := statusOf(a)
+	annotate := func(k, v string) func(*corev1.Pod) {
+		return func(p *corev1.Pod) { metav1.SetMetaDataAnnotation(&p.ObjectMeta, k, v) }
+	}
+	message := func(m string) func(*corev1.Pod) { return func(p *corev1.Pod) { p.Status.Message = m } }
 	claimPatch := func(patch string) error {
 		_, err := a.CoreV1().PersistentVolumeClaims(ns).Patch(ctx, "claim", types.MergePatchType, mergePatch(patch), metav1.PatchOptions{})
 		return err
@@ -186,18 +197,16 @@ func TestVNodeRestriction(t *testing.T) {
 			return err
 		}, true},
 		{"write as a look-alike identity", func() error {
-			return podsOf(clientAs(t, cp, "system:vnodefoo", identity.VNodesGroup))("pa", `{"metadata":{"annotations":{"x":"y"}}}`)
+			return statusOf(clientAs(t, cp, "system:vnodefoo", identity.VNodesGroup))("pa", annotate("x", "y"))
 		}, true},
 		// Pods.
 		{"annotate another node's pod", func() error {
-			return podPatch("pb", `{"metadata":{"annotations":{"k8s.aliyun.com/eci-instance-id":"eci-evil"}}}`)
+			return podStatus("pb", annotate("k8s.aliyun.com/eci-instance-id", "eci-evil"))
 		}, true},
-		{"annotate an unbound pod", func() error { return podPatch("unbound", `{"metadata":{"annotations":{"x":"y"}}}`) }, true},
-		{"annotate own pod", func() error {
-			return podPatch("pa", `{"metadata":{"annotations":{"k8s.aliyun.com/eci-instance-id":"eci-a"}}}`)
-		}, false},
-		{"write another node's pod status", func() error { return podPatch("pb", `{"status":{"message":"hijacked"}}`, "status") }, true},
-		{"write own pod status", func() error { return podPatch("pa", `{"status":{"message":"mine"}}`, "status") }, false},
+		{"annotate an unbound pod", func() error { return podStatus("unbound", annotate("x", "y")) }, true},
+		{"annotate own pod", func() error { return podStatus("pa", annotate("k8s.aliyun.com/eci-instance-id", "eci-a")) }, false},
+		{"write another node's pod status", func() error { return podStatus("pb", message("hijacked")) }, true},
+		{"write own pod status", func() error { return podStatus("pa", message("mine")) }, false},
 		{"delete another node's pod", func() error {
 			return a.CoreV1().Pods(ns).Delete(ctx, "pb", metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
 		}, true},
@@ -238,6 +247,13 @@ func TestVNodeRestriction(t *testing.T) {
 		default:
 			t.Logf("%s: %v", c.name, errString(err))
 		}
+	}
+
+	// Writing a pod itself (not its status) is not even in the node's role:
+	// RBAC refuses it before any policy runs.
+	_, err := a.CoreV1().Pods(ns).Patch(ctx, "pa", types.MergePatchType, mergePatch(`{"metadata":{"annotations":{"x":"y"}}}`), metav1.PatchOptions{})
+	if !apierrors.IsForbidden(err) || strings.Contains(err.Error(), policyDenied) {
+		t.Errorf("PATCH of its own pod: %v; want refused by RBAC", err)
 	}
 
 	// Nothing refused reached storage.
@@ -298,7 +314,12 @@ func waitEnforced(ctx context.Context, t *testing.T, a kubernetes.Interface) {
 			return err
 		},
 		"pods": func() error {
-			_, err := a.CoreV1().Pods(ns).Patch(ctx, "pb", types.MergePatchType, []byte(`{"metadata":{"labels":{"probe":"x"}}}`), metav1.PatchOptions{DryRun: dry})
+			p, err := a.CoreV1().Pods(ns).Get(ctx, "pb", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			p.Status.Message = "probe"
+			_, err = a.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{DryRun: dry})
 			return err
 		},
 		"claims": func() error {
