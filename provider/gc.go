@@ -37,7 +37,7 @@ func (p *Provider) Recover(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("reading pod %s/%s of instance %s: %w", ns, name, inst.ID, err)
 		}
-		e := &entry{phase: phaseRunning, pod: skeleton(pod), instanceID: inst.ID, seenEvents: map[string]int32{}}
+		e := &entry{phase: phaseRunning, pod: newPodRecord(pod, p.pods == nil), instanceID: inst.ID, seenEvents: map[string]int32{}}
 		ns, name = pod.Namespace, pod.Name // the tag may hold a hashed name
 		e.annotated = pod.Annotations[AnnotationInstanceSpec] != ""
 		for _, ev := range inst.Events {
@@ -109,7 +109,7 @@ func (p *Provider) collect(ctx context.Context, insts []*model.Instance) {
 	}
 	p.mu.Unlock()
 	for _, e := range gone {
-		if p.letGo(ctx, e.pod) {
+		if p.letGo(ctx, e.pod.ref()) {
 			p.mu.Lock()
 			delete(p.entries, e.pod.UID)
 			if p.keys[key(e.pod.Namespace, e.pod.Name)] == e.pod.UID {

@@ -111,7 +111,7 @@ func (p *Provider) runningPods() []kubeletapi.RunningPod {
 	out := make([]kubeletapi.RunningPod, 0, len(p.entries))
 	for _, e := range p.entries {
 		if e.running() {
-			out = append(out, kubeletapi.RunningPod{Pod: e.pod.DeepCopy(), InstanceID: e.instanceID})
+			out = append(out, kubeletapi.RunningPod{Pod: e.pod.pod(), InstanceID: e.instanceID})
 		}
 	}
 	return out

@@ -31,7 +31,7 @@ func (p *Provider) CreatePod(_ context.Context, pod *corev1.Pod) error {
 		p.mu.Unlock()
 		return nil // known: created, being created, refused or being deleted
 	}
-	e := &entry{phase: phaseWaiting, pod: skeleton(pod), seenEvents: map[string]int32{}}
+	e := &entry{phase: phaseWaiting, pod: newPodRecord(pod, p.pods == nil), seenEvents: map[string]int32{}}
 	if p.pods == nil {
 		e.full = slim(pod) // no informer to read it from when its create comes
 	}
@@ -81,7 +81,7 @@ func (p *Provider) DeletePod(_ context.Context, pod *corev1.Pod) error {
 		// all finds the pod deleted and queues its delete.
 		p.moveTo(e, phaseDeleted)
 		e.full = nil
-		e.pod.Status = terminatedStatus(e.pod)
+		e.pod.Status = terminatedStatus(e.pod.Status)
 		p.changed(e)
 	}
 	return nil
@@ -323,13 +323,13 @@ func (p *Provider) fail(e *entry, reason, msg string) {
 		return
 	}
 	e.full = nil
-	st := pendingStatus(e.pod, reason)
+	st := pendingStatus(e.pod.view(), reason)
 	st.Phase, st.Reason, st.Message = corev1.PodFailed, reason, msg
 	for i := range st.ContainerStatuses {
 		st.ContainerStatuses[i].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: reason, Message: msg}}
 	}
 	e.pod.Status = st
-	pod := e.pod
+	pod := e.pod.ref()
 	p.changed(e)
 	p.mu.Unlock()
 	p.event(pod, corev1.EventTypeWarning, reason, msg)
@@ -342,7 +342,7 @@ func (p *Provider) deleteInstance(ctx context.Context, e *entry) error {
 	if e.phase == phaseDeleteFailed {
 		p.moveTo(e, phaseDeleting)
 	}
-	id, pod := e.instanceID, e.pod.DeepCopy()
+	id, pod := e.instanceID, e.pod.pod()
 	p.mu.Unlock()
 	log := p.log.WithFields(logrus.Fields{"namespace": pod.Namespace, "pod": pod.Name, "instanceId": id})
 	if id != "" {
@@ -359,7 +359,7 @@ func (p *Provider) deleteInstance(ctx context.Context, e *entry) error {
 	p.mu.Lock()
 	if e.phase != phaseDeleted && p.moveTo(e, phaseDeleted) { // a GC may have been first
 		e.full = nil
-		e.pod.Status = terminatedStatus(e.pod)
+		e.pod.Status = terminatedStatus(e.pod.Status)
 		p.changed(e)
 	}
 	p.mu.Unlock()

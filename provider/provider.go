@@ -12,6 +12,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	corev1listers "k8s.io/client-go/listers/core/v1"
@@ -311,7 +312,9 @@ func (p *Provider) tellNext() bool {
 	var snap *corev1.Pod
 	deleted := false
 	if e != nil {
-		snap = e.pod.DeepCopy()
+		// The status and metadata, no containers: pods/status keeps the
+		// stored spec, and virtual-kubelet keeps a copy of each report.
+		snap = &corev1.Pod{ObjectMeta: *e.pod.ObjectMeta.DeepCopy(), Spec: corev1.PodSpec{NodeName: e.pod.nodeName}, Status: *e.pod.Status.DeepCopy()}
 		deleted = e.phase == phaseDeleted
 	}
 	p.mu.Unlock()
@@ -357,7 +360,7 @@ func (p *Provider) listed(pod *corev1.Pod) *corev1.Pod {
 }
 
 // reported is what virtual-kubelet is told of a pod and writes through
-// pods/status: snap (a copy of an entry's skeleton) with the API server's
+// pods/status: snap (a copy of an entry's podRecord) with the API server's
 // latest metadata as the informer has it and, over it, the provider's own
 // annotations, which this write is what writes (see annotate). Owners are
 // left out: pods/status keeps the stored ones.
@@ -385,19 +388,16 @@ func (p *Provider) UpdatePod(_ context.Context, pod *corev1.Pod) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if e, ok := p.entries[pod.UID]; ok {
-		status, old := e.pod.Status, e.pod.Annotations
-		e.pod = skeleton(pod)
-		e.pod.Status = status
+		r := newPodRecord(pod, p.pods == nil)
+		r.Status = e.pod.Status
+		for _, k := range ownAnnotations {
+			if v := e.pod.Annotations[k]; v != "" {
+				metav1.SetMetaDataAnnotation(&r.ObjectMeta, k, v)
+			}
+		}
+		e.pod = r
 		if e.full != nil {
 			e.full = slim(pod)
-		}
-		for _, k := range ownAnnotations {
-			if v := old[k]; v != "" {
-				if e.pod.Annotations == nil {
-					e.pod.Annotations = map[string]string{}
-				}
-				e.pod.Annotations[k] = v
-			}
 		}
 	}
 	return nil
@@ -416,12 +416,9 @@ func (p *Provider) GetPod(_ context.Context, ns, name string) (*corev1.Pod, erro
 		return nil, errdefs.NotFoundf("pod %s/%s is not on this node", ns, name)
 	}
 	e := p.entries[uid]
-	snap := e.pod.DeepCopy()
-	var full *corev1.Pod
+	snap := e.pod.pod()
 	if e.full != nil {
-		full = e.full.DeepCopy()
-	} else {
-		full = &corev1.Pod{Spec: *e.pod.Spec.DeepCopy()}
+		snap.Spec = *e.full.Spec.DeepCopy()
 	}
 	p.mu.Unlock()
 	if l := p.listed(snap); l != nil {
@@ -430,7 +427,6 @@ func (p *Provider) GetPod(_ context.Context, ns, name string) (*corev1.Pod, erro
 		out.Status = snap.Status
 		return out, nil
 	}
-	snap.Spec = full.Spec
 	return snap, nil
 }
 
@@ -454,7 +450,7 @@ func (p *Provider) GetPods(context.Context) ([]*corev1.Pod, error) {
 	out := make([]*corev1.Pod, 0, len(p.entries))
 	for _, e := range p.entries {
 		if e.listed() {
-			out = append(out, e.pod.DeepCopy())
+			out = append(out, e.pod.pod())
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return key(out[i].Namespace, out[i].Name) < key(out[j].Namespace, out[j].Name) })
@@ -473,7 +469,7 @@ func (p *Provider) Instance(ns, name string) (id string, pod *corev1.Pod, err er
 	if e.instanceID == "" {
 		return "", nil, errdefs.NotFoundf("pod %s/%s has no ECI instance yet", ns, name)
 	}
-	return e.instanceID, e.pod.DeepCopy(), nil
+	return e.instanceID, e.pod.pod(), nil
 }
 
 // event records an event on pod; record's broadcaster queues it, so this

@@ -1013,9 +1013,9 @@ func TestCopiesDropManagedFields(t *testing.T) {
 	}
 }
 
-// Once its instance exists, a pod is kept, and reported to
-// virtual-kubelet, as a skeleton: names and images of its containers, its
-// claims, its metadata and status. GetPod still answers the whole spec
+// Once its instance exists, a pod is kept as a record: names and images of
+// its containers, its claims, its metadata and status; it is reported to
+// virtual-kubelet with no containers at all. GetPod still answers the whole spec
 // (from the informer, or the pod as given while it is not created), and a
 // create that waits for a retry still translates the whole pod.
 func TestPodsAreKeptAsSkeletons(t *testing.T) {
@@ -1052,13 +1052,14 @@ func TestPodsAreKeptAsSkeletons(t *testing.T) {
 	if n == nil || n.Status.Phase != corev1.PodRunning {
 		t.Fatalf("notified: %+v", n)
 	}
+	// Reported with no containers: pods/status keeps the stored spec.
+	if !reflect.DeepEqual(n.Spec, corev1.PodSpec{NodeName: "vn"}) {
+		t.Fatalf("reported spec = %+v, want only the node", n.Spec)
+	}
 	want := corev1.PodSpec{
 		NodeName: "vn", RestartPolicy: corev1.RestartPolicyNever,
 		InitContainers: []corev1.Container{{Name: "init", Image: "busybox"}},
 		Containers:     []corev1.Container{{Name: "c", Image: "nginx"}},
-	}
-	if !reflect.DeepEqual(n.Spec, want) {
-		t.Fatalf("reported spec = %+v, want the skeleton %+v", n.Spec, want)
 	}
 	h.p.mu.Lock()
 	for _, e := range h.p.entries {
@@ -1078,25 +1079,36 @@ func TestPodsAreKeptAsSkeletons(t *testing.T) {
 	if got, _ := h.p.GetPod(ctx, "ns", "sk"); !reflect.DeepEqual(got.Spec, p1.Spec) || got.Status.Phase != corev1.PodRunning {
 		t.Fatalf("GetPod with an informer: spec %+v, phase %s", got.Spec, got.Status.Phase)
 	}
-	if n := h.last("sk"); len(n.Spec.Containers[0].Env) != 0 {
+	if n := h.last("sk"); len(n.Spec.Containers) != 0 {
 		t.Fatal("GetPod changed the reported pod")
 	}
 }
 
-// A skeleton keeps the claims a pod mounts (their annotations are removed
-// at delete), and nothing else of its volumes.
-func TestSkeletonKeepsClaims(t *testing.T) {
+// A record keeps the claims a pod mounts (their annotations are removed
+// at delete), and nothing else of its volumes; with a pod lister, of the
+// metadata only the pod's identity and the provider's own annotations.
+func TestRecordKeepsClaimsAndIdentity(t *testing.T) {
 	p1 := pod("claims")
 	claim := corev1.Volume{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "claim"}}}
 	p1.Spec.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}, claim}
 	p1.Status.Phase = corev1.PodRunning
-	sk := skeleton(p1)
-	if !reflect.DeepEqual(sk.Spec.Volumes, []corev1.Volume{claim}) || sk.Status.Phase != corev1.PodRunning || sk.Name != "claims" {
-		t.Fatalf("skeleton = %+v", sk)
+	p1.Labels = map[string]string{"app": "web"}
+	p1.Annotations = map[string]string{"team": "a", AnnotationInstanceID: "eci-1"}
+	r := newPodRecord(p1, false)
+	sk := r.pod()
+	if !reflect.DeepEqual(sk.Spec.Volumes, []corev1.Volume{claim}) || sk.Status.Phase != corev1.PodRunning || sk.Name != "claims" || sk.UID != p1.UID {
+		t.Fatalf("record's pod = %+v", sk)
 	}
-	sk.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "other"
+	if sk.Labels != nil || !reflect.DeepEqual(sk.Annotations, map[string]string{AnnotationInstanceID: "eci-1"}) {
+		t.Fatalf("record keeps labels %v, annotations %v; want only the provider's annotations", sk.Labels, sk.Annotations)
+	}
+	r.claims[0].PersistentVolumeClaim.ClaimName = "other"
 	if p1.Spec.Volumes[1].PersistentVolumeClaim.ClaimName != "claim" {
-		t.Fatal("the skeleton shares the pod's claims")
+		t.Fatal("the record shares the pod's claims")
+	}
+	// No lister to read metadata from: all of it is kept.
+	if all := newPodRecord(p1, true).pod(); !reflect.DeepEqual(all.Labels, p1.Labels) || !reflect.DeepEqual(all.Annotations, p1.Annotations) {
+		t.Fatalf("record without a lister keeps labels %v, annotations %v", all.Labels, all.Annotations)
 	}
 }
 

@@ -26,8 +26,8 @@ func pendingStatus(pod *corev1.Pod, waitReason string) corev1.PodStatus {
 
 // terminatedStatus reports every container terminated after a delete,
 // keeping a terminal state the instance already reported.
-func terminatedStatus(pod *corev1.Pod) corev1.PodStatus {
-	st := *pod.Status.DeepCopy()
+func terminatedStatus(last corev1.PodStatus) corev1.PodStatus {
+	st := *last.DeepCopy()
 	now := metav1.Now()
 	if st.Phase != corev1.PodFailed {
 		st.Phase = corev1.PodSucceeded

@@ -131,7 +131,7 @@ func (p *Provider) apply(ctx context.Context, present map[string]bool, insts []*
 	}
 	for _, e := range out.adopted {
 		p.mu.Lock()
-		pod, id := e.pod.DeepCopy(), e.instanceID
+		pod, id := e.pod.pod(), e.instanceID
 		p.mu.Unlock()
 		p.markClaims(ctx, e, pod, id)
 	}
@@ -154,7 +154,7 @@ func (p *Provider) applyOne(e *entry, present map[string]bool, byID map[string]*
 		p.moveTo(e, phaseRunning)
 		e.unwritten = map[string]string{
 			AnnotationInstanceID:  inst.ID,
-			AnnotationClientToken: translate.ClientToken(e.pod),
+			AnnotationClientToken: translate.ClientToken(e.pod.ref()),
 			AnnotationVKVersion:   p.cfg.Version,
 		}
 		out.adopted = append(out.adopted, e)
@@ -172,11 +172,11 @@ func (p *Provider) applyOne(e *entry, present map[string]bool, byID map[string]*
 		}
 		msg := fmt.Sprintf("ECI instance %s no longer exists (deleted outside Kubernetes, or released)", e.instanceID)
 		p.moveTo(e, phaseFinal)
-		st := terminatedStatus(e.pod)
+		st := terminatedStatus(e.pod.Status)
 		st.Phase, st.Reason, st.Message = corev1.PodFailed, ReasonVanished, msg
 		e.pod.Status = st
 		p.changed(e)
-		out.events = append(out.events, podEvent{e.pod, corev1.EventTypeWarning, ReasonVanished, msg})
+		out.events = append(out.events, podEvent{e.pod.ref(), corev1.EventTypeWarning, ReasonVanished, msg})
 		return
 	}
 	if present != nil {
@@ -186,7 +186,7 @@ func (p *Provider) applyOne(e *entry, present map[string]bool, byID map[string]*
 	if inst == nil {
 		return // unchanged since its details were last fetched
 	}
-	st := translate.PodStatus(e.pod, inst)
+	st := translate.PodStatus(e.pod.view(), inst)
 	statusChanged := !statusEqual(e.pod.Status, st)
 	if statusChanged {
 		e.pod.Status = st
@@ -207,7 +207,7 @@ func (p *Provider) applyOne(e *entry, present map[string]bool, byID map[string]*
 		if typ != corev1.EventTypeWarning {
 			typ = corev1.EventTypeNormal
 		}
-		out.events = append(out.events, podEvent{e.pod, typ, ie.Reason, ie.Message})
+		out.events = append(out.events, podEvent{e.pod.ref(), typ, ie.Reason, ie.Message})
 	}
 	kv := e.unwritten
 	e.unwritten = nil
