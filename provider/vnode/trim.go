@@ -153,9 +153,15 @@ func trimObject(o runtime.Object, drop []string) {
 		return
 	}
 	m.SetManagedFields(nil)
-	if ann := m.GetAnnotations(); len(ann) > 0 {
+	if ann := m.GetAnnotations(); len(ann) > 0 && len(drop) > 0 {
 		for _, k := range drop {
 			delete(ann, k)
+		}
+		if len(ann) == 0 {
+			// As the pod was before the provider annotated it: the API
+			// sends no empty map, and virtual-kubelet's go-cmp tells a
+			// nil map from an empty one (a re-sync of every pod).
+			m.SetAnnotations(nil)
 		}
 	}
 }

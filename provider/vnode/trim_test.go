@@ -63,6 +63,13 @@ func TestTrimmedClientDropsManagedFieldsFromListsAndWatches(t *testing.T) {
 	}
 	second := pod.DeepCopy()
 	second.Name = "b"
+	// Annotated by the provider alone: as it was before, with no map.
+	third := pod.DeepCopy()
+	third.Name = "c"
+	third.Annotations = map[string]string{provider.AnnotationInstanceID: "eci-3"}
+	if _, err := raw.CoreV1().Pods("ns").Create(ctx, third, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := raw.CoreV1().Pods("ns").Create(ctx, second, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -79,6 +86,9 @@ func TestTrimmedClientDropsManagedFieldsFromListsAndWatches(t *testing.T) {
 			t.Fatal("the watched pod never reached the informer")
 		case <-time.After(10 * time.Millisecond):
 		}
+	}
+	if p, err := lister.Pods("ns").Get("c"); err != nil || p.Annotations != nil {
+		t.Fatalf("watched pod c = %+v, %v; want no annotations map at all", p, err)
 	}
 	if p, err := lister.Pods("ns").Get("a"); err != nil || !trimmed(p) {
 		t.Fatalf("listed pod in the informer = %+v, %v; want it trimmed", p, err)
