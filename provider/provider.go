@@ -172,7 +172,7 @@ func New(cfg Config, cloud Cloud, kube kubernetes.Interface, src translate.Sourc
 		log:     cfg.Log.WithField("node", cfg.Node.NodeName),
 		creates: newPodQueue(cfg, "vnode_pod_creates"),
 		deletes: newPodQueue(cfg, "vnode_pod_deletes"),
-		notices: workqueue.NewTypedDelayingQueue[types.UID](),
+		notices: workqueue.NewTyped[types.UID](),
 		created: make(chan struct{}, 1),
 		entries: map[types.UID]*entry{},
 		keys:    map[string]types.UID{},
@@ -362,8 +362,8 @@ func (p *Provider) listed(pod *corev1.Pod) *corev1.Pod {
 // reported is what virtual-kubelet is told of a pod and writes through
 // pods/status: snap (a copy of an entry's podRecord) with the API server's
 // latest metadata as the informer has it and, over it, the provider's own
-// annotations, which this write is what writes (see annotate). Owners are
-// left out: pods/status keeps the stored ones.
+// annotations: this write is how they reach the API server (see annotate).
+// Owners are left out: pods/status keeps the stored ones.
 func (p *Provider) reported(snap *corev1.Pod) *corev1.Pod {
 	own := snap.Annotations
 	if l := p.listed(snap); l != nil {
