@@ -80,7 +80,7 @@ func TestCreateListLogsExecDelete(t *testing.T) {
 	var insts []*model.Instance
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		insts, err = c.ListContainerGroups(ctx, map[string]string{translate.TagNode: "n1", translate.TagCluster: "c1"})
+		insts, err = listAll(ctx, c, map[string]string{translate.TagNode: "n1", translate.TagCluster: "c1"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -339,9 +339,15 @@ func TestStatusesAndDetailsByID(t *testing.T) {
 
 	// The full list follows NextToken: 25 groups are two pages of 20.
 	n0 = emu.CallCounts()["DescribeContainerGroups"]
-	all, err := c.ListContainerGroups(ctx, tags)
-	if err != nil {
-		t.Fatal(err)
+	pages := 0
+	var all []*model.Instance
+	err = c.ListContainerGroups(ctx, tags, func(page []*model.Instance) error {
+		pages++
+		all = append(all, page...)
+		return nil
+	})
+	if err != nil || pages != 2 {
+		t.Fatalf("listed %d pages, %v; want 2", pages, err)
 	}
 	listed := map[string]bool{}
 	for _, i := range all {
@@ -373,4 +379,14 @@ func TestStatusesAndDetailsByID(t *testing.T) {
 	if insts, err := c.GetContainerGroups(ctx, nil); err != nil || len(insts) != 0 {
 		t.Errorf("no ids: %v %v", insts, err)
 	}
+}
+
+// listAll is every page of ListContainerGroups in one list.
+func listAll(ctx context.Context, c *Client, tags map[string]string) ([]*model.Instance, error) {
+	var all []*model.Instance
+	err := c.ListContainerGroups(ctx, tags, func(page []*model.Instance) error {
+		all = append(all, page...)
+		return nil
+	})
+	return all, err
 }

@@ -360,34 +360,35 @@ func (g rawGroup) domain() *model.Instance {
 }
 
 // ListContainerGroups implements provider.Cloud: every page of
-// DescribeContainerGroups filtered by tags.
-func (c *Client) ListContainerGroups(ctx context.Context, tags map[string]string) ([]*model.Instance, error) {
+// DescribeContainerGroups filtered by tags (20 groups a page, ECI's
+// maximum), each handed to each as it comes.
+func (c *Client) ListContainerGroups(ctx context.Context, tags map[string]string, each func([]*model.Instance) error) error {
 	p := flat{"Limit": "20"}
 	setTags(p, tags)
-	var out []*model.Instance
-	err := pages(ctx, c, "DescribeContainerGroups", p, func(page *groupsPage) {
+	return pages(ctx, c, "DescribeContainerGroups", p, func(page *groupsPage) error {
+		out := make([]*model.Instance, 0, len(page.ContainerGroups))
 		for _, g := range page.ContainerGroups {
 			out = append(out, g.domain())
 		}
+		return each(out)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // pages calls action with p, then again with each NextToken the answers
-// give, decoding each answer once, into a fresh page, handed to take.
+// give, decoding each answer once, into a fresh page, handed to take; an
+// error of take's ends it.
 func pages[P any, PP interface {
 	*P
 	next() string
-}](ctx context.Context, c *Client, action string, p flat, take func(PP)) error {
+}](ctx context.Context, c *Client, action string, p flat, take func(PP) error) error {
 	for {
 		page := PP(new(P))
 		if err := c.call(ctx, action, p, page); err != nil {
 			return err
 		}
-		take(page)
+		if err := take(page); err != nil {
+			return err
+		}
 		if page.next() == "" {
 			return nil
 		}
@@ -438,10 +439,11 @@ func (c *Client) ListStatuses(ctx context.Context, tags map[string]string, chang
 		p["SinceSecond"] = strconv.FormatInt(int64((changedWithin+time.Second-1)/time.Second), 10)
 	}
 	var out []model.GroupStatus
-	err := pages(ctx, c, "DescribeContainerGroupStatus", p, func(page *statusPage) {
+	err := pages(ctx, c, "DescribeContainerGroupStatus", p, func(page *statusPage) error {
 		for _, st := range page.Data {
 			out = append(out, model.GroupStatus(st))
 		}
+		return nil
 	})
 	if err != nil {
 		return nil, err

@@ -111,7 +111,7 @@ func BenchmarkLogStream256MiB(b *testing.B) {
 		b.Fatal(err)
 	}
 	for {
-		insts, err := c.ListContainerGroups(ctx, g.Tags)
+		insts, err := listAll(ctx, c, g.Tags)
 		if err != nil {
 			b.Fatal(err)
 		}

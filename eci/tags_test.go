@@ -27,7 +27,7 @@ func TestLongNodeNameFindsItsOwnInstances(t *testing.T) {
 			t.Fatalf("creating an instance of node %s: %v", n, err)
 		}
 	}
-	insts, err := c.ListContainerGroups(ctx, map[string]string{translate.TagNode: mine, translate.TagCluster: "c1"})
+	insts, err := listAll(ctx, c, map[string]string{translate.TagNode: mine, translate.TagCluster: "c1"})
 	if err != nil {
 		t.Fatal(err)
 	}

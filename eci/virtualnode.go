@@ -178,8 +178,9 @@ func (c *Client) ListVirtualNodes(ctx context.Context, f VirtualNodeFilter) ([]V
 	p.set("Status", f.Status)
 	setTags(p, f.Tags)
 	var out []VirtualNode
-	err := pages(ctx, c, "DescribeVirtualNodes", p, func(page *virtualNodesPage) {
+	err := pages(ctx, c, "DescribeVirtualNodes", p, func(page *virtualNodesPage) error {
 		out = append(out, page.VirtualNodes...)
+		return nil
 	})
 	if err != nil {
 		return nil, err

@@ -16,9 +16,11 @@ type Cloud interface {
 	// CreateContainerGroup creates g (idempotent on g.ClientToken) and
 	// returns the instance id and the request id.
 	CreateContainerGroup(ctx context.Context, g *model.ContainerGroup) (id, requestID string, err error)
-	// ListContainerGroups returns every instance carrying all of tags,
-	// following pagination.
-	ListContainerGroups(ctx context.Context, tags map[string]string) ([]*model.Instance, error)
+	// ListContainerGroups hands each, page by page as they come, every
+	// instance carrying all of tags; an error of each's ends the list.
+	// Pages, not one list: every instance's details at once, at 10,000
+	// pods, are a burst of memory the collector's headroom doubles.
+	ListContainerGroups(ctx context.Context, tags map[string]string, each func([]*model.Instance) error) error
 	// ListStatuses returns the status of every instance carrying all of
 	// tags, following pagination: cheap enough to call every sync. With
 	// changedWithin > 0, only of those whose status changed within that

@@ -20,7 +20,11 @@ import (
 // restart: every instance of this node whose pod still exists is adopted,
 // so CreatePod will not create it again.
 func (p *Provider) Recover(ctx context.Context) error {
-	insts, err := p.cloud.ListContainerGroups(ctx, p.nodeTags())
+	var insts []*model.Instance
+	err := p.cloud.ListContainerGroups(ctx, p.nodeTags(), func(page []*model.Instance) error {
+		insts = append(insts, page...)
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("listing this node's instances: %w", err)
 	}
@@ -64,12 +68,11 @@ func (p *Provider) Recover(ctx context.Context) error {
 	return nil
 }
 
-// collect deletes, given a complete list of this node's instances, those
-// whose pod no longer exists, and forgets deleted pods the API server no
-// longer has. A pod can leave without DeletePod (virtual-kubelet skips the
+// collectOrphans deletes those of insts (this node's) whose pod no longer
+// exists. A pod can leave without DeletePod (virtual-kubelet skips the
 // provider for a pod that already ended, e.g. a reclaimed spot
 // instance's), so an instance's entry alone does not keep it.
-func (p *Provider) collect(ctx context.Context, insts []*model.Instance) {
+func (p *Provider) collectOrphans(ctx context.Context, insts []*model.Instance) {
 	for _, inst := range insts {
 		if !p.ownedBy(inst) {
 			continue
@@ -99,7 +102,10 @@ func (p *Provider) collect(ctx context.Context, insts []*model.Instance) {
 		p.mu.Unlock()
 		p.log.WithFields(logrus.Fields{"instanceId": inst.ID, "namespace": ns, "pod": name}).Info("deleted orphaned ECI instance")
 	}
-	// Forget deleted pods once the API server has let them go.
+}
+
+// forgetDeleted forgets deleted pods once the API server has let them go.
+func (p *Provider) forgetDeleted(ctx context.Context) {
 	p.mu.Lock()
 	var gone []*entry
 	for _, e := range p.entries {

@@ -42,6 +42,7 @@ type memCloud struct {
 	deletes   []string
 	createErr []error // consumed one per call
 	listErr   error
+	pageErr   error             // ListContainerGroups fails with it after its first page
 	extra     []*model.Instance // returned by List whatever the filter
 	// lostAnswers creates commit the instance and then report an error,
 	// as a call whose response was lost does.
@@ -95,7 +96,30 @@ func (m *memCloud) CreateContainerGroup(_ context.Context, g *model.ContainerGro
 	return id, "req-" + id, nil
 }
 
-func (m *memCloud) ListContainerGroups(_ context.Context, tags map[string]string) ([]*model.Instance, error) {
+// ListContainerGroups answers in pages of two, as ECI does in pages of 20.
+func (m *memCloud) ListContainerGroups(ctx context.Context, tags map[string]string, each func([]*model.Instance) error) error {
+	all, err := m.all(tags)
+	if err != nil {
+		return err
+	}
+	for len(all) > 0 {
+		n := min(len(all), 2)
+		if err := each(all[:n]); err != nil {
+			return err
+		}
+		all = all[n:]
+		m.mu.Lock()
+		err := m.pageErr
+		m.mu.Unlock()
+		if err != nil && len(all) > 0 {
+			return err
+		}
+	}
+	return nil
+}
+
+// all is every instance carrying tags, and the extra ones.
+func (m *memCloud) all(tags map[string]string) ([]*model.Instance, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.listErr != nil {
@@ -119,7 +143,7 @@ func (m *memCloud) ListContainerGroups(_ context.Context, tags map[string]string
 // containers), not events: an event alone changes no digest, as in ECI.
 // changedWithin keeps the instances create or set changed that recently.
 func (m *memCloud) ListStatuses(ctx context.Context, tags map[string]string, changedWithin time.Duration) ([]model.GroupStatus, error) {
-	insts, err := m.ListContainerGroups(ctx, tags)
+	insts, err := m.all(tags)
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +163,7 @@ func (m *memCloud) ListStatuses(ctx context.Context, tags map[string]string, cha
 }
 
 func (m *memCloud) GetContainerGroups(ctx context.Context, ids []string) ([]*model.Instance, error) {
-	all, err := m.ListContainerGroups(ctx, nil)
+	all, err := m.all(nil)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.fetched = append(m.fetched, ids...)
@@ -224,11 +248,14 @@ func newHarness(t *testing.T, pods ...*corev1.Pod) *harness {
 
 // gc is the garbage collection a full sync runs, alone.
 func (h *harness) gc(ctx context.Context) {
-	insts, err := h.cloud.ListContainerGroups(ctx, h.p.nodeTags())
+	err := h.cloud.ListContainerGroups(ctx, h.p.nodeTags(), func(page []*model.Instance) error {
+		h.p.collectOrphans(ctx, page)
+		return nil
+	})
 	if err != nil {
-		return // as a sync does: no list, no collection
+		return // as a sync does: no list, no forgetting
 	}
-	h.p.collect(ctx, insts)
+	h.p.forgetDeleted(ctx)
 }
 
 // drain runs every create and delete that is due, then tells virtual-kubelet
@@ -543,6 +570,47 @@ func TestLostCreateAnswerIsAdopted(t *testing.T) {
 	}
 	if s := h.last("lost"); s != nil && s.Status.Phase == corev1.PodFailed {
 		t.Fatalf("pod failed: %+v", s.Status)
+	}
+}
+
+// A whole list is taken in a page at a time. A page that fails ends the
+// sync before anything is judged gone, with the pages before it taken in,
+// and the next sync lists everything again.
+func TestFullListIsTakenInPages(t *testing.T) {
+	ctx := context.Background()
+	pods := []*corev1.Pod{pod("a"), pod("b"), pod("c")}
+	h := newHarness(t, pods...)
+	for _, p := range pods {
+		_ = h.create(ctx, p)
+	}
+	for _, id := range []string{"eci-1", "eci-2", "eci-3"} {
+		h.cloud.set(id, func(i *model.Instance) { i.Status = translate.StatusRunning })
+	}
+	h.cloud.pageErr = errors.New("ServiceUnavailable")
+	if err := h.p.Sync(ctx); err == nil {
+		t.Fatal("a failed page was not an error")
+	}
+	running := func() int {
+		n := 0
+		for _, p := range pods {
+			if s := h.last(p.Name); s != nil && s.Status.Phase == corev1.PodRunning {
+				n++
+			}
+		}
+		return n
+	}
+	if n := running(); n != 2 {
+		t.Fatalf("%d pods Running after a list that failed after its first page of two", n)
+	}
+	if !h.p.lastFull.IsZero() || len(h.p.digests) != 0 {
+		t.Fatalf("a failed list counted as whole (last full %v, %d digests kept)", h.p.lastFull, len(h.p.digests))
+	}
+	h.cloud.pageErr = nil
+	if err := h.p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := running(); n != 3 {
+		t.Fatalf("%d pods Running after a whole list", n)
 	}
 }
 

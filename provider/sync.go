@@ -53,19 +53,16 @@ func (p *Provider) sync(ctx context.Context, changes bool) error {
 	}
 	full := !changes && (p.lastFull.IsZero() || time.Since(p.lastFull) >= p.cfg.GCInterval)
 	var insts []*model.Instance
-	if full {
-		insts, err = p.cloud.ListContainerGroups(ctx, tags)
-	} else {
+	if !full {
 		var changed []string
 		for _, st := range statuses {
 			if d, ok := p.digests[st.ID]; !ok || d != st.Digest {
 				changed = append(changed, st.ID)
 			}
 		}
-		insts, err = p.cloud.GetContainerGroups(ctx, changed)
-	}
-	if err != nil {
-		return fmt.Errorf("reading this node's instances: %w", err)
+		if insts, err = p.cloud.GetContainerGroups(ctx, changed); err != nil {
+			return fmt.Errorf("reading this node's changed instances: %w", err)
+		}
 	}
 	p.lastList = listed
 	var present map[string]bool // nil: this list cannot tell what is gone
@@ -81,16 +78,30 @@ func (p *Provider) sync(ctx context.Context, changes bool) error {
 			present[st.ID] = true
 		}
 	}
-	if full {
-		p.lastFull = time.Now()
-		for _, inst := range insts {
+	if !full {
+		p.apply(ctx, present, insts)
+		return nil
+	}
+	// Every instance's details, taken in a page at a time (see
+	// Cloud.ListContainerGroups): each page's pods and orphans as it comes,
+	// then what is gone, judged on the whole list.
+	err = p.cloud.ListContainerGroups(ctx, tags, func(page []*model.Instance) error {
+		for _, inst := range page {
 			present[inst.ID] = true // created after the status list
 		}
+		p.apply(ctx, nil, page)
+		p.collectOrphans(ctx, page)
+		return nil
+	})
+	if err != nil {
+		// Pages not taken in may hold changes whose digests were noted:
+		// the next syncs fetch every listed instance's details again.
+		p.digests = map[string]uint64{}
+		return fmt.Errorf("listing this node's instances: %w", err)
 	}
-	p.apply(ctx, present, insts)
-	if full {
-		p.collect(ctx, insts)
-	}
+	p.lastFull = time.Now()
+	p.apply(ctx, present, nil)
+	p.forgetDeleted(ctx)
 	return nil
 }
 

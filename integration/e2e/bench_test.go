@@ -441,9 +441,9 @@ func (m *memCloud) CreateContainerGroup(_ context.Context, g *model.ContainerGro
 	return id, "req-mem", nil
 }
 
-func (m *memCloud) ListContainerGroups(_ context.Context, tags map[string]string) ([]*model.Instance, error) {
+// ListContainerGroups answers in one page.
+func (m *memCloud) ListContainerGroups(_ context.Context, tags map[string]string, each func([]*model.Instance) error) error {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.calls["ListContainerGroups"]++
 	var out []*model.Instance
 next:
@@ -456,7 +456,8 @@ next:
 		c := *g // the caller gets its own instance; the slices are never written
 		out = append(out, &c)
 	}
-	return out, nil
+	m.mu.Unlock()
+	return each(out)
 }
 
 // ListStatuses and GetContainerGroups answer like the emulator, as one

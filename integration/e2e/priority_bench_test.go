@@ -224,10 +224,11 @@ func (c *cloudLog) GetContainerGroups(ctx context.Context, ids []string) ([]*mod
 	return insts, err
 }
 
-func (c *cloudLog) ListContainerGroups(ctx context.Context, tags map[string]string) ([]*model.Instance, error) {
-	insts, err := c.Client.ListContainerGroups(ctx, tags)
-	c.read(insts)
-	return insts, err
+func (c *cloudLog) ListContainerGroups(ctx context.Context, tags map[string]string, each func([]*model.Instance) error) error {
+	return c.Client.ListContainerGroups(ctx, tags, func(page []*model.Instance) error {
+		c.read(page)
+		return each(page)
+	})
 }
 
 func (c *cloudLog) read(insts []*model.Instance) {
