@@ -66,9 +66,10 @@ type Config struct {
 	// GCInterval is how often every instance is listed in full (events
 	// that came without a status change are replayed then) and orphaned
 	// instances are collected (default 1m): with the first whole status
-	// list once GCInterval has passed, so every 60-90 s at the defaults.
-	// Between full lists a sync lists statuses only and fetches the
-	// instances that changed.
+	// list once GCInterval has passed, so every 60-90 s at the defaults;
+	// while instances are being created, not before fullListMaxDelay (see
+	// fullDue). Between full lists a sync lists statuses only and fetches
+	// the instances that changed.
 	GCInterval time.Duration
 	// Workers is how many creates run at once, and how many deletes
 	// (default 16 each: they have their own queues).
@@ -249,6 +250,12 @@ func (p *Provider) Run(ctx context.Context) {
 	wg.Wait()
 }
 
+// creating reports whether instances were created in the last two
+// SyncIntervals: a burst, for which syncs come every StartSyncInterval.
+func (p *Provider) creating() bool {
+	return time.Since(time.Unix(0, p.lastCreate.Load())) < 2*p.cfg.SyncInterval
+}
+
 // waitSync waits until the next sync is due and says whether it is a poll
 // of changes (sync with changes) or a whole list (Sync, due at fullDue); false
 // once ctx ends. A poll is due every SyncInterval; StartSyncInterval
@@ -262,7 +269,7 @@ func (p *Provider) Run(ctx context.Context) {
 // pods every 5 s was most of the node's ECI calls and CPU when idle.
 func (p *Provider) waitSync(ctx context.Context, fullDue time.Time) (changes, ok bool) {
 	d := min(p.cfg.SyncInterval, time.Until(fullDue))
-	if time.Since(time.Unix(0, p.lastCreate.Load())) < 2*p.cfg.SyncInterval {
+	if p.creating() {
 		d = min(d, p.cfg.StartSyncInterval)
 	}
 	t := time.NewTimer(d)

@@ -58,6 +58,7 @@ type memCloud struct {
 	groups       []*model.ContainerGroup // what each create that made an instance asked for
 	changed      map[string]time.Time    // when create or set last changed an instance
 	statusLists  []time.Duration         // each ListStatuses' changedWithin
+	fullLists    int                     // ListContainerGroups calls
 }
 
 func newMemCloud() *memCloud {
@@ -98,6 +99,9 @@ func (m *memCloud) CreateContainerGroup(_ context.Context, g *model.ContainerGro
 
 // ListContainerGroups answers in pages of two, as ECI does in pages of 20.
 func (m *memCloud) ListContainerGroups(ctx context.Context, tags map[string]string, each func([]*model.Instance) error) error {
+	m.mu.Lock()
+	m.fullLists++
+	m.mu.Unlock()
 	all, err := m.all(tags)
 	if err != nil {
 		return err
@@ -614,6 +618,47 @@ func TestFullListIsTakenInPages(t *testing.T) {
 	}
 }
 
+// While instances are being created, the full list (all details, GC)
+// waits, not a poll: a 10,000-pod node's is 15 s of ECI's quota, which
+// every poll would wait behind. It waits at most fullListMaxDelay
+// GCIntervals, and comes at its time once creates stop.
+func TestFullListWaitsForTheBurst(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t)
+	full := func() int {
+		h.cloud.mu.Lock()
+		defer h.cloud.mu.Unlock()
+		return h.cloud.fullLists
+	}
+	sync := func(lastFull time.Duration) int {
+		t.Helper()
+		h.p.lastFull = time.Now().Add(-lastFull)
+		before := full()
+		if err := h.p.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return full() - before
+	}
+	if n := sync(0); n != 0 {
+		t.Fatalf("%d full lists within GCInterval", n)
+	}
+	gc := h.p.cfg.GCInterval
+	if n := sync(gc + time.Second); n != 1 {
+		t.Fatalf("%d full lists GCInterval after the last, no creates", n)
+	}
+	h.p.createdInstance()
+	if n := sync(gc + time.Second); n != 0 {
+		t.Fatalf("%d full lists during a burst, GCInterval after the last", n)
+	}
+	if n := sync(fullListMaxDelay*gc + time.Second); n != 1 {
+		t.Fatalf("%d full lists during a burst, %d GCIntervals after the last", n, fullListMaxDelay)
+	}
+	h.p.lastCreate.Store(time.Now().Add(-2 * h.p.cfg.SyncInterval).UnixNano())
+	if n := sync(gc + time.Second); n != 1 {
+		t.Fatalf("%d full lists once the burst ended", n)
+	}
+}
+
 func TestListErrorsAndVanishedInstances(t *testing.T) {
 	ctx := context.Background()
 	p1 := pod("p")
@@ -1022,6 +1067,7 @@ func TestSyncFetchesOnlyChangedInstances(t *testing.T) {
 		t.Errorf("an event alone was seen before the full list:\n%s", ev)
 	}
 	h.p.lastFull = time.Now().Add(-2 * h.p.cfg.GCInterval)
+	h.p.lastCreate.Store(0) // no burst to wait for (TestFullListWaitsForTheBurst)
 	if err := h.p.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}

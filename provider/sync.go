@@ -51,7 +51,7 @@ func (p *Provider) sync(ctx context.Context, changes bool) error {
 		// Never taken as "all instances gone": statuses stay as they were.
 		return fmt.Errorf("listing this node's instance statuses: %w", err)
 	}
-	full := !changes && (p.lastFull.IsZero() || time.Since(p.lastFull) >= p.cfg.GCInterval)
+	full := !changes && p.fullDue()
 	var insts []*model.Instance
 	if !full {
 		var changed []string
@@ -103,6 +103,29 @@ func (p *Provider) sync(ctx context.Context, changes bool) error {
 	p.apply(ctx, present, nil)
 	p.forgetDeleted(ctx)
 	return nil
+}
+
+// fullListMaxDelay is how many GCIntervals a burst may put the full list
+// off (see fullDue).
+const fullListMaxDelay = 10
+
+// fullDue reports whether this whole list is the full one: GCInterval
+// after the last, but while instances are being created only once it is
+// fullListMaxDelay GCIntervals late. The full list of a 10,000-pod node is
+// 500 calls of 20 instances, 15 s of ECI's DescribeContainerGroups quota,
+// and the sync holds every poll behind it: in a burst the pods whose
+// instances started meanwhile waited for it (all Running 13-14 s after
+// the last create, 1.02× the quota bound). Orphans and replayed events
+// can wait for the burst to end; a burst that lasts still gets its lists.
+func (p *Provider) fullDue() bool {
+	if p.lastFull.IsZero() {
+		return true
+	}
+	since := time.Since(p.lastFull)
+	if p.creating() {
+		return since >= fullListMaxDelay*p.cfg.GCInterval
+	}
+	return since >= p.cfg.GCInterval
 }
 
 // learnt is what apply found under the lock and acts on after it.
