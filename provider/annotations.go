@@ -19,8 +19,8 @@ import (
 // write carries them. A PATCH of their own was one request and one watch
 // event more per pod, and an annotation change virtual-kubelet's pod
 // controller re-synced the whole pod for (a go-cmp of the pod, GetPod,
-// UpdatePod): most of the node's CPU over a 10,000-pod burst. Its informer
-// now never shows them (vnode's trimmed client).
+// UpdatePod): the largest single part of the node's CPU in a 10,000-pod
+// burst. Its informer now never shows them (vnode's trimmed client).
 func (p *Provider) annotate(e *entry, kv map[string]string) {
 	ann := make(map[string]string, len(e.pod.Annotations)+len(kv))
 	for k, v := range e.pod.Annotations {

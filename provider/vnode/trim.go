@@ -32,8 +32,8 @@ type trimmedClient struct {
 // its status writes; shown to virtual-kubelet's pod controller, each pod's
 // first one would make it re-sync the whole pod (a go-cmp of the pod with
 // its previous version, GetPod, UpdatePod) and keep that version besides
-// the informer's: at 10,000 pods, most of the node's CPU and a fifth of
-// its heap.
+// the informer's: at 10,000 pods the largest single part of the node's CPU
+// (BENCHMARKS.md).
 func newTrimmedClient(c kubernetes.Interface) trimmedClient {
 	return trimmedClient{Interface: c, dropAnnotations: provider.OwnAnnotations()}
 }
