@@ -78,7 +78,7 @@ func slim(pod *corev1.Pod) *corev1.Pod {
 
 // podRecord is what the provider keeps of a pod: its name, namespace, UID
 // and the annotations the provider wrote (all its metadata when there is
-// no pod lister to read it from: see newRecord), its status, and of its
+// no pod lister to read it from: see newPodRecord), its status, and of its
 // spec what statuses and claims are built from (the node, the restart
 // policy, each container's name and image, the claims it mounts). A
 // corev1.Pod per pod, a spec of 568 bytes with the containers' 408 each,
@@ -107,11 +107,7 @@ func newPodRecord(pod *corev1.Pod, allMeta bool) *podRecord {
 		r.ManagedFields = nil
 	} else {
 		r.Name, r.Namespace, r.UID, r.ResourceVersion = pod.Name, pod.Namespace, pod.UID, pod.ResourceVersion
-		for _, k := range ownAnnotations {
-			if v := pod.Annotations[k]; v != "" {
-				metav1.SetMetaDataAnnotation(&r.ObjectMeta, k, v)
-			}
-		}
+		keepOwn(&r.ObjectMeta, pod.Annotations)
 	}
 	refs := func(cs []corev1.Container) []containerRef {
 		if len(cs) == 0 {

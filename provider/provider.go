@@ -353,6 +353,15 @@ var ownAnnotations = []string{AnnotationInstanceID, AnnotationInstanceSpec, Anno
 // They are its output, never its input: the node's informers may drop them.
 func OwnAnnotations() []string { return slices.Clone(ownAnnotations) }
 
+// keepOwn sets on m the provider's own annotations that from has.
+func keepOwn(m *metav1.ObjectMeta, from map[string]string) {
+	for _, k := range ownAnnotations {
+		if v := from[k]; v != "" {
+			metav1.SetMetaDataAnnotation(m, k, v)
+		}
+	}
+}
+
 // listed returns the informer's copy of pod, or nil (no lister, or no pod
 // of that name and UID); it must not be changed.
 func (p *Provider) listed(pod *corev1.Pod) *corev1.Pod {
@@ -378,14 +387,7 @@ func (p *Provider) reported(snap *corev1.Pod) *corev1.Pod {
 		snap.ManagedFields = nil
 	}
 	snap.OwnerReferences = nil
-	for _, k := range ownAnnotations {
-		if v := own[k]; v != "" {
-			if snap.Annotations == nil {
-				snap.Annotations = map[string]string{}
-			}
-			snap.Annotations[k] = v
-		}
-	}
+	keepOwn(&snap.ObjectMeta, own)
 	return snap
 }
 
@@ -397,11 +399,7 @@ func (p *Provider) UpdatePod(_ context.Context, pod *corev1.Pod) error {
 	if e, ok := p.entries[pod.UID]; ok {
 		r := newPodRecord(pod, p.pods == nil)
 		r.Status = e.pod.Status
-		for _, k := range ownAnnotations {
-			if v := e.pod.Annotations[k]; v != "" {
-				metav1.SetMetaDataAnnotation(&r.ObjectMeta, k, v)
-			}
-		}
+		keepOwn(&r.ObjectMeta, e.pod.Annotations)
 		e.pod = r
 		if e.full != nil {
 			e.full = slim(pod)
