@@ -1,6 +1,8 @@
 package provider
 
 import (
+	"time"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -26,8 +28,12 @@ type entry struct {
 	// unwritten are annotations of the create (instance and request id,
 	// client token, version), added with the first sync's size and zone,
 	// so that one status write carries them all.
-	unwritten    map[string]string
-	missed       int // consecutive lists the instance was absent from
+	unwritten map[string]string
+	missed    int // consecutive lists the instance was absent from
+	// detailsAsked is when the details last taken in were asked for: the
+	// full list runs beside the polls, and older details must not undo
+	// newer ones.
+	detailsAsked time.Time
 	seenEvents   map[string]int32
 	claimsMarked []string        // PVC names annotated with this instance
 	noted        map[string]bool // translation notes already sent as events

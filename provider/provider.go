@@ -65,11 +65,9 @@ type Config struct {
 	ListInterval time.Duration
 	// GCInterval is how often every instance is listed in full (events
 	// that came without a status change are replayed then) and orphaned
-	// instances are collected (default 1m): with the first whole status
-	// list once GCInterval has passed, so every 60-90 s at the defaults;
-	// while instances are being created, not before fullListMaxDelay (see
-	// fullDue). Between full lists a sync lists statuses only and fetches
-	// the instances that changed.
+	// instances are collected (default 1m), beside the syncs, which list
+	// statuses only and fetch the instances that changed; while instances
+	// are being created, not before fullListMaxDelay (see fullDue).
 	GCInterval time.Duration
 	// Workers is how many creates run at once, and how many deletes
 	// (default 16 each: they have their own queues).
@@ -125,11 +123,14 @@ type Provider struct {
 	lastCreate atomic.Int64
 
 	// syncMu serializes syncs; digests (instance id -> status digest of
-	// its last fetched details), lastList (when the last status list
-	// began) and lastFull belong to it.
+	// its last fetched details) and lastList (when the last status list
+	// began) belong to it.
 	syncMu   sync.Mutex
 	digests  map[string]uint64
 	lastList time.Time
+	// fullMu serializes full lists; lastFull (when the last ended) belongs
+	// to it.
+	fullMu   sync.Mutex
 	lastFull time.Time
 
 	mu      sync.Mutex
@@ -212,8 +213,8 @@ func (p *Provider) NotifyPods(_ context.Context, cb func(*corev1.Pod)) {
 }
 
 // Run runs the create and delete workers, tells virtual-kubelet of status
-// changes, and syncs (collecting garbage after each full list) until ctx
-// ends.
+// changes, syncs, and beside the syncs takes the full list (collecting
+// garbage) whenever it is due, until ctx ends.
 func (p *Provider) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for range p.cfg.Workers {
@@ -230,17 +231,25 @@ func (p *Provider) Run(ctx context.Context) {
 		for p.tellNext() {
 		}
 	})
+	// The first sync reads every instance's details (it has no digests
+	// yet): the first full list, for orphans and forgotten pods, comes
+	// GCInterval after it, not at once with the same 500 calls at 10,000
+	// pods.
+	p.fullMu.Lock()
+	p.lastFull = time.Now()
+	p.fullMu.Unlock()
+	wg.Go(func() { p.fullLists(ctx) })
 	changes := false
-	var fullDue time.Time
+	var listDue time.Time
 	for {
 		if err := p.sync(ctx, changes); err != nil && ctx.Err() == nil {
 			p.log.WithError(err).Warn("sync with ECI failed; will retry")
 		}
 		if !changes {
-			fullDue = time.Now().Add(p.cfg.ListInterval)
+			listDue = time.Now().Add(p.cfg.ListInterval)
 		}
 		var ok bool
-		if changes, ok = p.waitSync(ctx, fullDue); !ok {
+		if changes, ok = p.waitSync(ctx, listDue); !ok {
 			break
 		}
 	}
@@ -250,6 +259,30 @@ func (p *Provider) Run(ctx context.Context) {
 	wg.Wait()
 }
 
+// fullLists takes the full list whenever it is due (fullDue is asked every
+// SyncInterval), until ctx ends. One that failed is tried again
+// ListInterval later, as a whole status list would be.
+func (p *Provider) fullLists(ctx context.Context) {
+	wait := p.cfg.SyncInterval
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = p.cfg.SyncInterval
+		if !p.fullDue() {
+			continue
+		}
+		if err := p.FullList(ctx); err != nil && ctx.Err() == nil {
+			p.log.WithError(err).Warn("full list of ECI instances failed; will retry")
+			wait = p.cfg.ListInterval
+		}
+	}
+}
+
 // creating reports whether instances were created in the last two
 // SyncIntervals: a burst, for which syncs come every StartSyncInterval.
 func (p *Provider) creating() bool {
@@ -257,7 +290,7 @@ func (p *Provider) creating() bool {
 }
 
 // waitSync waits until the next sync is due and says whether it is a poll
-// of changes (sync with changes) or a whole list (Sync, due at fullDue); false
+// of changes (sync with changes) or a whole status list (due at listDue); false
 // once ctx ends. A poll is due every SyncInterval; StartSyncInterval
 // after an instance was created, and every StartSyncInterval while
 // instances were created in the last two SyncIntervals: a new instance's
@@ -267,8 +300,8 @@ func (p *Provider) creating() bool {
 // beyond ECI's create quota. A poll costs one call plus one per 20
 // changed instances; a whole list one per 200 instances, which at 10,000
 // pods every 5 s was most of the node's ECI calls and CPU when idle.
-func (p *Provider) waitSync(ctx context.Context, fullDue time.Time) (changes, ok bool) {
-	d := min(p.cfg.SyncInterval, time.Until(fullDue))
+func (p *Provider) waitSync(ctx context.Context, listDue time.Time) (changes, ok bool) {
+	d := min(p.cfg.SyncInterval, time.Until(listDue))
 	if p.creating() {
 		d = min(d, p.cfg.StartSyncInterval)
 	}
@@ -278,15 +311,15 @@ func (p *Provider) waitSync(ctx context.Context, fullDue time.Time) (changes, ok
 	case <-ctx.Done():
 		return false, false
 	case <-t.C:
-		return time.Now().Before(fullDue), true
+		return time.Now().Before(listDue), true
 	case <-p.created:
-		t.Reset(min(p.cfg.StartSyncInterval, time.Until(fullDue)))
+		t.Reset(min(p.cfg.StartSyncInterval, time.Until(listDue)))
 	}
 	select {
 	case <-ctx.Done():
 		return false, false
 	case <-t.C:
-		return time.Now().Before(fullDue), true
+		return time.Now().Before(listDue), true
 	}
 }
 

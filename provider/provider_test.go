@@ -42,8 +42,11 @@ type memCloud struct {
 	deletes   []string
 	createErr []error // consumed one per call
 	listErr   error
-	pageErr   error             // ListContainerGroups fails with it after its first page
-	extra     []*model.Instance // returned by List whatever the filter
+	pageErr   error // ListContainerGroups fails with it after its first page
+	// pageGate, if set, holds ListContainerGroups after its first page
+	// (reached is then closed), as a page asked for and slow to come.
+	pageGate, reached chan struct{}
+	extra             []*model.Instance // returned by List whatever the filter
 	// lostAnswers creates commit the instance and then report an error,
 	// as a call whose response was lost does.
 	lostAnswers int
@@ -113,10 +116,15 @@ func (m *memCloud) ListContainerGroups(ctx context.Context, tags map[string]stri
 		}
 		all = all[n:]
 		m.mu.Lock()
-		err := m.pageErr
+		err, gate, reached := m.pageErr, m.pageGate, m.reached
+		m.pageGate = nil
 		m.mu.Unlock()
 		if err != nil && len(all) > 0 {
 			return err
+		}
+		if gate != nil {
+			close(reached)
+			<-gate
 		}
 	}
 	return nil
@@ -140,6 +148,7 @@ func (m *memCloud) all(tags map[string]string) ([]*model.Instance, error) {
 			out = append(out, &c)
 		}
 	}
+	slices.SortFunc(out, func(a, b *model.Instance) int { return strings.Compare(a.ID, b.ID) })
 	return append(out, m.extra...), nil
 }
 
@@ -248,18 +257,6 @@ func newHarness(t *testing.T, pods ...*corev1.Pod) *harness {
 		h.mu.Unlock()
 	})
 	return h
-}
-
-// gc is the garbage collection a full sync runs, alone.
-func (h *harness) gc(ctx context.Context) {
-	err := h.cloud.ListContainerGroups(ctx, h.p.nodeTags(), func(page []*model.Instance) error {
-		h.p.collectOrphans(ctx, page)
-		return nil
-	})
-	if err != nil {
-		return // as a sync does: no list, no forgetting
-	}
-	h.p.forgetDeleted(ctx)
 }
 
 // drain runs every create and delete that is due, then tells virtual-kubelet
@@ -577,9 +574,9 @@ func TestLostCreateAnswerIsAdopted(t *testing.T) {
 	}
 }
 
-// A whole list is taken in a page at a time. A page that fails ends the
-// sync before anything is judged gone, with the pages before it taken in,
-// and the next sync lists everything again.
+// The full list is taken in a page at a time. A page that fails ends it
+// with the pages before it taken in, and it counts as not taken: the next
+// comes when it is due again, not GCInterval later.
 func TestFullListIsTakenInPages(t *testing.T) {
 	ctx := context.Background()
 	pods := []*corev1.Pod{pod("a"), pod("b"), pod("c")}
@@ -587,41 +584,88 @@ func TestFullListIsTakenInPages(t *testing.T) {
 	for _, p := range pods {
 		_ = h.create(ctx, p)
 	}
-	for _, id := range []string{"eci-1", "eci-2", "eci-3"} {
-		h.cloud.set(id, func(i *model.Instance) { i.Status = translate.StatusRunning })
-	}
-	h.cloud.pageErr = errors.New("ServiceUnavailable")
-	if err := h.p.Sync(ctx); err == nil {
-		t.Fatal("a failed page was not an error")
-	}
-	running := func() int {
-		n := 0
-		for _, p := range pods {
-			if s := h.last(p.Name); s != nil && s.Status.Phase == corev1.PodRunning {
-				n++
-			}
-		}
-		return n
-	}
-	if n := running(); n != 2 {
-		t.Fatalf("%d pods Running after a list that failed after its first page of two", n)
-	}
-	if !h.p.lastFull.IsZero() || len(h.p.digests) != 0 {
-		t.Fatalf("a failed list counted as whole (last full %v, %d digests kept)", h.p.lastFull, len(h.p.digests))
-	}
-	h.cloud.pageErr = nil
 	if err := h.p.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := running(); n != 3 {
-		t.Fatalf("%d pods Running after a whole list", n)
+	last := h.p.lastFull
+	// Events change no digest: only the full list brings them.
+	for _, id := range []string{"eci-1", "eci-2", "eci-3"} {
+		h.cloud.set(id, func(i *model.Instance) {
+			i.Events = []model.Event{{Type: "Warning", Reason: "Unhealthy", Message: "probe failed on " + id, Name: id, Count: 1}}
+		})
+	}
+	h.events()
+	h.cloud.pageErr = errors.New("ServiceUnavailable")
+	if err := h.p.FullList(ctx); err == nil {
+		t.Fatal("a failed page was not an error")
+	}
+	if ev := h.events(); strings.Count(ev, "Unhealthy") != 2 || strings.Contains(ev, "eci-3") {
+		t.Fatalf("a list that failed after its first page of two replayed:\n%s", ev)
+	}
+	if h.p.lastFull != last {
+		t.Fatal("a failed list counted as taken")
+	}
+	h.cloud.pageErr = nil
+	if err := h.p.FullList(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ev := h.events(); strings.Count(ev, "Unhealthy") != 1 || !strings.Contains(ev, "eci-3") {
+		t.Fatalf("the whole list replayed:\n%s", ev)
+	}
+}
+
+// Polls go on while the full list is taken (at 10,000 pods it is 500
+// calls, and every poll waited behind it), and a page asked for before a
+// poll whose newer details were taken in does not step a pod back.
+func TestPollsGoOnBesideTheFullList(t *testing.T) {
+	ctx := context.Background()
+	pods := []*corev1.Pod{pod("a"), pod("b"), pod("c")}
+	h := newHarness(t, pods...)
+	for _, p := range pods {
+		_ = h.create(ctx, p)
+	}
+	if err := h.p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	h.cloud.mu.Lock()
+	h.cloud.pageGate, h.cloud.reached = gate, make(chan struct{})
+	reached := h.cloud.reached
+	h.cloud.mu.Unlock()
+	listed := make(chan error, 1)
+	go func() { listed <- h.p.FullList(ctx) }()
+	<-reached // c's page holds it as it was: not yet started
+
+	h.cloud.set("eci-3", func(i *model.Instance) {
+		i.Status, i.IntranetIP = translate.StatusRunning, "192.168.1.7"
+		i.Containers = []model.ContainerStatus{{Name: "c", Ready: true, Current: model.ContainerState{State: "Running", Started: time.Now()}}}
+	})
+	polled := make(chan error, 1)
+	go func() { polled <- h.p.sync(ctx, true) }()
+	select {
+	case err := <-polled:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a poll waited for the full list")
+	}
+	if n := h.last("c"); n == nil || n.Status.Phase != corev1.PodRunning {
+		t.Fatalf("the poll did not report c Running: %+v", n)
+	}
+	close(gate)
+	if err := <-listed; err != nil {
+		t.Fatal(err)
+	}
+	if n := h.last("c"); n == nil || n.Status.Phase != corev1.PodRunning || n.Status.PodIP != "192.168.1.7" {
+		t.Fatalf("the older page stepped c back: %+v", n.Status)
 	}
 }
 
 // While instances are being created, the full list (all details, GC)
-// waits, not a poll: a 10,000-pod node's is 15 s of ECI's quota, which
-// every poll would wait behind. It waits at most fullListMaxDelay
-// GCIntervals, and comes at its time once creates stop.
+// waits: a 10,000-pod node's is 500 calls and their decoding, every
+// minute of a burst. It waits at most fullListMaxDelay GCIntervals, and
+// comes at its time once creates stop.
 func TestFullListWaitsForTheBurst(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t)
@@ -827,17 +871,17 @@ func TestGCDeletesInstanceOfEndedPodRemovedWithoutDeletePod(t *testing.T) {
 	if s := h.last("spot").Status; s.Phase != corev1.PodFailed {
 		t.Fatalf("expired instance: %+v", s)
 	}
-	h.gc(ctx)
+	_ = h.p.FullList(ctx)
 	if len(h.cloud.insts) != 1 {
 		t.Fatal("GC deleted the instance of a pod that still exists")
 	}
 	_ = pods.Delete(p1)
 	_ = h.kube.CoreV1().Pods("ns").Delete(ctx, "spot", metav1.DeleteOptions{})
-	h.gc(ctx)
+	_ = h.p.FullList(ctx)
 	if len(h.cloud.insts) != 0 {
 		t.Fatalf("left behind: %v", h.cloud.insts)
 	}
-	h.gc(ctx) // the entry is forgotten
+	_ = h.p.FullList(ctx) // the entry is forgotten
 	if _, err := h.p.GetPod(ctx, "ns", "spot"); !errdefs.IsNotFound(err) {
 		t.Fatalf("entry kept: %v", err)
 	}
@@ -863,7 +907,7 @@ func TestGCAndRecover(t *testing.T) {
 	if h.cloud.creates != before {
 		t.Fatal("a recovered pod was created again")
 	}
-	h2.gc(ctx)
+	_ = h2.p.FullList(ctx)
 	if len(h.cloud.deletes) != 1 || h.cloud.deletes[0] != "eci-2" {
 		t.Fatalf("GC deleted %v, want only the orphan eci-2", h.cloud.deletes)
 	}
@@ -1247,7 +1291,7 @@ func TestLongPodNameIsRecoveredAndKept(t *testing.T) {
 	if id, _, err := h2.p.Instance("ns", long.Name); err != nil || id != "eci-1" {
 		t.Fatalf("the long-named pod's instance was not adopted: %q, %v", id, err)
 	}
-	h2.gc(ctx)
+	_ = h2.p.FullList(ctx)
 	if len(h.cloud.deletes) != 0 {
 		t.Fatalf("GC deleted %v, the instance of a live pod with a long name", h.cloud.deletes)
 	}
@@ -1257,7 +1301,7 @@ func TestLongPodNameIsRecoveredAndKept(t *testing.T) {
 	_ = pods.Add(long)
 	h2.p.SetPodLister(corev1listers.NewPodLister(pods))
 	h2.kube.ClearActions()
-	h2.gc(ctx)
+	_ = h2.p.FullList(ctx)
 	for _, a := range h2.kube.Actions() {
 		if a.GetResource().Resource == "pods" {
 			t.Errorf("a GC tick with the pod cached called the API server: %s pods", a.GetVerb())
@@ -1441,18 +1485,18 @@ func TestSyncComesSoonAfterCreates(t *testing.T) {
 	defer cancel()
 	p := New(Config{Node: translate.NodeSettings{ClusterName: "c1", NodeName: "vn"}, SyncInterval: time.Hour, StartSyncInterval: time.Millisecond, Log: logrus.New()},
 		newMemCloud(), fake.NewClientset(), translate.Sources{Objects: noObjects{}}, nil)
-	fullDue := time.Now().Add(time.Hour)
+	listDue := time.Now().Add(time.Hour)
 	done, stop := context.WithCancel(ctx)
 	stop()
-	if _, ok := p.waitSync(done, fullDue); ok {
+	if _, ok := p.waitSync(done, listDue); ok {
 		t.Fatal("waitSync reported a sync due after its context ended")
 	}
 	p.createdInstance()
-	if changes, ok := p.waitSync(ctx, fullDue); !ok || !changes {
+	if changes, ok := p.waitSync(ctx, listDue); !ok || !changes {
 		t.Fatalf("after a create: sync %v, a poll of changes %v; want a poll soon", ok, changes)
 	}
 	// No new create, but one a moment ago: the short cadence goes on.
-	if changes, ok := p.waitSync(ctx, fullDue); !ok || !changes {
+	if changes, ok := p.waitSync(ctx, listDue); !ok || !changes {
 		t.Fatalf("while creating: sync %v, a poll of changes %v; want a poll soon", ok, changes)
 	}
 	// The whole list, once due, is not replaced by a poll.
@@ -1463,7 +1507,7 @@ func TestSyncComesSoonAfterCreates(t *testing.T) {
 	// whole list is not due.
 	p = New(Config{Node: translate.NodeSettings{ClusterName: "c1", NodeName: "vn"}, SyncInterval: time.Millisecond, ListInterval: time.Hour, Log: logrus.New()},
 		newMemCloud(), fake.NewClientset(), translate.Sources{Objects: noObjects{}}, nil)
-	if changes, ok := p.waitSync(ctx, fullDue); !ok || !changes {
+	if changes, ok := p.waitSync(ctx, listDue); !ok || !changes {
 		t.Fatalf("idle: sync %v, a poll of changes %v; want a poll every SyncInterval", ok, changes)
 	}
 }
@@ -1485,7 +1529,7 @@ func TestDeletedEntriesForgottenFromTheInformer(t *testing.T) {
 	}
 	_ = pods.Delete(gone)
 	getsBefore := countActions(h.kube, "get")
-	h.gc(ctx)
+	_ = h.p.FullList(ctx)
 	if n := countActions(h.kube, "get") - getsBefore; n != 0 {
 		t.Fatalf("%d GETs of pods to forget deleted entries, want 0 (the informer has them)", n)
 	}

@@ -14,28 +14,36 @@ import (
 )
 
 // Sync lists this node's instances' statuses once, fetches the details of
-// those that changed (of all, every GCInterval, then collects garbage),
-// updates every pod's status and annotations, and replays ECI events.
-// The status list costs one call per 200 instances, so a sync's cost
-// follows what changed, not how many pods run. Creates and deletes are
-// not its business: they have their own queue, so a backlog of either
-// never delays status.
-func (p *Provider) Sync(ctx context.Context) error { return p.sync(ctx, false) }
+// those that changed and updates their pods' status and annotations; then,
+// when it is due (fullDue), lists every instance in full (FullList). The
+// status list costs one call per 200 instances, so a sync's cost follows
+// what changed, not how many pods run. Creates and deletes are not its
+// business: they have their own queue, so a backlog of either never delays
+// status. Run does the same, with the full list beside the syncs.
+func (p *Provider) Sync(ctx context.Context) error {
+	if err := p.sync(ctx, false); err != nil {
+		return err
+	}
+	if !p.fullDue() {
+		return nil
+	}
+	return p.FullList(ctx)
+}
 
 // changesMargin widens SinceSecond past the last list's start: ECI's
 // clock and ours differ, and a change made as that list was answered may
 // be missing from it.
 const changesMargin = 2 * time.Second
 
-// sync is Sync, or with changes the poll between two Syncs: it lists only
-// the statuses that changed since the last list began (SinceSecond, with
-// a margin for the clocks), so polling every second while creates go on
-// costs what changed, not every instance of the node each time (O(N²)
-// over a burst). A poll judges no instance gone: only a whole list can.
+// sync is the status list, or with changes the poll between two lists: it
+// lists only the statuses that changed since the last list began
+// (SinceSecond, with a margin for the clocks), so polling every second
+// while creates go on costs what changed, not every instance of the node
+// each time (O(N²) over a burst). A poll judges no instance gone: only a
+// whole list can.
 func (p *Provider) sync(ctx context.Context, changes bool) error {
 	p.syncMu.Lock()
 	defer p.syncMu.Unlock()
-	tags := p.nodeTags()
 	var within time.Duration
 	if changes {
 		if p.lastList.IsZero() {
@@ -46,23 +54,21 @@ func (p *Provider) sync(ctx context.Context, changes bool) error {
 	}
 	listed := time.Now()
 	// Statuses first: details fetched after them are at least as new.
-	statuses, err := p.cloud.ListStatuses(ctx, tags, within)
+	statuses, err := p.cloud.ListStatuses(ctx, p.nodeTags(), within)
 	if err != nil {
 		// Never taken as "all instances gone": statuses stay as they were.
 		return fmt.Errorf("listing this node's instance statuses: %w", err)
 	}
-	full := !changes && p.fullDue()
-	var insts []*model.Instance
-	if !full {
-		var changed []string
-		for _, st := range statuses {
-			if d, ok := p.digests[st.ID]; !ok || d != st.Digest {
-				changed = append(changed, st.ID)
-			}
+	var changed []string
+	for _, st := range statuses {
+		if d, ok := p.digests[st.ID]; !ok || d != st.Digest {
+			changed = append(changed, st.ID)
 		}
-		if insts, err = p.cloud.GetContainerGroups(ctx, changed); err != nil {
-			return fmt.Errorf("reading this node's changed instances: %w", err)
-		}
+	}
+	fetched := time.Now()
+	insts, err := p.cloud.GetContainerGroups(ctx, changed)
+	if err != nil {
+		return fmt.Errorf("reading this node's changed instances: %w", err)
 	}
 	p.lastList = listed
 	var present map[string]bool // nil: this list cannot tell what is gone
@@ -78,29 +84,32 @@ func (p *Provider) sync(ctx context.Context, changes bool) error {
 			present[st.ID] = true
 		}
 	}
-	if !full {
-		p.apply(ctx, present, insts)
-		return nil
-	}
-	// Every instance's details, taken in a page at a time (see
-	// Cloud.ListContainerGroups): each page's pods and orphans as it comes,
-	// then what is gone, judged on the whole list.
-	err = p.cloud.ListContainerGroups(ctx, tags, func(page []*model.Instance) error {
-		for _, inst := range page {
-			present[inst.ID] = true // created after the status list
-		}
-		p.apply(ctx, nil, page)
+	p.apply(ctx, present, insts, fetched)
+	return nil
+}
+
+// FullList reads every instance's details, a page at a time (see
+// Cloud.ListContainerGroups): each page's pods (events that came without
+// a status change are replayed) and orphans as it comes, then the deleted
+// pods the API server has let go are forgotten. It holds no sync's lock:
+// at 10,000 pods it is 500 calls, 15 s of ECI's DescribeContainerGroups
+// quota, and every poll waited behind it, so in a burst the pods whose
+// instances started meanwhile did too. Polls go on beside it; a pod keeps
+// the newest details it was given (see applyOne).
+func (p *Provider) FullList(ctx context.Context) error {
+	p.fullMu.Lock()
+	defer p.fullMu.Unlock()
+	asked := time.Now()
+	err := p.cloud.ListContainerGroups(ctx, p.nodeTags(), func(page []*model.Instance) error {
+		p.apply(ctx, nil, page, asked)
 		p.collectOrphans(ctx, page)
+		asked = time.Now() // the next page is asked for after this one is taken in
 		return nil
 	})
 	if err != nil {
-		// Pages not taken in may hold changes whose digests were noted:
-		// the next syncs fetch every listed instance's details again.
-		p.digests = map[string]uint64{}
 		return fmt.Errorf("listing this node's instances: %w", err)
 	}
 	p.lastFull = time.Now()
-	p.apply(ctx, present, nil)
 	p.forgetDeleted(ctx)
 	return nil
 }
@@ -109,19 +118,21 @@ func (p *Provider) sync(ctx context.Context, changes bool) error {
 // off (see fullDue).
 const fullListMaxDelay = 10
 
-// fullDue reports whether this whole list is the full one: GCInterval
-// after the last, but while instances are being created only once it is
-// fullListMaxDelay GCIntervals late. The full list of a 10,000-pod node is
-// 500 calls of 20 instances, 15 s of ECI's DescribeContainerGroups quota,
-// and the sync holds every poll behind it: in a burst the pods whose
-// instances started meanwhile waited for it (all Running 13-14 s after
-// the last create, 1.02× the quota bound). Orphans and replayed events
-// can wait for the burst to end; a burst that lasts still gets its lists.
+// fullDue reports whether the full list is due: GCInterval after the
+// last, but while instances are being created only once it is
+// fullListMaxDelay GCIntervals late. Polls no longer wait for it, but
+// over a burst of 10,000 pods lists of the pods made so far came every
+// minute, each up to 500 calls and their decoding; orphans and replayed
+// events can wait for the burst to end, and a burst that lasts still gets
+// its lists.
 func (p *Provider) fullDue() bool {
-	if p.lastFull.IsZero() {
+	p.fullMu.Lock()
+	last := p.lastFull
+	p.fullMu.Unlock()
+	if last.IsZero() {
 		return true
 	}
-	since := time.Since(p.lastFull)
+	since := time.Since(last)
 	if p.creating() {
 		return since >= fullListMaxDelay*p.cfg.GCInterval
 	}
@@ -142,9 +153,10 @@ type podEvent struct {
 }
 
 // apply takes in what a sync learnt: present holds every instance of this
-// node (nil after a poll of changes, which cannot tell), insts the details
-// of those that changed.
-func (p *Provider) apply(ctx context.Context, present map[string]bool, insts []*model.Instance) {
+// node (nil after a poll of changes or a page of the full list, which
+// cannot tell), insts the details of those that changed, asked for at
+// asked.
+func (p *Provider) apply(ctx context.Context, present map[string]bool, insts []*model.Instance, asked time.Time) {
 	byID := make(map[string]*model.Instance, len(insts))
 	byUID := make(map[types.UID]*model.Instance, len(insts))
 	for _, inst := range insts {
@@ -161,12 +173,12 @@ func (p *Provider) apply(ctx context.Context, present map[string]bool, insts []*
 		// of the sync's 7.4 s of CPU in a 10,000-pod burst.
 		for uid := range byUID {
 			if e := p.entries[uid]; e != nil {
-				p.applyOne(e, nil, byID, byUID, &out)
+				p.applyOne(e, nil, byID, byUID, asked, &out)
 			}
 		}
 	} else {
 		for _, e := range p.entries {
-			p.applyOne(e, present, byID, byUID, &out)
+			p.applyOne(e, present, byID, byUID, asked, &out)
 		}
 	}
 	p.mu.Unlock()
@@ -183,7 +195,7 @@ func (p *Provider) apply(ctx context.Context, present map[string]bool, insts []*
 }
 
 // applyOne updates one pod from the sync's findings; mu is held.
-func (p *Provider) applyOne(e *entry, present map[string]bool, byID map[string]*model.Instance, byUID map[types.UID]*model.Instance, out *learnt) {
+func (p *Provider) applyOne(e *entry, present map[string]bool, byID map[string]*model.Instance, byUID map[types.UID]*model.Instance, asked time.Time, out *learnt) {
 	switch e.phase {
 	case phaseDeleted, phaseFinal:
 		return
@@ -231,6 +243,12 @@ func (p *Provider) applyOne(e *entry, present map[string]bool, byID map[string]*
 	if inst == nil {
 		return // unchanged since its details were last fetched
 	}
+	if asked.Before(e.detailsAsked) {
+		// A page of the full list asked for before a poll whose newer
+		// details were taken in: its status would step back.
+		return
+	}
+	e.detailsAsked = asked
 	st := translate.PodStatus(e.pod.view(), inst)
 	statusChanged := !statusEqual(e.pod.Status, st)
 	if statusChanged {
