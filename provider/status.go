@@ -1,10 +1,10 @@
 package provider
 
 import (
-	"encoding/json"
-
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/conversion"
 )
 
 // pendingStatus is the status of a pod whose instance does not run yet.
@@ -54,16 +54,18 @@ func terminatedStatus(last corev1.PodStatus) corev1.PodStatus {
 	return st
 }
 
-// statusEqual compares what a pod status says, ignoring heartbeat times.
-func statusEqual(a, b corev1.PodStatus) bool {
-	a, b = *a.DeepCopy(), *b.DeepCopy()
-	for _, s := range []*corev1.PodStatus{&a, &b} {
-		for i := range s.Conditions {
-			s.Conditions[i].LastTransitionTime = metav1.Time{}
-			s.Conditions[i].LastProbeTime = metav1.Time{}
-		}
-	}
-	ja, _ := json.Marshal(a)
-	jb, _ := json.Marshal(b)
-	return string(ja) == string(jb)
-}
+// statusEqual compares what a pod status says, as the API server would
+// keep it: conditions without their heartbeat times, times to the second,
+// quantities by value, a nil list as an empty one. It was two deep copies
+// and two JSON encodings a pod a poll.
+func statusEqual(a, b corev1.PodStatus) bool { return statusSemantics.DeepEqual(a, b) }
+
+// statusSemantics are statusEqual's rules; fixed once built.
+var statusSemantics = conversion.EqualitiesOrDie(
+	func(a, b corev1.PodCondition) bool {
+		return a.Type == b.Type && a.Status == b.Status && a.Reason == b.Reason &&
+			a.Message == b.Message && a.ObservedGeneration == b.ObservedGeneration
+	},
+	func(a, b metav1.Time) bool { return a.Unix() == b.Unix() },
+	func(a, b resource.Quantity) bool { return a.Cmp(b) == 0 },
+)
