@@ -86,7 +86,7 @@ func run(kubeconfig, name string, pods int, trim, paced, annotate bool) error {
 	}
 	cfg.QPS, cfg.Burst = 100, 200 // vnode-kubelet's defaults (--kube-api-qps, --kube-api-burst)
 	var kube kubernetes.Interface
-	if kube, err = kubernetes.NewForConfig(cfg); err != nil {
+	if kube, err = kubernetes.NewForConfig(vnode.Protobuf(cfg)); err != nil { // as vnode-kubelet's client
 		return err
 	}
 	if trim {
