@@ -276,7 +276,7 @@ func (p *Provider) fullLists(ctx context.Context) {
 		if !p.fullDue() {
 			continue
 		}
-		if err := p.FullList(ctx); err != nil && ctx.Err() == nil {
+		if err := p.fullList(ctx); err != nil && ctx.Err() == nil {
 			p.log.WithError(err).Warn("full list of ECI instances failed; will retry")
 			wait = p.cfg.ListInterval
 		}

@@ -596,7 +596,7 @@ func TestFullListIsTakenInPages(t *testing.T) {
 	}
 	h.events()
 	h.cloud.pageErr = errors.New("ServiceUnavailable")
-	if err := h.p.FullList(ctx); err == nil {
+	if err := h.p.fullList(ctx); err == nil {
 		t.Fatal("a failed page was not an error")
 	}
 	if ev := h.events(); strings.Count(ev, "Unhealthy") != 2 || strings.Contains(ev, "eci-3") {
@@ -606,7 +606,7 @@ func TestFullListIsTakenInPages(t *testing.T) {
 		t.Fatal("a failed list counted as taken")
 	}
 	h.cloud.pageErr = nil
-	if err := h.p.FullList(ctx); err != nil {
+	if err := h.p.fullList(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if ev := h.events(); strings.Count(ev, "Unhealthy") != 1 || !strings.Contains(ev, "eci-3") {
@@ -633,7 +633,7 @@ func TestPollsGoOnBesideTheFullList(t *testing.T) {
 	reached := h.cloud.reached
 	h.cloud.mu.Unlock()
 	listed := make(chan error, 1)
-	go func() { listed <- h.p.FullList(ctx) }()
+	go func() { listed <- h.p.fullList(ctx) }()
 	<-reached // c's page holds it as it was: not yet started
 
 	h.cloud.set("eci-3", func(i *model.Instance) {
@@ -871,17 +871,17 @@ func TestGCDeletesInstanceOfEndedPodRemovedWithoutDeletePod(t *testing.T) {
 	if s := h.last("spot").Status; s.Phase != corev1.PodFailed {
 		t.Fatalf("expired instance: %+v", s)
 	}
-	_ = h.p.FullList(ctx)
+	_ = h.p.fullList(ctx)
 	if len(h.cloud.insts) != 1 {
 		t.Fatal("GC deleted the instance of a pod that still exists")
 	}
 	_ = pods.Delete(p1)
 	_ = h.kube.CoreV1().Pods("ns").Delete(ctx, "spot", metav1.DeleteOptions{})
-	_ = h.p.FullList(ctx)
+	_ = h.p.fullList(ctx)
 	if len(h.cloud.insts) != 0 {
 		t.Fatalf("left behind: %v", h.cloud.insts)
 	}
-	_ = h.p.FullList(ctx) // the entry is forgotten
+	_ = h.p.fullList(ctx) // the entry is forgotten
 	if _, err := h.p.GetPod(ctx, "ns", "spot"); !errdefs.IsNotFound(err) {
 		t.Fatalf("entry kept: %v", err)
 	}
@@ -907,7 +907,7 @@ func TestGCAndRecover(t *testing.T) {
 	if h.cloud.creates != before {
 		t.Fatal("a recovered pod was created again")
 	}
-	_ = h2.p.FullList(ctx)
+	_ = h2.p.fullList(ctx)
 	if len(h.cloud.deletes) != 1 || h.cloud.deletes[0] != "eci-2" {
 		t.Fatalf("GC deleted %v, want only the orphan eci-2", h.cloud.deletes)
 	}
@@ -1291,7 +1291,7 @@ func TestLongPodNameIsRecoveredAndKept(t *testing.T) {
 	if id, _, err := h2.p.Instance("ns", long.Name); err != nil || id != "eci-1" {
 		t.Fatalf("the long-named pod's instance was not adopted: %q, %v", id, err)
 	}
-	_ = h2.p.FullList(ctx)
+	_ = h2.p.fullList(ctx)
 	if len(h.cloud.deletes) != 0 {
 		t.Fatalf("GC deleted %v, the instance of a live pod with a long name", h.cloud.deletes)
 	}
@@ -1301,7 +1301,7 @@ func TestLongPodNameIsRecoveredAndKept(t *testing.T) {
 	_ = pods.Add(long)
 	h2.p.SetPodLister(corev1listers.NewPodLister(pods))
 	h2.kube.ClearActions()
-	_ = h2.p.FullList(ctx)
+	_ = h2.p.fullList(ctx)
 	for _, a := range h2.kube.Actions() {
 		if a.GetResource().Resource == "pods" {
 			t.Errorf("a GC tick with the pod cached called the API server: %s pods", a.GetVerb())
@@ -1529,7 +1529,7 @@ func TestDeletedEntriesForgottenFromTheInformer(t *testing.T) {
 	}
 	_ = pods.Delete(gone)
 	getsBefore := countActions(h.kube, "get")
-	_ = h.p.FullList(ctx)
+	_ = h.p.fullList(ctx)
 	if n := countActions(h.kube, "get") - getsBefore; n != 0 {
 		t.Fatalf("%d GETs of pods to forget deleted entries, want 0 (the informer has them)", n)
 	}

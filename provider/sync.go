@@ -15,7 +15,7 @@ import (
 
 // Sync lists this node's instances' statuses once, fetches the details of
 // those that changed and updates their pods' status and annotations; then,
-// when it is due (fullDue), lists every instance in full (FullList). The
+// when it is due (fullDue), lists every instance in full (fullList). The
 // status list costs one call per 200 instances, so a sync's cost follows
 // what changed, not how many pods run. Creates and deletes are not its
 // business: they have their own queue, so a backlog of either never delays
@@ -27,7 +27,7 @@ func (p *Provider) Sync(ctx context.Context) error {
 	if !p.fullDue() {
 		return nil
 	}
-	return p.FullList(ctx)
+	return p.fullList(ctx)
 }
 
 // changesMargin widens SinceSecond past the last list's start: ECI's
@@ -88,7 +88,7 @@ func (p *Provider) sync(ctx context.Context, changes bool) error {
 	return nil
 }
 
-// FullList reads every instance's details, a page at a time (see
+// fullList reads every instance's details, a page at a time (see
 // Cloud.ListContainerGroups): each page's pods (events that came without
 // a status change are replayed) and orphans as it comes, then the deleted
 // pods the API server has let go are forgotten. It holds no sync's lock:
@@ -96,7 +96,7 @@ func (p *Provider) sync(ctx context.Context, changes bool) error {
 // quota, and every poll waited behind it, so in a burst the pods whose
 // instances started meanwhile did too. Polls go on beside it; a pod keeps
 // the newest details it was given (see applyOne).
-func (p *Provider) FullList(ctx context.Context) error {
+func (p *Provider) fullList(ctx context.Context) error {
 	p.fullMu.Lock()
 	defer p.fullMu.Unlock()
 	asked := time.Now()
