@@ -287,6 +287,27 @@ func (h *harness) retried(t *testing.T, ctx context.Context) {
 	h.drain(ctx)
 }
 
+// syncedHarness is a harness whose pods of these names have instances,
+// seen by a first Sync (a full list).
+func syncedHarness(t *testing.T, names ...string) *harness {
+	t.Helper()
+	ctx := context.Background()
+	var pods []*corev1.Pod
+	for _, n := range names {
+		pods = append(pods, pod(n))
+	}
+	h := newHarness(t, pods...)
+	for _, p := range pods {
+		if err := h.create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
 // create and remove are CreatePod and DeletePod followed by the work they
 // queue.
 func (h *harness) create(ctx context.Context, pod *corev1.Pod) error {
@@ -579,14 +600,7 @@ func TestLostCreateAnswerIsAdopted(t *testing.T) {
 // comes when it is due again, not GCInterval later.
 func TestFullListIsTakenInPages(t *testing.T) {
 	ctx := context.Background()
-	pods := []*corev1.Pod{pod("a"), pod("b"), pod("c")}
-	h := newHarness(t, pods...)
-	for _, p := range pods {
-		_ = h.create(ctx, p)
-	}
-	if err := h.p.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	h := syncedHarness(t, "a", "b", "c")
 	last := h.p.lastFull
 	// Events change no digest: only the full list brings them.
 	for _, id := range []string{"eci-1", "eci-2", "eci-3"} {
@@ -619,14 +633,7 @@ func TestFullListIsTakenInPages(t *testing.T) {
 // poll whose newer details were taken in does not step a pod back.
 func TestPollsGoOnBesideTheFullList(t *testing.T) {
 	ctx := context.Background()
-	pods := []*corev1.Pod{pod("a"), pod("b"), pod("c")}
-	h := newHarness(t, pods...)
-	for _, p := range pods {
-		_ = h.create(ctx, p)
-	}
-	if err := h.p.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	h := syncedHarness(t, "a", "b", "c")
 	gate := make(chan struct{})
 	h.cloud.mu.Lock()
 	h.cloud.pageGate, h.cloud.reached = gate, make(chan struct{})
