@@ -22,6 +22,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -79,6 +80,16 @@ func RateLimits(rateLimits map[string]int) (map[string]RateLimit, error) {
 		out[a] = RateLimit{PerMinute: v, Burst: max(1, model.QuotaBurst(v)/2)}
 	}
 	return out, nil
+}
+
+// PerMinute is the client's own limit on action, in calls a minute (its
+// bucket's rate); 0 when the action is not limited.
+func (c *Client) PerMinute(action string) int {
+	l := c.limiters[action]
+	if l == nil {
+		return 0
+	}
+	return int(math.Round(float64(l.Limit()) * 60))
 }
 
 // validAction reports whether a looks like an ECI action name:

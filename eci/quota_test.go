@@ -53,6 +53,12 @@ func TestRateLimitsPerAction(t *testing.T) {
 	if c.limiters["DescribeRegions"] != nil {
 		t.Error("an action with no published quota is limited")
 	}
+	if n := c.PerMinute("DescribeContainerGroups"); n != 2000 {
+		t.Errorf("DescribeContainerGroups: %d calls a minute, want ECI's 2000", n)
+	}
+	if n := c.PerMinute("DescribeRegions"); n != 0 {
+		t.Errorf("an unlimited action: %d calls a minute", n)
+	}
 }
 
 // A burst of creates and deletes against the emulator's quotas (scaled

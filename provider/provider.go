@@ -67,8 +67,12 @@ type Config struct {
 	// that came without a status change are replayed then) and orphaned
 	// instances are collected (default 1m), beside the syncs, which list
 	// statuses only and fetch the instances that changed; while instances
-	// are being created, not before fullListMaxDelay (see fullDue).
+	// are being created, not before fullListMaxDelay; and never so often
+	// that it takes more than a tenth of DescribeQuota (see fullDue).
 	GCInterval time.Duration
+	// DescribeQuota is the DescribeContainerGroups calls a minute this
+	// node's ECI client keeps to (0: no limit known).
+	DescribeQuota int
 	// Workers is how many creates run at once, and how many deletes
 	// (default 16 each: they have their own queues).
 	Workers int
@@ -128,10 +132,11 @@ type Provider struct {
 	syncMu   sync.Mutex
 	digests  map[string]uint64
 	lastList time.Time
-	// fullMu serializes full lists; lastFull (when the last ended) belongs
-	// to it.
-	fullMu   sync.Mutex
-	lastFull time.Time
+	// fullMu serializes full lists; lastFull (when the last ended) and
+	// lastFullCalls (how many pages it took) belong to it.
+	fullMu        sync.Mutex
+	lastFull      time.Time
+	lastFullCalls int
 
 	mu      sync.Mutex
 	entries map[types.UID]*entry

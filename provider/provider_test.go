@@ -710,6 +710,34 @@ func TestFullListWaitsForTheBurst(t *testing.T) {
 	}
 }
 
+// A large node's full list keeps to fullListShare of the describe quota:
+// with 10 calls a minute, a list of three pages (six instances in the
+// fake's pages of two) comes every three minutes, not every GCInterval;
+// with no quota known, every GCInterval.
+func TestFullListKeepsToItsShareOfTheQuota(t *testing.T) {
+	h := syncedHarness(t, "a", "b", "c", "d", "e", "f")
+	if h.p.lastFullCalls != 3 {
+		t.Fatalf("the full list took %d calls, want 3", h.p.lastFullCalls)
+	}
+	h.p.lastCreate.Store(0)
+	due := func(ago time.Duration) bool {
+		h.p.lastFull = time.Now().Add(-ago)
+		return h.p.fullDue()
+	}
+	gc := h.p.cfg.GCInterval
+	h.p.cfg.DescribeQuota = 10
+	if due(gc + time.Second) {
+		t.Error("due GCInterval after the last, past its share of the quota")
+	}
+	if !due(3*time.Minute + time.Second) {
+		t.Error("not due once its share of the quota allows it")
+	}
+	h.p.cfg.DescribeQuota = 0
+	if !due(gc + time.Second) {
+		t.Error("no quota known, yet not due GCInterval after the last")
+	}
+}
+
 func TestListErrorsAndVanishedInstances(t *testing.T) {
 	ctx := context.Background()
 	p1 := pod("p")

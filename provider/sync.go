@@ -99,8 +99,9 @@ func (p *Provider) sync(ctx context.Context, changes bool) error {
 func (p *Provider) fullList(ctx context.Context) error {
 	p.fullMu.Lock()
 	defer p.fullMu.Unlock()
-	asked := time.Now()
+	asked, calls := time.Now(), 0
 	err := p.cloud.ListContainerGroups(ctx, p.nodeTags(), func(page []*model.Instance) error {
+		calls++
 		p.apply(ctx, nil, page, asked)
 		p.collectOrphans(ctx, page)
 		asked = time.Now() // the next page is asked for after this one is taken in
@@ -109,7 +110,7 @@ func (p *Provider) fullList(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listing this node's instances: %w", err)
 	}
-	p.lastFull = time.Now()
+	p.lastFull, p.lastFullCalls = time.Now(), calls
 	p.forgetDeleted(ctx)
 	return nil
 }
@@ -118,16 +119,24 @@ func (p *Provider) fullList(ctx context.Context) error {
 // off (see fullDue).
 const fullListMaxDelay = 10
 
+// fullListShare is the most of the DescribeContainerGroups quota the full
+// list may take, over time (see fullDue).
+const fullListShare = 0.1
+
 // fullDue reports whether the full list is due: GCInterval after the
-// last, but while instances are being created only once it is
-// fullListMaxDelay GCIntervals late. Polls no longer wait for it, but
-// over a burst of 10,000 pods lists of the pods made so far came every
-// minute, each up to 500 calls and their decoding; orphans and replayed
+// last, or later where the node is large. At 10,000 pods a full list is
+// 500 calls, a quarter of ECI's DescribeContainerGroups quota every
+// minute, which the polls' details and any other node of the account
+// share, and most of the node's CPU when idle: it keeps to fullListShare
+// of the quota (every 2.5 minutes at 10,000 pods; every minute up to
+// 4,000). While instances are being created it waits until it is
+// fullListMaxDelay GCIntervals late: over a burst of 10,000 pods, lists of
+// the pods made so far would come every minute; orphans and replayed
 // events can wait for the burst to end, and a burst that lasts still gets
 // its lists.
 func (p *Provider) fullDue() bool {
 	p.fullMu.Lock()
-	last := p.lastFull
+	last, calls := p.lastFull, p.lastFullCalls
 	p.fullMu.Unlock()
 	if last.IsZero() {
 		return true
@@ -136,7 +145,11 @@ func (p *Provider) fullDue() bool {
 	if p.creating() {
 		return since >= fullListMaxDelay*p.cfg.GCInterval
 	}
-	return since >= p.cfg.GCInterval
+	every := p.cfg.GCInterval
+	if budget := float64(p.cfg.DescribeQuota) * fullListShare; budget > 0 {
+		every = max(every, time.Duration(float64(calls)/budget*float64(time.Minute)))
+	}
+	return since >= every
 }
 
 // learnt is what apply found under the lock and acts on after it.

@@ -114,6 +114,7 @@ func FromContext(cc *config.Context, s Settings) (Options, error) {
 		ClientCAFile: s.ClientCAFile, CertFile: s.CertFile, KeyFile: s.KeyFile,
 		RotateServerCertificates: s.RotateServerCertificates, CertDir: s.CertDir,
 		Version: s.Version, SyncInterval: s.SyncInterval, GCInterval: s.GCInterval, Log: s.Log, Ready: s.Ready,
+		DescribeQuota: client.PerMinute("DescribeContainerGroups"),
 	}, nil
 }
 

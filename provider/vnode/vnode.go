@@ -64,9 +64,12 @@ type Options struct {
 	Version                  string
 	SyncInterval             time.Duration
 	GCInterval               time.Duration
-	LogPollInterval          time.Duration
-	Workers                  int
-	Log                      *logrus.Entry
+	// DescribeQuota is the DescribeContainerGroups calls a minute Cloud
+	// keeps to (provider.Config.DescribeQuota; 0: no limit known).
+	DescribeQuota   int
+	LogPollInterval time.Duration
+	Workers         int
+	Log             *logrus.Entry
 	// Ready, if set, is closed once the node is registered and serving.
 	Ready chan<- struct{}
 	// Tunnel, if set, runs the edge tunnel agent in-process, and the
@@ -156,7 +159,7 @@ func Run(ctx context.Context, o Options) error {
 			Namespaces: namespaces,
 		}
 		prov = provider.New(provider.Config{
-			Node: o.Pods, Version: o.Version, SyncInterval: o.SyncInterval, GCInterval: o.GCInterval,
+			Node: o.Pods, Version: o.Version, SyncInterval: o.SyncInterval, GCInterval: o.GCInterval, DescribeQuota: o.DescribeQuota,
 			LogPollInterval: o.LogPollInterval, Tokens: tokenIssuer{kube}, Log: log,
 		}, o.Cloud, kube, src, recorder)
 		prov.SetPodLister(pc.Pods)
