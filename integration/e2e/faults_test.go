@@ -125,3 +125,56 @@ func TestFaultsAndRecovery(t *testing.T) {
 		t.Fatalf("left behind: %d instances", len(e.instancesOf(n.name)))
 	}
 }
+
+// A pod deleted while its node is down leaves no instance: the restarted
+// node does not adopt the instance (its pod is gone from the API server),
+// and its full list, on a goroutine of its own a GCInterval after start,
+// deletes it. The pod that is still there keeps its instance.
+func TestOrphanIsCollectedAfterARestart(t *testing.T) {
+	e := newEnv(t, "sim")
+	n := e.startNode(t, "vn-orphans")
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c := e.cp.Client
+	if err := e.cp.CreateNamespace(ctx, "o"); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"kept", "gone"} {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "o", Labels: map[string]string{"app": "o"}},
+			Spec: corev1.PodSpec{NodeSelector: map[string]string{"type": "virtual-kubelet"}, Tolerations: []corev1.Toleration{vkToleration()},
+				Containers: []corev1.Container{{Name: "c", Image: "busybox"}}},
+		}
+		if _, err := c.CoreV1().Pods("o").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pods := waitPods(ctx, t, c, "o", "app=o", 2*time.Minute, allRunning(2))
+	uids := map[string]string{}
+	for _, p := range pods {
+		uids[p.Name] = string(p.UID)
+	}
+
+	n.stop()
+	if err := c.CoreV1().Pods("o").Delete(ctx, "gone", metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))}); err != nil {
+		t.Fatal(err)
+	}
+	waitPods(ctx, t, c, "o", "app=o", time.Minute, func(ps []corev1.Pod) bool { return len(ps) == 1 })
+	if len(e.instancesOf(n.name)) != 2 {
+		t.Fatalf("%d instances while the node was down, want both", len(e.instancesOf(n.name)))
+	}
+	n = e.startNode(t, "vn-orphans")
+
+	var left []emulator.ContainerGroupSnapshot
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		left = e.instancesOf(n.name)
+		return len(left) == 1, nil
+	})
+	if err != nil {
+		t.Fatalf("%d instances a minute after the restart, want the orphan collected", len(left))
+	}
+	if got := left[0].Tags[translate.TagPodUID]; got != uids["kept"] {
+		t.Fatalf("the instance left is pod %s's, want kept's (%s)", got, uids["kept"])
+	}
+	waitPods(ctx, t, c, "o", "app=o", 30*time.Second, allRunning(1))
+}
