@@ -99,4 +99,5 @@ func BenchmarkStatusPageDecode(b *testing.B) {
 			b.Fatalf("%d statuses, %v", len(page.Data), err)
 		}
 	}
+	b.ReportMetric(float64(len(body)), "answer-bytes")
 }
