@@ -1,9 +1,17 @@
 package vnode
 
 import (
+	"context"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/vnode-project/vnode/internal/config"
@@ -35,5 +43,33 @@ func TestDescribeQuotaFollowsTheClientsLimit(t *testing.T) {
 		if o.DescribeQuota != tc.want {
 			t.Errorf("limits %v: DescribeQuota %d, want %d", tc.limits, o.DescribeQuota, tc.want)
 		}
+	}
+}
+
+// The node's clients send and ask for protobuf (JSON only as the server's
+// fallback), as kubelet's do; the config they were made from is unchanged.
+func TestProtobufClient(t *testing.T) {
+	got := make(chan http.Header, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Clone()
+		http.Error(w, "no", http.StatusTeapot)
+	}))
+	defer srv.Close()
+	cfg := &rest.Config{Host: srv.URL}
+	kube, err := kubernetes.NewForConfig(Protobuf(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "e", Namespace: "ns"}}
+	_, _ = kube.CoreV1().Events("ns").Create(context.Background(), ev, metav1.CreateOptions{})
+	h := <-got
+	if ct := h.Get("Content-Type"); ct != runtime.ContentTypeProtobuf {
+		t.Errorf("Content-Type %q, want protobuf", ct)
+	}
+	if a := h.Get("Accept"); !strings.HasPrefix(a, runtime.ContentTypeProtobuf+",") || !strings.Contains(a, runtime.ContentTypeJSON) {
+		t.Errorf("Accept %q, want protobuf, then JSON", a)
+	}
+	if cfg.ContentType != "" || cfg.AcceptContentTypes != "" {
+		t.Errorf("the given config was changed: %q, %q", cfg.ContentType, cfg.AcceptContentTypes)
 	}
 }
