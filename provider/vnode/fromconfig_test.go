@@ -47,7 +47,10 @@ func TestDescribeQuotaFollowsTheClientsLimit(t *testing.T) {
 }
 
 // The node's clients send and ask for protobuf (JSON only as the server's
-// fallback), as kubelet's do; the config they were made from is unchanged.
+// fallback), as kubelet's do, in the calls client-go's generated methods
+// leave to the config: the event sink's CreateWithEventNamespace (and the
+// token requests) went as JSON. The config they were made from is
+// unchanged.
 func TestProtobufClient(t *testing.T) {
 	got := make(chan http.Header, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -61,7 +64,7 @@ func TestProtobufClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "e", Namespace: "ns"}}
-	_, _ = kube.CoreV1().Events("ns").Create(context.Background(), ev, metav1.CreateOptions{})
+	_, _ = kube.CoreV1().Events("ns").CreateWithEventNamespaceWithContext(context.Background(), ev) // as record's sink
 	h := <-got
 	if ct := h.Get("Content-Type"); ct != runtime.ContentTypeProtobuf {
 		t.Errorf("Content-Type %q, want protobuf", ct)
