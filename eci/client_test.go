@@ -3,6 +3,7 @@ package eci
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -389,4 +390,36 @@ func listAll(ctx context.Context, c *Client, tags map[string]string) ([]*model.I
 		return nil
 	})
 	return all, err
+}
+
+// TestStatusDigest: a group's digest follows its status and everything in
+// its pod status, and nothing else of the entry (its name, annotations).
+func TestStatusDigest(t *testing.T) {
+	decode := func(entry string) model.GroupStatus {
+		t.Helper()
+		var page statusPage
+		if err := json.Unmarshal([]byte(`{"NextToken":"","Data":[`+entry+`]}`), &page); err != nil || len(page.Data) != 1 {
+			t.Fatalf("%s: %d groups, %v", entry, len(page.Data), err)
+		}
+		return page.Data[0].domain()
+	}
+	const base = `{"ContainerGroupId":"eci-1","Name":"a","Annotations":"{}","Status":"Running","PodStatus":{"Phase":"Running","ContainerStatuses":[{"Name":"c","RestartCount":0}]}}`
+	was := decode(base)
+	if was.ID != "eci-1" || was.Status != "Running" {
+		t.Fatalf("decoded %+v", was)
+	}
+	for _, c := range []struct {
+		what, entry string
+		moves       bool
+	}{
+		{"the same entry", base, false},
+		{"another name and annotations", strings.NewReplacer(`"Name":"a"`, `"Name":"b"`, `"Annotations":"{}"`, `"Annotations":"{\"k\":\"v\"}"`).Replace(base), false},
+		{"a restart within the pod status", strings.Replace(base, `"RestartCount":0`, `"RestartCount":1`, 1), true},
+		{"the group's status", strings.Replace(base, `"Status":"Running"`, `"Status":"Failed"`, 1), true},
+		{"no pod status", `{"ContainerGroupId":"eci-1","Status":"Running"}`, true},
+	} {
+		if got := decode(c.entry); (got.Digest != was.Digest) != c.moves {
+			t.Errorf("%s: digest moved %v, want %v", c.what, got.Digest != was.Digest, c.moves)
+		}
+	}
 }
