@@ -60,8 +60,9 @@ type Config struct {
 	// being created (see waitSync; default 1s).
 	StartSyncInterval time.Duration
 	// ListInterval is how often every instance's status is listed instead
-	// (default six SyncIntervals): the list finds instances gone (absent
-	// from two lists in a row) and any change a poll missed.
+	// (default six SyncIntervals; while instances are being created, see
+	// listDue): the list finds instances gone (absent from two lists in a
+	// row) and any change a poll missed.
 	ListInterval time.Duration
 	// GCInterval is how often every instance is listed in full (events
 	// that came without a status change are replayed then) and orphaned
@@ -245,16 +246,16 @@ func (p *Provider) Run(ctx context.Context) {
 	p.fullMu.Unlock()
 	wg.Go(func() { p.fullLists(ctx) })
 	changes := false
-	var listDue time.Time
+	var lastWhole time.Time
 	for {
 		if err := p.sync(ctx, changes); err != nil && ctx.Err() == nil {
 			p.log.WithError(err).Warn("sync with ECI failed; will retry")
 		}
 		if !changes {
-			listDue = time.Now().Add(p.cfg.ListInterval)
+			lastWhole = time.Now()
 		}
 		var ok bool
-		if changes, ok = p.waitSync(ctx, listDue); !ok {
+		if changes, ok = p.waitSync(ctx, p.listDue(lastWhole)); !ok {
 			break
 		}
 	}
@@ -286,6 +287,26 @@ func (p *Provider) fullLists(ctx context.Context) {
 			wait = p.cfg.ListInterval
 		}
 	}
+}
+
+// wholeListMaxDelay is how many ListIntervals a burst may put the whole
+// status list off (see listDue).
+const wholeListMaxDelay = 4
+
+// listDue is when the whole status list is due, the last having ended at
+// last: ListInterval after it, or, while instances are being created,
+// wholeListMaxDelay ListIntervals after it. A whole list reads every
+// instance's status (one call and about 180 KB of answer per 200
+// instances), so over a burst its lists of the pods made so far add up to
+// O(N²): at 10,000 pods, one every 30 s read most of the status the node
+// decoded. The polls, every StartSyncInterval in a burst, carry its
+// changes; what only a whole list finds (an instance gone, a change a
+// poll missed) waits at most two minutes longer.
+func (p *Provider) listDue(last time.Time) time.Time {
+	if p.creating() {
+		return last.Add(wholeListMaxDelay * p.cfg.ListInterval)
+	}
+	return last.Add(p.cfg.ListInterval)
 }
 
 // creating reports whether instances were created in the last two

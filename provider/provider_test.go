@@ -1547,6 +1547,33 @@ func TestSyncComesSoonAfterCreates(t *testing.T) {
 	}
 }
 
+// TestWholeListWaitsWhileCreating: the whole status list is due
+// ListInterval after the last, and while instances are being created
+// wholeListMaxDelay ListIntervals after it, no later.
+func TestWholeListWaitsWhileCreating(t *testing.T) {
+	p := New(Config{Node: translate.NodeSettings{ClusterName: "c1", NodeName: "vn"}, SyncInterval: time.Hour, ListInterval: 2 * time.Hour, Log: logrus.New()},
+		newMemCloud(), fake.NewClientset(), translate.Sources{Objects: noObjects{}}, nil)
+	last := time.Now()
+	if got, want := p.listDue(last), last.Add(2*time.Hour); !got.Equal(want) {
+		t.Errorf("idle: whole list due %v after the last, want %v", got.Sub(last), want.Sub(last))
+	}
+	p.createdInstance()
+	if got, want := p.listDue(last), last.Add(wholeListMaxDelay*2*time.Hour); !got.Equal(want) {
+		t.Errorf("creating: whole list due %v after the last, want %v", got.Sub(last), want.Sub(last))
+	}
+	// The loop's view: a whole list a ListInterval old is not yet due
+	// while creating, and one wholeListMaxDelay ListIntervals old is.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p.cfg.StartSyncInterval = time.Millisecond
+	if changes, ok := p.waitSync(ctx, p.listDue(time.Now().Add(-3*time.Hour))); !ok || !changes {
+		t.Errorf("creating, last whole list 3h ago: sync %v, a poll %v; want a poll", ok, changes)
+	}
+	if changes, ok := p.waitSync(ctx, p.listDue(time.Now().Add(-wholeListMaxDelay*2*time.Hour))); !ok || changes {
+		t.Errorf("creating, last whole list %d ListIntervals ago: sync %v, a poll %v; want the whole list", wholeListMaxDelay, ok, changes)
+	}
+}
+
 // TestDeletedEntriesForgottenFromTheInformer: a full sync forgets deleted
 // pods the informer no longer has without asking the API server for each,
 // and keeps those it still has.
