@@ -1,7 +1,11 @@
 package provider
 
 import (
+	"hash/fnv"
+	"io"
 	"time"
+
+	"github.com/vnode-project/vnode/eci/model"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,7 +38,7 @@ type entry struct {
 	// full list runs beside the polls, and older details must not undo
 	// newer ones.
 	detailsAsked time.Time
-	seenEvents   map[string]int32
+	seenEvents   seenEvents
 	claimsMarked []string        // PVC names annotated with this instance
 	noted        map[string]bool // translation notes already sent as events
 }
@@ -69,6 +73,51 @@ func (e *entry) running() bool {
 		return e.instanceID != ""
 	}
 	return false
+}
+
+// seenEvents are the instance events a pod was told of, each by its key's
+// hash (see seen) with the count it had. A pod sees a few: a map of their
+// keys took about 380 bytes a pod, a tenth of what the provider holds of
+// one.
+type seenEvents []seenEvent
+
+type seenEvent struct {
+	key   uint64
+	count int32
+}
+
+// seen returns the count the event of key k had when last told, and
+// whether it was. A collision of two keys' 64-bit hashes would hide one
+// event of a pod: with a pod's handful of events, less likely than any
+// hardware fault.
+func (s seenEvents) seen(k uint64) (int32, bool) {
+	for _, x := range s {
+		if x.key == k {
+			return x.count, true
+		}
+	}
+	return 0, false
+}
+
+// tell records that the event of key k was told with count n.
+func (s *seenEvents) tell(k uint64, n int32) {
+	for i := range *s {
+		if (*s)[i].key == k {
+			(*s)[i].count = n
+			return
+		}
+	}
+	*s = append(*s, seenEvent{k, n})
+}
+
+// eventKey tells an instance's events apart: ECI counts repeats of one.
+func eventKey(e model.Event) uint64 {
+	h := fnv.New64a()
+	for _, f := range []string{e.Reason, e.Name, e.Message} {
+		_, _ = io.WriteString(h, f)
+		_, _ = h.Write([]byte{0})
+	}
+	return h.Sum64()
 }
 
 func key(ns, name string) string { return ns + "/" + name }

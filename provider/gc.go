@@ -41,11 +41,11 @@ func (p *Provider) Recover(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("reading pod %s/%s of instance %s: %w", ns, name, inst.ID, err)
 		}
-		e := &entry{phase: phaseRunning, pod: newPodRecord(pod, p.pods == nil), instanceID: inst.ID, seenEvents: map[string]int32{}}
+		e := &entry{phase: phaseRunning, pod: newPodRecord(pod, p.pods == nil), instanceID: inst.ID}
 		ns, name = pod.Namespace, pod.Name // the tag may hold a hashed name
 		e.annotated = pod.Annotations[AnnotationInstanceSpec] != ""
 		for _, ev := range inst.Events {
-			e.seenEvents[eventKey(ev)] = ev.Count // replayed events are not news
+			e.seenEvents.tell(eventKey(ev), ev.Count) // replayed events are not news
 		}
 		if pod.Annotations[AnnotationInstanceID] != inst.ID {
 			// Created just before a crash, never annotated: the first

@@ -31,7 +31,7 @@ func (p *Provider) CreatePod(_ context.Context, pod *corev1.Pod) error {
 		p.mu.Unlock()
 		return nil // known: created, being created, refused or being deleted
 	}
-	e := &entry{phase: phaseWaiting, pod: newPodRecord(pod, p.pods == nil), seenEvents: map[string]int32{}}
+	e := &entry{phase: phaseWaiting, pod: newPodRecord(pod, p.pods == nil)}
 	if p.pods == nil {
 		e.full = slim(pod) // no informer to read it from when its create comes
 	}

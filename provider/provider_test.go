@@ -1614,3 +1614,41 @@ func newListedHarness(t *testing.T, pods ...*corev1.Pod) (*harness, cache.Indexe
 	h.p.SetPodLister(corev1listers.NewPodLister(idx))
 	return h, idx
 }
+
+// TestInstanceEventsToldOncePerCount: an instance's event is told once;
+// again only when ECI counts it again; an event with no count once; and
+// two events that differ only in their message are both told.
+func TestInstanceEventsToldOncePerCount(t *testing.T) {
+	ctx := context.Background()
+	h := syncedHarness(t, "web")
+	id := ""
+	for k := range h.cloud.insts {
+		id = k
+	}
+	full := func(evs ...model.Event) string {
+		t.Helper()
+		h.cloud.set(id, func(i *model.Instance) { i.Events = evs })
+		if err := h.p.fullList(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return h.events()
+	}
+	h.events()
+	pulled := model.Event{Type: "Normal", Reason: "Pulled", Message: "pulled nginx", Name: "e1", Count: 1}
+	uncounted := model.Event{Type: "Normal", Reason: "Started", Message: "started c", Name: "e2"}
+	if ev := full(pulled, uncounted); strings.Count(ev, "Pulled") != 1 || strings.Count(ev, "Started") != 1 {
+		t.Fatalf("first list, events:\n%s", ev)
+	}
+	if ev := full(pulled, uncounted); ev != "" {
+		t.Errorf("the same events again were told:\n%s", ev)
+	}
+	again := pulled
+	again.Count = 3
+	other := model.Event{Type: "Warning", Reason: "Pulled", Message: "pulled nginx:2", Name: "e1", Count: 1}
+	if ev := full(again, uncounted, other); strings.Count(ev, "Pulled") != 2 || strings.Count(ev, "pulled nginx:2") != 1 {
+		t.Errorf("a counted repeat and an event of another message: events:\n%s", ev)
+	}
+	if ev := full(again, uncounted, other); ev != "" {
+		t.Errorf("nothing new, yet events were told:\n%s", ev)
+	}
+}

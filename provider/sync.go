@@ -272,13 +272,10 @@ func (p *Provider) applyOne(e *entry, present map[string]bool, byID map[string]*
 	}
 	for _, ie := range inst.Events {
 		k := eventKey(ie)
-		if e.seenEvents[k] >= ie.Count && ie.Count > 0 {
+		if n, seen := e.seenEvents.seen(k); seen && (n >= ie.Count || ie.Count == 0) {
 			continue
 		}
-		if _, seen := e.seenEvents[k]; seen && ie.Count == 0 {
-			continue
-		}
-		e.seenEvents[k] = ie.Count
+		e.seenEvents.tell(k, ie.Count)
 		typ := ie.Type
 		if typ != corev1.EventTypeWarning {
 			typ = corev1.EventTypeNormal
@@ -308,5 +305,3 @@ func (p *Provider) applyOne(e *entry, present map[string]bool, byID map[string]*
 		p.changed(e)
 	}
 }
-
-func eventKey(e model.Event) string { return e.Reason + "\x00" + e.Name + "\x00" + e.Message }
