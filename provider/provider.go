@@ -301,7 +301,8 @@ const wholeListMaxDelay = 4
 // O(N²): at 10,000 pods, one every 30 s read most of the status the node
 // decoded. The polls, every StartSyncInterval in a burst, carry its
 // changes; what only a whole list finds (an instance gone, a change a
-// poll missed) waits at most two minutes longer.
+// poll missed) waits, in a burst, for a list wholeListMaxDelay
+// ListIntervals apart (two minutes by default).
 func (p *Provider) listDue(last time.Time) time.Time {
 	if p.creating() {
 		return last.Add(wholeListMaxDelay * p.cfg.ListInterval)
