@@ -1561,8 +1561,9 @@ func TestWholeListWaitsWhileCreating(t *testing.T) {
 	if got, want := p.listDue(last), last.Add(wholeListMaxDelay*2*time.Hour); !got.Equal(want) {
 		t.Errorf("creating: whole list due %v after the last, want %v", got.Sub(last), want.Sub(last))
 	}
-	// The loop's view: a whole list a ListInterval old is not yet due
-	// while creating, and one wholeListMaxDelay ListIntervals old is.
+	// The loop's view: a whole list more than a ListInterval old is not
+	// yet due while creating, and one wholeListMaxDelay ListIntervals old
+	// is.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	p.cfg.StartSyncInterval = time.Millisecond
@@ -1571,6 +1572,45 @@ func TestWholeListWaitsWhileCreating(t *testing.T) {
 	}
 	if changes, ok := p.waitSync(ctx, p.listDue(time.Now().Add(-wholeListMaxDelay*2*time.Hour))); !ok || changes {
 		t.Errorf("creating, last whole list %d ListIntervals ago: sync %v, a poll %v; want the whole list", wholeListMaxDelay, ok, changes)
+	}
+}
+
+// TestRunPutsTheWholeListOffWhileCreating: Run's loop asks listDue, so
+// while instances are being created its whole status lists come
+// wholeListMaxDelay ListIntervals apart, with polls between them. The
+// bound counts lists against the time they had, so a slow machine only
+// makes fewer of them.
+func TestRunPutsTheWholeListOffWhileCreating(t *testing.T) {
+	const listEvery, burst = 60 * time.Millisecond, 600 * time.Millisecond
+	cloud := newMemCloud()
+	p := New(Config{Node: translate.NodeSettings{ClusterName: "c1", NodeName: "vn"}, SyncInterval: 50 * time.Millisecond, StartSyncInterval: 5 * time.Millisecond,
+		ListInterval: listEvery, GCInterval: time.Hour, Log: logrus.New()},
+		cloud, fake.NewClientset(), translate.Sources{Objects: noObjects{}}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	for end := time.Now().Add(burst); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		p.createdInstance()
+	}
+	cancel()
+	<-done
+	cloud.mu.Lock()
+	defer cloud.mu.Unlock()
+	whole, polls := 0, 0
+	for _, within := range cloud.statusLists {
+		if within == 0 {
+			whole++
+		} else {
+			polls++
+		}
+	}
+	// The first list at start, then one every wholeListMaxDelay
+	// ListIntervals: 3 in 600 ms; one every ListInterval would be 10.
+	if most := 1 + int(burst/(wholeListMaxDelay*listEvery)); whole < 1 || whole > most {
+		t.Errorf("%d whole status lists in a %v burst, want 1 to %d", whole, burst, most)
+	}
+	if polls < whole {
+		t.Errorf("%d polls beside %d whole lists, want polls between them", polls, whole)
 	}
 }
 
